@@ -1,0 +1,34 @@
+// One command builds everything: the setns addon, TypeScript (for tests) and the bundled executables.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+
+// Node's own headers: Debian's nodejs-dev path, or the tree next to the node binary.
+const headerDirs = ['/usr/include/node', join(dirname(process.execPath), '..', 'include', 'node')];
+const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
+if (!headers) throw new Error(`node_api.h not found in ${headerDirs.join(', ')}`);
+run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-o', 'native/setns.node', 'native/setns.c']);
+
+run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json']);
+
+mkdirSync(join(root, 'dist'), { recursive: true });
+await esbuild.build({
+  entryPoints: { plexusctl: 'src/cmd/plexusctl.ts' },
+  absWorkingDir: root,
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  outExtension: { '.js': '.mjs' },
+  // netlink loads its prebuilt addon relative to its own files.
+  external: ['netlink', '@kubernetes/client-node', '@grpc/grpc-js', '@grpc/proto-loader'],
+  banner: { js: "import { createRequire as __plexusRequire } from 'node:module'; const require = __plexusRequire(import.meta.url);" },
+  sourcemap: 'linked',
+  logLevel: 'warning',
+});

@@ -1,0 +1,24 @@
+/** plexusctl: the Plexus command line. */
+import { Command, CommanderError } from 'commander';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { registerCni } from './cni.js';
+import { registerDemo } from './demo.js';
+
+const program = new Command('plexusctl')
+  .description('Plexus: multi-network attachments for Kubernetes pods')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+registerCni(program);
+registerDemo(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version exit 0; usage errors answer like a plugin does.
+    if (err.exitCode !== 0) {
+      process.stdout.write(`${JSON.stringify(new CniError(ErrorCode.InvalidEnvironment, 'invalid arguments', err.message).toJSON(), null, 2)}\n`);
+    }
+    process.exitCode = err.exitCode === 0 ? 0 : 1;
+  } else throw err;
+}

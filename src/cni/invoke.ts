@@ -1,0 +1,116 @@
+/** Executing a CNI plugin exactly as a runtime does (libcni `invoke`): lookup, env, stdin, error decoding. */
+import { spawn } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CniError, ErrorCode } from './errors.js';
+import { resultSchema, validate } from './schema.js';
+import type { AnyResult } from './types.js';
+
+/** First executable file named `type` in the CNI_PATH directories. */
+export function findInPath(type: string, cniPath: readonly string[]): string {
+  if (!type || type.includes('/') || type.includes('\\')) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, 'invalid plugin type', `"${type}" must be a plain file name`);
+  }
+  if (!cniPath.length) throw new CniError(ErrorCode.InvalidEnvironment, 'no plugin path', `CNI_PATH is empty, cannot find plugin "${type}"`);
+  for (const dir of cniPath) {
+    const candidate = join(dir, type);
+    try {
+      if (statSync(candidate).isFile()) {
+        accessSync(candidate, constants.X_OK);
+        return candidate;
+      }
+    } catch {
+      /* not here: keep looking */
+    }
+  }
+  throw new CniError(ErrorCode.InvalidNetworkConfig, `failed to find plugin "${type}"`, `searched ${JSON.stringify(cniPath)}`);
+}
+
+export interface ExecOptions {
+  /** Kill the plugin after this many ms (0 = no limit). */
+  timeoutMs?: number;
+  /** Where the plugin's stderr goes once it has exited (the caller's stderr by default). */
+  onStderr?: (chunk: Buffer) => void;
+}
+
+/** libcni's decoding of a failed plugin: the error JSON on stdout, else its stderr text. */
+export function decodePluginError(pluginPath: string, exit: string, stdout: Buffer, stderr: Buffer): CniError {
+  const out = stdout.toString().trim();
+  if (!out) {
+    const err = stderr.toString().trim();
+    return new CniError(ErrorCode.Internal, err ? `netplugin failed: ${JSON.stringify(err)}` : `netplugin failed with no error message: ${exit}`, `${pluginPath}`);
+  }
+  try {
+    const parsed = JSON.parse(out) as { code?: unknown; msg?: unknown; details?: unknown };
+    const code = typeof parsed.code === 'number' ? parsed.code : ErrorCode.Internal;
+    const msg = typeof parsed.msg === 'string' ? parsed.msg : out;
+    return new CniError(code, msg, typeof parsed.details === 'string' && parsed.details ? parsed.details : undefined);
+  } catch {
+    return new CniError(ErrorCode.Internal, `netplugin failed but its error could not be parsed: ${JSON.stringify(out)}`, pluginPath);
+  }
+}
+
+/** Runs a plugin with `env` and `stdin`; resolves with stdout on exit 0, rejects with its CniError. */
+export async function execPlugin(pluginPath: string, stdin: Buffer | string, env: NodeJS.ProcessEnv, opts: ExecOptions = {}): Promise<Buffer> {
+  // A plugin binary being replaced gives ETXTBSY for a moment: retry as libcni does.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await execOnce(pluginPath, stdin, env, opts);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ETXTBSY' && attempt < 5) {
+        await sleep(1000);
+        continue;
+      }
+      if (err instanceof CniError) throw err;
+      throw new CniError(ErrorCode.Internal, `failed to execute ${pluginPath}`, (err as Error).message);
+    }
+  }
+}
+
+function execOnce(pluginPath: string, stdin: Buffer | string, env: NodeJS.ProcessEnv, opts: ExecOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(pluginPath, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    if (opts.timeoutMs) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, opts.timeoutMs);
+    }
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.stdin.on('error', () => {
+      /* the plugin may exit without reading stdin (e.g. VERSION) */
+    });
+    child.stdin.end(stdin);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const stderr = Buffer.concat(err);
+      if (stderr.length) (opts.onStderr ?? ((c) => process.stderr.write(c)))(stderr);
+      const stdout = Buffer.concat(out);
+      if (timedOut) {
+        reject(new CniError(ErrorCode.TryAgainLater, `plugin ${pluginPath} timed out`, `killed after ${opts.timeoutMs} ms`));
+      } else if (code === 0) resolve(stdout);
+      else reject(decodePluginError(pluginPath, signal ? `signal ${signal}` : `exit status ${code}`, stdout, stderr));
+    });
+  });
+}
+
+/** Parses and validates a plugin's ADD output. */
+export function parseResult(stdout: Buffer, pluginPath: string): AnyResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(stdout.toString());
+  } catch (err) {
+    throw new CniError(ErrorCode.DecodingFailure, `failed to decode result of ${pluginPath}`, (err as Error).message);
+  }
+  return validate<AnyResult>(resultSchema, value, ErrorCode.DecodingFailure, `result of ${pluginPath}`);
+}

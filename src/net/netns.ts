@@ -1,0 +1,96 @@
+/**
+ * Network namespaces by path. The main thread is switched into a netns only for synchronous code
+ * (creating a netlink socket, which then stays bound to that netns) and straight back.
+ */
+import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface SetnsAddon {
+  setns(fd: number, nstype: number): void;
+  CLONE_NEWNET: number;
+}
+
+let addon: SetnsAddon | undefined;
+
+/** Finds native/setns.node above this module (source tree, build/ or a bundle in dist/). */
+function loadAddon(): SetnsAddon {
+  if (addon) return addon;
+  const candidates: string[] = [];
+  if (process.env.PLEXUS_NATIVE_DIR) candidates.push(join(process.env.PLEXUS_NATIVE_DIR, 'setns.node'));
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    candidates.push(join(dir, 'native', 'setns.node'), join(dir, 'setns.node'));
+    if (dirname(dir) === dir) break;
+  }
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new Error(`setns addon not found (looked in ${candidates.slice(0, 4).join(', ')}, …): run npm run build`);
+  addon = createRequire(import.meta.url)(found) as SetnsAddon;
+  return addon;
+}
+
+/** An open network namespace; `fd` keeps it alive and identifies it. */
+export class Netns {
+  private closed = false;
+  constructor(
+    readonly path: string,
+    readonly fd: number,
+  ) {}
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
+  }
+}
+
+let threadpoolWarm = false;
+
+/**
+ * Opens a netns file. The async open also starts libuv's threadpool while we are still in the
+ * host netns: its threads inherit the netns of the thread that creates them.
+ */
+export async function openNetns(path: string): Promise<Netns> {
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(path, 'r');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw Object.assign(new Error(`open netns ${path}: ${e.code ?? e.message}`), { code: e.code ?? 'EIO', op: 'open netns' });
+  }
+  threadpoolWarm = true;
+  // Keep a plain fd (FileHandle would close it on GC).
+  const fd = openSync(path, 'r');
+  await handle.close();
+  return new Netns(path, fd);
+}
+
+export function hostNetnsPath(): string {
+  return `/proc/${process.pid}/task/${process.pid}/ns/net`;
+}
+
+/**
+ * Runs synchronous `fn` with the main thread in `ns`. Nothing asynchronous may start inside:
+ * sockets, child processes and threads made here would live in `ns`. If switching back fails the
+ * process aborts, because every later operation would silently act on the wrong netns.
+ */
+export function inNetnsSync<T>(ns: Netns, fn: () => T): T {
+  if (!threadpoolWarm) throw new Error('inNetnsSync before openNetns: the libuv threadpool could start inside a pod netns');
+  const { setns, CLONE_NEWNET } = loadAddon();
+  const home = openSync('/proc/thread-self/ns/net', 'r');
+  try {
+    setns(ns.fd, CLONE_NEWNET);
+    try {
+      return fn();
+    } finally {
+      try {
+        setns(home, CLONE_NEWNET);
+      } catch (err) {
+        process.stderr.write(`plexus: cannot return to the host netns: ${(err as Error).message}\n`);
+        process.abort();
+      }
+    }
+  } finally {
+    closeSync(home);
+  }
+}
