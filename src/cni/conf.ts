@@ -114,6 +114,8 @@ export function loadNetwork(dir: string, name: string): NetworkConfigList {
       try {
         list = parseNetworkConfig(readFileSync(file), file);
       } catch (err) {
+        // The network asked for, but broken: its own error is the precise one.
+        if (nameOf(file) === name) throw err;
         broken.push(`${file}: ${(err as Error).message}`);
         continue;
       }
@@ -127,6 +129,14 @@ export function loadNetwork(dir: string, name: string): NetworkConfigList {
     throw new CniError(ErrorCode.InvalidNetworkConfig, `no network "${name}" found in ${dir}`, why ? why.slice(2) : undefined);
   }
   return appendSubdirPlugins(dir, list);
+}
+
+function nameOf(file: string): unknown {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { name?: unknown }).name;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Plugins in `<dir>/<name>/*.conf` are appended unless `loadOnlyInlinedPlugins` (spec 1.1.0). */

@@ -136,9 +136,11 @@ export class CniRuntime {
    */
   async addNetworkList(list: NetworkConfigList, rt: RuntimeConf): Promise<AnyResult> {
     let prev: AnyResult | undefined;
+    let attempted = 0;
     try {
       for (const plugin of list.plugins) {
         const conf = buildPluginConf(list, plugin, rt, prev);
+        attempted += 1;
         const stdout = await this.exec(plugin, 'ADD', conf, rt);
         prev = parseResult(stdout, plugin.type);
       }
@@ -150,10 +152,25 @@ export class CniRuntime {
       );
       return result;
     } catch (err) {
-      await this.runDel(list, rt, prev).catch((cleanup: unknown) => {
-        this.opts.onStderr?.(Buffer.from(`cleanup DEL after failed ADD also failed: ${String(cleanup)}\n`));
-      });
+      await this.cleanupFailedAdd(list, rt, prev, attempted);
       throw err;
+    }
+  }
+
+  /**
+   * Undo of a failed ADD: DEL every plugin that was run (the failing one included, it may have
+   * done part of its work), in reverse, continuing past errors so one stubborn plugin cannot
+   * strand what the others made.
+   */
+  private async cleanupFailedAdd(list: NetworkConfigList, rt: RuntimeConf, prev: AnyResult | undefined, attempted: number): Promise<void> {
+    const withPrev = prev && versionAtLeast(list.cniVersion, '0.4.0') ? prev : undefined;
+    for (const plugin of list.plugins.slice(0, attempted).reverse()) {
+      try {
+        await this.exec(plugin, 'DEL', buildPluginConf(list, plugin, rt, withPrev), rt);
+      } catch (cleanup) {
+        const note = `plexus: DEL of ${plugin.type} after a failed ADD also failed: ${(cleanup as Error).message}\n`;
+        (this.opts.onStderr ?? ((c: Buffer) => process.stderr.write(c)))(Buffer.from(note));
+      }
     }
   }
 
@@ -171,16 +188,14 @@ export class CniRuntime {
   /** DEL: plugins in reverse, each given the cached ADD result (0.4.0+); the entry goes last. */
   async delNetworkList(list: NetworkConfigList, rt: RuntimeConf): Promise<void> {
     const prev = versionAtLeast(list.cniVersion, '0.4.0') ? this.cachedResult(list, rt) : undefined;
-    await this.runDel(list, rt, prev);
+    for (const plugin of [...list.plugins].reverse()) {
+      await this.exec(plugin, 'DEL', buildPluginConf(list, plugin, rt, prev), rt);
+    }
+    // Only after every plugin succeeded: a failed DEL must be retryable with the same prevResult.
     deleteCacheEntry(this.cacheDir, this.key(list, rt));
   }
 
-  private async runDel(list: NetworkConfigList, rt: RuntimeConf, prev: AnyResult | undefined): Promise<void> {
-    const withPrev = prev && versionAtLeast(list.cniVersion, '0.4.0') ? prev : undefined;
-    for (const plugin of [...list.plugins].reverse()) {
-      await this.exec(plugin, 'DEL', buildPluginConf(list, plugin, rt, withPrev), rt);
-    }
-  }
+
 
   /** STATUS (1.1.0+; older lists are ready by definition): the first plugin error, unchanged. */
   async statusNetworkList(list: NetworkConfigList): Promise<void> {

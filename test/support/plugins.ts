@@ -1,0 +1,26 @@
+/** Installs test plugins as executables in a CNI_PATH directory. */
+import { chmodSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Writes an executable `name` into `dir` that runs the record plugin. */
+export function installRecordPlugin(dir: string, name = 'record'): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\nexec env -u NODE_EXTRA_CA_CERTS node ${join(here, 'record-plugin.js')}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+/** Writes a shell plugin with the given body. */
+export function installShellPlugin(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+export const REFERENCE_PLUGINS = '/usr/lib/cni';
+export const repoRoot = join(here, '..', '..', '..');
+export const plexusctlPath = join(repoRoot, 'bin', 'plexusctl');
