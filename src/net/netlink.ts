@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import type { RtNetlinkSocket } from 'netlink/dist/rt/rt.js';
 import type { Message } from 'netlink/dist/rt/structs.js';
-import { type Netns, inNetnsSync, openNetns } from './netns.js';
+import { type Netns, hostNetnsPath, inNetnsSync, openNetns } from './netns.js';
 import {
   IFLA_NUM_VF,
   IFLA_VFINFO_LIST,
@@ -239,11 +239,32 @@ export class NetHandle {
     await this.call('rename', `${name} -> ${newName}`, () => this.sock.setLink({ index }, { ifname: newName }, this.opts()));
   }
 
-  /** Moves (and optionally renames) a link into `target` with one RTM_SETLINK. */
+  /**
+   * Moves (and optionally renames) a link into `target` with one RTM_SETLINK. The kernel moves
+   * first and renames second: when `newName` is taken in the target it answers EEXIST with the
+   * link already moved under its old name. That half-done move is undone here before the error.
+   */
   async moveTo(name: string, target: Netns, newName?: string): Promise<void> {
     const index = await this.index(name);
     const attrs = newName ? { netNsFd: target.fd, ifname: newName } : { netNsFd: target.fd };
-    await this.call('move link', `${name} -> ${target.path}${newName ? ` as ${newName}` : ''}`, () => this.sock.setLink({ index }, attrs, this.opts()));
+    const what = `${name} -> ${target.path}${newName ? ` as ${newName}` : ''}`;
+    try {
+      await this.call('move link', what, () => this.sock.setLink({ index }, attrs, this.opts()));
+    } catch (err) {
+      if (newName && newName !== name && (await this.findLink(name)) === undefined) await this.moveBack(name, target);
+      throw err;
+    }
+  }
+
+  private async moveBack(name: string, from: Netns): Promise<void> {
+    const there = await NetHandle.open(from);
+    const home = await openNetns(this.netnsPath === 'host' ? hostNetnsPath() : this.netnsPath);
+    try {
+      if (await there.findLink(name)) await there.moveTo(name, home);
+    } finally {
+      there.close();
+      home.close();
+    }
   }
 
   async deleteLink(name: string): Promise<void> {
