@@ -1,0 +1,205 @@
+/**
+ * containerd 1.6 CRI rig: a private containerd (config, socket, root and state under one scratch
+ * dir), a pause image built locally from catatonit, and a small CRI client over gRPC.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const PROTO = join(here, '..', '..', '..', 'test', 'support', 'cri', 'runtime-v1.proto');
+export const PAUSE_IMAGE = 'localhost/plexus-pause:1';
+
+export interface PodSpec {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  annotations?: Record<string, string>;
+  portMappings?: { protocol: 'TCP' | 'UDP'; container_port: number; host_port: number; host_ip?: string }[];
+}
+
+export interface SandboxStatus {
+  id: string;
+  state: string;
+  network?: { ip: string; additional_ips: { ip: string }[] };
+  annotations: Record<string, string>;
+}
+
+type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A pause image as an OCI layout tar: /pause is catatonit, run as `catatonit -P`. */
+export function buildPauseImage(dir: string): string {
+  const root = join(dir, 'pause-rootfs');
+  const layout = join(dir, 'pause-oci');
+  mkdirSync(root, { recursive: true });
+  mkdirSync(join(layout, 'blobs', 'sha256'), { recursive: true });
+  copyFileSync('/usr/bin/catatonit', join(root, 'pause'));
+  execFileSync('chmod', ['755', join(root, 'pause')]);
+  const layerPath = join(dir, 'layer.tar');
+  execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', root, '-cf', layerPath, 'pause']);
+  const layer = readFileSync(layerPath);
+  const blob = (data: Buffer): { digest: string; size: number } => {
+    const digest = sha256(data);
+    writeFileSync(join(layout, 'blobs', 'sha256', digest), data);
+    return { digest: `sha256:${digest}`, size: data.length };
+  };
+  const layerBlob = blob(layer);
+  const config = blob(
+    Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Entrypoint: ['/pause', '-P'] }, rootfs: { type: 'layers', diff_ids: [layerBlob.digest] } })),
+  );
+  const manifest = blob(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layerBlob }],
+      }),
+    ),
+  );
+  writeFileSync(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'io.containerd.image.name': PAUSE_IMAGE } }],
+    }),
+  );
+  writeFileSync(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  const tar = join(dir, 'pause.tar');
+  execFileSync('tar', ['-C', layout, '-cf', tar, '.']);
+  return tar;
+}
+
+export class ContainerdRig {
+  readonly socket: string;
+  readonly confDir: string;
+  readonly binDir: string;
+  private proc: ChildProcess | undefined;
+  private client: grpc.Client | undefined;
+  private methods: Record<string, Unary> = {};
+
+  private constructor(readonly dir: string) {
+    this.socket = join(dir, 'containerd.sock');
+    this.confDir = join(dir, 'net.d');
+    this.binDir = join(dir, 'cnibin');
+  }
+
+  /** Starts containerd with its CNI bin dir holding the reference plugins plus `extraPlugins`. */
+  static async start(dir: string, extraPlugins: Record<string, string> = {}): Promise<ContainerdRig> {
+    const rig = new ContainerdRig(dir);
+    mkdirSync(rig.confDir, { recursive: true });
+    mkdirSync(rig.binDir, { recursive: true });
+    // containerd 1.6 takes one bin dir: link the reference plugins and ours into it.
+    for (const name of readdirSync('/usr/lib/cni')) symlinkSync(join('/usr/lib/cni', name), join(rig.binDir, name));
+    for (const [name, path] of Object.entries(extraPlugins)) symlinkSync(path, join(rig.binDir, name));
+    const config = `version = 2
+root = "${join(dir, 'root')}"
+state = "${join(dir, 'state')}"
+[grpc]
+  address = "${rig.socket}"
+[ttrpc]
+  address = "${rig.socket}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "${rig.binDir}"
+    conf_dir = "${rig.confDir}"
+    max_conf_num = 1
+`;
+    writeFileSync(join(dir, 'config.toml'), config);
+    const log = join(dir, 'containerd.log');
+    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], { stdio: 'ignore', env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
+    if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
+    execFileSync('ctr', ['-a', rig.socket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', buildPauseImage(dir)], { stdio: 'pipe' });
+    const def = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { runtime: { v1: { RuntimeService: grpc.ServiceClientConstructor } } };
+    const client = new pkg.runtime.v1.RuntimeService(`unix://${rig.socket}`, grpc.credentials.createInsecure());
+    rig.client = client;
+    rig.methods = client as unknown as Record<string, Unary>;
+    return rig;
+  }
+
+  call<T>(method: string, req: object, timeoutMs = 60000): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const fn = this.methods[method];
+      if (!fn) return reject(new Error(`no CRI method ${method}`));
+      fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as T)));
+    });
+  }
+
+  async waitReady(): Promise<void> {
+    for (let i = 0; i < 50; i++) {
+      const s = await this.call<{ status: { conditions: { type: string; status: boolean }[] } }>('Status', { verbose: false });
+      if (s.status.conditions.every((c) => c.status)) return;
+      await sleep(200);
+    }
+    throw new Error('containerd CRI never became ready (RuntimeReady/NetworkReady)');
+  }
+
+  async runPod(spec: PodSpec): Promise<string> {
+    const res = await this.call<{ pod_sandbox_id: string }>('RunPodSandbox', {
+      config: {
+        metadata: { name: spec.name, uid: spec.uid ?? `uid-${spec.name}`, namespace: spec.namespace ?? 'default', attempt: 0 },
+        hostname: spec.name,
+        log_directory: join(this.dir, 'logs', spec.name),
+        port_mappings: spec.portMappings ?? [],
+        annotations: spec.annotations ?? {},
+        labels: { 'plexus.test/pod': spec.name },
+        linux: { security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+      },
+      runtime_handler: '',
+    });
+    return res.pod_sandbox_id;
+  }
+
+  async podStatus(id: string): Promise<SandboxStatus & { netns?: string }> {
+    const res = await this.call<{ status: SandboxStatus; info: Record<string, string> }>('PodSandboxStatus', { pod_sandbox_id: id, verbose: true });
+    const info = res.info.info ? (JSON.parse(res.info.info) as { runtimeSpec?: { linux?: { namespaces?: { type: string; path?: string }[] } } }) : {};
+    const netns = info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+    return { ...res.status, ...(netns ? { netns } : {}) };
+  }
+
+  async removePod(id: string): Promise<void> {
+    await this.call('StopPodSandbox', { pod_sandbox_id: id });
+    await this.call('RemovePodSandbox', { pod_sandbox_id: id });
+  }
+
+  async listPods(): Promise<{ id: string }[]> {
+    return (await this.call<{ items: { id: string }[] }>('ListPodSandbox', {})).items;
+  }
+
+  /** Stops containerd by its PID and removes its state; leftover shims of this rig are killed. */
+  async stop(): Promise<void> {
+    this.client?.close();
+    if (this.proc && this.proc.exitCode === null) {
+      this.proc.kill('SIGTERM');
+      for (let i = 0; i < 50 && this.proc.exitCode === null; i++) await sleep(100);
+      if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
+    }
+    try {
+      execFileSync('pkill', ['-f', `containerd-shim.*${this.socket}`], { stdio: 'ignore' });
+    } catch {
+      /* none left */
+    }
+    // runc leaves mounts of the native snapshotter only while sandboxes live; remove what is ours.
+    try {
+      execFileSync('sh', ['-c', `grep -o ' ${this.dir}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l`], { stdio: 'ignore' });
+    } catch {
+      /* nothing mounted */
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
