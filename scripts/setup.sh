@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs what Plexus needs on a Debian bookworm machine (run as root) and builds it.
+# Idempotent: packages already present are not reinstalled; npm ci runs only when the lock changed.
+set -eu
+cd "$(dirname "$0")/.."
+
+# Reference CNI plugins (delegates), the container runtimes of the test rig, and the test oracles.
+PACKAGES="containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables strace"
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run --silent build
