@@ -102,6 +102,19 @@ describe('kernel layer (rtnetlink through the netlink package, setns addon)', ()
     }
   });
 
+  it('sets a link down and deletes it', async () => {
+    const [a, b] = rig.veth('d');
+    await host.setUp(a!);
+    assert.ok(ipJson<{ flags: string[] }[]>(['link', 'show', a!])[0]?.flags.includes('UP'));
+    await host.setUp(a!, false);
+    assert.ok(!ipJson<{ flags: string[] }[]>(['link', 'show', a!])[0]?.flags.includes('UP'));
+    assert.equal((await host.link(a!)).up, false);
+    await host.deleteLink(a!);
+    assert.equal(linkExists(a!), false);
+    assert.equal(linkExists(b!), false, 'the veth peer goes with it');
+    await assert.rejects(host.deleteLink(a!), (e: unknown) => e instanceof NetError && e.code === 'ENODEV');
+  });
+
   it('parseCidr validates addresses and prefixes', () => {
     assert.deepEqual(parseCidr('10.1.2.3/8').prefix, 8);
     assert.equal(parseCidr('2001:db8::1').prefix, 128);
