@@ -1,6 +1,6 @@
 // One command builds everything: the setns addon, TypeScript (for tests) and the bundled executables.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -18,7 +18,7 @@ run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsc
 
 mkdirSync(join(root, 'dist'), { recursive: true });
 await esbuild.build({
-  entryPoints: { plexusctl: 'src/cmd/plexusctl.ts' },
+  entryPoints: { plexusctl: 'src/cmd/plexusctl.ts', plexus: 'src/cmd/plexus.ts' },
   absWorkingDir: root,
   outdir: 'dist',
   bundle: true,
@@ -26,9 +26,13 @@ await esbuild.build({
   target: 'node20',
   format: 'esm',
   outExtension: { '.js': '.mjs' },
-  // netlink loads its prebuilt addon relative to its own files.
-  external: ['netlink', '@kubernetes/client-node', '@grpc/grpc-js', '@grpc/proto-loader'],
+  // netlink loads its prebuilt addon relative to its own files; client-node stays out of the per-pod path.
+  external: ['netlink', '@kubernetes/client-node'],
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   banner: { js: "import { createRequire as __plexusRequire } from 'node:module'; const require = __plexusRequire(import.meta.url);" },
   sourcemap: 'linked',
   logLevel: 'warning',
 });
+// Files the bundles read at run time.
+copyFileSync(join(root, 'src/k8s/podresources-v1.proto'), join(root, 'dist/podresources-v1.proto'));

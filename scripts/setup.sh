@@ -18,6 +18,15 @@ if [ -n "$missing" ]; then
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# Debian's kubectl (kubernetes-client 1.20), a real client the API server double is checked against.
+# Extracted into .tools/ rather than installed: images may ship another kubectl at /usr/bin/kubectl.
+if [ ! -x .tools/kubectl/usr/bin/kubectl ]; then
+  mkdir -p .tools/kubectl
+  (cd .tools && apt-get download kubernetes-client >/dev/null 2>&1 || { apt-get update -qq && apt-get download kubernetes-client >/dev/null; })
+  dpkg-deb -x .tools/kubernetes-client_*.deb .tools/kubectl
+  rm -f .tools/kubernetes-client_*.deb
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

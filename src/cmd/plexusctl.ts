@@ -1,6 +1,7 @@
 /** plexusctl: the Plexus command line. */
 import { Command, CommanderError } from 'commander';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { registerApiServer } from './apiserver.js';
 import { registerCni } from './cni.js';
 import { registerDemo } from './demo.js';
 
@@ -9,6 +10,7 @@ const program = new Command('plexusctl')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 registerCni(program);
+registerApiServer(program);
 registerDemo(program);
 
 try {

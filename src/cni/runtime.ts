@@ -21,7 +21,8 @@ export interface RuntimeConf {
 
 export interface RuntimeOptions {
   cniPath: string[];
-  cacheDir?: string;
+  /** libcni result cache; null when the caller keeps results itself (the meta plugin's store). */
+  cacheDir?: string | null;
   /** Base environment for plugins (the caller's whole environment by default). */
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
@@ -84,11 +85,16 @@ export function buildPluginConf(
   return conf;
 }
 
+/** A prevResult chosen by the caller instead of the cached one. */
+export interface PrevResultOption {
+  prevResult: AnyResult | undefined;
+}
+
 export class CniRuntime {
-  readonly cacheDir: string;
+  readonly cacheDir: string | null;
 
   constructor(private readonly opts: RuntimeOptions) {
-    this.cacheDir = opts.cacheDir ?? DEFAULT_CACHE_DIR;
+    this.cacheDir = opts.cacheDir === null ? null : (opts.cacheDir ?? DEFAULT_CACHE_DIR);
   }
 
   private env(command: CniCommand, rt?: RuntimeConf): NodeJS.ProcessEnv {
@@ -117,6 +123,7 @@ export class CniRuntime {
 
   /** The final ADD result cached for this attachment, in the list's version (undefined if none). */
   cachedResult(list: NetworkConfigList, rt: RuntimeConf): AnyResult | undefined {
+    if (this.cacheDir === null) return undefined;
     const read = readCacheEntry(this.cacheDir, this.key(list, rt));
     switch (read.kind) {
       case 'entry':
@@ -146,10 +153,12 @@ export class CniRuntime {
       }
       if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `network "${list.name}" has no plugins`);
       const result = convertResult(prev, list.cniVersion);
-      writeCacheEntry(
-        this.cacheDir,
-        makeCacheEntry(this.key(list, rt), list.bytes, { netns: rt.netns, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result }),
-      );
+      if (this.cacheDir !== null) {
+        writeCacheEntry(
+          this.cacheDir,
+          makeCacheEntry(this.key(list, rt), list.bytes, { netns: rt.netns, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result }),
+        );
+      }
       return result;
     } catch (err) {
       await this.cleanupFailedAdd(list, rt, prev, attempted);
@@ -175,24 +184,25 @@ export class CniRuntime {
   }
 
   /** CHECK: only for 0.4.0+, never when disabled, and only for an attachment that was added. */
-  async checkNetworkList(list: NetworkConfigList, rt: RuntimeConf): Promise<void> {
+  async checkNetworkList(list: NetworkConfigList, rt: RuntimeConf, given?: PrevResultOption): Promise<void> {
     if (!versionAtLeast(list.cniVersion, '0.4.0')) {
       throw new CniError(ErrorCode.IncompatibleVersion, 'configuration version does not allow CHECK', `network "${list.name}" is ${list.cniVersion}`);
     }
     if (list.disableCheck) throw new CniError(ErrorCode.InvalidNetworkConfig, `network "${list.name}" disables CHECK`);
-    const prev = this.cachedResult(list, rt);
+    const prev = given ? given.prevResult : this.cachedResult(list, rt);
     if (!prev) throw new CniError(ErrorCode.UnknownContainer, 'no cached result for this attachment', `${rt.containerID}/${rt.ifName} on "${list.name}" was not added`);
     for (const plugin of list.plugins) await this.exec(plugin, 'CHECK', buildPluginConf(list, plugin, rt, prev), rt);
   }
 
   /** DEL: plugins in reverse, each given the cached ADD result (0.4.0+); the entry goes last. */
-  async delNetworkList(list: NetworkConfigList, rt: RuntimeConf): Promise<void> {
-    const prev = versionAtLeast(list.cniVersion, '0.4.0') ? this.cachedResult(list, rt) : undefined;
+  async delNetworkList(list: NetworkConfigList, rt: RuntimeConf, given?: PrevResultOption): Promise<void> {
+    const known = given ? given.prevResult : this.cachedResult(list, rt);
+    const prev = known && versionAtLeast(list.cniVersion, '0.4.0') ? known : undefined;
     for (const plugin of [...list.plugins].reverse()) {
       await this.exec(plugin, 'DEL', buildPluginConf(list, plugin, rt, prev), rt);
     }
     // Only after every plugin succeeded: a failed DEL must be retryable with the same prevResult.
-    deleteCacheEntry(this.cacheDir, this.key(list, rt));
+    if (this.cacheDir !== null) deleteCacheEntry(this.cacheDir, this.key(list, rt));
   }
 
 
@@ -211,7 +221,7 @@ export class CniRuntime {
     if (list.disableGC) return;
     const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
     const errors: string[] = [];
-    for (const entry of listCacheEntries(this.cacheDir, list.name)) {
+    for (const entry of this.cacheDir === null ? [] : listCacheEntries(this.cacheDir, list.name)) {
       if (keep.has(`${entry.containerId}\u0000${entry.ifName}`)) continue;
       const rt: RuntimeConf = {
         containerID: entry.containerId,

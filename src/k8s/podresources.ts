@@ -1,0 +1,73 @@
+/**
+ * A pod's allocated devices from kubelet: PodResources `Get` (one pod) when served, else `List`
+ * filtered to the pod, else the device-plugin checkpoint file. gRPC is loaded only when needed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type PodDevices = Map<string, string[]>;
+
+interface ProtoPodResources {
+  name: string;
+  namespace: string;
+  containers: { name: string; devices: { resource_name: string; device_ids: string[] }[] }[];
+}
+
+/** The .proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
+function protoPath(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    for (const p of [join(dir, 'podresources-v1.proto'), join(dir, 'src', 'k8s', 'podresources-v1.proto')]) if (existsSync(p)) return p;
+    if (dirname(dir) === dir) throw new Error('podresources-v1.proto not found next to the plexus bundle');
+  }
+}
+
+function merge(into: PodDevices, pod: ProtoPodResources | undefined): PodDevices {
+  for (const c of pod?.containers ?? []) {
+    for (const d of c.devices ?? []) into.set(d.resource_name, [...(into.get(d.resource_name) ?? []), ...d.device_ids]);
+  }
+  for (const [k, v] of into) into.set(k, [...new Set(v)].sort());
+  return into;
+}
+
+/** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
+export async function podDevicesFromKubelet(socket: string, namespace: string, name: string, timeoutMs: number): Promise<PodDevices> {
+  const grpc = await import('@grpc/grpc-js');
+  const loader = await import('@grpc/proto-loader');
+  const def = loader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (addr: string, creds: unknown, opts?: object) => Record<string, Function> & { close(): void } } };
+  const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const call = <T>(method: string, req: object): Promise<T> =>
+    new Promise((resolve, reject) => {
+      client[method]!.call(client, req, { deadline: Date.now() + timeoutMs }, (err: (Error & { code?: number }) | null, res: T) => (err ? reject(err) : resolve(res)));
+    });
+  try {
+    try {
+      const res = await call<{ pod_resources?: ProtoPodResources }>('Get', { pod_name: name, pod_namespace: namespace });
+      return merge(new Map(), res.pod_resources);
+    } catch (err) {
+      if ((err as { code?: number }).code !== grpc.status.UNIMPLEMENTED) throw err;
+    }
+    const list = await call<{ pod_resources: ProtoPodResources[] }>('List', {});
+    return merge(new Map(), list.pod_resources.find((p) => p.name === name && p.namespace === namespace));
+  } finally {
+    client.close();
+  }
+}
+
+interface Checkpoint {
+  Data?: { PodDeviceEntries?: { PodUID: string; ResourceName: string; DeviceIDs: Record<string, string[]> | string[] }[] };
+}
+
+/** kubelet's device-plugin checkpoint, keyed by pod UID (used when no PodResources socket exists). */
+export function podDevicesFromCheckpoint(path: string, podUID: string): PodDevices {
+  const cp = JSON.parse(readFileSync(path, 'utf8')) as Checkpoint;
+  const out: PodDevices = new Map();
+  for (const e of cp.Data?.PodDeviceEntries ?? []) {
+    if (e.PodUID !== podUID) continue;
+    const ids = Array.isArray(e.DeviceIDs) ? e.DeviceIDs : Object.values(e.DeviceIDs).flat();
+    out.set(e.ResourceName, [...(out.get(e.ResourceName) ?? []), ...ids]);
+  }
+  for (const [k, v] of out) out.set(k, [...new Set(v)].sort());
+  return out;
+}

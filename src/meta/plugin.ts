@@ -1,0 +1,652 @@
+/**
+ * The meta CNI plugin `plexus`. Data path, top to bottom:
+ *   stdin → meta conf → pod annotations (runtimeConfig, else API) → plan (cluster network, default
+ *   networks, selected NADs, devices) → store record → delegates in order → default route →
+ *   network-status + events → the cluster network's result, in the runtime's version.
+ * DEL, CHECK, STATUS and GC work from the store record, so they need no API server.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { type CniArgs, getArg } from '../cni/args.js';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { CniRuntime, type RuntimeConf } from '../cni/runtime.js';
+import type { Plugin, PluginRequest } from '../cni/skel.js';
+import { type AnyResult, type Attachment, type NetworkConfigList, type PluginConf, SUPPORTED_VERSIONS, versionAtLeast } from '../cni/types.js';
+import { parseNetworkConfig } from '../cni/conf.js';
+import { convertResult, ipFamily, toCanonical } from '../cni/version.js';
+import { ApiClient, ApiError, apiFailure, inClusterConfig, loadKubeconfig } from '../k8s/client.js';
+import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
+import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
+import { type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
+import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
+import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
+import { loadNetwork } from '../cni/conf.js';
+import {
+  DEFAULT_NETWORK_ANNOTATION,
+  NETWORKS_ANNOTATION,
+  NETWORK_STATUS_ANNOTATION,
+  type NetworkSelection,
+  RESOURCE_NAME_ANNOTATION,
+  parseDefaultNetworkAnnotation,
+  parseNetworksAnnotation,
+} from './selection.js';
+import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry } from './status.js';
+import { type AttachmentRecord, AttachmentStore, type StoredAttachment } from './store.js';
+
+const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
+
+/** Capabilities a selection may ask for, and the annotation key that asked (NPWG: fail if undeclared). */
+const REQUESTED_CAPABILITIES: [keyof NetworkSelection, string, string][] = [
+  ['ips', 'ips', 'ips'],
+  ['mac', 'mac', 'mac'],
+  ['infinibandGUID', 'infinibandGUID', 'infiniband-guid'],
+  ['portMappings', 'portMappings', 'portMappings'],
+  ['bandwidth', 'bandwidth', 'bandwidth'],
+];
+
+export interface PodRef {
+  namespace: string;
+  name: string;
+  uid: string;
+  infraContainerID: string;
+}
+
+/** One attachment to make: a delegate network, its interface name and what it is given. */
+export interface PlannedAttachment {
+  network: string;
+  list: NetworkConfigList;
+  ifName: string;
+  isDefault: boolean;
+  capabilityArgs: Record<string, unknown>;
+  selection?: NetworkSelection;
+  resourceName?: string;
+  deviceID?: string;
+  deviceInfoFile?: string;
+}
+
+export interface Plan {
+  attachments: PlannedAttachment[];
+  /** What could not be resolved (only collected when planning leniently, for DEL). */
+  problems: string[];
+}
+
+export interface MetaOptions {
+  log?: (line: string) => void;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function podRefFromArgs(args: CniArgs): PodRef | undefined {
+  const name = getArg(args, 'K8S_POD_NAME');
+  const namespace = getArg(args, 'K8S_POD_NAMESPACE');
+  if (!name || !namespace) return undefined;
+  return { name, namespace, uid: getArg(args, 'K8S_POD_UID') ?? '', infraContainerID: getArg(args, 'K8S_POD_INFRA_CONTAINER_ID') ?? '' };
+}
+
+/** The runtime's runtimeConfig value for `key`, matched case-insensitively. */
+function runtimeConfigValue(req: PluginRequest, key: string): unknown {
+  const rc = req.conf.runtimeConfig ?? {};
+  const found = Object.keys(rc).find((k) => k.toLowerCase() === key.toLowerCase());
+  return found === undefined ? undefined : rc[found];
+}
+
+/** Per-invocation state of the meta plugin. */
+export class MetaInvocation {
+  readonly conf: MetaConf;
+  readonly pod: PodRef | undefined;
+  readonly runtime: CniRuntime;
+  readonly store: AttachmentStore;
+  private api: ApiClient | undefined | null = null;
+  private podObject: Pod | undefined;
+  private nads = new Map<string, NetworkAttachmentDefinition | undefined>();
+
+  constructor(
+    readonly req: PluginRequest,
+    private readonly opts: MetaOptions = {},
+  ) {
+    this.conf = parseMetaConf(req.conf);
+    if (this.conf.auxiliaryCNIChainName) {
+      throw new CniError(ErrorCode.UnsupportedField, `unsupported field "auxiliaryCNIChainName": "${this.conf.auxiliaryCNIChainName}"`, 'auxiliary chains are not implemented yet');
+    }
+    this.pod = podRefFromArgs(req.args);
+    // binDir first, then the runtime's path (Multus order).
+    const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
+    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: process.env, onStderr: (c) => process.stderr.write(c) });
+    this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
+  }
+
+  log(line: string): void {
+    if (this.conf.logLevel === 'panic' && !this.opts.log) return;
+    (this.opts.log ?? ((l: string) => process.stderr.write(`plexus: ${l}\n`)))(line);
+  }
+
+  /** The API client, if a kubeconfig or in-cluster credentials exist; loaded once, lazily. */
+  async apiClient(): Promise<ApiClient | undefined> {
+    if (this.api !== null) return this.api;
+    const cfg = this.conf.kubeconfig ? await loadKubeconfig(this.conf.kubeconfig) : inClusterConfig();
+    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs) : undefined;
+    return this.api;
+  }
+
+  /** Pod annotations: from the runtime (no API read at all) or from the API. */
+  async podAnnotations(): Promise<Record<string, string> | undefined> {
+    const fromRuntime = runtimeConfigValue(this.req, POD_ANNOTATIONS_CAPABILITY);
+    if (isObject(fromRuntime)) return Object.fromEntries(Object.entries(fromRuntime).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+    const pod = await this.getPod();
+    return pod?.metadata.annotations ?? (pod ? {} : undefined);
+  }
+
+  async getPod(): Promise<Pod | undefined> {
+    if (this.podObject || !this.pod) return this.podObject;
+    const api = await this.apiClient();
+    if (!api) return undefined;
+    try {
+      this.podObject = await api.get<Pod>(podPath(this.pod.namespace, this.pod.name));
+    } catch (err) {
+      throw apiFailure(err, `reading pod ${this.pod.namespace}/${this.pod.name}`);
+    }
+    if (this.pod.uid && this.podObject.metadata.uid && this.pod.uid !== this.podObject.metadata.uid) {
+      throw new CniError(ErrorCode.UnknownContainer, 'pod was replaced', `${this.pod.namespace}/${this.pod.name} has UID ${this.podObject.metadata.uid}, the runtime asked for ${this.pod.uid}`);
+    }
+    return this.podObject;
+  }
+
+  /** A NAD from the API (cached per invocation); undefined when there is no API or it does not exist. */
+  async getNad(namespace: string, name: string): Promise<NetworkAttachmentDefinition | undefined> {
+    const key = `${namespace}/${name}`;
+    if (this.nads.has(key)) return this.nads.get(key);
+    const api = await this.apiClient();
+    let nad: NetworkAttachmentDefinition | undefined;
+    if (api) {
+      try {
+        nad = await api.get<NetworkAttachmentDefinition>(nadPath(namespace, name));
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 404)) throw apiFailure(err, `reading NetworkAttachmentDefinition ${key}`);
+      }
+    }
+    this.nads.set(key, nad);
+    return nad;
+  }
+
+  /** A selected network: its NAD (spec order), or without an API server, a conf file of that name. */
+  async resolveSelection(sel: NetworkSelection): Promise<{ list: NetworkConfigList; resourceName?: string }> {
+    const nad = await this.getNad(sel.namespace, sel.name);
+    if (nad) {
+      const resourceName = nad.metadata.annotations?.[RESOURCE_NAME_ANNOTATION];
+      return { list: nadToConfList(nad, this.conf.confDir), ...(resourceName ? { resourceName } : {}) };
+    }
+    if (await this.apiClient()) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `NetworkAttachmentDefinition ${sel.namespace}/${sel.name} not found`, 'the pod selects a network that does not exist');
+    }
+    return { list: loadNetwork(this.conf.confDir, sel.name) };
+  }
+
+  /** Multus `clusterNetwork` / `defaultNetworks` entry: a path, or a NAD name, or a conf name. */
+  async resolveNamed(value: string): Promise<{ display: string; list: NetworkConfigList }> {
+    if (value.includes('/') && (value.startsWith('/') || existsSync(value))) {
+      const list = loadNetworkFromPath(value);
+      return { display: list.name, list };
+    }
+    const nad = await this.getNad(this.conf.multusNamespace, value);
+    if (nad) return { display: `${this.conf.multusNamespace}/${value}`, list: nadToConfList(nad, this.conf.confDir) };
+    const list = loadNetwork(this.conf.confDir, value);
+    return { display: list.name, list };
+  }
+
+  /** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
+  async plan(lenient = false): Promise<Plan> {
+    const problems: string[] = [];
+    const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!lenient) throw err;
+        problems.push(`${what}: ${(err as Error).message}`);
+        return undefined;
+      }
+    };
+    const podNamespace = this.pod?.namespace ?? 'default';
+    const annotations = await attempt('pod annotations', () => this.podAnnotations());
+    if (lenient && !annotations && this.pod) problems.push('pod annotations unavailable: secondary networks could not be reconstructed');
+    const selections = (await attempt('networks annotation', async () => parseNetworksAnnotation(annotations?.[NETWORKS_ANNOTATION], podNamespace))) ?? [];
+    const defaultOverride = await attempt('default-network annotation', async () => parseDefaultNetworkAnnotation(annotations?.[DEFAULT_NETWORK_ANNOTATION], this.conf.multusNamespace));
+
+    const attachments: PlannedAttachment[] = [];
+    // The cluster network: the pod's default-network override, inline delegates, or clusterNetwork.
+    const cluster = await attempt('cluster network', async () => {
+      if (defaultOverride) {
+        checkNamespaceAllowed(this.conf, podNamespace, defaultOverride.namespace, defaultOverride.name);
+        const { list } = await this.resolveSelection(defaultOverride);
+        return { display: `${defaultOverride.namespace}/${defaultOverride.name}`, list, ifName: defaultOverride.interface ?? this.req.ifName };
+      }
+      if (this.conf.delegates) {
+        const list = inlineDelegate(this.conf.delegates[0]!, 0);
+        return { display: list.name, list, ifName: this.req.ifName };
+      }
+      return { ...(await this.resolveNamed(this.conf.clusterNetwork!)), ifName: this.req.ifName };
+    });
+    if (cluster) {
+      // NPWG §7.5: the runtime's own runtimeConfig goes to the cluster network only, all of it.
+      attachments.push({ network: cluster.display, list: cluster.list, ifName: cluster.ifName, isDefault: true, capabilityArgs: { ...(this.req.conf.runtimeConfig ?? {}) } });
+    }
+    const extraDelegates = (this.conf.delegates ?? []).slice(1).map((d, i) => inlineDelegate(d, i + 1));
+    const defaultNetworks = this.conf.systemNamespaces.includes(podNamespace) ? [] : this.conf.defaultNetworks;
+    for (const list of extraDelegates) attachments.push({ network: list.name, list, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {} });
+    for (const name of defaultNetworks) {
+      const resolved = await attempt(`default network ${name}`, () => this.resolveNamed(name));
+      if (resolved) attachments.push({ network: resolved.display, list: resolved.list, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {} });
+    }
+    for (const sel of selections) {
+      const index = attachments.length;
+      const planned = await attempt(`network ${sel.namespace}/${sel.name}`, async () => {
+        checkNamespaceAllowed(this.conf, podNamespace, sel.namespace, sel.name);
+        const { list, resourceName } = await this.resolveSelection(sel);
+        checkCapabilities(list, sel);
+        const att: PlannedAttachment = { network: `${sel.namespace}/${sel.name}`, list, ifName: sel.interface ?? `net${index}`, isDefault: false, capabilityArgs: selectionCapabilityArgs(sel), selection: sel };
+        if (resourceName) att.resourceName = resourceName;
+        if (sel.deviceID) att.deviceID = sel.deviceID;
+        return att;
+      });
+      if (planned) attachments.push(planned);
+    }
+    const seen = new Map<string, string>();
+    for (const a of attachments) {
+      const other = seen.get(a.ifName);
+      if (other !== undefined) {
+        const err = new CniError(ErrorCode.InvalidNetworkConfig, 'duplicate interface name', `"${a.ifName}" is requested by ${other} and ${a.network}`);
+        if (!lenient) throw err;
+        problems.push(err.message);
+      }
+      seen.set(a.ifName, a.network);
+    }
+    await attempt('devices', () => this.assignDevices(attachments));
+    for (const a of attachments) {
+      a.deviceInfoFile = cniDeviceInfoPath(this.conf.deviceInfoDir, a.network, this.req.containerID, a.ifName);
+      if (declares(a.list, 'CNIDeviceInfoFile')) a.capabilityArgs.CNIDeviceInfoFile = a.deviceInfoFile;
+    }
+    return { attachments, problems };
+  }
+
+  /** resourceName → the pod's device IDs from kubelet; the Nth network of a resource takes the Nth ID. */
+  private async assignDevices(attachments: PlannedAttachment[]): Promise<void> {
+    const needing = attachments.filter((a) => a.resourceName && !a.deviceID);
+    if (!needing.length || !this.pod) return;
+    let devices: PodDevices;
+    if (existsSync(this.conf.podResourcesSocket)) {
+      try {
+        devices = await podDevicesFromKubelet(this.conf.podResourcesSocket, this.pod.namespace, this.pod.name, this.conf.apiTimeoutMs);
+      } catch (err) {
+        throw new CniError(ErrorCode.TryAgainLater, 'kubelet PodResources failed', (err as Error).message);
+      }
+    } else if (existsSync(this.conf.kubeletCheckpoint)) {
+      devices = podDevicesFromCheckpoint(this.conf.kubeletCheckpoint, this.pod.uid);
+    } else {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, 'no source of device allocations', `neither ${this.conf.podResourcesSocket} nor ${this.conf.kubeletCheckpoint} exists`);
+    }
+    const taken = new Map<string, number>();
+    for (const a of needing) {
+      const ids = devices.get(a.resourceName!) ?? [];
+      const n = taken.get(a.resourceName!) ?? 0;
+      const id = ids[n];
+      if (!id) throw new CniError(ErrorCode.InvalidNetworkConfig, `no ${a.resourceName} device left for ${a.network}`, `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}); request one per network`);
+      taken.set(a.resourceName!, n + 1);
+      a.deviceID = id;
+    }
+  }
+
+  /** The delegate config as executed: deviceID/pciBusID and cni-args injected. */
+  delegateList(a: PlannedAttachment): NetworkConfigList {
+    const cniArgs = a.selection?.cniArgs;
+    if (!a.deviceID && !cniArgs) return a.list;
+    const inject = (p: PluginConf): PluginConf => {
+      const out: PluginConf = { ...p };
+      if (a.deviceID) Object.assign(out, { deviceID: a.deviceID, pciBusID: a.deviceID });
+      if (cniArgs) {
+        const args = isObject(p.args) ? p.args : {};
+        out.args = { ...args, cni: { ...(isObject(args.cni) ? args.cni : {}), ...cniArgs } };
+      }
+      return out;
+    };
+    const raw = JSON.parse(a.list.bytes.toString()) as Record<string, unknown>;
+    const rewritten = Array.isArray(raw.plugins) ? { ...raw, plugins: (raw.plugins as PluginConf[]).map(inject) } : inject(raw as PluginConf);
+    return parseNetworkConfig(Buffer.from(JSON.stringify(rewritten)), a.network);
+  }
+
+  runtimeConf(ifName: string, capabilityArgs: Record<string, unknown>): RuntimeConf {
+    return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: this.req.args, capabilityArgs };
+  }
+}
+
+/** NPWG: a requested ips/mac/guid/portMappings/bandwidth needs a plugin that declares it. */
+function checkCapabilities(list: NetworkConfigList, sel: NetworkSelection): void {
+  for (const [field, capability, key] of REQUESTED_CAPABILITIES) {
+    if (sel[field] !== undefined && !declares(list, capability)) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network ${sel.namespace}/${sel.name} cannot take "${key}"`, `no plugin in "${list.name}" declares the "${capability}" capability`);
+    }
+  }
+}
+
+function declares(list: NetworkConfigList, capability: string): boolean {
+  return list.plugins.some((p) => p.capabilities?.[capability] === true);
+}
+
+function selectionCapabilityArgs(sel: NetworkSelection): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (sel.ips) out.ips = sel.ips;
+  if (sel.mac) out.mac = sel.mac;
+  if (sel.infinibandGUID) out.infinibandGUID = sel.infinibandGUID;
+  if (sel.portMappings) out.portMappings = sel.portMappings;
+  if (sel.bandwidth) out.bandwidth = sel.bandwidth;
+  return out;
+}
+
+/** Names of the interfaces in the pod netns, read in the netns without loading netlink. */
+async function interfacesInNetns(netns: string): Promise<Set<string>> {
+  const { openNetns, inNetnsSync } = await import('../net/netns.js');
+  const ns = await openNetns(netns).catch((err: Error) => {
+    throw new CniError(ErrorCode.UnknownContainer, 'cannot open the pod network namespace', err.message);
+  });
+  try {
+    const text = inNetnsSync(ns, () => readFileSync('/proc/thread-self/net/dev', 'utf8'));
+    return new Set(
+      text
+        .split('\n')
+        .slice(2)
+        .map((l) => l.split(':')[0]!.trim())
+        .filter(Boolean),
+    );
+  } finally {
+    ns.close();
+  }
+}
+
+function toStored(a: PlannedAttachment, list: NetworkConfigList): StoredAttachment {
+  const s: StoredAttachment = { network: a.network, ifName: a.ifName, config: list.bytes.toString(), capabilityArgs: a.capabilityArgs, isDefault: a.isDefault, state: 'planned' };
+  if (a.deviceID) s.deviceID = a.deviceID;
+  if (a.deviceInfoFile) s.deviceInfoFile = a.deviceInfoFile;
+  if (a.selection?.defaultRoute) s.defaultRoute = a.selection.defaultRoute;
+  return s;
+}
+
+function storedList(s: StoredAttachment): NetworkConfigList {
+  return parseNetworkConfig(Buffer.from(s.config), s.network);
+}
+
+/** Moves the default route onto the attachment that asked for it (NPWG `default-route`). */
+async function applyDefaultRoute(netns: string, carrier: StoredAttachment, others: StoredAttachment[]): Promise<string[]> {
+  const gateways = chooseGateways(carrier.defaultRoute ?? [], carrier.result);
+  if (!gateways.length) return [];
+  const { NetHandle } = await import('../net/netlink.js');
+  const pod = await NetHandle.openPath(netns);
+  try {
+    for (const family of [...new Set(gateways.map(ipFamily))]) {
+      const fam = family === '4' ? 4 : 6;
+      const dst = fam === 4 ? '0.0.0.0/0' : '::/0';
+      for (const route of await pod.routes(fam)) {
+        if (route.dst !== dst || route.table !== 254 || route.ifindex === undefined) continue;
+        const dev = (await pod.links()).find((l) => l.index === route.ifindex)?.name;
+        if (dev && dev !== carrier.ifName && others.some((o) => o.ifName === dev)) await pod.delRoute({ dst, dev, ...(route.gw ? { gw: route.gw } : {}) });
+      }
+      for (const gw of gateways.filter((g) => ipFamily(g) === family)) await pod.replaceRoute({ dst, gw, dev: carrier.ifName });
+    }
+  } finally {
+    pod.close();
+  }
+  return gateways;
+}
+
+function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatusEntry[] {
+  const carrier = record.attachments.find((a) => a.defaultRoute !== undefined);
+  return record.attachments.map((a) => {
+    let defaultRoute: string[] | undefined;
+    if (carrier) defaultRoute = a === carrier ? chooseGateways(a.defaultRoute ?? [], a.result) : undefined;
+    else if (a.isDefault && a.result) defaultRoute = defaultGateways(toCanonical(a.result));
+    const deviceInfo = readDeviceInfo(a.deviceInfoFile);
+    return statusEntry({ network: a.network, isDefault: a.isDefault, ...(defaultRoute?.length ? { defaultRoute } : {}), ...(a.result ? { result: a.result } : {}), ...(deviceInfo ? { deviceInfo } : {}) }, a.ifName, compat);
+  });
+}
+
+async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  const api = await inv.apiClient();
+  if (!api || !inv.pod) return;
+  const entries = statusEntries(record, inv.conf.multusStatusCompat);
+  try {
+    await api.patch(`${podPath(inv.pod.namespace, inv.pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: JSON.stringify(entries) } } });
+  } catch (err) {
+    // The attachments are in place; a status write that fails is reported, not turned into a failed pod.
+    inv.log(`writing network-status of ${inv.pod.namespace}/${inv.pod.name} failed: ${(err as Error).message}`);
+    process.stderr.write(`plexus: writing network-status failed: ${(err as Error).message}\n`);
+  }
+  for (const a of record.attachments) {
+    const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
+    await event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
+  }
+}
+
+async function event(inv: MetaInvocation, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+  const api = await inv.apiClient().catch(() => undefined);
+  if (!api || !inv.pod) return;
+  const now = new Date().toISOString();
+  try {
+    await api.post(`/api/v1/namespaces/${encodeURIComponent(inv.pod.namespace)}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { generateName: `${inv.pod.name}.`, namespace: inv.pod.namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', name: inv.pod.name, namespace: inv.pod.namespace, ...(inv.pod.uid ? { uid: inv.pod.uid } : {}) },
+      reason,
+      message,
+      type,
+      source: { component: 'plexus' },
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    });
+  } catch {
+    /* events are best effort */
+  }
+}
+
+function readinessCheck(conf: MetaConf): void {
+  if (conf.readinessindicatorfile && !existsSync(conf.readinessindicatorfile)) {
+    throw new CniError(ErrorCode.TryAgainLater, 'cluster network not ready', `readiness indicator ${conf.readinessindicatorfile} does not exist yet`);
+  }
+}
+
+export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promise<AnyResult> {
+  const inv = new MetaInvocation(req, opts);
+  readinessCheck(inv.conf);
+  const { attachments } = await inv.plan();
+  const lists = attachments.map((a) => inv.delegateList(a));
+  const record: AttachmentRecord = {
+    containerID: req.containerID,
+    netns: req.netns,
+    ifName: req.ifName,
+    args: req.args,
+    podNamespace: inv.pod?.namespace ?? '',
+    podName: inv.pod?.name ?? '',
+    podUID: inv.pod?.uid ?? '',
+    cniVersion: req.conf.cniVersion,
+    attachments: attachments.map((a, i) => toStored(a, lists[i]!)),
+  };
+  // Written before the first delegate runs: a crash from here on leaves DEL everything it needs.
+  inv.store.write(record);
+  let added = 0;
+  try {
+    const existing = await interfacesInNetns(req.netns);
+    for (const [i, a] of attachments.entries()) {
+      if (existing.has(a.ifName)) throw new CniError(ErrorCode.InvalidNetworkConfig, `interface "${a.ifName}" already exists in the pod`, `requested for ${a.network} in ${req.netns}`);
+      if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
+      // A failing delegate list is deleted again by the runtime itself; `added` counts the ones to undo here.
+      const result = await inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs));
+      record.attachments[i] = { ...record.attachments[i]!, state: 'added', result };
+      added = i + 1;
+      existing.add(a.ifName);
+      inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);
+    }
+    const carrier = record.attachments.find((s) => s.defaultRoute !== undefined);
+    if (carrier) await applyDefaultRoute(req.netns, carrier, record.attachments.filter((s) => s !== carrier));
+  } catch (err) {
+    await rollback(inv, record, lists, added);
+    await event(inv, 'Warning', 'NetworkAttachFailed', (err as Error).message);
+    throw err;
+  }
+  inv.store.write(record);
+  await writeStatus(inv, record);
+  const cluster = record.attachments[0]?.result;
+  if (!cluster) throw new CniError(ErrorCode.Internal, 'cluster network returned no result');
+  return convertResult(cluster, req.conf.cniVersion);
+}
+
+/** Partial ADD failure: DEL the `added` attachments, in reverse, then forget the record. */
+async function rollback(inv: MetaInvocation, record: AttachmentRecord, lists: NetworkConfigList[], added: number): Promise<void> {
+  for (let i = added - 1; i >= 0; i--) {
+    const s = record.attachments[i]!;
+    try {
+      await inv.runtime.delNetworkList(lists[i]!, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result });
+    } catch (err) {
+      process.stderr.write(`plexus: rollback DEL of ${s.network} (${s.ifName}) failed: ${(err as Error).message}\n`);
+    }
+  }
+  for (const s of record.attachments) removeDeviceInfo(s.deviceInfoFile);
+  inv.store.delete(record.containerID);
+}
+
+export async function cmdDel(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
+  const inv = new MetaInvocation(req, opts);
+  const read = inv.store.read(req.containerID);
+  if (read.kind === 'ok') {
+    await delRecord(inv, read.record);
+    return;
+  }
+  // No usable record: rebuild the plan from config and annotations, DEL every delegate it yields,
+  // and report what could not be rebuilt. Never success without trying.
+  const { attachments, problems } = await inv.plan(true);
+  const errors: string[] = [...problems];
+  for (const a of [...attachments].reverse()) {
+    try {
+      await inv.runtime.delNetworkList(inv.delegateList(a), inv.runtimeConf(a.ifName, a.capabilityArgs), { prevResult: undefined });
+      removeDeviceInfo(a.deviceInfoFile);
+    } catch (err) {
+      errors.push(`DEL ${a.network} (${a.ifName}): ${(err as Error).message}`);
+    }
+  }
+  if (!errors.length) {
+    inv.store.delete(req.containerID);
+    return;
+  }
+  const why = read.kind === 'corrupt' ? `the attachment record is corrupt (${read.reason})` : 'there is no attachment record';
+  throw new CniError(ErrorCode.Internal, `DEL: ${why}; deleted ${attachments.length} reconstructed attachment(s), could not clean everything`, errors.join('; '));
+}
+
+async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  const errors: string[] = [];
+  for (const s of [...record.attachments].reverse()) {
+    try {
+      const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: inv.req.args, capabilityArgs: s.capabilityArgs };
+      await inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result });
+      removeDeviceInfo(s.deviceInfoFile);
+    } catch (err) {
+      errors.push(`DEL ${s.network} (${s.ifName}): ${(err as Error).message}`);
+    }
+  }
+  // NPWG §7.2: try every attachment, then return a final error; the record stays for the retry.
+  if (errors.length) throw new CniError(ErrorCode.Internal, `DEL failed for ${errors.length} of ${record.attachments.length} attachments`, errors.join('; '));
+  inv.store.delete(record.containerID);
+}
+
+export async function cmdCheck(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
+  const inv = new MetaInvocation(req, opts);
+  const read = inv.store.read(req.containerID);
+  if (read.kind !== 'ok') throw new CniError(ErrorCode.UnknownContainer, 'no attachment record for this container', read.kind === 'corrupt' ? read.reason : req.containerID);
+  for (const s of read.record.attachments) {
+    const list = storedList(s);
+    if (list.disableCheck || !versionAtLeast(list.cniVersion, '0.4.0')) continue;
+    if (s.state !== 'added') throw new CniError(ErrorCode.UnknownContainer, `${s.network} (${s.ifName}) was never added`);
+    await inv.runtime.checkNetworkList(list, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result });
+  }
+}
+
+/** Every network in use: the cluster network plus each distinct delegate config in the store. */
+function networksInUse(inv: MetaInvocation, records: AttachmentRecord[]): Map<string, { list: NetworkConfigList; valid: Attachment[] }> {
+  const out = new Map<string, { list: NetworkConfigList; valid: Attachment[] }>();
+  for (const r of records) {
+    for (const s of r.attachments) {
+      const entry = out.get(s.config) ?? { list: storedList(s), valid: [] };
+      entry.valid.push({ containerID: r.containerID, ifname: s.ifName });
+      out.set(s.config, entry);
+    }
+  }
+  return out;
+}
+
+function readRecords(inv: MetaInvocation): AttachmentRecord[] {
+  return inv.store
+    .list()
+    .map((id) => inv.store.read(id))
+    .flatMap((r) => (r.kind === 'ok' ? [r.record] : []));
+}
+
+export async function cmdStatus(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
+  const inv = new MetaInvocation(req, opts);
+  try {
+    readinessCheck(inv.conf);
+  } catch (err) {
+    throw new CniError(ErrorCode.PluginNotAvailable, 'cluster network not ready', (err as CniError).details);
+  }
+  const lists = [...networksInUse(inv, readRecords(inv)).values()].map((n) => n.list);
+  const clusterNetwork = inv.conf.delegates ? inlineDelegate(inv.conf.delegates[0]!, 0) : (await inv.resolveNamed(inv.conf.clusterNetwork!)).list;
+  const seen = new Set<string>();
+  for (const list of [clusterNetwork, ...lists]) {
+    const key = list.bytes.toString();
+    if (seen.has(key)) continue;
+    seen.add(key);
+    await inv.runtime.statusNetworkList(list);
+  }
+}
+
+export async function cmdGc(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
+  const inv = new MetaInvocation(req, opts);
+  const valid = (req.conf['cni.dev/valid-attachments'] ?? []) as Attachment[];
+  const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
+  const errors: string[] = [];
+  const kept: AttachmentRecord[] = [];
+  for (const id of inv.store.list()) {
+    const read = inv.store.read(id);
+    if (read.kind !== 'ok') {
+      errors.push(`record ${id}: ${read.kind === 'corrupt' ? read.reason : 'vanished'}`);
+      continue;
+    }
+    if (keep.has(`${read.record.containerID}\u0000${read.record.ifName}`)) {
+      kept.push(read.record);
+      continue;
+    }
+    try {
+      // Stale attachment: its netns is assumed gone; plugins release what they hold without it.
+      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns: '', ifName: read.record.ifName, args: read.record.args }, opts);
+      await delRecord(gcInv, read.record);
+    } catch (err) {
+      errors.push(`DEL ${id}: ${(err as Error).message}`);
+    }
+  }
+  for (const { list, valid: delegateValid } of networksInUse(inv, kept).values()) {
+    try {
+      await inv.runtime.gcNetworkList(list, delegateValid);
+    } catch (err) {
+      errors.push(`GC ${list.name}: ${(err as Error).message}`);
+    }
+  }
+  if (errors.length) throw new CniError(ErrorCode.Internal, `GC had ${errors.length} error(s)`, errors.join('; '));
+}
+
+export const metaPlugin: Plugin = {
+  about: 'Plexus meta CNI plugin (NPWG multi-network)',
+  supportedVersions: SUPPORTED_VERSIONS,
+  add: (req) => cmdAdd(req),
+  del: (req) => cmdDel(req),
+  check: (req) => cmdCheck(req),
+  status: (req) => cmdStatus(req),
+  gc: (req) => cmdGc(req),
+};
+

@@ -1,0 +1,77 @@
+/** `k8s.v1.cni.cncf.io/network-status` entries, exactly per NPWG 1.3 §5.3. */
+import type { AnyResult, Result } from '../cni/types.js';
+import { ipFamily, toCanonical } from '../cni/version.js';
+
+export interface NetworkStatusEntry {
+  name: string;
+  interface?: string;
+  ips?: string[];
+  mac?: string;
+  default: boolean;
+  dns?: { nameservers?: string[]; domain?: string; search?: string[] };
+  'default-route'?: string[];
+  'device-info'?: Record<string, unknown>;
+  /** Multus-only keys, written only in compatibility mode. */
+  gateway?: string[];
+  mtu?: number;
+}
+
+export interface StatusInput {
+  network: string;
+  isDefault: boolean;
+  /** Gateways of the default route this attachment carries, if it carries one. */
+  defaultRoute?: string[];
+  result?: AnyResult;
+  deviceInfo?: Record<string, unknown>;
+}
+
+/** Default-route gateways in a result (routes to 0.0.0.0/0 or ::/0). */
+export function defaultGateways(result: Result): string[] {
+  return (result.routes ?? []).filter((r) => (r.dst === '0.0.0.0/0' || r.dst === '::/0') && r.gw).map((r) => r.gw!);
+}
+
+/** One entry per attachment; a minimal map (name, interface, default) when the result says little. */
+export function statusEntry(input: StatusInput, ifName: string, multusCompat = false): NetworkStatusEntry {
+  const entry: NetworkStatusEntry = { name: input.network, default: input.isDefault };
+  const result = input.result ? toCanonical(input.result) : undefined;
+  const interfaces = result?.interfaces ?? [];
+  const index = interfaces.findIndex((i) => i.sandbox);
+  if (index >= 0) {
+    const iface = interfaces[index]!;
+    entry.interface = iface.name;
+    const ips = (result?.ips ?? []).filter((ip) => ip.interface === index).map((ip) => ip.address);
+    if (ips.length) entry.ips = ips;
+    if (iface.mac) entry.mac = iface.mac;
+    if (multusCompat && iface.mtu) entry.mtu = iface.mtu;
+  } else {
+    entry.interface = ifName;
+    const ips = (result?.ips ?? []).filter((ip) => ip.interface === undefined).map((ip) => ip.address);
+    if (ips.length) entry.ips = ips;
+  }
+  const dns = result?.dns;
+  if (dns && (dns.nameservers?.length || dns.domain || dns.search?.length)) {
+    entry.dns = {};
+    if (dns.nameservers?.length) entry.dns.nameservers = dns.nameservers;
+    if (dns.domain) entry.dns.domain = dns.domain;
+    if (dns.search?.length) entry.dns.search = dns.search;
+  }
+  if (input.defaultRoute?.length) entry['default-route'] = input.defaultRoute;
+  if (input.deviceInfo) entry['device-info'] = input.deviceInfo;
+  if (multusCompat && result) {
+    const gws = defaultGateways(result);
+    if (gws.length) entry.gateway = gws;
+  }
+  return entry;
+}
+
+/** Gateways to use for a requested default route: the ones asked for, else the result's per family. */
+export function chooseGateways(requested: string[], result: AnyResult | undefined): string[] {
+  if (requested.length) return requested;
+  const r = result ? toCanonical(result) : undefined;
+  const out: string[] = [];
+  for (const family of ['4', '6'] as const) {
+    const gw = r?.ips?.find((ip) => ip.gateway && ipFamily(ip.address) === family)?.gateway;
+    if (gw) out.push(gw);
+  }
+  return out;
+}
