@@ -456,9 +456,6 @@ function readinessCheck(conf: MetaConf): void {
 
 export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promise<AnyResult> {
   const inv = new MetaInvocation(req, opts);
-  readinessCheck(inv.conf);
-  const { attachments } = await inv.plan();
-  const lists = attachments.map((a) => inv.delegateList(a));
   const record: AttachmentRecord = {
     containerID: req.containerID,
     netns: req.netns,
@@ -468,27 +465,39 @@ export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promis
     podName: inv.pod?.name ?? '',
     podUID: inv.pod?.uid ?? '',
     cniVersion: req.conf.cniVersion,
-    attachments: attachments.map((a, i) => toStored(a, lists[i]!)),
+    attachments: [],
   };
+  let attachments: PlannedAttachment[];
+  let lists: NetworkConfigList[];
+  try {
+    readinessCheck(inv.conf);
+    attachments = (await inv.plan()).attachments;
+    lists = attachments.map((a) => inv.delegateList(a));
+  } catch (err) {
+    // Nothing was attached. The record says so, so that the DEL the runtime sends after every failed
+    // ADD is exact and cheap instead of reconstructing from config that may be what is broken.
+    inv.store.write(record);
+    throw err;
+  }
+  record.attachments = attachments.map((a, i) => toStored(a, lists[i]!));
   // Written before the first delegate runs: a crash from here on leaves DEL everything it needs.
   inv.store.write(record);
-  let added = 0;
+  let tried = 0;
   try {
     const existing = await interfacesInNetns(req.netns);
     for (const [i, a] of attachments.entries()) {
       if (existing.has(a.ifName)) throw new CniError(ErrorCode.InvalidNetworkConfig, `interface "${a.ifName}" already exists in the pod`, `requested for ${a.network} in ${req.netns}`);
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
-      // A failing delegate list is deleted again by the runtime itself; `added` counts the ones to undo here.
+      tried = i + 1;
       const result = await inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs));
       record.attachments[i] = { ...record.attachments[i]!, state: 'added', result };
-      added = i + 1;
       existing.add(a.ifName);
       inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);
     }
     const carrier = record.attachments.find((s) => s.defaultRoute !== undefined);
     if (carrier) await applyDefaultRoute(req.netns, carrier, record.attachments.filter((s) => s !== carrier));
   } catch (err) {
-    await rollback(inv, record, lists, added);
+    await rollback(inv, record, lists, tried);
     await event(inv, 'Warning', 'NetworkAttachFailed', (err as Error).message);
     throw err;
   }
@@ -499,18 +508,25 @@ export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promis
   return convertResult(cluster, req.conf.cniVersion);
 }
 
-/** Partial ADD failure: DEL the `added` attachments, in reverse, then forget the record. */
-async function rollback(inv: MetaInvocation, record: AttachmentRecord, lists: NetworkConfigList[], added: number): Promise<void> {
-  for (let i = added - 1; i >= 0; i--) {
+/**
+ * Partial ADD failure: DEL the attachments that were tried, in reverse (the failing one too: it may
+ * have done part of its work). The record keeps only what could not be undone, so the runtime's
+ * DEL that follows a failed ADD retries exactly that, without reconstructing anything.
+ */
+async function rollback(inv: MetaInvocation, record: AttachmentRecord, lists: NetworkConfigList[], tried: number): Promise<void> {
+  const left: StoredAttachment[] = [];
+  for (let i = tried - 1; i >= 0; i--) {
     const s = record.attachments[i]!;
     try {
       await inv.runtime.delNetworkList(lists[i]!, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result });
+      removeDeviceInfo(s.deviceInfoFile);
     } catch (err) {
+      left.unshift(s);
       process.stderr.write(`plexus: rollback DEL of ${s.network} (${s.ifName}) failed: ${(err as Error).message}\n`);
     }
   }
-  for (const s of record.attachments) removeDeviceInfo(s.deviceInfoFile);
-  inv.store.delete(record.containerID);
+  for (const s of record.attachments.slice(tried)) removeDeviceInfo(s.deviceInfoFile);
+  inv.store.write({ ...record, attachments: left });
 }
 
 export async function cmdDel(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {

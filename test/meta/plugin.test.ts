@@ -1,0 +1,244 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { AttachmentStore } from '../../src/meta/store.js';
+import { installShellPlugin } from '../support/plugins.js';
+import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
+import { EXAMPLE_LINKS, SimNode, exampleDocs, podEnv } from '../support/node.js';
+
+const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
+
+function reservations(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => isIP(f.split('/').at(-1)!)) : [];
+}
+
+describe('meta plugin `plexus` executed as a runtime does', function () {
+  this.timeout(60000);
+  const rig = new Rig();
+  let node: SimNode;
+  before(async () => {
+    node = new SimNode(rig, rig.dir('meta'));
+    await node.start();
+  });
+  after(async () => {
+    await node.stop();
+    rig.cleanup();
+  });
+
+  const annotationsOf = (pod: string): Record<string, string> => exampleDocs('pods.yaml').find((d) => d.metadata.name === pod)!.metadata as never as Record<string, string>;
+  const runtimeConf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => ({
+    ...node.metaConf(extra),
+    runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
+  });
+  const hostState = (): string =>
+    JSON.stringify({
+      links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort(),
+      ips: [...reservations(join(node.dir, 'ipam')), ...reservations('/var/lib/cni/networks/macvlan-a')].sort(),
+      store: existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')) : [],
+      devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
+    });
+
+  it('attaches the cluster network and two secondaries from runtime-provided annotations, with no API read', async () => {
+    const ns = rig.netns('m');
+    const pod = node.addExamplePod('two-nets');
+    const annotations = (pod.metadata as unknown as { annotations: Record<string, string> }).annotations;
+    const before = node.api.requests.length;
+    const add = await node.exec(podEnv('ADD', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.equal(add.json?.cniVersion, '1.0.0');
+    const ifaces = (add.json?.interfaces as { name: string; sandbox?: string }[]).filter((i) => i.sandbox);
+    assert.deepEqual(ifaces.map((i) => i.name), ['eth0'], 'the runtime gets the cluster network result');
+    assert.deepEqual(ipAddresses(ns.name, 'eth0'), ['10.76.0.2/24']);
+    assert.equal(ipAddresses(ns.name, 'net1').length, 1);
+    assert.match(ipAddresses(ns.name, 'net1')[0]!, /^10\.77\.1\./);
+    assert.deepEqual(ipAddresses(ns.name, 'data0'), ['10.77.0.9/24']);
+
+    const calls = node.api.requests.slice(before);
+    assert.equal(calls.filter((r) => r.resource === 'pods' && r.verb === 'get').length, 0, 'no pod GET: annotations came from the runtime');
+    assert.equal(calls.filter((r) => r.resource === 'network-attachment-definitions').length, 2);
+    assert.equal(calls.filter((r) => r.verb === 'patch').length, 1, 'one PATCH for network-status');
+    const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'two-nets')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
+    assert.equal(status.length, 3);
+    assert.deepEqual(status[0], { name: 'cluster', interface: 'eth0', ips: ['10.76.0.2/24'], mac: status[0]!.mac, default: true, 'default-route': ['10.76.0.1'] });
+    assert.deepEqual(
+      status.map((s) => [s.name, s.interface, s.default]),
+      [
+        ['cluster', 'eth0', true],
+        ['default/macvlan-a', 'net1', false],
+        ['default/bridge-b', 'data0', false],
+      ],
+    );
+    assert.deepEqual(status[2]!.ips, ['10.77.0.9/24']);
+    const events = node.api.list('v1', 'events').filter((e) => (e as { reason?: string }).reason === 'AddedInterface');
+    assert.equal(events.length, 3);
+
+    const check = await node.exec(podEnv('CHECK', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+
+    const del = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
+    assert.equal(del.status, 0, del.stdout + del.stderr);
+    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(reservations(join(node.dir, 'ipam')), []);
+    assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), []);
+    assert.equal(existsSync(new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox1')), false);
+    const again = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
+    assert.equal(again.status, 0, 'a repeated DEL succeeds');
+  });
+
+  const twoNets = (): { annotations: Record<string, string>; meta: { name: string; namespace: string } } => {
+    const pod = node.addExamplePod('two-nets');
+    return { annotations: (pod.metadata as unknown as { annotations: Record<string, string> }).annotations, meta: pod.metadata };
+  };
+
+  it('an injected failure of the second secondary delegate fails ADD with its message and leaves nothing', async () => {
+    const ns = rig.netns('f');
+    installShellPlugin(node.binDir, 'plx-failing', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"code":117,"msg":"second secondary exploded"}'; exit 1`);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'broken-c', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"broken-c","type":"plx-failing"}' } } as never);
+    const { meta } = twoNets();
+    const before = hostState();
+    const annotations = { [NETWORKS]: '[{"name":"macvlan-a"},{"name":"broken-c"}]' };
+    const add = await node.exec(podEnv('ADD', 'sandbox-f', ns.path, meta), runtimeConf(annotations));
+    assert.equal(add.status, 1);
+    assert.equal(add.json?.code, 117);
+    assert.equal(add.json?.msg, 'second secondary exploded');
+    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    const warning = node.api.list('v1', 'events').find((e) => (e as { reason?: string }).reason === 'NetworkAttachFailed');
+    assert.match(String((warning as { message?: string })?.message), /second secondary exploded/);
+    // the runtime's DEL after a failed ADD finds the rolled-back record and has nothing left to do
+    const apiCalls = node.api.requests.length;
+    const del = await node.exec(podEnv('DEL', 'sandbox-f', ns.path, meta), runtimeConf(annotations));
+    assert.equal(del.status, 0, del.stdout);
+    assert.equal(node.api.requests.length, apiCalls, 'no reconstruction needed');
+    assert.equal(hostState(), before, 'no link, IP, store entry or device-info file left');
+  });
+
+  it('DEL works with the API server stopped', async () => {
+    const ns = rig.netns('d');
+    const { annotations, meta } = twoNets();
+    const before = hostState();
+    // annotations from the API this time: the store must carry everything for DEL
+    const add = await node.exec(podEnv('ADD', 'sandbox-d', ns.path, meta), node.metaConf());
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.ok(annotations);
+    assert.ok(linkExists('data0', ns.name));
+    await node.api.stop();
+    try {
+      const del = await node.exec(podEnv('DEL', 'sandbox-d', ns.path, meta), node.metaConf());
+      assert.equal(del.status, 0, del.stdout + del.stderr);
+      assert.equal(hostState(), before);
+    } finally {
+      await node.api.start();
+      // the restarted double listens on a new port
+      writeFileSync(node.kubeconfig, node.api.kubeconfig());
+    }
+  });
+
+  it('DEL with the store deleted cleans what it can reconstruct and says what it could not', async () => {
+    const ns = rig.netns('s');
+    const { meta } = twoNets();
+    const before = hostState();
+    const add = await node.exec(podEnv('ADD', 'sandbox-s', ns.path, meta), node.metaConf());
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    rmSync(new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox-s'));
+    const bridgeB = node.api.get('k8s.cni.cncf.io/v1', 'network-attachment-definitions', 'default', 'bridge-b')!;
+    // the NAD of the second secondary is gone too: that attachment cannot be reconstructed
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'bridge-b', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"bridge-b","type":"no-such-plugin"}' } } as never);
+    try {
+      const del = await node.exec(podEnv('DEL', 'sandbox-s', ns.path, meta), node.metaConf());
+      assert.equal(del.status, 1, 'never success without trying everything');
+      assert.match(String(del.json?.msg), /no attachment record/);
+      assert.match(String(del.json?.details), /bridge-b/);
+      assert.equal(linkExists('eth0', ns.name), false, 'the cluster network was deleted');
+      assert.equal(linkExists('net1', ns.name), false, 'macvlan-a was deleted');
+      assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), []);
+    } finally {
+      node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', bridgeB);
+    }
+    const retry = await node.exec(podEnv('DEL', 'sandbox-s', ns.path, meta), node.metaConf());
+    assert.equal(retry.status, 0, retry.stdout + retry.stderr);
+    assert.equal(hostState(), before);
+  });
+
+  it('namespaceIsolation refuses a NAD of another namespace with a clear error', async () => {
+    const ns = rig.netns('i');
+    node.api.put('v1', 'pods', { metadata: { name: 'iso', namespace: 'tenant-a' }, spec: { nodeName: 'plx-node' } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'private', namespace: 'tenant-b' }, spec: { config: '{"cniVersion":"1.0.0","name":"private","type":"macvlan","master":"plx-mv-master"}' } } as never);
+    const before = hostState();
+    const add = await node.exec(podEnv('ADD', 'sandbox-i', ns.path, { name: 'iso', namespace: 'tenant-a' }), runtimeConf({ [NETWORKS]: 'tenant-b/private' }, { namespaceIsolation: true }));
+    assert.equal(add.status, 1);
+    assert.equal(add.json?.code, 7);
+    assert.match(`${String(add.json?.msg)} ${String(add.json?.details)}`, /namespaceIsolation.*tenant-a.*tenant-b\/private/s);
+    const del = await node.exec(podEnv('DEL', 'sandbox-i', ns.path, { name: 'iso', namespace: 'tenant-a' }), runtimeConf({ [NETWORKS]: 'tenant-b/private' }, { namespaceIsolation: true }));
+    assert.equal(del.status, 0, del.stdout);
+    assert.equal(hostState(), before);
+  });
+
+  it('injects the device of a NAD resourceName (kubelet checkpoint) and copies its device-info file', async () => {
+    const ns = rig.netns('v');
+    const deviceID = '0000:5e:02.3';
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'sriov-like', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'plexus.dev/vf' } },
+      // macvlan ignores the injected deviceID/pciBusID (host-device would look the PCI device up in sysfs)
+      spec: { config: `{"cniVersion":"1.0.0","name":"sriov-like","type":"macvlan","master":"${EXAMPLE_LINKS.macvlanMaster}","capabilities":{"CNIDeviceInfoFile":true}}` },
+    } as never);
+    node.api.put('v1', 'pods', { metadata: { name: 'vf-pod', namespace: 'default', uid: 'uid-vf' }, spec: { nodeName: 'plx-node' } } as never);
+    writeFileSync(node.metaConf().kubeletCheckpoint as string, JSON.stringify({ Data: { PodDeviceEntries: [{ PodUID: 'uid-vf', ContainerName: 'app', ResourceName: 'plexus.dev/vf', DeviceIDs: { '0': [deviceID] } }] } }));
+    const dp = join(node.deviceInfoDir, 'dp');
+    mkdirSync(dp, { recursive: true });
+    const info = { type: 'pci', version: '1.1.0', pci: { 'pci-address': deviceID, 'pf-pci-address': '0000:5e:00.0' } };
+    writeFileSync(join(dp, `plexus.dev-vf-${deviceID}-device.json`), JSON.stringify(info));
+    const env = podEnv('ADD', 'sandbox-v', ns.path, { name: 'vf-pod', namespace: 'default', uid: 'uid-vf' });
+    const add = await node.exec(env, runtimeConf({ [NETWORKS]: 'sriov-like@vf0' }));
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.ok(linkExists('vf0', ns.name));
+    const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-v');
+    assert.equal(record.kind, 'ok');
+    if (record.kind === 'ok') {
+      const att = record.record.attachments[1]!;
+      assert.equal(att.deviceID, deviceID);
+      assert.deepEqual(JSON.parse(att.config).deviceID, deviceID, 'deviceID injected into the delegate config');
+      assert.deepEqual(JSON.parse(att.config).pciBusID, deviceID);
+      assert.equal(att.capabilityArgs.CNIDeviceInfoFile, att.deviceInfoFile);
+      assert.ok(existsSync(att.deviceInfoFile!));
+    }
+    const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'vf-pod')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
+    assert.deepEqual(status[1]!['device-info'], info);
+    const del = await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({ [NETWORKS]: 'sriov-like@vf0' }));
+    assert.equal(del.status, 0, del.stdout + del.stderr);
+    assert.equal(linkExists('vf0', ns.name), false);
+    assert.deepEqual(readdirSync(join(node.deviceInfoDir, 'cni')), [], 'device-info file removed on DEL');
+  });
+
+  describe('bad input: precise CNI errors; nothing attached, and once the runtime’s DEL ran, no change on the node', () => {
+    const cases: [string, () => Record<string, string>, number, RegExp][] = [
+      ['malformed JSON annotation', () => ({ [NETWORKS]: '[{"name":' }), 6, /decode/],
+      ['unknown NAD', () => ({ [NETWORKS]: 'no-such-net' }), 7, /default\/no-such-net not found/],
+      ['duplicate interface names', () => ({ [NETWORKS]: 'macvlan-a@dup0,bridge-b@dup0' }), 7, /duplicate interface name.*dup0/],
+      ['interface name over 15 characters', () => ({ [NETWORKS]: '[{"name":"macvlan-a","interface":"abcdefghijklmnop"}]' }), 7, /15 bytes/],
+      ['invalid MAC', () => ({ [NETWORKS]: '[{"name":"macvlan-a","mac":"02:00:zz:00:00:01"}]' }), 7, /mac is not a 6-byte MAC/],
+      ['invalid IP', () => ({ [NETWORKS]: '[{"name":"bridge-b","ips":["10.1.2.300/24"]}]' }), 7, /ips\[0\] is not an IP/],
+      ['capability not declared', () => ({ [NETWORKS]: '[{"name":"macvlan-a","ips":["10.77.1.50/24"]}]' }), 7, /cannot take "ips".*"ips" capability/],
+      ['an empty item in a comma list', () => ({ [NETWORKS]: 'macvlan-a,,bridge-b' }), 7, /element 1: element is empty/],
+      ['two default-route elements', () => ({ [NETWORKS]: '[{"name":"macvlan-a","default-route":[]},{"name":"bridge-b","default-route":[]}]' }), 7, /at most one/],
+      ['a name that already exists in the pod', () => ({ [NETWORKS]: 'macvlan-a@lo' }), 7, /"lo" already exists/],
+    ];
+    for (const [what, annotations, code, cause] of cases) {
+      it(`${what} → code ${code}`, async () => {
+        const ns = rig.netns('b');
+        node.api.put('v1', 'pods', { metadata: { name: 'bad', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+        const before = hostState();
+        const add = await node.exec(podEnv('ADD', 'sandbox-b', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf(annotations()));
+        assert.equal(add.status, 1, add.stdout + add.stderr);
+        assert.equal(add.json?.code, code, add.stdout);
+        assert.match(`${String(add.json?.msg)}: ${String(add.json?.details)}`, cause);
+        assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+        const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-b');
+        assert.deepEqual(record.kind === 'ok' && record.record.attachments, [], 'only a record that nothing is attached');
+        const del = await node.exec(podEnv('DEL', 'sandbox-b', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf(annotations()));
+        assert.equal(del.status, 0, del.stdout + del.stderr);
+        assert.equal(hostState(), before);
+      });
+    }
+  });
+});
