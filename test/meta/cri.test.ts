@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { basename, join } from 'node:path';
+import { ContainerdRig } from '../support/cri.js';
+import { installShellPlugin, repoRoot } from '../support/plugins.js';
+import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
+import { SimNode } from '../support/node.js';
+
+describe('meta plugin under containerd 1.6 (CRI)', function () {
+  this.timeout(120000);
+  const rig = new Rig();
+  let node: SimNode;
+  let cri: ContainerdRig;
+  before(async () => {
+    node = new SimNode(rig, rig.dir('crimeta'));
+    await node.start();
+    const failing = installShellPlugin(node.binDir, 'plx-failing', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"code":117,"msg":"second secondary exploded","details":"injected"}'; exit 1`);
+    cri = await ContainerdRig.start(join(node.dir, 'containerd'), { plexus: join(repoRoot, 'bin', 'plexus'), 'plx-failing': failing });
+    writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf()] }));
+    await cri.waitReady();
+  });
+  after(async () => {
+    await cri?.stop();
+    await node?.stop();
+    rig.cleanup();
+  });
+
+  const leftovers = (): string =>
+    JSON.stringify({
+      links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).filter((l) => !l.startsWith('plx-cluster') && l !== 'plx-br-b').sort(),
+      netns: listNetns().sort(),
+      ips: ['macvlan-a'].flatMap((n) => (existsSync(`/var/lib/cni/networks/${n}`) ? readdirSync(`/var/lib/cni/networks/${n}`).filter((f) => isIP(f)) : [])),
+      clusterIps: existsSync(join(node.dir, 'ipam', 'cluster')) ? readdirSync(join(node.dir, 'ipam', 'cluster')).filter((f) => isIP(f)) : [],
+      store: existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')) : [],
+      devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
+    });
+
+  it('gives an annotated pod eth0, net1 and data0 with the right addresses, network-status in the API, and a clean teardown', async () => {
+    const before = leftovers();
+    const pod = node.addExamplePod('two-nets');
+    const annotations = (pod.metadata as unknown as { annotations: Record<string, string> }).annotations;
+    const id = await cri.runPod({ name: 'two-nets', namespace: 'default', uid: 'uid-two-nets', annotations });
+    const status = await cri.podStatus(id);
+    const ns = basename(status.netns!);
+    assert.deepEqual(ipAddresses(ns, 'eth0'), [`${status.network?.ip}/24`]);
+    assert.match(status.network!.ip, /^10\.76\.0\./);
+    assert.match(ipAddresses(ns, 'net1')[0] ?? '', /^10\.77\.1\.\d+\/24$/);
+    assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
+    const networkStatus = JSON.parse(node.api.get('v1', 'pods', 'default', 'two-nets')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string; interface: string; ips: string[]; default: boolean }[];
+    assert.deepEqual(
+      networkStatus.map((e) => [e.name, e.interface, e.default]),
+      [
+        ['cluster', 'eth0', true],
+        ['default/macvlan-a', 'net1', false],
+        ['default/bridge-b', 'data0', false],
+      ],
+    );
+    assert.deepEqual(networkStatus[2]!.ips, ['10.77.0.9/24']);
+    await cri.removePod(id);
+    assert.equal(leftovers(), before, 'no link, netns, IP allocation, store entry or device-info file left');
+  });
+
+  it('fails RunPodSandbox with the second secondary delegate’s message, and leaves nothing', async () => {
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'broken-c', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"broken-c","type":"plx-failing"}' } } as never);
+    const before = leftovers();
+    await assert.rejects(
+      cri.runPod({ name: 'doomed', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"macvlan-a"},{"name":"broken-c"}]' } }),
+      (e: Error) => /plugin type="plexus" name="plexus" failed \(add\): second secondary exploded; injected/.test(e.message),
+    );
+    assert.deepEqual(await cri.listPods(), []);
+    assert.equal(leftovers(), before);
+  });
+});
