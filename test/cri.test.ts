@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
-import { ContainerdRig } from './support/cri.js';
+import { ContainerdRig } from '../src/rig/containerd.js';
 import { Rig, ipAddresses, ipJson, listNetns } from './support/rig.js';
 
 describe('containerd 1.6 CRI rig with the reference bridge plugin', function () {

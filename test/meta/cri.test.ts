@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
-import { ContainerdRig } from '../support/cri.js';
+import { ContainerdRig } from '../../src/rig/containerd.js';
 import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
-import { SimNode } from '../support/node.js';
+import { SimNode } from '../../src/rig/simnode.js';
 
 describe('meta plugin under containerd 1.6 (CRI)', function () {
   this.timeout(120000);
@@ -13,7 +13,7 @@ describe('meta plugin under containerd 1.6 (CRI)', function () {
   let node: SimNode;
   let cri: ContainerdRig;
   before(async () => {
-    node = new SimNode(rig, rig.dir('crimeta'));
+    node = new SimNode(rig.dir('crimeta'));
     await node.start();
     const failing = installShellPlugin(node.binDir, 'plx-failing', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"code":117,"msg":"second secondary exploded","details":"injected"}'; exit 1`);
     cri = await ContainerdRig.start(join(node.dir, 'containerd'), { plexus: join(repoRoot, 'bin', 'plexus'), 'plx-failing': failing });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { installShellPlugin } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
-import { EXAMPLE_LINKS, SimNode, exampleDocs, podEnv } from '../support/node.js';
+import { EXAMPLE_LINKS, SimNode, exampleDocs, podEnv } from '../../src/rig/simnode.js';
 
 const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
 
@@ -18,7 +18,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
   const rig = new Rig();
   let node: SimNode;
   before(async () => {
-    node = new SimNode(rig, rig.dir('meta'));
+    node = new SimNode(rig.dir('meta'));
     await node.start();
   });
   after(async () => {

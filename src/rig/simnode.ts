@@ -1,15 +1,26 @@
 /**
- * A simulated node for meta-plugin tests: the API server double holding the examples/ NADs and
+ * A simulated node (for `plexusctl demo` and the meta-plugin tests): the API server double holding the examples/ NADs and
  * pods, the stand-in links the examples name, a cluster network (bridge + host-local) on disk,
  * and a meta conf pointing at all of it. Everything lives under one scratch dir and is removed.
  */
-import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
-import { ApiServerDouble } from '../../src/k8s/apiserver.js';
-import { repoRoot } from './plugins.js';
-import { type Rig, run } from './rig.js';
+import { ApiServerDouble } from '../k8s/apiserver.js';
+
+/** The repository root (where examples/ and bin/ are), found above this module. */
+export function repoRoot(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'examples')) && existsSync(join(dir, 'bin', 'plexus'))) return dir;
+    if (dirname(dir) === dir) throw new Error('repository root (examples/, bin/plexus) not found');
+  }
+}
+
+function ip(args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
 
 export const EXAMPLE_LINKS = { macvlanMaster: 'plx-mv-master', vf: 'plx-vf0', bridgeB: 'plx-br-b' };
 
@@ -23,7 +34,7 @@ export interface PluginRun {
 type Doc = { kind: string; metadata: { name: string; namespace: string }; [k: string]: unknown };
 
 export function exampleDocs(file: string): Doc[] {
-  return parseAllDocuments(readFileSync(join(repoRoot, 'examples', file), 'utf8')).map((d) => d.toJS() as Doc);
+  return parseAllDocuments(readFileSync(join(repoRoot(), 'examples', file), 'utf8')).map((d) => d.toJS() as Doc);
 }
 
 export class SimNode {
@@ -35,11 +46,9 @@ export class SimNode {
   readonly binDir: string;
   readonly clusterConflist: string;
   readonly clusterBridge = 'plx-cluster0';
+  private readonly links: string[] = [];
 
-  constructor(
-    readonly rig: Rig,
-    readonly dir: string,
-  ) {
+  constructor(readonly dir: string) {
     this.kubeconfig = join(dir, 'kubeconfig');
     this.multusConfDir = join(dir, 'multus.d');
     this.cniDir = join(dir, 'cni');
@@ -61,14 +70,25 @@ export class SimNode {
         plugins: [{ type: 'bridge', bridge: this.clusterBridge, isGateway: false, ipam: { type: 'host-local', dataDir: join(this.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24', gateway: '10.76.0.1' }]], routes: [{ dst: '0.0.0.0/0', gw: '10.76.0.1' }] } }],
       }),
     );
-    run('ip', ['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
-    run('ip', ['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
-    run('ip', ['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
-    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, this.clusterBridge, EXAMPLE_LINKS.bridgeB]) this.rig.ownLink(l);
+    // Bridges are made by the bridge plugin; the node removes them with its own links.
+    this.links.push(this.clusterBridge, EXAMPLE_LINKS.bridgeB);
+    ip(['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
+    this.links.push(EXAMPLE_LINKS.macvlanMaster);
+    ip(['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
+    ip(['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
+    this.links.push(EXAMPLE_LINKS.vf);
   }
 
+  /** Stops the API double and removes every link the node (or a plugin for it) made on the host. */
   async stop(): Promise<void> {
     await this.api.stop();
+    for (const l of this.links.splice(0)) {
+      try {
+        ip(['link', 'del', l]);
+      } catch {
+        /* not there (a veth goes with its peer; a bridge may never have been made) */
+      }
+    }
   }
 
   /** The meta plugin's conf as a runtime would read it; `extra` overrides keys. */
@@ -102,7 +122,7 @@ export class SimNode {
   exec(env: Record<string, string>, conf: Record<string, unknown>): Promise<PluginRun> {
     return new Promise((resolve) => {
       // Asynchronous: the API double serves from this process.
-      const child = spawn(join(repoRoot, 'bin', 'plexus'), [], { env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env } });
+      const child = spawn(join(repoRoot(), 'bin', 'plexus'), [], { env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

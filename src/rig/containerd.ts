@@ -1,5 +1,5 @@
 /**
- * containerd 1.6 CRI rig: a private containerd (config, socket, root and state under one scratch
+ * containerd 1.6 CRI rig (used by the tests and by `plexusctl demo`): a private containerd (config, socket, root and state under one scratch
  * dir), a pause image built locally from catatonit, and a small CRI client over gRPC.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -11,8 +11,13 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const PROTO = join(here, '..', '..', '..', 'test', 'support', 'cri', 'runtime-v1.proto');
+/** The CRI subset proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
+function protoPath(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    for (const p of [join(dir, 'cri-runtime-v1.proto'), join(dir, 'src', 'rig', 'cri-runtime-v1.proto')]) if (existsSync(p)) return p;
+    if (dirname(dir) === dir) throw new Error('cri-runtime-v1.proto not found');
+  }
+}
 export const PAUSE_IMAGE = 'localhost/plexus-pause:1';
 
 export interface PodSpec {
@@ -124,7 +129,7 @@ state = "${join(dir, 'state')}"
     for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
     if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
     execFileSync('ctr', ['-a', rig.socket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', buildPauseImage(dir)], { stdio: 'pipe' });
-    const def = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+    const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
     const pkg = grpc.loadPackageDefinition(def) as unknown as { runtime: { v1: { RuntimeService: grpc.ServiceClientConstructor } } };
     const client = new pkg.runtime.v1.RuntimeService(`unix://${rig.socket}`, grpc.credentials.createInsecure());
     rig.client = client;
