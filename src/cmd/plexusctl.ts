@@ -4,6 +4,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { registerApiServer } from './apiserver.js';
 import { registerCni } from './cni.js';
 import { registerDemo } from './demo.js';
+import { registerExplain } from './explain.js';
 
 const program = new Command('plexusctl')
   .description('Plexus: multi-network attachments for Kubernetes pods')
@@ -12,6 +13,7 @@ const program = new Command('plexusctl')
 registerCni(program);
 registerApiServer(program);
 registerDemo(program);
+registerExplain(program);
 
 try {
   await program.parseAsync(process.argv);
