@@ -639,8 +639,10 @@ export async function cmdGc(req: PluginRequest, opts: MetaOptions = {}): Promise
       continue;
     }
     try {
-      // Stale attachment: its netns is assumed gone; plugins release what they hold without it.
-      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns: '', ifName: read.record.ifName, args: read.record.args }, opts);
+      // Stale attachment: usually its netns is gone and plugins release what they hold without it;
+      // if the netns is still there, DEL inside it so its interfaces go too.
+      const netns = read.record.netns && existsSync(read.record.netns) ? read.record.netns : '';
+      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args }, opts);
       await delRecord(gcInv, read.record);
     } catch (err) {
       errors.push(`DEL ${id}: ${(err as Error).message}`);

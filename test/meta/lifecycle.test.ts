@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SimNode, podEnv } from '../../src/rig/simnode.js';
+import { Rig, ipJson, linkExists } from '../support/rig.js';
+
+const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
+
+describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style confs', function () {
+  this.timeout(60000);
+  const rig = new Rig();
+  let node: SimNode;
+  before(async () => {
+    node = new SimNode(rig.dir('life'));
+    await node.start();
+  });
+  after(async () => {
+    await node.stop();
+    rig.cleanup();
+  });
+
+  const conf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}, version = '1.1.0') => ({
+    ...node.metaConf(extra, version),
+    runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
+  });
+  const pod = { name: 'life', namespace: 'default' };
+  const records = (): string[] => (existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')).sort() : []);
+
+  it('STATUS answers 50 while the readiness indicator is missing, then asks every network in use', async () => {
+    const indicator = join(node.dir, 'cluster-ready');
+    const notReady = await node.exec({ CNI_COMMAND: 'STATUS' }, conf({}, { readinessindicatorfile: indicator }));
+    assert.equal(notReady.status, 1);
+    assert.equal(notReady.json?.code, 50);
+    assert.match(String(notReady.json?.details), /cluster-ready/);
+    // and ADD while not ready is "try again later", never a fallback
+    const ns = rig.netns('r');
+    const add = await node.exec(podEnv('ADD', 'sb-ready', ns.path, pod), conf({}, { readinessindicatorfile: indicator }));
+    assert.equal(add.json?.code, 11);
+    await node.exec(podEnv('DEL', 'sb-ready', ns.path, pod), conf({}, { readinessindicatorfile: indicator }));
+    writeFileSync(indicator, '');
+    const ready = await node.exec({ CNI_COMMAND: 'STATUS' }, conf({}, { readinessindicatorfile: indicator }));
+    assert.equal(ready.status, 0, ready.stdout + ready.stderr);
+  });
+
+  it('GC deletes attachments of sandboxes that are not valid and keeps the valid ones', async () => {
+    const a = rig.netns('ga');
+    const b = rig.netns('gb');
+    const annotations = { [NETWORKS]: 'macvlan-a' };
+    assert.equal((await node.exec(podEnv('ADD', 'sb-keep', a.path, pod), conf(annotations))).status, 0);
+    const gone = await node.exec(podEnv('ADD', 'sb-stale', b.path, pod), conf(annotations));
+    assert.equal(gone.status, 0, gone.stdout);
+    assert.deepEqual(records(), ['sb-keep.json', 'sb-stale.json']);
+    const gc = await node.exec({ CNI_COMMAND: 'GC', CNI_PATH: '/usr/lib/cni' }, { ...conf({}), 'cni.dev/valid-attachments': [{ containerID: 'sb-keep', ifname: 'eth0' }] });
+    assert.equal(gc.status, 0, gc.stdout + gc.stderr);
+    assert.deepEqual(records(), ['sb-keep.json']);
+    assert.equal(linkExists('net1', b.name), false, 'the stale sandbox lost its attachments');
+    assert.ok(linkExists('net1', a.name), 'the valid one kept them');
+    assert.equal((await node.exec(podEnv('DEL', 'sb-keep', a.path, pod), conf(annotations))).status, 0);
+  });
+
+  it('CHECK verifies every attachment against its stored result and fails when one is broken', async () => {
+    const ns = rig.netns('c');
+    const annotations = { [NETWORKS]: '[{"name":"bridge-b","interface":"data0","ips":["10.77.0.9/24"]}]' };
+    assert.equal((await node.exec(podEnv('ADD', 'sb-check', ns.path, pod), conf(annotations))).status, 0);
+    const ok = await node.exec(podEnv('CHECK', 'sb-check', ns.path, pod), conf(annotations));
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    ipJson(['-n', ns.name, 'addr', 'flush', 'dev', 'data0']);
+    const broken = await node.exec(podEnv('CHECK', 'sb-check', ns.path, pod), conf(annotations));
+    assert.equal(broken.status, 1, 'the address is gone');
+    assert.equal((await node.exec(podEnv('DEL', 'sb-check', ns.path, pod), conf(annotations))).status, 0);
+    const unknown = await node.exec(podEnv('CHECK', 'sb-never', ns.path, pod), conf(annotations));
+    assert.equal(unknown.json?.code, 3);
+  });
+
+  it('moves the default route onto the attachment that asks for it, and reports it in network-status', async () => {
+    const ns = rig.netns('g');
+    node.api.put('v1', 'pods', { metadata: { name: 'gw', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+    const annotations = { [NETWORKS]: '[{"name":"bridge-b","interface":"data0","ips":["10.77.0.9/24"],"default-route":["10.77.0.1"]}]' };
+    const add = await node.exec(podEnv('ADD', 'sb-gw', ns.path, { name: 'gw', namespace: 'default' }), conf(annotations));
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const defaults = ipJson<{ dst: string; gateway?: string; dev: string }[]>(['-n', ns.name, 'route', 'show', 'default']);
+    assert.deepEqual(defaults.map((r) => [r.gateway, r.dev]), [['10.77.0.1', 'data0']]);
+    const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'gw')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
+    assert.equal(status[0]!['default-route'], undefined, 'the cluster network no longer carries it');
+    assert.deepEqual(status[1]!['default-route'], ['10.77.0.1']);
+    assert.equal((await node.exec(podEnv('DEL', 'sb-gw', ns.path, { name: 'gw', namespace: 'default' }), conf(annotations))).status, 0);
+  });
+
+  it('works with a Multus thin-style conf: inline delegates, no kubeconfig, NADs as files in confDir', async () => {
+    const ns = rig.netns('t');
+    writeFileSync(join(node.multusConfDir, 'files-net.conf'), JSON.stringify({ cniVersion: '0.4.0', name: 'files-net', type: 'macvlan', master: 'plx-mv-master', ipam: { type: 'static', addresses: [{ address: '10.77.5.5/24' }] } }));
+    const cluster = { cniVersion: '0.4.0', name: 'inline-cluster', type: 'bridge', bridge: node.clusterBridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] } };
+    const { kubeconfig: _kubeconfig, clusterNetwork: _cluster, ...rest } = node.metaConf({}, '0.4.0');
+    const multusStyle = { ...rest, delegates: [cluster], runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { [NETWORKS]: 'files-net' } } };
+    const add = await node.exec(podEnv('ADD', 'sb-thin', ns.path, pod), multusStyle);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.equal(add.json?.cniVersion, '0.4.0', 'the result comes back in the runtime version');
+    assert.ok(linkExists('net1', ns.name));
+    assert.equal((await node.exec(podEnv('DEL', 'sb-thin', ns.path, pod), multusStyle)).status, 0);
+    assert.equal(linkExists('eth0', ns.name), false);
+  });
+});
