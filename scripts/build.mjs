@@ -1,6 +1,6 @@
 // One command builds everything: the setns addon, TypeScript (for tests) and the bundled executables.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -14,8 +14,14 @@ const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
 if (!headers) throw new Error(`node_api.h not found in ${headerDirs.join(', ')}`);
 run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-o', 'native/setns.node', 'native/setns.c']);
 
+run(process.execPath, [join(root, 'scripts/gen-validators.mjs')]);
 run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json']);
+// tsc takes the generated JS's types from its .d.ts and does not emit it: put it next to the build.
+mkdirSync(join(root, 'build/src/cni/generated'), { recursive: true });
+copyFileSync(join(root, 'src/cni/generated/validators.js'), join(root, 'build/src/cni/generated/validators.js'));
 
+// Stale chunks of earlier builds would linger in dist/ otherwise.
+rmSync(join(root, 'dist'), { recursive: true, force: true });
 mkdirSync(join(root, 'dist'), { recursive: true });
 await esbuild.build({
   entryPoints: { plexusctl: 'src/cmd/plexusctl.ts', plexus: 'src/cmd/plexus.ts' },

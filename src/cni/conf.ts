@@ -2,7 +2,7 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from './errors.js';
-import { confListSchema, pluginFileSchema, singleConfSchema, validate } from './schema.js';
+import { validate } from './validate.js';
 import {
   type NetworkConfigList,
   type PluginConf,
@@ -50,7 +50,7 @@ export function parseNetworkConfig(bytes: Buffer, source = 'network configuratio
   if (!isObject(raw)) throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${source}`, 'not a JSON object');
   if ('plugins' in raw) {
     const list = validate<Record<string, unknown> & { name: string; plugins: PluginConf[] }>(
-      confListSchema,
+      'confList',
       raw,
       ErrorCode.InvalidNetworkConfig,
       source,
@@ -73,7 +73,7 @@ export function parseNetworkConfig(bytes: Buffer, source = 'network configuratio
     if (versions) out.cniVersions = versions;
     return out;
   }
-  const conf = validate<PluginConf & { name: string; cniVersion?: string }>(singleConfSchema, raw, ErrorCode.InvalidNetworkConfig, source);
+  const conf = validate<PluginConf & { name: string; cniVersion?: string }>('singleConf', raw, ErrorCode.InvalidNetworkConfig, source);
   const version = selectVersion(conf.cniVersion ?? '0.1.0');
   return {
     cniVersion: version,
@@ -144,7 +144,7 @@ function appendSubdirPlugins(dir: string, list: NetworkConfigList): NetworkConfi
   if (list.loadOnlyInlinedPlugins) return list;
   const extra = confFiles(join(dir, list.name), ['.conf']).map((file) => {
     const raw = decodeJson(readFileSync(file), file);
-    return validate<PluginConf>(pluginFileSchema, raw, ErrorCode.InvalidNetworkConfig, file);
+    return validate<PluginConf>('pluginFile', raw, ErrorCode.InvalidNetworkConfig, file);
   });
   return extra.length ? { ...list, plugins: [...list.plugins, ...extra] } : list;
 }

@@ -4,7 +4,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniError, ErrorCode } from './errors.js';
-import { resultSchema, validate } from './schema.js';
+import { validate } from './validate.js';
 import type { AnyResult } from './types.js';
 
 /** First executable file named `type` in the CNI_PATH directories. */
@@ -112,5 +112,5 @@ export function parseResult(stdout: Buffer, pluginPath: string): AnyResult {
   } catch (err) {
     throw new CniError(ErrorCode.DecodingFailure, `failed to decode result of ${pluginPath}`, (err as Error).message);
   }
-  return validate<AnyResult>(resultSchema, value, ErrorCode.DecodingFailure, `result of ${pluginPath}`);
+  return validate<AnyResult>('result', value, ErrorCode.DecodingFailure, `result of ${pluginPath}`);
 }

@@ -6,7 +6,8 @@ import { statSync } from 'node:fs';
 import { type CniArgs, parseCniArgs } from './args.js';
 import { decodeJson } from './conf.js';
 import { CniError, ErrorCode } from './errors.js';
-import { NAME_PATTERN, pluginStdinSchema, validate } from './schema.js';
+import { NAME_PATTERN } from './schemas.js';
+import { validate } from './validate.js';
 import { type AnyResult, type Attachment, type CniCommand, CURRENT_VERSION, type PluginConf, versionAtLeast } from './types.js';
 import { convertResult } from './version.js';
 
@@ -113,7 +114,7 @@ function refuseOwnNetns(netns: string, env: NodeJS.ProcessEnv): void {
 }
 
 export function parseStdinConf(stdin: Buffer, supported: readonly string[]): PluginStdinConf {
-  const conf = validate<PluginStdinConf>(pluginStdinSchema, decodeJson(stdin, 'network configuration'), ErrorCode.InvalidNetworkConfig, 'network configuration');
+  const conf = validate<PluginStdinConf>('pluginStdin', decodeJson(stdin, 'network configuration'), ErrorCode.InvalidNetworkConfig, 'network configuration');
   if (conf.name !== undefined && !NETWORK_NAME.test(conf.name)) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'invalid network name', `"${conf.name}" does not match ${NAME_PATTERN}`);
   }

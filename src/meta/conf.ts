@@ -3,7 +3,7 @@
  * Multus conf works by changing only `type`; Plexus adds a few keys of its own (timeouts, paths).
  */
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { validate } from '../cni/schema.js';
+import { validate } from '../cni/validate.js';
 import type { PluginStdinConf } from '../cni/skel.js';
 
 export interface LogOptions {
@@ -48,47 +48,9 @@ export interface MetaConf {
   multusStatusCompat: boolean;
 }
 
-const stringList = { type: 'array', items: { type: 'string' } } as const;
-const metaSchema = {
-  type: 'object',
-  required: ['cniVersion', 'type'],
-  properties: {
-    cniVersion: { type: 'string' },
-    name: { type: 'string' },
-    type: { type: 'string' },
-    clusterNetwork: { type: 'string', minLength: 1 },
-    delegates: { type: 'array', minItems: 1, items: { type: 'object' } },
-    defaultNetworks: stringList,
-    systemNamespaces: stringList,
-    multusNamespace: { type: 'string', minLength: 1 },
-    namespaceIsolation: { type: 'boolean' },
-    globalNamespaces: { type: 'string' },
-    readinessindicatorfile: { type: 'string' },
-    confDir: { type: 'string', minLength: 1 },
-    cniDir: { type: 'string', minLength: 1 },
-    binDir: { type: 'string', minLength: 1 },
-    kubeconfig: { type: 'string' },
-    logLevel: { enum: ['debug', 'verbose', 'error', 'panic', ''] },
-    logFile: { type: 'string' },
-    logToStderr: { type: 'boolean' },
-    logOptions: {
-      type: 'object',
-      properties: { maxAge: { type: 'integer' }, maxSize: { type: 'integer' }, maxBackups: { type: 'integer' }, compress: { type: 'boolean' } },
-    },
-    capabilities: { type: 'object', additionalProperties: { type: 'boolean' } },
-    auxiliaryCNIChainName: { type: 'string' },
-    retryDeleteOnError: { type: 'boolean' },
-    apiTimeoutMs: { type: 'integer', minimum: 1, maximum: 600000 },
-    podResourcesSocket: { type: 'string' },
-    kubeletCheckpoint: { type: 'string' },
-    deviceInfoDir: { type: 'string', minLength: 1 },
-    multusStatusCompat: { type: 'boolean' },
-  },
-} as const;
-
 /** Reads the meta conf from the plugin's stdin conf, with Multus's defaults. */
 export function parseMetaConf(conf: PluginStdinConf): MetaConf {
-  const raw = validate<Record<string, unknown> & Partial<MetaConf> & { globalNamespaces?: string }>(metaSchema, conf, ErrorCode.InvalidNetworkConfig, 'plexus configuration');
+  const raw = validate<Record<string, unknown> & Partial<MetaConf> & { globalNamespaces?: string }>('meta', conf, ErrorCode.InvalidNetworkConfig, 'plexus configuration');
   if (!raw.clusterNetwork && !raw.delegates) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'invalid plexus configuration', 'one of "clusterNetwork" or "delegates" is required');
   }

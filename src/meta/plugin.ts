@@ -411,18 +411,19 @@ function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatus
 async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
   const api = await inv.apiClient();
   if (!api || !inv.pod) return;
+  const pod = inv.pod;
   const entries = statusEntries(record, inv.conf.multusStatusCompat);
-  try {
-    await api.patch(`${podPath(inv.pod.namespace, inv.pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: JSON.stringify(entries) } } });
-  } catch (err) {
+  const patch = api.patch(`${podPath(pod.namespace, pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: JSON.stringify(entries) } } }).catch((err: Error) => {
     // The attachments are in place; a status write that fails is reported, not turned into a failed pod.
-    inv.log(`writing network-status of ${inv.pod.namespace}/${inv.pod.name} failed: ${(err as Error).message}`);
-    process.stderr.write(`plexus: writing network-status failed: ${(err as Error).message}\n`);
-  }
-  for (const a of record.attachments) {
+    inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${err.message}`);
+    process.stderr.write(`plexus: writing network-status failed: ${err.message}\n`);
+  });
+  // One request each, sent together: the pod waits for the slowest, not for their sum.
+  const events = record.attachments.map((a) => {
     const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
-    await event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
-  }
+    return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
+  });
+  await Promise.all([patch, ...events]);
 }
 
 async function event(inv: MetaInvocation, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {

@@ -1,10 +1,7 @@
-/** JSON Schemas for what CNI reads from outside: network configs, plugin configs, results. */
-import AjvModule, { type ErrorObject, type ValidateFunction } from 'ajv';
-import { CniError, ErrorCode } from './errors.js';
-
-// ajv is CommonJS: its default export arrives as the module object under NodeNext.
-const Ajv = AjvModule as unknown as typeof AjvModule.default;
-const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
+/**
+ * JSON Schemas for what CNI reads from outside: network configs, plugin configs, results. Data
+ * only: scripts/gen-validators.mjs compiles them at build time (see validate.ts).
+ */
 
 export const NAME_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$';
 const VERSION_PATTERN = '^\\d+\\.\\d+\\.\\d+$';
@@ -127,26 +124,3 @@ export const resultSchema = {
     dns: pluginSchema.properties.dns,
   },
 } as const;
-
-const compiled = new Map<object, ValidateFunction>();
-
-function describe(errors: ErrorObject[] | null | undefined): string {
-  const e = errors?.[0];
-  if (!e) return 'invalid';
-  const where = e.instancePath || '(root)';
-  if (e.keyword === 'required') return `${where}: missing required key "${(e.params as { missingProperty: string }).missingProperty}"`;
-  return `${where}: ${e.message ?? 'invalid'}`;
-}
-
-/** Validates `value` against `schema`; throws CniError(code) naming the first offending field. */
-export function validate<T>(schema: object, value: unknown, code: number, what: string): T {
-  let fn = compiled.get(schema);
-  if (!fn) {
-    fn = ajv.compile(schema);
-    compiled.set(schema, fn);
-  }
-  if (!fn(value)) throw new CniError(code, `invalid ${what}`, describe(fn.errors));
-  return value as T;
-}
-
-export const InvalidConfig = ErrorCode.InvalidNetworkConfig;

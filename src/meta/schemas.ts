@@ -1,0 +1,38 @@
+/** JSON Schema of the meta plugin's conf. Data only: compiled at build time (src/cni/validate.ts). */
+const stringList = { type: 'array', items: { type: 'string' } } as const;
+export const metaSchema = {
+  type: 'object',
+  required: ['cniVersion', 'type'],
+  properties: {
+    cniVersion: { type: 'string' },
+    name: { type: 'string' },
+    type: { type: 'string' },
+    clusterNetwork: { type: 'string', minLength: 1 },
+    delegates: { type: 'array', minItems: 1, items: { type: 'object' } },
+    defaultNetworks: stringList,
+    systemNamespaces: stringList,
+    multusNamespace: { type: 'string', minLength: 1 },
+    namespaceIsolation: { type: 'boolean' },
+    globalNamespaces: { type: 'string' },
+    readinessindicatorfile: { type: 'string' },
+    confDir: { type: 'string', minLength: 1 },
+    cniDir: { type: 'string', minLength: 1 },
+    binDir: { type: 'string', minLength: 1 },
+    kubeconfig: { type: 'string' },
+    logLevel: { enum: ['debug', 'verbose', 'error', 'panic', ''] },
+    logFile: { type: 'string' },
+    logToStderr: { type: 'boolean' },
+    logOptions: {
+      type: 'object',
+      properties: { maxAge: { type: 'integer' }, maxSize: { type: 'integer' }, maxBackups: { type: 'integer' }, compress: { type: 'boolean' } },
+    },
+    capabilities: { type: 'object', additionalProperties: { type: 'boolean' } },
+    auxiliaryCNIChainName: { type: 'string' },
+    retryDeleteOnError: { type: 'boolean' },
+    apiTimeoutMs: { type: 'integer', minimum: 1, maximum: 600000 },
+    podResourcesSocket: { type: 'string' },
+    kubeletCheckpoint: { type: 'string' },
+    deviceInfoDir: { type: 'string', minLength: 1 },
+    multusStatusCompat: { type: 'boolean' },
+  },
+} as const;
