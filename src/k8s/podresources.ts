@@ -32,8 +32,9 @@ function merge(into: PodDevices, pod: ProtoPodResources | undefined): PodDevices
 
 /** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
 export async function podDevicesFromKubelet(socket: string, namespace: string, name: string, timeoutMs: number): Promise<PodDevices> {
-  const grpc = await import('@grpc/grpc-js');
-  const loader = await import('@grpc/proto-loader');
+  // CommonJS packages: their module.exports is `default` both under Node's ESM loader and in the bundle.
+  const grpc = (await import('@grpc/grpc-js')).default;
+  const loader = (await import('@grpc/proto-loader')).default;
   const def = loader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (addr: string, creds: unknown, opts?: object) => Record<string, Function> & { close(): void } } };
   const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });

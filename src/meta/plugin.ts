@@ -5,7 +5,7 @@
  *   network-status + events → the cluster network's result, in the runtime's version.
  * DEL, CHECK, STATUS and GC work from the store record, so they need no API server.
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CniArgs, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -34,6 +34,7 @@ import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry }
 import { type AttachmentRecord, AttachmentStore, type StoredAttachment } from './store.js';
 
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
+const LOG_LEVELS = ['panic', 'error', 'verbose', 'debug'] as const;
 
 /** Capabilities a selection may ask for, and the annotation key that asked (NPWG: fail if undeclared). */
 const REQUESTED_CAPABILITIES: [keyof NetworkSelection, string, string][] = [
@@ -117,9 +118,19 @@ export class MetaInvocation {
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
   }
 
-  log(line: string): void {
-    if (this.conf.logLevel === 'panic' && !this.opts.log) return;
-    (this.opts.log ?? ((l: string) => process.stderr.write(`plexus: ${l}\n`)))(line);
+  /** Multus's logging keys: `logLevel` (panic < error < verbose < debug), `logFile`, `logToStderr`. */
+  log(line: string, level: 'error' | 'verbose' | 'debug' = 'verbose'): void {
+    if (this.opts.log) return this.opts.log(line);
+    if (LOG_LEVELS.indexOf(level) > LOG_LEVELS.indexOf(this.conf.logLevel as (typeof LOG_LEVELS)[number])) return;
+    const text = `${new Date().toISOString()} [${level}] ${this.req.containerID || '-'} ${line}\n`;
+    if (this.conf.logToStderr) process.stderr.write(`plexus: ${text}`);
+    if (this.conf.logFile) {
+      try {
+        appendFileSync(this.conf.logFile, text);
+      } catch {
+        /* logging must never fail an attachment */
+      }
+    }
   }
 
   /** The API client, if a kubeconfig or in-cluster credentials exist; loaded once, lazily. */
@@ -415,8 +426,7 @@ async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promi
   const entries = statusEntries(record, inv.conf.multusStatusCompat);
   const patch = api.patch(`${podPath(pod.namespace, pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: JSON.stringify(entries) } } }).catch((err: Error) => {
     // The attachments are in place; a status write that fails is reported, not turned into a failed pod.
-    inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${err.message}`);
-    process.stderr.write(`plexus: writing network-status failed: ${err.message}\n`);
+    inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${err.message}`, 'error');
   });
   // One request each, sent together: the pod waits for the slowest, not for their sum.
   const events = record.attachments.map((a) => {
@@ -498,6 +508,7 @@ export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promis
     const carrier = record.attachments.find((s) => s.defaultRoute !== undefined);
     if (carrier) await applyDefaultRoute(req.netns, carrier, record.attachments.filter((s) => s !== carrier));
   } catch (err) {
+    inv.log(`ADD failed, rolling back ${tried} attachment(s): ${(err as Error).message}`, 'error');
     await rollback(inv, record, lists, tried);
     await event(inv, 'Warning', 'NetworkAttachFailed', (err as Error).message);
     throw err;
@@ -523,7 +534,7 @@ async function rollback(inv: MetaInvocation, record: AttachmentRecord, lists: Ne
       removeDeviceInfo(s.deviceInfoFile);
     } catch (err) {
       left.unshift(s);
-      process.stderr.write(`plexus: rollback DEL of ${s.network} (${s.ifName}) failed: ${(err as Error).message}\n`);
+      inv.log(`rollback DEL of ${s.network} (${s.ifName}) failed: ${(err as Error).message}`, 'error');
     }
   }
   for (const s of record.attachments.slice(tried)) removeDeviceInfo(s.deviceInfoFile);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { ApiServerDouble, jsonPatch, mergePatch } from '../../src/k8s/apiserver.js';
-import { repoRoot } from '../support/plugins.js';
+import { plexusctlPath, repoRoot } from '../support/plugins.js';
 import { Rig } from '../support/rig.js';
 
 const KUBECTL = join(repoRoot, '.tools', 'kubectl', 'usr', 'bin', 'kubectl');
@@ -164,5 +164,17 @@ describe('API server double', function () {
     );
     assert.throws(() => jsonPatch(doc, [{ op: 'test', path: '/c', value: 'nope' }]), /test failed/);
     assert.deepEqual(doc, { a: { b: [1, 2] }, c: 'x' }, 'the input is not modified');
+  });
+
+  it('runs as `plexusctl apiserver`, prints its URL and kubeconfig, and stops on SIGTERM', async () => {
+    const child = spawn(plexusctlPath, ['apiserver', '--port', '0']);
+    const line = await new Promise<string>((resolve) => child.stdout.once('data', (c: Buffer) => resolve(c.toString())));
+    const { url, kubeconfig } = JSON.parse(line) as { url: string; kubeconfig: { clusters: { cluster: { server: string } }[] } };
+    assert.equal(kubeconfig.clusters[0]?.cluster.server, url);
+    const groups = (await (await fetch(`${url}/apis`)).json()) as { groups: { name: string }[] };
+    assert.ok(groups.groups.some((g) => g.name === 'k8s.cni.cncf.io'));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
   });
 });
