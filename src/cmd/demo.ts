@@ -68,6 +68,10 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
   let cri: ContainerdRig | undefined;
   const pods: DemoPod[] = [];
   const withCri = opts.cri !== false && hasCommand('containerd') && hasCommand('runc') && existsSync('/usr/bin/catatonit');
+  // host-local's default data dir for the example NADs without one (shared with anything else on the
+  // host), and the cluster network's: only reservations that appear during the demo are its own.
+  const ipamDirs = [join(node.dir, 'ipam'), ...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`)];
+  const reservedBefore = new Set(reservations(ipamDirs));
   try {
     await node.start();
     log(`API server double at ${node.api.url} with NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name).join(', ')}`);
@@ -112,9 +116,7 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
     await cri?.stop();
     await node.stop();
   }
-  // host-local's default data dir for the example NADs without one, and the cluster network's.
-  const ipamDirs = [join(node.dir, 'ipam'), ...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`)];
-  const left = [...plexusLeftovers(join(node.cniDir, 'attachments')), ...reservations(ipamDirs)];
+  const left = [...plexusLeftovers(join(node.cniDir, 'attachments')), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r))];
   rmSync(work, { recursive: true, force: true });
   log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${pods.length} pods removed; no netns, link, IP reservation or attachment record left.`);
   return left.length === 0;

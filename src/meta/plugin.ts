@@ -274,6 +274,7 @@ export class MetaInvocation {
     }
     await attempt('devices', () => this.assignDevices(attachments));
     for (const a of attachments) {
+      if (a.deviceID) a.capabilityArgs.deviceID = a.deviceID;
       a.deviceInfoFile = cniDeviceInfoPath(this.conf.deviceInfoDir, a.network, this.req.containerID, a.ifName);
       if (declares(a.list, 'CNIDeviceInfoFile')) a.capabilityArgs.CNIDeviceInfoFile = a.deviceInfoFile;
     }
@@ -307,10 +308,15 @@ export class MetaInvocation {
     }
   }
 
-  /** The delegate config as executed: deviceID/pciBusID and cni-args injected. */
+  /**
+   * The delegate config exactly as executed and stored: self-contained (plugins libcni appended from
+   * `<dir>/<name>/*.conf` are written in), with deviceID/pciBusID and cni-args injected.
+   */
   delegateList(a: PlannedAttachment): NetworkConfigList {
     const cniArgs = a.selection?.cniArgs;
-    if (!a.deviceID && !cniArgs) return a.list;
+    const raw = JSON.parse(a.list.bytes.toString()) as Record<string, unknown>;
+    const appended = Array.isArray(raw.plugins) && raw.plugins.length !== a.list.plugins.length;
+    if (!a.deviceID && !cniArgs && !appended) return a.list;
     const inject = (p: PluginConf): PluginConf => {
       const out: PluginConf = { ...p };
       if (a.deviceID) Object.assign(out, { deviceID: a.deviceID, pciBusID: a.deviceID });
@@ -320,8 +326,9 @@ export class MetaInvocation {
       }
       return out;
     };
-    const raw = JSON.parse(a.list.bytes.toString()) as Record<string, unknown>;
-    const rewritten = Array.isArray(raw.plugins) ? { ...raw, plugins: (raw.plugins as PluginConf[]).map(inject) } : inject(raw as PluginConf);
+    const rewritten = Array.isArray(raw.plugins)
+      ? { ...raw, plugins: a.list.plugins.map(inject), ...(appended ? { loadOnlyInlinedPlugins: true } : {}) }
+      : inject(raw as PluginConf);
     return parseNetworkConfig(Buffer.from(JSON.stringify(rewritten)), a.network);
   }
 

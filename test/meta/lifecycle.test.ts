@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SimNode, podEnv } from '../../src/rig/simnode.js';
 import { Rig, ipJson, linkExists } from '../support/rig.js';
@@ -97,6 +97,22 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     assert.equal(add.json?.cniVersion, '0.4.0', 'the result comes back in the runtime version');
     assert.ok(linkExists('net1', ns.name));
     assert.equal((await node.exec(podEnv('DEL', 'sb-thin', ns.path, pod), multusStyle)).status, 0);
+    assert.equal(linkExists('eth0', ns.name), false);
+  });
+
+  it('keeps the plugins libcni appends from <dir>/<name>/*.conf in the executed and stored config', async () => {
+    const ns = rig.netns('x');
+    const dir = join(node.dir, 'chained');
+    mkdirSync(join(dir, 'chained'), { recursive: true });
+    writeFileSync(join(dir, '10-chained.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'chained', plugins: [{ type: 'bridge', bridge: node.clusterBridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] } }] }));
+    writeFileSync(join(dir, 'chained', '50-mtu.conf'), JSON.stringify({ type: 'tuning', mtu: 1300 }));
+    const chainedConf = { ...conf({}, { clusterNetwork: join(dir, '10-chained.conflist') }) };
+    const add = await node.exec(podEnv('ADD', 'sb-chain', ns.path, pod), chainedConf);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.equal(ipJson<{ mtu: number }[]>(['-n', ns.name, 'link', 'show', 'eth0'])[0]?.mtu, 1300, 'the appended tuning plugin ran');
+    const stored = JSON.parse(readFileSync(join(node.cniDir, 'attachments', 'sb-chain.json'), 'utf8')) as { record: { attachments: { config: string }[] } };
+    assert.deepEqual((JSON.parse(stored.record.attachments[0]!.config) as { plugins: { type: string }[] }).plugins.map((p) => p.type), ['bridge', 'tuning']);
+    assert.equal((await node.exec(podEnv('DEL', 'sb-chain', ns.path, pod), chainedConf)).status, 0);
     assert.equal(linkExists('eth0', ns.name), false);
   });
 });

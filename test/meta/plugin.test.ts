@@ -44,6 +44,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const pod = node.addExamplePod('two-nets');
     const annotations = (pod.metadata as unknown as { annotations: Record<string, string> }).annotations;
     const before = node.api.requests.length;
+    const macvlanBefore = reservations('/var/lib/cni/networks/macvlan-a');
     const add = await node.exec(podEnv('ADD', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.equal(add.json?.cniVersion, '1.0.0');
@@ -80,7 +81,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(del.status, 0, del.stdout + del.stderr);
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(reservations(join(node.dir, 'ipam')), []);
-    assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), []);
+    assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
     assert.equal(existsSync(new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox1')), false);
     const again = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
     assert.equal(again.status, 0, 'a repeated DEL succeeds');
@@ -138,6 +139,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const ns = rig.netns('s');
     const { meta } = twoNets();
     const before = hostState();
+    const macvlanBefore = reservations('/var/lib/cni/networks/macvlan-a');
     const add = await node.exec(podEnv('ADD', 'sandbox-s', ns.path, meta), node.metaConf());
     assert.equal(add.status, 0, add.stdout + add.stderr);
     rmSync(new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox-s'));
@@ -151,7 +153,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       assert.match(String(del.json?.details), /bridge-b/);
       assert.equal(linkExists('eth0', ns.name), false, 'the cluster network was deleted');
       assert.equal(linkExists('net1', ns.name), false, 'macvlan-a was deleted');
-      assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), []);
+      assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
     } finally {
       node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', bridgeB);
     }
@@ -200,6 +202,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       assert.deepEqual(JSON.parse(att.config).deviceID, deviceID, 'deviceID injected into the delegate config');
       assert.deepEqual(JSON.parse(att.config).pciBusID, deviceID);
       assert.equal(att.capabilityArgs.CNIDeviceInfoFile, att.deviceInfoFile);
+      assert.equal(att.capabilityArgs.deviceID, deviceID, 'offered as runtimeConfig to plugins that declare deviceID');
       assert.ok(existsSync(att.deviceInfoFile!));
     }
     const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'vf-pod')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
