@@ -141,8 +141,9 @@ export class CniRuntime {
    * ADD: plugins in order, each given the previous result; the final result is cached. On failure
    * the attachment is deleted again (the spec's "DEL after a failed ADD"), then the error is returned.
    */
-  async addNetworkList(list: NetworkConfigList, rt: RuntimeConf): Promise<AnyResult> {
-    let prev: AnyResult | undefined;
+  async addNetworkList(list: NetworkConfigList, rt: RuntimeConf, given?: PrevResultOption): Promise<AnyResult> {
+    // A caller may chain the list onto an existing result (the first plugin then gets it as prevResult).
+    let prev: AnyResult | undefined = given?.prevResult;
     let attempted = 0;
     try {
       for (const plugin of list.plugins) {

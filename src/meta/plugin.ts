@@ -5,19 +5,19 @@
  *   network-status + events → the cluster network's result, in the runtime's version.
  * DEL, CHECK, STATUS and GC work from the store record, so they need no API server.
  */
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { type CniArgs, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { CniRuntime, type RuntimeConf } from '../cni/runtime.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, type NetworkConfigList, type PluginConf, SUPPORTED_VERSIONS, versionAtLeast } from '../cni/types.js';
-import { parseNetworkConfig } from '../cni/conf.js';
+import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { convertResult, ipFamily, toCanonical } from '../cni/version.js';
 import { ApiClient, ApiError, apiFailure, inClusterConfig, loadKubeconfig } from '../k8s/client.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
-import { type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
+import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
 import { loadNetwork } from '../cni/conf.js';
@@ -63,6 +63,8 @@ export interface PlannedAttachment {
   resourceName?: string;
   deviceID?: string;
   deviceInfoFile?: string;
+  /** Multus `auxiliaryCNIChainName`: chained plugins run for every pod; no interface, no status entry. */
+  auxiliary?: boolean;
 }
 
 export interface Plan {
@@ -77,6 +79,20 @@ export interface MetaOptions {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Multus `logOptions` rotation by size: past `maxSize` MB (default 100) the file becomes `.1`, older
+ * ones shift up, at most `maxBackups` (default 5) are kept. `maxAge` and `compress` are not applied.
+ */
+export function rotateLog(file: string, opts: LogOptions = {}): void {
+  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  if (size < (opts.maxSize ?? 100) * 1024 * 1024) return;
+  const backups = Math.max(opts.maxBackups ?? 5, 0);
+  rmSync(`${file}.${backups}`, { force: true });
+  for (let i = backups - 1; i >= 1; i--) if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`);
+  if (backups > 0) renameSync(file, `${file}.1`);
+  else rmSync(file, { force: true });
 }
 
 export function podRefFromArgs(args: CniArgs): PodRef | undefined {
@@ -108,9 +124,6 @@ export class MetaInvocation {
     private readonly opts: MetaOptions = {},
   ) {
     this.conf = parseMetaConf(req.conf);
-    if (this.conf.auxiliaryCNIChainName) {
-      throw new CniError(ErrorCode.UnsupportedField, `unsupported field "auxiliaryCNIChainName": "${this.conf.auxiliaryCNIChainName}"`, 'auxiliary chains are not implemented yet');
-    }
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
@@ -126,6 +139,7 @@ export class MetaInvocation {
     if (this.conf.logToStderr) process.stderr.write(`plexus: ${text}`);
     if (this.conf.logFile) {
       try {
+        rotateLog(this.conf.logFile, this.conf.logOptions);
         appendFileSync(this.conf.logFile, text);
       } catch {
         /* logging must never fail an attachment */
@@ -262,6 +276,8 @@ export class MetaInvocation {
       });
       if (planned) attachments.push(planned);
     }
+    const aux = await attempt('auxiliary chain', async () => this.auxiliaryChain(attachments[0]?.list.cniVersion));
+    if (aux) attachments.push({ network: aux.name, list: aux, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {}, auxiliary: true });
     const seen = new Map<string, string>();
     for (const a of attachments) {
       const other = seen.get(a.ifName);
@@ -279,6 +295,20 @@ export class MetaInvocation {
       if (declares(a.list, 'CNIDeviceInfoFile')) a.capabilityArgs.CNIDeviceInfoFile = a.deviceInfoFile;
     }
     return { attachments, problems };
+  }
+
+  /**
+   * Multus `auxiliaryCNIChainName`: the plugins in `<dir of clusterNetwork>/<chain>/*.conf`, run for
+   * every pod after its networks. Multus puts its `passthru` plugin first to give them an empty
+   * prevResult; as the runtime, Plexus hands them that empty result directly.
+   */
+  private auxiliaryChain(cniVersion = '1.0.0'): NetworkConfigList | undefined {
+    const chain = this.conf.auxiliaryCNIChainName;
+    if (!chain) return undefined;
+    const dir = join(dirname(this.conf.clusterNetwork!), chain);
+    const plugins = confFiles(dir, ['.conf']).map((f) => parseNetworkConfig(readFileSync(f), f).plugins[0]!);
+    if (!plugins.length) return undefined;
+    return parseNetworkConfig(Buffer.from(JSON.stringify({ cniVersion, name: chain, plugins })), `auxiliary chain ${dir}`);
   }
 
   /** resourceName → the pod's device IDs from kubelet; the Nth network of a resource takes the Nth ID. */
@@ -385,6 +415,7 @@ function toStored(a: PlannedAttachment, list: NetworkConfigList): StoredAttachme
   if (a.deviceID) s.deviceID = a.deviceID;
   if (a.deviceInfoFile) s.deviceInfoFile = a.deviceInfoFile;
   if (a.selection?.defaultRoute) s.defaultRoute = a.selection.defaultRoute;
+  if (a.auxiliary) s.auxiliary = true;
   return s;
 }
 
@@ -417,7 +448,7 @@ async function applyDefaultRoute(netns: string, carrier: StoredAttachment, other
 
 function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatusEntry[] {
   const carrier = record.attachments.find((a) => a.defaultRoute !== undefined);
-  return record.attachments.map((a) => {
+  return record.attachments.filter((a) => !a.auxiliary).map((a) => {
     let defaultRoute: string[] | undefined;
     if (carrier) defaultRoute = a === carrier ? chooseGateways(a.defaultRoute ?? [], a.result) : undefined;
     else if (a.isDefault && a.result) defaultRoute = defaultGateways(toCanonical(a.result));
@@ -436,7 +467,7 @@ async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promi
     inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${err.message}`, 'error');
   });
   // One request each, sent together: the pod waits for the slowest, not for their sum.
-  const events = record.attachments.map((a) => {
+  const events = record.attachments.filter((a) => !a.auxiliary).map((a) => {
     const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
     return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
   });
@@ -507,7 +538,8 @@ export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promis
       if (existing.has(a.ifName)) throw new CniError(ErrorCode.InvalidNetworkConfig, `interface "${a.ifName}" already exists in the pod`, `requested for ${a.network} in ${req.netns}`);
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
       tried = i + 1;
-      const result = await inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs));
+      const chained = a.auxiliary ? { prevResult: { cniVersion: lists[i]!.cniVersion, interfaces: [], ips: [] } } : undefined;
+      const result = await inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained);
       record.attachments[i] = { ...record.attachments[i]!, state: 'added', result };
       existing.add(a.ifName);
       inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);

@@ -23,6 +23,8 @@ export interface StoredAttachment {
   deviceID?: string;
   deviceInfoFile?: string;
   defaultRoute?: string[];
+  /** Multus auxiliary chain: no interface of its own, no network-status entry. */
+  auxiliary?: boolean;
   /** planned: ADD not (yet) known to have succeeded; added: its result is below. */
   state: 'planned' | 'added';
   result?: AnyResult;

@@ -115,4 +115,42 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     assert.equal((await node.exec(podEnv('DEL', 'sb-chain', ns.path, pod), chainedConf)).status, 0);
     assert.equal(linkExists('eth0', ns.name), false);
   });
+
+  it('runs the Multus auxiliary chain (<dir of clusterNetwork>/<chain>/*.conf) for every pod, after its networks', async () => {
+    const ns = rig.netns('a');
+    const dir = join(node.dir, 'aux');
+    mkdirSync(join(dir, 'vendor-chain'), { recursive: true });
+    writeFileSync(join(dir, '10-cluster.conflist'), readFileSync(node.clusterConflist));
+    // tuning as the vendor's chained plugin: it works on the prevResult it is given (here empty)
+    writeFileSync(join(dir, 'vendor-chain', '10-sysctl.conf'), JSON.stringify({ cniVersion: '1.1.0', name: 'ignored', type: 'tuning' }));
+    const auxConf = conf({ [NETWORKS]: 'macvlan-a' }, { clusterNetwork: join(dir, '10-cluster.conflist'), auxiliaryCNIChainName: 'vendor-chain' }, '1.0.0');
+    node.api.put('v1', 'pods', { metadata: { name: 'aux', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+    const env = podEnv('ADD', 'sb-aux', ns.path, { name: 'aux', namespace: 'default' });
+    const add = await node.exec(env, auxConf);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const stored = JSON.parse(readFileSync(join(node.cniDir, 'attachments', 'sb-aux.json'), 'utf8')) as { record: { attachments: { network: string; auxiliary?: boolean; state: string }[] } };
+    assert.deepEqual(stored.record.attachments.map((a) => [a.network, a.auxiliary === true, a.state]), [
+      ['cluster', false, 'added'],
+      ['default/macvlan-a', false, 'added'],
+      ['vendor-chain', true, 'added'],
+    ]);
+    const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'aux')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string }[];
+    assert.deepEqual(status.map((e) => e.name), ['cluster', 'default/macvlan-a'], 'no status entry for the chain');
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, auxConf)).status, 0);
+    assert.deepEqual(records().filter((r) => r === 'sb-aux.json'), []);
+  });
+
+  it('rotates the log file by size (logOptions maxSize / maxBackups)', async () => {
+    const { rotateLog } = await import('../../src/meta/plugin.js');
+    const file = join(node.dir, 'rot.log');
+    writeFileSync(file, 'x'.repeat(2 * 1024 * 1024));
+    writeFileSync(`${file}.1`, 'older');
+    rotateLog(file, { maxSize: 1, maxBackups: 2 });
+    assert.equal(existsSync(file), false);
+    assert.equal(readFileSync(`${file}.2`, 'utf8'), 'older');
+    assert.equal(readFileSync(`${file}.1`).length, 2 * 1024 * 1024);
+    writeFileSync(file, 'small');
+    rotateLog(file, { maxSize: 1, maxBackups: 2 });
+    assert.equal(readFileSync(file, 'utf8'), 'small', 'under maxSize nothing moves');
+  });
 });
