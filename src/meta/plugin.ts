@@ -73,10 +73,6 @@ export interface Plan {
   problems: string[];
 }
 
-export interface MetaOptions {
-  log?: (line: string) => void;
-}
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -119,10 +115,7 @@ export class MetaInvocation {
   private podObject: Pod | undefined;
   private nads = new Map<string, NetworkAttachmentDefinition | undefined>();
 
-  constructor(
-    readonly req: PluginRequest,
-    private readonly opts: MetaOptions = {},
-  ) {
+  constructor(readonly req: PluginRequest) {
     this.conf = parseMetaConf(req.conf);
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
@@ -133,7 +126,6 @@ export class MetaInvocation {
 
   /** Multus's logging keys: `logLevel` (panic < error < verbose < debug), `logFile`, `logToStderr`. */
   log(line: string, level: 'error' | 'verbose' | 'debug' = 'verbose'): void {
-    if (this.opts.log) return this.opts.log(line);
     if (LOG_LEVELS.indexOf(level) > LOG_LEVELS.indexOf(this.conf.logLevel as (typeof LOG_LEVELS)[number])) return;
     const text = `${new Date().toISOString()} [${level}] ${this.req.containerID || '-'} ${line}\n`;
     if (this.conf.logToStderr) process.stderr.write(`plexus: ${text}`);
@@ -503,8 +495,8 @@ function readinessCheck(conf: MetaConf): void {
   }
 }
 
-export async function cmdAdd(req: PluginRequest, opts: MetaOptions = {}): Promise<AnyResult> {
-  const inv = new MetaInvocation(req, opts);
+export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
+  const inv = new MetaInvocation(req);
   const record: AttachmentRecord = {
     containerID: req.containerID,
     netns: req.netns,
@@ -580,8 +572,8 @@ async function rollback(inv: MetaInvocation, record: AttachmentRecord, lists: Ne
   inv.store.write({ ...record, attachments: left });
 }
 
-export async function cmdDel(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
-  const inv = new MetaInvocation(req, opts);
+export async function cmdDel(req: PluginRequest): Promise<void> {
+  const inv = new MetaInvocation(req);
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
     await delRecord(inv, read.record);
@@ -623,8 +615,8 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   inv.store.delete(record.containerID);
 }
 
-export async function cmdCheck(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
-  const inv = new MetaInvocation(req, opts);
+export async function cmdCheck(req: PluginRequest): Promise<void> {
+  const inv = new MetaInvocation(req);
   const read = inv.store.read(req.containerID);
   if (read.kind !== 'ok') throw new CniError(ErrorCode.UnknownContainer, 'no attachment record for this container', read.kind === 'corrupt' ? read.reason : req.containerID);
   for (const s of read.record.attachments) {
@@ -655,8 +647,8 @@ function readRecords(inv: MetaInvocation): AttachmentRecord[] {
     .flatMap((r) => (r.kind === 'ok' ? [r.record] : []));
 }
 
-export async function cmdStatus(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
-  const inv = new MetaInvocation(req, opts);
+export async function cmdStatus(req: PluginRequest): Promise<void> {
+  const inv = new MetaInvocation(req);
   try {
     readinessCheck(inv.conf);
   } catch (err) {
@@ -673,8 +665,8 @@ export async function cmdStatus(req: PluginRequest, opts: MetaOptions = {}): Pro
   }
 }
 
-export async function cmdGc(req: PluginRequest, opts: MetaOptions = {}): Promise<void> {
-  const inv = new MetaInvocation(req, opts);
+export async function cmdGc(req: PluginRequest): Promise<void> {
+  const inv = new MetaInvocation(req);
   const valid = (req.conf['cni.dev/valid-attachments'] ?? []) as Attachment[];
   const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
   const errors: string[] = [];
@@ -693,7 +685,7 @@ export async function cmdGc(req: PluginRequest, opts: MetaOptions = {}): Promise
       // Stale attachment: usually its netns is gone and plugins release what they hold without it;
       // if the netns is still there, DEL inside it so its interfaces go too.
       const netns = read.record.netns && existsSync(read.record.netns) ? read.record.netns : '';
-      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args }, opts);
+      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args });
       await delRecord(gcInv, read.record);
     } catch (err) {
       errors.push(`DEL ${id}: ${(err as Error).message}`);

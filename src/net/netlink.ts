@@ -9,7 +9,6 @@ import type { RtNetlinkSocket } from 'netlink/dist/rt/rt.js';
 import type { Message } from 'netlink/dist/rt/structs.js';
 import { type Netns, hostNetnsPath, inNetnsSync, openNetns } from './netns.js';
 import {
-  IFLA_NUM_VF,
   IFLA_VFINFO_LIST,
   RTM_GETLINK,
   RTM_SETLINK,
@@ -388,14 +387,6 @@ export class NetHandle {
     const attrs = parseAttrs(reply.data.subarray(16));
     const list = attrs.find(([t]) => t === IFLA_VFINFO_LIST)?.[1];
     return list ? decodeVfInfoList(list) : [];
-  }
-
-  /** Number of VFs the PF reports over netlink (0 for a device without SR-IOV). */
-  async numVfs(pf: string): Promise<number> {
-    const index = await this.index(pf);
-    const [msgs] = await this.call('get vfs', pf, () => this.sock.socket.request(RTM_GETLINK, encodeGetVfs(index), this.opts()));
-    const num = msgs[0] ? parseAttrs(msgs[0].data.subarray(16)).find(([t]) => t === IFLA_NUM_VF)?.[1] : undefined;
-    return num ? num.readUInt32LE(0) : 0;
   }
 }
 

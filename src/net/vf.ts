@@ -8,7 +8,6 @@
 export const RTM_GETLINK = 18;
 export const RTM_SETLINK = 19;
 export const IFLA_IFNAME = 3;
-export const IFLA_NUM_VF = 21;
 export const IFLA_VFINFO_LIST = 22;
 export const IFLA_EXT_MASK = 29;
 export const RTEXT_FILTER_VF = 1;
