@@ -12,6 +12,7 @@ import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 import { NetHandle } from '../net/netlink.js';
 import { ContainerdRig } from '../rig/containerd.js';
+import { AttachmentStore } from '../meta/store.js';
 import { SimNode, exampleDocs, podEnv, repoRoot } from '../rig/simnode.js';
 
 const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in'];
@@ -43,7 +44,7 @@ function plexusLeftovers(storeDir: string): string[] {
     .map((l) => l.split(' ')[0] ?? '')
     .filter((n) => n.startsWith('plx'));
   const links = (JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('plx'));
-  const records = existsSync(storeDir) ? readdirSync(storeDir) : [];
+  const records = new AttachmentStore(storeDir).active();
   return [...netns.map((n) => `netns ${n}`), ...links.map((l) => `link ${l}`), ...records.map((r) => `store record ${r}`)];
 }
 

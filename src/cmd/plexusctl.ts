@@ -5,6 +5,7 @@ import { registerApiServer } from './apiserver.js';
 import { registerCni } from './cni.js';
 import { registerDemo } from './demo.js';
 import { registerExplain } from './explain.js';
+import { registerInstall } from './install.js';
 
 const program = new Command('plexusctl')
   .description('Plexus: multi-network attachments for Kubernetes pods')
@@ -14,6 +15,7 @@ registerCni(program);
 registerApiServer(program);
 registerDemo(program);
 registerExplain(program);
+registerInstall(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -151,8 +151,9 @@ export class MetaInvocation {
   async podAnnotations(): Promise<Record<string, string> | undefined> {
     const fromRuntime = runtimeConfigValue(this.req, POD_ANNOTATIONS_CAPABILITY);
     if (isObject(fromRuntime)) return Object.fromEntries(Object.entries(fromRuntime).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+    // Without an API server (or a pod to ask about) there are no annotations: only the cluster network.
     const pod = await this.getPod();
-    return pod?.metadata.annotations ?? (pod ? {} : undefined);
+    return pod?.metadata.annotations ?? {};
   }
 
   async getPod(): Promise<Pod | undefined> {
@@ -225,8 +226,8 @@ export class MetaInvocation {
       }
     };
     const podNamespace = this.pod?.namespace ?? 'default';
-    const annotations = await attempt('pod annotations', () => this.podAnnotations());
-    if (lenient && !annotations && this.pod) problems.push('pod annotations unavailable: secondary networks could not be reconstructed');
+    // An API failure here leaves the secondaries unknown; attempt() reports it when reconstructing.
+    const annotations = await attempt('pod annotations (secondary networks cannot be reconstructed)', () => this.podAnnotations());
     const selections = (await attempt('networks annotation', async () => parseNetworksAnnotation(annotations?.[NETWORKS_ANNOTATION], podNamespace))) ?? [];
     const defaultOverride = await attempt('default-network annotation', async () => parseDefaultNetworkAnnotation(annotations?.[DEFAULT_NETWORK_ANNOTATION], this.conf.multusNamespace));
 
@@ -495,19 +496,18 @@ function readinessCheck(conf: MetaConf): void {
   }
 }
 
+/** A record of this sandbox with nothing attached (yet, or any more). */
+function emptyRecord(inv: MetaInvocation): AttachmentRecord {
+  const { req, pod } = inv;
+  return { containerID: req.containerID, netns: req.netns, ifName: req.ifName, args: req.args, podNamespace: pod?.namespace ?? '', podName: pod?.name ?? '', podUID: pod?.uid ?? '', cniVersion: req.conf.cniVersion, attachments: [] };
+}
+
+/** How long a record that lists nothing stays, so that a repeated DEL is still exact. */
+const EMPTY_RECORD_TTL_MS = 24 * 3600 * 1000;
+
 export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
   const inv = new MetaInvocation(req);
-  const record: AttachmentRecord = {
-    containerID: req.containerID,
-    netns: req.netns,
-    ifName: req.ifName,
-    args: req.args,
-    podNamespace: inv.pod?.namespace ?? '',
-    podName: inv.pod?.name ?? '',
-    podUID: inv.pod?.uid ?? '',
-    cniVersion: req.conf.cniVersion,
-    attachments: [],
-  };
+  const record = emptyRecord(inv);
   let attachments: PlannedAttachment[];
   let lists: NetworkConfigList[];
   try {
@@ -577,6 +577,7 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
     await delRecord(inv, read.record);
+    inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS);
     return;
   }
   // No usable record: rebuild the plan from config and annotations, DEL every delegate it yields,
@@ -592,7 +593,7 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
     }
   }
   if (!errors.length) {
-    inv.store.delete(req.containerID);
+    inv.store.write(emptyRecord(inv));
     return;
   }
   const why = read.kind === 'corrupt' ? `the attachment record is corrupt (${read.reason})` : 'there is no attachment record';
@@ -612,7 +613,8 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   }
   // NPWG §7.2: try every attachment, then return a final error; the record stays for the retry.
   if (errors.length) throw new CniError(ErrorCode.Internal, `DEL failed for ${errors.length} of ${record.attachments.length} attachments`, errors.join('; '));
-  inv.store.delete(record.containerID);
+  // The record stays, listing nothing, so that a repeated DEL (containerd sends them) is exact.
+  if (record.attachments.length) inv.store.write({ ...record, attachments: [] });
 }
 
 export async function cmdCheck(req: PluginRequest): Promise<void> {
@@ -687,6 +689,7 @@ export async function cmdGc(req: PluginRequest): Promise<void> {
       const netns = read.record.netns && existsSync(read.record.netns) ? read.record.netns : '';
       const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args });
       await delRecord(gcInv, read.record);
+      inv.store.delete(id);
     } catch (err) {
       errors.push(`DEL ${id}: ${(err as Error).message}`);
     }

@@ -4,7 +4,7 @@
  * API server: every delegate's full config, ifname, runtimeConfig, device and result.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CniArgs } from '../cni/args.js';
 import { writeFileAtomic } from '../cni/cache.js';
@@ -89,6 +89,24 @@ export class AttachmentStore {
 
   delete(containerID: string): void {
     rmSync(this.path(containerID), { force: true });
+  }
+
+  /** Container IDs whose record still lists attachments (or cannot be read): what is attached on the node. */
+  active(): string[] {
+    return this.list().filter((id) => {
+      const r = this.read(id);
+      return r.kind !== 'ok' || r.record.attachments.length > 0;
+    });
+  }
+
+  /** Removes records that list nothing and are older than `ageMs`: nothing is attached, no DEL will repeat. */
+  pruneEmpty(ageMs: number, now = Date.now()): void {
+    for (const id of this.list()) {
+      const r = this.read(id);
+      if (r.kind !== 'ok' || r.record.attachments.length) continue;
+      const mtime = statSync(this.path(id), { throwIfNoEntry: false })?.mtimeMs ?? now;
+      if (now - mtime > ageMs) this.delete(id);
+    }
   }
 
   /** Container IDs with a record (readable or not). */

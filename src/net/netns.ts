@@ -14,9 +14,8 @@ interface SetnsAddon {
 
 let addon: SetnsAddon | undefined;
 
-/** Finds native/setns.node above this module (source tree, build/ or a bundle in dist/). */
-function loadAddon(): SetnsAddon {
-  if (addon) return addon;
+/** The setns addon's path: native/setns.node above this module (source tree, build/, dist/) or beside an installed bundle. */
+export function setnsAddonPath(): string {
   const candidates: string[] = [];
   if (process.env.PLEXUS_NATIVE_DIR) candidates.push(join(process.env.PLEXUS_NATIVE_DIR, 'setns.node'));
   for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
@@ -25,7 +24,11 @@ function loadAddon(): SetnsAddon {
   }
   const found = candidates.find((p) => existsSync(p));
   if (!found) throw new Error(`setns addon not found (looked in ${candidates.slice(0, 4).join(', ')}, …): run npm run build`);
-  addon = createRequire(import.meta.url)(found) as SetnsAddon;
+  return found;
+}
+
+function loadAddon(): SetnsAddon {
+  addon ??= createRequire(import.meta.url)(setnsAddonPath()) as SetnsAddon;
   return addon;
 }
 

@@ -5,6 +5,7 @@ import { basename, join } from 'node:path';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
+import { AttachmentStore } from '../../src/meta/store.js';
 import { SimNode } from '../../src/rig/simnode.js';
 
 describe('meta plugin under containerd 1.6 (CRI)', function () {
@@ -32,7 +33,7 @@ describe('meta plugin under containerd 1.6 (CRI)', function () {
       netns: listNetns().sort(),
       ips: ['macvlan-a'].flatMap((n) => (existsSync(`/var/lib/cni/networks/${n}`) ? readdirSync(`/var/lib/cni/networks/${n}`).filter((f) => isIP(f)) : [])),
       clusterIps: existsSync(join(node.dir, 'ipam', 'cluster')) ? readdirSync(join(node.dir, 'ipam', 'cluster')).filter((f) => isIP(f)) : [],
-      store: existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')) : [],
+      store: new AttachmentStore(join(node.cniDir, 'attachments')).active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
     });
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AttachmentStore } from '../../src/meta/store.js';
 import { SimNode, podEnv } from '../../src/rig/simnode.js';
 import { Rig, ipJson, linkExists } from '../support/rig.js';
 
@@ -24,7 +25,7 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
   });
   const pod = { name: 'life', namespace: 'default' };
-  const records = (): string[] => (existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')).sort() : []);
+  const records = (): string[] => new AttachmentStore(join(node.cniDir, 'attachments')).active().sort();
 
   it('STATUS answers 50 while the readiness indicator is missing, then asks every network in use', async () => {
     const indicator = join(node.dir, 'cluster-ready');
@@ -49,10 +50,11 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     assert.equal((await node.exec(podEnv('ADD', 'sb-keep', a.path, pod), conf(annotations))).status, 0);
     const gone = await node.exec(podEnv('ADD', 'sb-stale', b.path, pod), conf(annotations));
     assert.equal(gone.status, 0, gone.stdout);
-    assert.deepEqual(records(), ['sb-keep.json', 'sb-stale.json']);
+    assert.deepEqual(records(), ['sb-keep', 'sb-stale']);
     const gc = await node.exec({ CNI_COMMAND: 'GC', CNI_PATH: '/usr/lib/cni' }, { ...conf({}), 'cni.dev/valid-attachments': [{ containerID: 'sb-keep', ifname: 'eth0' }] });
     assert.equal(gc.status, 0, gc.stdout + gc.stderr);
-    assert.deepEqual(records(), ['sb-keep.json']);
+    assert.deepEqual(records(), ['sb-keep']);
+    assert.deepEqual(new AttachmentStore(join(node.cniDir, 'attachments')).list(), ['sb-keep'], 'GC removes the records of invalid sandboxes, empty ones too');
     assert.equal(linkExists('net1', b.name), false, 'the stale sandbox lost its attachments');
     assert.ok(linkExists('net1', a.name), 'the valid one kept them');
     assert.equal((await node.exec(podEnv('DEL', 'sb-keep', a.path, pod), conf(annotations))).status, 0);
@@ -137,7 +139,7 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'aux')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string }[];
     assert.deepEqual(status.map((e) => e.name), ['cluster', 'default/macvlan-a'], 'no status entry for the chain');
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, auxConf)).status, 0);
-    assert.deepEqual(records().filter((r) => r === 'sb-aux.json'), []);
+    assert.deepEqual(records().filter((r) => r === 'sb-aux'), []);
   });
 
   it('rotates the log file by size (logOptions maxSize / maxBackups)', async () => {

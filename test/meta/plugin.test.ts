@@ -35,7 +35,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     JSON.stringify({
       links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort(),
       ips: [...reservations(join(node.dir, 'ipam')), ...reservations('/var/lib/cni/networks/macvlan-a')].sort(),
-      store: existsSync(join(node.cniDir, 'attachments')) ? readdirSync(join(node.cniDir, 'attachments')) : [],
+      store: new AttachmentStore(join(node.cniDir, 'attachments')).active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
     });
 
@@ -82,9 +82,17 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(reservations(join(node.dir, 'ipam')), []);
     assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
-    assert.equal(existsSync(new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox1')), false);
-    const again = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
-    assert.equal(again.status, 0, 'a repeated DEL succeeds');
+    const store = new AttachmentStore(join(node.cniDir, 'attachments'));
+    const afterDel = store.read('sandbox1');
+    assert.deepEqual(afterDel.kind === 'ok' && afterDel.record.attachments, [], 'the record stays, listing nothing');
+    const requestsBefore = node.api.requests.length;
+    // a repeated DEL, even without the annotations or the API, is exact: nothing to reconstruct
+    const again = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), node.metaConf({ kubeconfig: '/nonexistent' }));
+    assert.equal(again.status, 0, `a repeated DEL succeeds: ${again.stdout}`);
+    assert.equal(node.api.requests.length, requestsBefore);
+    // empty records are pruned once old: a day later nothing of the sandbox is left
+    store.pruneEmpty(24 * 3600 * 1000, Date.now() + 25 * 3600 * 1000);
+    assert.equal(existsSync(store.path('sandbox1')), false);
   });
 
   const twoNets = (): { annotations: Record<string, string>; meta: { name: string; namespace: string } } => {

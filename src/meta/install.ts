@@ -1,0 +1,129 @@
+/**
+ * Node installation of the meta plugin (what the DaemonSet's init step does, usable outside
+ * Kubernetes): a self-contained copy of the plugin in the CNI bin dir, and `00-plexus.conflist`
+ * generated from the node's cluster network conf. Everything is written by temp file + rename:
+ * a runtime exec'ing the old plugin meanwhile keeps running it ("text file busy" cannot happen).
+ */
+import { createHash } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../cni/cache.js';
+import { confFiles, parseNetworkConfig } from '../cni/conf.js';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { setnsAddonPath } from '../net/netns.js';
+
+export const META_CONF_NAME = '00-plexus.conflist';
+
+/** The node's cluster network: the first conf in the dir that is not Plexus's own. */
+export function clusterNetworkConf(confDir: string): string | undefined {
+  return confFiles(confDir).find((f) => !basename(f).startsWith('00-plexus'));
+}
+
+export interface MetaConfOptions {
+  kubeconfig?: string;
+  cniDir?: string;
+  binDir: string;
+  /** Where NADs without spec.config find their files (Multus confDir). */
+  confDir?: string;
+}
+
+/** `00-plexus.conflist` for a cluster network conf: its version, its capabilities plus pod annotations. */
+export function metaConflist(clusterConfPath: string, opts: MetaConfOptions): string {
+  const cluster = parseNetworkConfig(readFileSync(clusterConfPath), clusterConfPath);
+  const capabilities: Record<string, boolean> = { 'io.kubernetes.cri.pod-annotations': true };
+  for (const p of cluster.plugins) for (const [cap, on] of Object.entries(p.capabilities ?? {})) if (on) capabilities[cap] = true;
+  const plugin: Record<string, unknown> = { type: 'plexus', clusterNetwork: clusterConfPath, binDir: opts.binDir, capabilities };
+  if (opts.kubeconfig) plugin.kubeconfig = opts.kubeconfig;
+  if (opts.cniDir) plugin.cniDir = opts.cniDir;
+  if (opts.confDir) plugin.confDir = opts.confDir;
+  return `${JSON.stringify({ cniVersion: cluster.cniVersion, name: 'plexus', plugins: [plugin] }, null, 2)}\n`;
+}
+
+/** The bundle this plexusctl runs from (dist/), with plexus.mjs beside it. */
+function bundleDir(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'plexus.mjs'))) return dir;
+    if (dirname(dir) === dir) throw new Error('the plexus bundle (plexus.mjs) was not found: run npm run build');
+  }
+}
+
+function packageDir(name: string, from: string): string {
+  return dirname(createRequire(join(from, 'noop.js')).resolve(`${name}/package.json`));
+}
+
+/** Files of the bundle that run (no source maps), relative to the bundle dir. */
+function bundleFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+      const r = join(rel, e.name);
+      if (e.isDirectory()) walk(r);
+      else if (!e.name.endsWith('.map') && !e.name.startsWith('plexusctl')) out.push(r);
+    }
+  };
+  walk('.');
+  return out.sort();
+}
+
+export interface InstallResult {
+  plugin: string;
+  version: string;
+  conf?: string;
+  clusterNetwork?: string;
+}
+
+/**
+ * Installs `<binDir>/plexus` (a launcher, replaced by rename) and `<binDir>/plexus.d/<version>/`
+ * (the bundle, the setns addon, netlink with its prebuilt addon). The previous version is kept for
+ * runtimes still executing it; older ones are removed.
+ */
+export function installPlugin(binDir: string): { plugin: string; version: string } {
+  const src = bundleDir();
+  const files = bundleFiles(src);
+  const hash = createHash('sha256');
+  for (const f of files) hash.update(f).update(readFileSync(join(src, f)));
+  const version = hash.digest('hex').slice(0, 12);
+  const root = join(binDir, 'plexus.d');
+  const target = join(root, version);
+  if (!existsSync(target)) {
+    const staging = join(root, `.staging-${process.pid}-${Date.now()}`);
+    mkdirSync(staging, { recursive: true });
+    try {
+      for (const f of files) cpSync(join(src, f), join(staging, f), { recursive: true });
+      cpSync(setnsAddonPath(), join(staging, 'setns.node'));
+      const netlink = packageDir('netlink', src);
+      const modules = join(staging, 'node_modules');
+      for (const part of ['package.json', 'dist', join('prebuilds', `${process.platform}-${process.arch}`)]) cpSync(join(netlink, part), join(modules, 'netlink', part), { recursive: true });
+      cpSync(packageDir('node-gyp-build', netlink), join(modules, 'node-gyp-build'), { recursive: true });
+      renameSync(staging, target);
+    } catch (err) {
+      rmSync(staging, { recursive: true, force: true });
+      throw err;
+    }
+  }
+  const launcher = join(binDir, 'plexus');
+  // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, 0o755);
+  chmodSync(launcher, 0o755);
+  // Keep this version and the one before it.
+  const versions = readdirSync(root)
+    .filter((v) => !v.startsWith('.') && v !== version)
+    .sort((a, b) => statSync(join(root, b)).mtimeMs - statSync(join(root, a)).mtimeMs);
+  for (const old of versions.slice(1)) rmSync(join(root, old), { recursive: true, force: true });
+  return { plugin: launcher, version };
+}
+
+/** The node install: the plugin, then the meta conf, which needs the cluster network's conf first. */
+export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<MetaConfOptions, 'binDir'>): InstallResult {
+  const cluster = clusterNetworkConf(opts.cniConfDir);
+  if (!cluster) {
+    // NPWG §6.1: no meta conf before the cluster network is there; a runtime would otherwise use plexus with nothing to delegate to.
+    throw new CniError(ErrorCode.TryAgainLater, 'no cluster network yet', `no .conf/.conflist in ${opts.cniConfDir} other than Plexus's own; install it first`);
+  }
+  const { plugin, version } = installPlugin(opts.cniBinDir);
+  const conf = join(opts.cniConfDir, META_CONF_NAME);
+  writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), 0o644);
+  return { plugin, version, conf, clusterNetwork: cluster };
+}

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { AttachmentStore } from '../../src/meta/store.js';
+import { ContainerdRig } from '../../src/rig/containerd.js';
+import { plexusctlPath } from '../support/plugins.js';
+import { Rig, ipAddresses, listNetns } from '../support/rig.js';
+
+function plexusctl(args: string[]): { status: number | null; json: Record<string, unknown> } {
+  const r = spawnSync(plexusctlPath, args, { encoding: 'utf8' });
+  return { status: r.status, json: JSON.parse(r.stdout) as Record<string, unknown> };
+}
+
+describe('plexusctl install (one-shot mode)', function () {
+  this.timeout(120000);
+  const rig = new Rig();
+  let bin: string;
+  let confDir: string;
+  const bridge = 'plx-inst-br0';
+  beforeEach(() => {
+    const d = rig.dir('install');
+    bin = join(d, 'bin');
+    confDir = join(d, 'net.d');
+    mkdirSync(bin);
+    mkdirSync(confDir);
+  });
+  after(() => {
+    rig.ownLink(bridge);
+    rig.cleanup();
+  });
+  const clusterConf = (): string => {
+    const file = join(confDir, '10-cluster.conflist');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'cluster',
+        plugins: [
+          { type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: join(confDir, '..', 'ipam'), ranges: [[{ subnet: '10.75.0.0/24' }]] } },
+          { type: 'portmap', capabilities: { portMappings: true } },
+        ],
+      }),
+    );
+    return file;
+  };
+  const args = (): string[] => ['install', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus')];
+
+  it('refuses to install before the cluster network conf exists, and writes nothing', () => {
+    const r = plexusctl(args());
+    assert.equal(r.status, 1);
+    assert.equal(r.json.code, 11);
+    assert.deepEqual(readdirSync(bin), []);
+    assert.deepEqual(readdirSync(confDir), []);
+  });
+
+  it("writes 00-plexus.conflist with the cluster network's version and capabilities, and a self-contained plugin", () => {
+    const cluster = clusterConf();
+    const r = plexusctl(args());
+    assert.equal(r.status, 0, JSON.stringify(r.json));
+    const conf = JSON.parse(readFileSync(join(confDir, '00-plexus.conflist'), 'utf8')) as { cniVersion: string; plugins: Record<string, unknown>[] };
+    assert.equal(conf.cniVersion, '1.0.0');
+    assert.deepEqual(conf.plugins[0], { type: 'plexus', clusterNetwork: cluster, binDir: bin, capabilities: { 'io.kubernetes.cri.pod-annotations': true, portMappings: true }, cniDir: join(confDir, '..', 'plexus') });
+    // runs from anywhere: nothing of the repository (node_modules, native/) is needed
+    const version = spawnSync(join(bin, 'plexus'), [], { cwd: '/', env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'VERSION' }, input: '', encoding: 'utf8' });
+    assert.equal(version.status, 0, version.stderr);
+    assert.match(version.stdout, /"supportedVersions"/);
+    assert.ok(existsSync(join(bin, 'plexus.d', String(r.json.version), 'node_modules', 'netlink', 'prebuilds')));
+  });
+
+  it('replaces the plugin by rename while an old instance runs, and keeps only the previous version', async () => {
+    clusterConf();
+    assert.equal(plexusctl(args()).status, 0);
+    const launcher = join(bin, 'plexus');
+    const before = statSync(launcher).ino;
+    // An instance of the installed plugin that is running (it waits for its stdin).
+    const running = spawn(launcher, [], { env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'VERSION' } });
+    const output = new Promise<string>((resolve) => {
+      let out = '';
+      running.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      running.on('close', () => resolve(out));
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const stale of ['aaaaaaaaaaaa', 'bbbbbbbbbbbb']) mkdirSync(join(bin, 'plexus.d', stale));
+    const again = plexusctl(args());
+    assert.equal(again.status, 0, JSON.stringify(again.json));
+    assert.notEqual(statSync(launcher).ino, before, 'a new file renamed over the old one, never written in place');
+    running.stdin.end('{"cniVersion":"1.0.0"}');
+    assert.match(await output, /"cniVersion":"1.0.0"/, 'the running instance finished normally');
+    const versions = readdirSync(join(bin, 'plexus.d'));
+    assert.equal(versions.length, 2, `current and one previous: ${versions.join(', ')}`);
+    assert.ok(versions.includes(String(again.json.version)));
+  });
+
+  it('containerd runs pods through the installed plugin and the generated conf', async () => {
+    clusterConf();
+    const cri = await ContainerdRig.start(join(confDir, '..', 'containerd'));
+    try {
+      // the rig's own conf and bin dirs: install into them as a node install would
+      writeFileSync(join(cri.confDir, '10-cluster.conflist'), readFileSync(join(confDir, '10-cluster.conflist')));
+      const r = plexusctl(['install', '--cni-bin-dir', cri.binDir, '--cni-conf-dir', cri.confDir, '--cni-dir', join(confDir, '..', 'plexus')]);
+      assert.equal(r.status, 0, JSON.stringify(r.json));
+      await cri.waitReady();
+      const netnsBefore = listNetns();
+      const id = await cri.runPod({ name: 'installed', namespace: 'default' });
+      const status = await cri.podStatus(id);
+      assert.deepEqual(ipAddresses(basename(status.netns!), 'eth0'), [`${status.network?.ip}/24`]);
+      assert.ok(existsSync(join(confDir, '..', 'plexus', 'attachments', `${id}.json`)), 'the installed plexus handled it');
+      await cri.removePod(id);
+      assert.deepEqual(listNetns(), netnsBefore);
+      assert.deepEqual(new AttachmentStore(join(confDir, '..', 'plexus', 'attachments')).active(), []);
+    } finally {
+      await cri.stop();
+    }
+  });
+});
