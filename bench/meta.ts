@@ -41,7 +41,7 @@ async function main(): Promise<void> {
       const conf = { ...node.metaConf(), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': networks ? { 'k8s.v1.cni.cncf.io/networks': networks } : {} } };
       // The baseline runs exactly the delegate lists plexus plans for this pod.
       const env = podEnv('ADD', 'bench-sandbox', nsPath, pod);
-      const req: PluginRequest = { command: 'ADD', containerID: 'bench-base', netns: nsPath, ifName: 'eth0', args: [['K8S_POD_NAMESPACE', 'default'], ['K8S_POD_NAME', 'bench']], path: ['/usr/lib/cni'], stdin: Buffer.alloc(0), conf: conf as unknown as PluginStdinConf };
+      const req: PluginRequest = { command: 'ADD', containerID: 'bench-base', netns: nsPath, ifName: 'eth0', args: [['K8S_POD_NAMESPACE', 'default'], ['K8S_POD_NAME', 'bench']], path: ['/usr/lib/cni'], stdin: Buffer.alloc(0), conf: conf as unknown as PluginStdinConf, env: process.env };
       const inv = new MetaInvocation(req);
       const planned = (await inv.plan()).attachments.map((a) => ({ list: inv.delegateList(a), rt: inv.runtimeConf(a.ifName, a.capabilityArgs) }));
       const runtime = new CniRuntime({ cniPath: ['/usr/lib/cni'], cacheDir: null });

@@ -53,7 +53,7 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
     ['K8S_POD_INFRA_CONTAINER_ID', o.containerId],
     ['K8S_POD_UID', uid],
   ];
-  const req: PluginRequest = { command: 'ADD', containerID: o.containerId, netns: o.netns, ifName: 'eth0', args, path: [], stdin: Buffer.alloc(0), conf };
+  const req: PluginRequest = { command: 'ADD', containerID: o.containerId, netns: o.netns, ifName: 'eth0', args, path: [], stdin: Buffer.alloc(0), conf, env: process.env };
   const inv = new MetaInvocation(req);
   const { attachments } = await inv.plan();
   return {

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { registerApiServer } from './apiserver.js';
 import { registerCni } from './cni.js';
+import { registerDaemon } from './daemon.js';
 import { registerDemo } from './demo.js';
 import { registerExplain } from './explain.js';
 import { registerInstall } from './install.js';
@@ -13,6 +14,7 @@ const program = new Command('plexusctl')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 registerCni(program);
 registerApiServer(program);
+registerDaemon(program);
 registerDemo(program);
 registerExplain(program);
 registerInstall(program);

@@ -30,6 +30,8 @@ export interface PluginRequest {
   path: string[];
   stdin: Buffer;
   conf: PluginStdinConf;
+  /** The caller's whole environment: delegates get it too (spec), and a daemon serves many callers. */
+  env: NodeJS.ProcessEnv;
 }
 
 export interface Plugin {
@@ -77,7 +79,7 @@ export function validateIfName(name: string): void {
   if (why) throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_IFNAME', `interface name "${name}" ${why}`);
 }
 
-export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniCommand, 'VERSION'>): Omit<PluginRequest, 'stdin' | 'conf'> {
+export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniCommand, 'VERSION'>): Omit<PluginRequest, 'stdin' | 'conf' | 'env'> {
   const table = ENV_TABLE[command];
   const missing = Object.entries(table)
     .filter(([name, need]) => need === 'req' && !env[name])
@@ -165,7 +167,7 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
     if (min && !versionAtLeast(conf.cniVersion, min)) {
       throw new CniError(ErrorCode.IncompatibleVersion, `config version does not allow ${cmd}`, `needs ${min} or later, config is "${conf.cniVersion}"`);
     }
-    const req: PluginRequest = { ...base, stdin, conf };
+    const req: PluginRequest = { ...base, stdin, conf, env: io.env };
     switch (cmd) {
       case 'ADD': {
         const result = await plugin.add(req);

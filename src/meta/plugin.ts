@@ -120,7 +120,7 @@ export class MetaInvocation {
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
-    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: process.env, onStderr: (c) => process.stderr.write(c) });
+    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c) });
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
   }
 
@@ -142,7 +142,7 @@ export class MetaInvocation {
   /** The API client, if a kubeconfig or in-cluster credentials exist; loaded once, lazily. */
   async apiClient(): Promise<ApiClient | undefined> {
     if (this.api !== null) return this.api;
-    const cfg = this.conf.kubeconfig ? await loadKubeconfig(this.conf.kubeconfig) : inClusterConfig();
+    const cfg = this.conf.kubeconfig ? await loadKubeconfig(this.conf.kubeconfig) : inClusterConfig(this.req.env);
     this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs) : undefined;
     return this.api;
   }

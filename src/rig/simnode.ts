@@ -118,11 +118,11 @@ export class SimNode {
     return pod;
   }
 
-  /** Runs the plexus plugin exactly as a runtime would: env + stdin, result or error on stdout. */
-  exec(env: Record<string, string>, conf: Record<string, unknown>): Promise<PluginRun> {
+  /** Runs the plexus plugin (or `plugin`) exactly as a runtime would: env + stdin, result or error on stdout. */
+  exec(env: Record<string, string>, conf: Record<string, unknown>, plugin = join(repoRoot(), 'bin', 'plexus')): Promise<PluginRun> {
     return new Promise((resolve) => {
       // Asynchronous: the API double serves from this process.
-      const child = spawn(join(repoRoot(), 'bin', 'plexus'), [], { env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env } });
+      const child = spawn(plugin, [], { env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

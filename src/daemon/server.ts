@@ -1,0 +1,103 @@
+/**
+ * The node daemon's CNI endpoint: POST /cni runs the same plugin core as the one-shot `plexus`,
+ * in-process, with the request's env and stdin. GET /healthz (alive) and /readyz (serving ADD).
+ * Operations on one sandbox run one at a time, in arrival order.
+ */
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { dirname } from 'node:path';
+import { runPlugin } from '../cni/skel.js';
+import { metaPlugin } from '../meta/plugin.js';
+import type { CniReplyBody, CniRequestBody } from './protocol.js';
+
+const MAX_BODY = 4 * 1024 * 1024;
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new Error(`request body over ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseRequest(raw: Buffer): CniRequestBody {
+  const body = JSON.parse(raw.toString()) as Partial<CniRequestBody>;
+  if (typeof body !== 'object' || body === null || typeof body.stdin !== 'string' || typeof body.env !== 'object' || body.env === null) {
+    throw new Error('expected {"env": {...}, "stdin": "<base64>"}');
+  }
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(body.env)) if (typeof v === 'string') env[k] = v;
+  return { env, stdin: body.stdin };
+}
+
+export class CniDaemon {
+  private server: Server | undefined;
+  private ready = false;
+  /** The tail of each sandbox's queue of operations. */
+  private readonly sandboxes = new Map<string, Promise<unknown>>();
+
+  constructor(readonly socket: string) {}
+
+  async start(): Promise<void> {
+    mkdirSync(dirname(this.socket), { recursive: true, mode: 0o700 });
+    rmSync(this.socket, { force: true });
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: Error) => this.reply(res, 400, { error: err.message }));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.socket, resolve);
+    });
+    // Only root may talk to the daemon: it configures every pod's networking.
+    chmodSync(this.socket, 0o600);
+    this.ready = true;
+  }
+
+  /** Stops taking ADDs (readyz fails, shims answer "try again later"), then closes. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    await Promise.allSettled([...this.sandboxes.values()]);
+    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    rmSync(this.socket, { force: true });
+  }
+
+  private reply(res: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.url === '/healthz') return this.reply(res, 200, { ok: true });
+    if (req.url === '/readyz') return this.reply(res, this.ready ? 200 : 503, { ready: this.ready });
+    if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
+    const body = parseRequest(await readBody(req));
+    if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
+    this.reply(res, 200, await this.serialized(body.env.CNI_CONTAINERID ?? '', () => this.run(body)));
+  }
+
+  private serialized<T>(key: string, work: () => Promise<T>): Promise<T> {
+    if (!key) return work();
+    const next = (this.sandboxes.get(key) ?? Promise.resolve()).catch(() => undefined).then(work);
+    this.sandboxes.set(key, next);
+    void next.finally(() => {
+      if (this.sandboxes.get(key) === next) this.sandboxes.delete(key);
+    });
+    return next;
+  }
+
+  private async run(body: CniRequestBody): Promise<CniReplyBody> {
+    let stdout = '';
+    let stderr = '';
+    const exitCode = await runPlugin(metaPlugin, {
+      env: body.env,
+      readStdin: async () => Buffer.from(body.stdin, 'base64'),
+      stdout: (t) => (stdout += t),
+      stderr: (t) => (stderr += t),
+    });
+    return { exitCode, stdout, stderr };
+  }
+}

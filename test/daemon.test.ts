@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AttachmentStore } from '../src/meta/store.js';
+import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
+import { plexusctlPath } from './support/plugins.js';
+import { Rig, ipAddresses, ipJson } from './support/rig.js';
+
+const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
+
+describe('node daemon and shim', function () {
+  this.timeout(60000);
+  const rig = new Rig();
+  let node: SimNode;
+  let socket: string;
+  let daemon: ChildProcess | undefined;
+  const startDaemon = async (): Promise<void> => {
+    daemon = spawn(plexusctlPath, ['daemon', '--socket', socket], { stdio: 'ignore' });
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
+    assert.ok(existsSync(socket), 'daemon socket');
+  };
+  const stopDaemon = async (): Promise<void> => {
+    if (!daemon || daemon.exitCode !== null) return;
+    const exited = new Promise((r) => daemon!.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+  };
+  before(async () => {
+    node = new SimNode(rig.dir('daemon'));
+    await node.start();
+    socket = join(node.dir, 'run', 'plexus.sock');
+    await startDaemon();
+  });
+  after(async () => {
+    await stopDaemon();
+    await node.stop();
+    rig.cleanup();
+  });
+  const shimConf = (annotations: Record<string, string>) => ({ ...node.metaConf({ type: 'plexus-shim', daemonSocket: socket }), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations } });
+
+  it('serves ADD, CHECK and DEL from the shim with the one-shot core, on a socket only root can use', async () => {
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
+    const ns = rig.netns('dm');
+    const pod = node.addExamplePod('two-nets');
+    const annotations = (pod.metadata as unknown as { annotations: Record<string, string> }).annotations;
+    const env = podEnv('ADD', 'sb-daemon', ns.path, pod.metadata);
+    const add = await node.exec(env, shimConf(annotations), SHIM);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.equal(add.json?.cniVersion, '1.0.0');
+    assert.deepEqual(ipAddresses(ns.name, 'data0'), ['10.77.0.9/24']);
+    assert.equal(ipAddresses(ns.name, 'net1').length, 1);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'CHECK' }, shimConf(annotations), SHIM)).status, 0);
+    const del = await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf(annotations), SHIM);
+    assert.equal(del.status, 0, del.stdout);
+    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(new AttachmentStore(join(node.cniDir, 'attachments')).active(), []);
+  });
+
+  it('passes plugin errors through unchanged', async () => {
+    const ns = rig.netns('de');
+    const add = await node.exec(podEnv('ADD', 'sb-derr', ns.path, { name: 'x', namespace: 'default' }), shimConf({ 'k8s.v1.cni.cncf.io/networks': 'no-such-net' }), SHIM);
+    assert.equal(add.status, 1);
+    assert.equal(add.json?.code, 7);
+    assert.match(String(add.json?.msg), /default\/no-such-net not found/);
+  });
+
+  it('fails closed while the daemon is down: ADD and DEL get code 11, VERSION still answers', async () => {
+    await stopDaemon();
+    assert.equal(existsSync(socket), false, 'the socket goes with the daemon');
+    try {
+      const ns = rig.netns('dd');
+      const add = await node.exec(podEnv('ADD', 'sb-down', ns.path, { name: 'x', namespace: 'default' }), shimConf({}), SHIM);
+      assert.equal(add.status, 1);
+      assert.equal(add.json?.code, 11);
+      assert.match(String(add.json?.msg), /not reachable/);
+      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], 'no fallback attachment');
+      const del = await node.exec(podEnv('DEL', 'sb-down', ns.path, { name: 'x', namespace: 'default' }), shimConf({}), SHIM);
+      assert.equal(del.json?.code, 11, 'DEL is retried later, never reported done without trying');
+      const version = await node.exec({ CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: 'dummy', CNI_IFNAME: 'dummy', CNI_PATH: 'dummy' }, { cniVersion: '1.0.0' }, SHIM);
+      assert.equal(version.status, 0);
+      assert.equal(version.json?.cniVersion, '1.0.0');
+    } finally {
+      await startDaemon();
+    }
+  });
+});
