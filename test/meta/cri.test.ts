@@ -1,28 +1,43 @@
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { ContainerdRig } from '../../src/rig/containerd.js';
-import { installShellPlugin, repoRoot } from '../support/plugins.js';
+import { installShellPlugin, plexusctlPath, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { SimNode } from '../../src/rig/simnode.js';
 
-describe('meta plugin under containerd 1.6 (CRI)', function () {
+for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as const) describe(`meta plugin under containerd 1.6 (CRI): ${mode}`, function () {
   this.timeout(120000);
   const rig = new Rig();
   let node: SimNode;
   let cri: ContainerdRig;
+  let daemon: ChildProcess | undefined;
+  const type = mode === 'one-shot plexus' ? 'plexus' : 'plexus-shim';
   before(async () => {
     node = new SimNode(rig.dir('crimeta'));
     await node.start();
     const failing = installShellPlugin(node.binDir, 'plx-failing', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"code":117,"msg":"second secondary exploded","details":"injected"}'; exit 1`);
-    cri = await ContainerdRig.start(join(node.dir, 'containerd'), { plexus: join(repoRoot, 'bin', 'plexus'), 'plx-failing': failing });
-    writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf()] }));
+    cri = await ContainerdRig.start(join(node.dir, 'containerd'), { [type]: join(repoRoot, 'bin', type), 'plx-failing': failing });
+    let extra: Record<string, unknown> = {};
+    if (type === 'plexus-shim') {
+      const socket = join(node.dir, 'plexus.sock');
+      daemon = spawn(plexusctlPath, ['daemon', '--socket', socket], { stdio: 'ignore' });
+      for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+      extra = { type, daemonSocket: socket };
+    }
+    writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf(extra)] }));
     await cri.waitReady();
   });
   after(async () => {
     await cri?.stop();
+    if (daemon && daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon!.once('exit', r));
+      daemon.kill('SIGTERM');
+      await exited;
+    }
     await node?.stop();
     rig.cleanup();
   });
@@ -67,7 +82,7 @@ describe('meta plugin under containerd 1.6 (CRI)', function () {
     const before = leftovers();
     await assert.rejects(
       cri.runPod({ name: 'doomed', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"macvlan-a"},{"name":"broken-c"}]' } }),
-      (e: Error) => /plugin type="plexus" name="plexus" failed \(add\): second secondary exploded; injected/.test(e.message),
+      (e: Error) => new RegExp(`plugin type="${type}" name="plexus" failed \\(add\\): second secondary exploded; injected`).test(e.message),
     );
     assert.deepEqual(await cri.listPods(), []);
     assert.equal(leftovers(), before);
