@@ -13,6 +13,8 @@ const headerDirs = ['/usr/include/node', join(dirname(process.execPath), '..', '
 const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
 if (!headers) throw new Error(`node_api.h not found in ${headerDirs.join(', ')}`);
 run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-o', 'native/setns.node', 'native/setns.c']);
+// The daemon-mode shim: a static binary, so an exec costs what a Go plugin's does.
+run('cc', ['-O2', '-static', '-Wall', '-Wextra', '-o', 'native/plexus-shim', 'native/plexus-shim.c']);
 
 run(process.execPath, [join(root, 'scripts/gen-validators.mjs')]);
 run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json']);

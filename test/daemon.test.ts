@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AttachmentStore } from '../src/meta/store.js';
@@ -56,6 +56,17 @@ describe('node daemon and shim', function () {
     assert.equal(del.status, 0, del.stdout);
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(new AttachmentStore(join(node.cniDir, 'attachments')).active(), []);
+  });
+
+  it('the Node shim (the measured alternative) speaks the same protocol', async () => {
+    const ns = rig.netns('dn');
+    const nodeShim = join(node.dir, 'node-shim');
+    writeFileSync(nodeShim, `#!/bin/sh\nexec env -u NODE_EXTRA_CA_CERTS node ${join(repoRoot(), 'dist', 'plexus-shim.mjs')}\n`, { mode: 0o755 });
+    const env = podEnv('ADD', 'sb-nodeshim', ns.path, { name: 'x', namespace: 'default' });
+    const add = await node.exec(env, shimConf({}), nodeShim);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.equal(ipAddresses(ns.name, 'eth0').length, 1);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), nodeShim)).status, 0);
   });
 
   it('passes plugin errors through unchanged', async () => {

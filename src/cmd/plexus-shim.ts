@@ -6,7 +6,7 @@
  */
 import { request } from 'node:http';
 import { SUPPORTED_VERSIONS } from '../cni/types.js';
-import { type CniReplyBody, DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
+import { DEFAULT_DAEMON_SOCKET, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from '../daemon/protocol.js';
 
 const TIMEOUT_MS = Number(process.env.PLEXUS_SHIM_TIMEOUT_MS ?? 120000);
 
@@ -39,15 +39,15 @@ async function main(): Promise<void> {
       const out: Buffer[] = [];
       res.on('data', (c: Buffer) => out.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(out).toString();
+        const payload = Buffer.concat(out);
         if (res.statusCode !== 200) {
-          fail(cniVersion, 'plexus daemon is not ready', `${res.statusCode}: ${text}`);
+          fail(cniVersion, 'plexus daemon is not ready', `${res.statusCode}: ${payload.toString()}`);
           return resolve();
         }
-        const reply = JSON.parse(text) as CniReplyBody;
-        process.stderr.write(reply.stderr);
-        process.stdout.write(reply.stdout);
-        process.exitCode = reply.exitCode;
+        const stderrLength = Number(res.headers[STDERR_LENGTH_HEADER] ?? 0);
+        process.stderr.write(payload.subarray(0, stderrLength));
+        process.stdout.write(payload.subarray(stderrLength));
+        process.exitCode = Number(res.headers[EXIT_CODE_HEADER] ?? 1);
         resolve();
       });
     });

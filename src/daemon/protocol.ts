@@ -10,8 +10,14 @@ export interface CniRequestBody {
   stdin: string;
 }
 
-/** 200 reply: what the plugin would have printed, and its exit code. */
-export interface CniReplyBody {
+/**
+ * 200 reply, simple enough for a small native shim to read without a JSON parser: the plugin's exit
+ * code and the length of its stderr in headers, then its stderr followed by its stdout as the body.
+ */
+export const EXIT_CODE_HEADER = 'x-cni-exit-code';
+export const STDERR_LENGTH_HEADER = 'x-cni-stderr-length';
+
+export interface CniReply {
   exitCode: number;
   stdout: string;
   stderr: string;

@@ -8,7 +8,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import { dirname } from 'node:path';
 import { runPlugin } from '../cni/skel.js';
 import { metaPlugin } from '../meta/plugin.js';
-import type { CniReplyBody, CniRequestBody } from './protocol.js';
+import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from './protocol.js';
 
 const MAX_BODY = 4 * 1024 * 1024;
 
@@ -76,7 +76,11 @@ export class CniDaemon {
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
-    this.reply(res, 200, await this.serialized(body.env.CNI_CONTAINERID ?? '', () => this.run(body)));
+    const out = await this.serialized(body.env.CNI_CONTAINERID ?? '', () => this.run(body));
+    const stderr = Buffer.from(out.stderr);
+    const payload = Buffer.concat([stderr, Buffer.from(out.stdout)]);
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': payload.length, [EXIT_CODE_HEADER]: String(out.exitCode), [STDERR_LENGTH_HEADER]: String(stderr.length) });
+    res.end(payload);
   }
 
   private serialized<T>(key: string, work: () => Promise<T>): Promise<T> {
@@ -89,7 +93,7 @@ export class CniDaemon {
     return next;
   }
 
-  private async run(body: CniRequestBody): Promise<CniReplyBody> {
+  private async run(body: CniRequestBody): Promise<CniReply> {
     let stdout = '';
     let stderr = '';
     const exitCode = await runPlugin(metaPlugin, {

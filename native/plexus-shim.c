@@ -1,0 +1,167 @@
+/*
+ * plexus-shim: the per-pod executable in daemon mode, as a small static binary (a Node start costs
+ * 10x a Go plugin's exec). It does what src/cmd/plexus-shim.ts does, and nothing more:
+ *  - VERSION is answered here (runtimes probe it before every ADD and DEL, daemon up or not);
+ *  - otherwise env + stdin go to the daemon (POST /cni, see src/daemon/protocol.ts) and its reply is
+ *    printed: stderr, stdout, exit code;
+ *  - when the daemon cannot answer in time, the result is CNI error 11 (try again later): never a
+ *    fallback to another network.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DEFAULT_SOCKET "/run/plexus/plexus.sock"
+static const char *VERSIONS = "[\"0.1.0\",\"0.2.0\",\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]";
+
+struct buf { char *data; size_t len, cap; };
+
+static void put(struct buf *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    b->cap = (b->len + n + 1) * 2;
+    b->data = realloc(b->data, b->cap);
+    if (!b->data) { perror("plexus-shim"); exit(1); }
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = 0;
+}
+static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* A JSON string, escaped. */
+static void put_json(struct buf *b, const char *s) {
+  char esc[8];
+  puts_(b, "\"");
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; put(b, esc, 2); }
+    else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); puts_(b, esc); }
+    else put(b, (const char *)&c, 1);
+  }
+  puts_(b, "\"");
+}
+
+static void put_base64(struct buf *b, const unsigned char *in, size_t n) {
+  static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char o[4];
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = in[i] << 16 | (i + 1 < n ? in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+    o[0] = t[v >> 18 & 63]; o[1] = t[v >> 12 & 63];
+    o[2] = i + 1 < n ? t[v >> 6 & 63] : '=';
+    o[3] = i + 2 < n ? t[v & 63] : '=';
+    put(b, o, 4);
+  }
+}
+
+/* The string value of a top-level "key" in the config: enough for cniVersion and daemonSocket. */
+static char *conf_string(const char *json, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "\"%s\"", key);
+  const char *p = strstr(json, pat);
+  if (!p) return NULL;
+  p += strlen(pat);
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  if (*p++ != ':') return NULL;
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  if (*p++ != '"') return NULL;
+  const char *end = strchr(p, '"');
+  return end ? strndup(p, (size_t)(end - p)) : NULL;
+}
+
+static const char *version_or(const char *v) {
+  static const char *known[] = {"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+  for (size_t i = 0; v && i < sizeof known / sizeof *known; i++) if (!strcmp(v, known[i])) return v;
+  return "1.1.0";
+}
+
+static int try_again(const char *version, const char *msg, const char *details) {
+  struct buf out = {0};
+  puts_(&out, "{\"cniVersion\":"); put_json(&out, version);
+  puts_(&out, ",\"code\":11,\"msg\":"); put_json(&out, msg);
+  puts_(&out, ",\"details\":"); put_json(&out, details); puts_(&out, "}");
+  fwrite(out.data, 1, out.len, stdout);
+  return 1;
+}
+
+int main(void) {
+  struct buf in = {0};
+  char chunk[65536];
+  ssize_t n;
+  while ((n = read(0, chunk, sizeof chunk)) > 0) put(&in, chunk, (size_t)n);
+  if (!in.data) put(&in, "", 0);
+  const char *version = version_or(conf_string(in.data, "cniVersion"));
+  const char *command = getenv("CNI_COMMAND");
+  if (command && !strcmp(command, "VERSION")) {
+    printf("{\"cniVersion\":\"%s\",\"supportedVersions\":%s}", version, VERSIONS);
+    return 0;
+  }
+  char *path = conf_string(in.data, "daemonSocket");
+  if (!path) path = DEFAULT_SOCKET;
+  long timeout_ms = getenv("PLEXUS_SHIM_TIMEOUT_MS") ? atol(getenv("PLEXUS_SHIM_TIMEOUT_MS")) : 120000;
+
+  struct buf body = {0};
+  puts_(&body, "{\"env\":{");
+  for (char **e = environ; *e; e++) {
+    char *eq = strchr(*e, '=');
+    if (!eq) continue;
+    char *name = strndup(*e, (size_t)(eq - *e));
+    if (e != environ) puts_(&body, ",");
+    put_json(&body, name); puts_(&body, ":"); put_json(&body, eq + 1);
+    free(name);
+  }
+  puts_(&body, "},\"stdin\":\"");
+  put_base64(&body, (const unsigned char *)in.data, in.len);
+  puts_(&body, "\"}");
+
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (fd < 0 || strlen(path) >= sizeof addr.sun_path) return try_again(version, "plexus daemon is not reachable", path);
+  strcpy(addr.sun_path, path);
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    char details[512];
+    snprintf(details, sizeof details, "%s: %s", path, strerrorname_np(errno) ? strerrorname_np(errno) : strerror(errno));
+    return try_again(version, "plexus daemon is not reachable", details);
+  }
+  struct buf req = {0};
+  char head[256];
+  snprintf(head, sizeof head, "POST /cni HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", body.len);
+  puts_(&req, head);
+  put(&req, body.data, body.len);
+  for (size_t off = 0; off < req.len;) {
+    ssize_t w = write(fd, req.data + off, req.len - off);
+    if (w <= 0) return try_again(version, "plexus daemon did not take the request", strerror(errno));
+    off += (size_t)w;
+  }
+  struct buf resp = {0};
+  while ((n = read(fd, chunk, sizeof chunk)) > 0) put(&resp, chunk, (size_t)n);
+  if (n < 0) return try_again(version, "plexus daemon did not answer in time", strerror(errno));
+  if (!resp.data) return try_again(version, "plexus daemon closed the connection", path);
+  char *sep = strstr(resp.data, "\r\n\r\n");
+  int status = 0;
+  if (!sep || sscanf(resp.data, "HTTP/1.%*d %d", &status) != 1) return try_again(version, "plexus daemon sent a malformed reply", path);
+  *sep = 0;
+  char *payload = sep + 4;
+  size_t payload_len = resp.len - (size_t)(payload - resp.data);
+  if (status != 200) return try_again(version, "plexus daemon is not ready", payload);
+  /* Header names are case-insensitive; Node writes them in lower case. */
+  long exit_code = 1, stderr_len = 0;
+  for (char *line = strstr(resp.data, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
+    if (!strncasecmp(line + 2, "x-cni-exit-code:", 16)) exit_code = strtol(line + 18, NULL, 10);
+    if (!strncasecmp(line + 2, "x-cni-stderr-length:", 20)) stderr_len = strtol(line + 22, NULL, 10);
+  }
+  if (stderr_len < 0 || (size_t)stderr_len > payload_len) stderr_len = 0;
+  fwrite(payload, 1, (size_t)stderr_len, stderr);
+  fwrite(payload + stderr_len, 1, payload_len - (size_t)stderr_len, stdout);
+  return (int)exit_code;
+}
