@@ -21,7 +21,12 @@ export function clusterNetworkConf(confDir: string): string | undefined {
   return confFiles(confDir).find((f) => !basename(f).startsWith('00-plexus'));
 }
 
+export type InstallMode = 'oneshot' | 'daemon';
+
 export interface MetaConfOptions {
+  /** oneshot: the runtime execs `plexus`; daemon: it execs `plexus-shim`, which asks the node daemon. */
+  mode?: InstallMode;
+  daemonSocket?: string;
   kubeconfig?: string;
   cniDir?: string;
   binDir: string;
@@ -34,7 +39,8 @@ export function metaConflist(clusterConfPath: string, opts: MetaConfOptions): st
   const cluster = parseNetworkConfig(readFileSync(clusterConfPath), clusterConfPath);
   const capabilities: Record<string, boolean> = { 'io.kubernetes.cri.pod-annotations': true };
   for (const p of cluster.plugins) for (const [cap, on] of Object.entries(p.capabilities ?? {})) if (on) capabilities[cap] = true;
-  const plugin: Record<string, unknown> = { type: 'plexus', clusterNetwork: clusterConfPath, binDir: opts.binDir, capabilities };
+  const plugin: Record<string, unknown> = { type: opts.mode === 'daemon' ? 'plexus-shim' : 'plexus', clusterNetwork: clusterConfPath, binDir: opts.binDir, capabilities };
+  if (opts.mode === 'daemon' && opts.daemonSocket) plugin.daemonSocket = opts.daemonSocket;
   if (opts.kubeconfig) plugin.kubeconfig = opts.kubeconfig;
   if (opts.cniDir) plugin.cniDir = opts.cniDir;
   if (opts.confDir) plugin.confDir = opts.confDir;
@@ -115,6 +121,20 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   return { plugin: launcher, version };
 }
 
+/** The static shim of daemon mode, next to the bundle's native/ dir, installed by temp + rename. */
+export function installShim(binDir: string): string {
+  let src: string | undefined;
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'native', 'plexus-shim'))) src = join(dir, 'native', 'plexus-shim');
+    if (src || dirname(dir) === dir) break;
+  }
+  if (!src) throw new Error('native/plexus-shim was not found: run npm run build');
+  const target = join(binDir, 'plexus-shim');
+  writeFileAtomic(target, readFileSync(src), 0o755);
+  chmodSync(target, 0o755);
+  return target;
+}
+
 /** The node install: the plugin, then the meta conf, which needs the cluster network's conf first. */
 export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<MetaConfOptions, 'binDir'>): InstallResult {
   const cluster = clusterNetworkConf(opts.cniConfDir);
@@ -122,8 +142,10 @@ export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<M
     // NPWG §6.1: no meta conf before the cluster network is there; a runtime would otherwise use plexus with nothing to delegate to.
     throw new CniError(ErrorCode.TryAgainLater, 'no cluster network yet', `no .conf/.conflist in ${opts.cniConfDir} other than Plexus's own; install it first`);
   }
+  // The one-shot plugin is installed in both modes: the daemon runs the same bundle.
   const { plugin, version } = installPlugin(opts.cniBinDir);
+  const shim = opts.mode === 'daemon' ? installShim(opts.cniBinDir) : undefined;
   const conf = join(opts.cniConfDir, META_CONF_NAME);
   writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), 0o644);
-  return { plugin, version, conf, clusterNetwork: cluster };
+  return { plugin: shim ?? plugin, version, conf, clusterNetwork: cluster };
 }

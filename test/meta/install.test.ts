@@ -68,6 +68,19 @@ describe('plexusctl install (one-shot mode)', function () {
     assert.ok(existsSync(join(bin, 'plexus.d', String(r.json.version), 'node_modules', 'netlink', 'prebuilds')));
   });
 
+  it('daemon mode installs the static shim and writes type plexus-shim with the daemon socket', () => {
+    clusterConf();
+    const r = plexusctl([...args(), '--mode', 'daemon', '--daemon-socket', '/run/plexus-test.sock']);
+    assert.equal(r.status, 0, JSON.stringify(r.json));
+    assert.equal(r.json.plugin, join(bin, 'plexus-shim'));
+    const conf = JSON.parse(readFileSync(join(confDir, '00-plexus.conflist'), 'utf8')) as { plugins: Record<string, unknown>[] };
+    assert.equal(conf.plugins[0]!.type, 'plexus-shim');
+    assert.equal(conf.plugins[0]!.daemonSocket, '/run/plexus-test.sock');
+    const version = spawnSync(join(bin, 'plexus-shim'), [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"0.4.0"}', encoding: 'utf8' });
+    assert.equal(JSON.parse(version.stdout).cniVersion, '0.4.0');
+    assert.equal(plexusctl([...args(), '--mode', 'sideways']).json.code, 4);
+  });
+
   it('replaces the plugin by rename while an old instance runs, and keeps only the previous version', async () => {
     clusterConf();
     assert.equal(plexusctl(args()).status, 0);
