@@ -33,13 +33,61 @@ function parseRequest(raw: Buffer): CniRequestBody {
   return { env, stdin: body.stdin };
 }
 
+/** Teardown first: DEL and GC release resources, ADD and CHECK take them. */
+const URGENT = new Set(['DEL', 'GC']);
+
+export interface DaemonLimits {
+  /** Operations running at once (each execs delegates). */
+  maxConcurrent: number;
+  /** ADD/CHECK/STATUS waiting for a slot before new ones are told to try again later. */
+  maxQueued: number;
+  /** Anything waiting, DEL included, before even DEL is told to try again later. */
+  hardMaxQueued: number;
+}
+
+export const DEFAULT_LIMITS: DaemonLimits = { maxConcurrent: 8, maxQueued: 128, hardMaxQueued: 1024 };
+
+/** Slots for running operations; waiters of DEL/GC are served before any ADD. */
+class PrioritySlots {
+  private running = 0;
+  private readonly urgent: (() => void)[] = [];
+  private readonly normal: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  get waiting(): number {
+    return this.urgent.length + this.normal.length;
+  }
+
+  async acquire(urgent: boolean): Promise<() => void> {
+    if (this.running < this.size && this.waiting === 0) this.running += 1;
+    else await new Promise<void>((resolve) => (urgent ? this.urgent : this.normal).push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.urgent.shift() ?? this.normal.shift();
+      if (next) next();
+      else this.running -= 1;
+    };
+  }
+}
+
 export class CniDaemon {
   private server: Server | undefined;
   private ready = false;
   /** The tail of each sandbox's queue of operations. */
   private readonly sandboxes = new Map<string, Promise<unknown>>();
+  private readonly slots: PrioritySlots;
+  /** Requests admitted and not yet answered. */
+  private pending = 0;
 
-  constructor(readonly socket: string) {}
+  constructor(
+    readonly socket: string,
+    private readonly limits: DaemonLimits = DEFAULT_LIMITS,
+  ) {
+    this.slots = new PrioritySlots(limits.maxConcurrent);
+  }
 
   async start(): Promise<void> {
     mkdirSync(dirname(this.socket), { recursive: true, mode: 0o700 });
@@ -76,7 +124,26 @@ export class CniDaemon {
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
-    const out = await this.serialized(body.env.CNI_CONTAINERID ?? '', () => this.run(body));
+    const urgent = URGENT.has(body.env.CNI_COMMAND ?? '');
+    const queued = this.pending - this.limits.maxConcurrent;
+    if (queued >= this.limits.hardMaxQueued || (!urgent && queued >= this.limits.maxQueued)) {
+      // An explicit answer instead of unbounded memory: the runtime retries later (code 11).
+      return this.reply(res, 503, { error: `plexus daemon is overloaded: ${this.pending} requests in flight` });
+    }
+    this.pending += 1;
+    let out: CniReply;
+    try {
+      out = await this.serialized(body.env.CNI_CONTAINERID ?? '', async () => {
+        const release = await this.slots.acquire(urgent);
+        try {
+          return await this.run(body);
+        } finally {
+          release();
+        }
+      });
+    } finally {
+      this.pending -= 1;
+    }
     const stderr = Buffer.from(out.stderr);
     const payload = Buffer.concat([stderr, Buffer.from(out.stdout)]);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': payload.length, [EXIT_CODE_HEADER]: String(out.exitCode), [STDERR_LENGTH_HEADER]: String(stderr.length) });

@@ -451,7 +451,11 @@ function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatus
 }
 
 async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
-  const api = await inv.apiClient();
+  // The attachments are in place: nothing about reporting them (not even a broken kubeconfig) fails the ADD.
+  const api = await inv.apiClient().catch((err: Error) => {
+    inv.log(`no API client for network-status: ${err.message}`, 'error');
+    return undefined;
+  });
   if (!api || !inv.pod) return;
   const pod = inv.pod;
   const entries = statusEntries(record, inv.conf.multusStatusCompat);

@@ -221,6 +221,22 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.deepEqual(readdirSync(join(node.deviceInfoDir, 'cni')), [], 'device-info file removed on DEL');
   });
 
+  it('a broken kubeconfig fails an ADD that must read NADs, but not one that only writes its status', async () => {
+    const ns = rig.netns('k');
+    const env = podEnv('ADD', 'sandbox-k', ns.path, { name: 'k', namespace: 'default' });
+    const kubeconfig = join(node.dir, 'missing-kubeconfig');
+    const needsNad = await node.exec(env, runtimeConf({ [NETWORKS]: 'macvlan-a' }, { kubeconfig }));
+    assert.equal(needsNad.json?.code, 7, needsNad.stdout);
+    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({ [NETWORKS]: 'macvlan-a' }, { kubeconfig }))).status, 0);
+    // Only the cluster network: the attachment is made, only its network-status cannot be written.
+    const broken = runtimeConf({}, { kubeconfig });
+    const add = await node.exec(env, broken);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.ok(linkExists('eth0', ns.name));
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, broken)).status, 0);
+  });
+
   describe('bad input: precise CNI errors; nothing attached, and once the runtime’s DEL ran, no change on the node', () => {
     const cases: [string, () => Record<string, string>, number, RegExp][] = [
       ['malformed JSON annotation', () => ({ [NETWORKS]: '[{"name":' }), 6, /decode/],
