@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
-import { installShellPlugin, plexusctlPath } from './support/plugins.js';
+import { startDaemon, stopDaemon } from './support/daemon.js';
+import { installShellPlugin } from './support/plugins.js';
 import { Rig } from './support/rig.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
@@ -24,14 +25,11 @@ describe('node daemon under load: bounded concurrency, DEL first, explicit overl
     const slow = join(node.dir, 'slow.conf');
     writeFileSync(slow, JSON.stringify({ cniVersion: '1.0.0', name: 'slow', type: 'plx-slow' }));
     socket = join(node.dir, 'plexus.sock');
-    daemon = spawn(plexusctlPath, ['daemon', '--socket', socket, '--max-concurrent', '2', '--max-queued', '4'], { stdio: 'ignore' });
-    for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
+    daemon = await startDaemon(socket, ['--max-concurrent', '2', '--max-queued', '4']);
     conf = { ...node.metaConf({ type: 'plexus-shim', daemonSocket: socket, clusterNetwork: slow }), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': {} } };
   });
   after(async () => {
-    const exited = new Promise((r) => daemon.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
+    await stopDaemon(daemon);
     await node.stop();
     rig.cleanup();
   });

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AttachmentStore } from '../src/meta/store.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
-import { plexusctlPath } from './support/plugins.js';
+import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses, ipJson } from './support/rig.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
@@ -16,25 +15,14 @@ describe('node daemon and shim', function () {
   let node: SimNode;
   let socket: string;
   let daemon: ChildProcess | undefined;
-  const startDaemon = async (): Promise<void> => {
-    daemon = spawn(plexusctlPath, ['daemon', '--socket', socket], { stdio: 'ignore' });
-    for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
-    assert.ok(existsSync(socket), 'daemon socket');
-  };
-  const stopDaemon = async (): Promise<void> => {
-    if (!daemon || daemon.exitCode !== null) return;
-    const exited = new Promise((r) => daemon!.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
-  };
   before(async () => {
     node = new SimNode(rig.dir('daemon'));
     await node.start();
     socket = join(node.dir, 'run', 'plexus.sock');
-    await startDaemon();
+    daemon = await startDaemon(socket);
   });
   after(async () => {
-    await stopDaemon();
+    await stopDaemon(daemon);
     await node.stop();
     rig.cleanup();
   });
@@ -78,7 +66,7 @@ describe('node daemon and shim', function () {
   });
 
   it('fails closed while the daemon is down: ADD and DEL get code 11, VERSION still answers', async () => {
-    await stopDaemon();
+    await stopDaemon(daemon);
     assert.equal(existsSync(socket), false, 'the socket goes with the daemon');
     try {
       const ns = rig.netns('dd');
@@ -93,7 +81,7 @@ describe('node daemon and shim', function () {
       assert.equal(version.status, 0);
       assert.equal(version.json?.cniVersion, '1.0.0');
     } finally {
-      await startDaemon();
+      daemon = await startDaemon(socket);
     }
   });
 });

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { ContainerdRig } from '../../src/rig/containerd.js';
-import { installShellPlugin, plexusctlPath, repoRoot } from '../support/plugins.js';
+import { startDaemon, stopDaemon } from '../support/daemon.js';
+import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { SimNode } from '../../src/rig/simnode.js';
@@ -24,8 +25,7 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
     let extra: Record<string, unknown> = {};
     if (type === 'plexus-shim') {
       const socket = join(node.dir, 'plexus.sock');
-      daemon = spawn(plexusctlPath, ['daemon', '--socket', socket], { stdio: 'ignore' });
-      for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+      daemon = await startDaemon(socket);
       extra = { type, daemonSocket: socket };
     }
     writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf(extra)] }));
@@ -33,11 +33,7 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
   });
   after(async () => {
     await cri?.stop();
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((r) => daemon!.once('exit', r));
-      daemon.kill('SIGTERM');
-      await exited;
-    }
+    await stopDaemon(daemon);
     await node?.stop();
     rig.cleanup();
   });
