@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AttachmentStore } from '../src/meta/store.js';
+import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
+import { startDaemon, stopDaemon } from './support/daemon.js';
+import { Rig, ipJson, run } from './support/rig.js';
+
+const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
+const TRIALS = Number(process.env.PLEXUS_CRASH_TRIALS ?? 50);
+
+/** Reference plugins still running (started by a daemon that was killed). */
+function orphanDelegates(): number {
+  try {
+    return Number(run('pgrep', ['-c', '-f', '^/usr/lib/cni/']).trim());
+  } catch {
+    return 0;
+  }
+}
+
+function reservations(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => isIP(f.split('/').at(-1)!)) : [];
+}
+
+describe('node daemon killed during ADD', function () {
+  this.timeout(600000);
+  const rig = new Rig();
+  let node: SimNode;
+  let socket: string;
+  let daemon: ChildProcess | undefined;
+  before(async () => {
+    node = new SimNode(rig.dir('crash'));
+    await node.start();
+    socket = join(node.dir, 'plexus.sock');
+  });
+  after(async () => {
+    await stopDaemon(daemon);
+    await node.stop();
+    rig.cleanup();
+  });
+
+  it(`${TRIALS} trials of SIGKILL at a random point: the next DEL cleans the pod and nothing leaks`, async () => {
+    const conf = { ...node.metaConf({ type: 'plexus-shim', daemonSocket: socket }), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'k8s.v1.cni.cncf.io/networks': '[{"name":"macvlan-a"},{"name":"bridge-b","interface":"data0","ips":["10.77.0.9/24"]}]' } } };
+    const store = new AttachmentStore(join(node.cniDir, 'attachments'));
+    const macvlanBefore = reservations('/var/lib/cni/networks/macvlan-a');
+    const outcomes = { completed: 0, interrupted: 0 };
+    for (let trial = 0; trial < TRIALS; trial++) {
+      daemon = await startDaemon(socket);
+      const ns = rig.netns('k');
+      const pod = { name: `crash-${process.pid}-${trial}`, namespace: 'default' };
+      const add = node.exec(podEnv('ADD', `crash-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
+      await sleep(Math.random() * 250);
+      daemon.kill('SIGKILL');
+      await new Promise((r) => daemon!.once('exit', r));
+      const result = await add;
+      if (result.status === 0) outcomes.completed += 1;
+      else {
+        // The runtime sees "try again later", never a half-made pod reported as done.
+        assert.equal(result.json?.code, 11, result.stdout);
+        outcomes.interrupted += 1;
+        // While the daemon is down, a new ADD is refused the same way.
+        const meanwhile = await node.exec(podEnv('ADD', `other-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
+        assert.equal(meanwhile.json?.code, 11);
+      }
+      // Delegates the killed daemon had started run on as orphans: let them finish, as a runtime's retry would.
+      for (let i = 0; i < 40 && orphanDelegates() > 0; i++) await sleep(50);
+      daemon = await startDaemon(socket);
+      const del = await node.exec(podEnv('DEL', `crash-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
+      assert.equal(del.status, 0, `trial ${trial}: ${del.stdout}`);
+      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], `trial ${trial}: interfaces left`);
+      assert.deepEqual(store.active(), [], `trial ${trial}: record left`);
+      assert.deepEqual(reservations(join(node.dir, 'ipam')), [], `trial ${trial}: cluster IP left`);
+      assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore, `trial ${trial}: macvlan IP left`);
+      await stopDaemon(daemon);
+      run('ip', ['netns', 'del', ns.name]);
+    }
+    assert.ok(outcomes.interrupted > 0, `some ADDs must have been interrupted: ${JSON.stringify(outcomes)}`);
+  });
+});
