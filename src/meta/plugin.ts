@@ -19,6 +19,7 @@ import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
 import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
+import { objectLookup } from './lookup.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
 import { loadNetwork } from '../cni/conf.js';
 import {
@@ -158,6 +159,8 @@ export class MetaInvocation {
 
   async getPod(): Promise<Pod | undefined> {
     if (this.podObject || !this.pod) return this.podObject;
+    this.podObject = objectLookup()?.pod(this.pod.namespace, this.pod.name);
+    if (this.podObject) return this.checkUid(this.podObject);
     const api = await this.apiClient();
     if (!api) return undefined;
     try {
@@ -165,18 +168,22 @@ export class MetaInvocation {
     } catch (err) {
       throw apiFailure(err, `reading pod ${this.pod.namespace}/${this.pod.name}`);
     }
-    if (this.pod.uid && this.podObject.metadata.uid && this.pod.uid !== this.podObject.metadata.uid) {
-      throw new CniError(ErrorCode.UnknownContainer, 'pod was replaced', `${this.pod.namespace}/${this.pod.name} has UID ${this.podObject.metadata.uid}, the runtime asked for ${this.pod.uid}`);
+    return this.checkUid(this.podObject);
+  }
+
+  private checkUid(pod: Pod): Pod {
+    if (this.pod?.uid && pod.metadata.uid && this.pod.uid !== pod.metadata.uid) {
+      throw new CniError(ErrorCode.UnknownContainer, 'pod was replaced', `${this.pod.namespace}/${this.pod.name} has UID ${pod.metadata.uid}, the runtime asked for ${this.pod.uid}`);
     }
-    return this.podObject;
+    return pod;
   }
 
   /** A NAD from the API (cached per invocation); undefined when there is no API or it does not exist. */
   async getNad(namespace: string, name: string): Promise<NetworkAttachmentDefinition | undefined> {
     const key = `${namespace}/${name}`;
     if (this.nads.has(key)) return this.nads.get(key);
-    const api = await this.apiClient();
-    let nad: NetworkAttachmentDefinition | undefined;
+    let nad = objectLookup()?.nad(namespace, name);
+    const api = nad ? undefined : await this.apiClient();
     if (api) {
       try {
         nad = await api.get<NetworkAttachmentDefinition>(nadPath(namespace, name));

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
+import { startDaemon, stopDaemon } from './support/daemon.js';
+import { Rig, ipAddresses } from './support/rig.js';
+
+const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
+
+describe('node daemon with informer caches', function () {
+  this.timeout(60000);
+  const rig = new Rig();
+  let node: SimNode;
+  let daemon: ChildProcess | undefined;
+  let socket: string;
+  before(async () => {
+    node = new SimNode(rig.dir('cache'));
+    await node.start();
+    socket = join(node.dir, 'plexus.sock');
+    daemon = await startDaemon(socket, ['--kubeconfig', node.kubeconfig, '--node-name', 'plx-node']);
+  });
+  after(async () => {
+    await stopDaemon(daemon);
+    await node.stop();
+    rig.cleanup();
+  });
+
+  it('reads nothing from the API per ADD: pod and NADs come from the caches, one PATCH writes the status', async () => {
+    node.addExamplePod('two-nets');
+    // Let the pod watch deliver the new pod.
+    await sleep(500);
+    const ns = rig.netns('c');
+    // No pod annotations from the runtime this time: the pod itself must be looked up.
+    const conf = node.metaConf({ type: 'plexus-shim', daemonSocket: socket });
+    const env = podEnv('ADD', 'sb-cache', ns.path, { name: 'two-nets', namespace: 'default' });
+    const before = node.api.requests.length;
+    const add = await node.exec(env, conf, SHIM);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.deepEqual(ipAddresses(ns.name, 'data0'), ['10.77.0.9/24']);
+    const calls = node.api.requests.slice(before);
+    assert.deepEqual(calls.filter((c) => c.verb === 'get' || c.verb === 'list'), [], 'no reads');
+    assert.equal(calls.filter((c) => c.verb === 'patch').length, 1);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, SHIM)).status, 0);
+  });
+
+  it('a pod the cache does not know yet is read from the API once', async () => {
+    const ns = rig.netns('m');
+    const conf = node.metaConf({ type: 'plexus-shim', daemonSocket: socket });
+    // On another node: never in this node's cache.
+    node.addExamplePod('comma-list', 'elsewhere');
+    const env = podEnv('ADD', 'sb-miss', ns.path, { name: 'comma-list', namespace: 'default' });
+    const before = node.api.requests.length;
+    const add = await node.exec(env, conf, SHIM);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    assert.deepEqual(node.api.requests.slice(before).filter((c) => c.verb === 'get').map((c) => c.resource), ['pods']);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, SHIM)).status, 0);
+  });
+});
