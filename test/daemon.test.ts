@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { AttachmentStore } from '../src/meta/store.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
-import { startDaemon, stopDaemon } from './support/daemon.js';
+import { type DaemonProcess, startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses, ipJson } from './support/rig.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
@@ -14,7 +14,7 @@ describe('node daemon and shim', function () {
   const rig = new Rig();
   let node: SimNode;
   let socket: string;
-  let daemon: ChildProcess | undefined;
+  let daemon: DaemonProcess | undefined;
   before(async () => {
     node = new SimNode(rig.dir('daemon'));
     await node.start();
@@ -55,6 +55,26 @@ describe('node daemon and shim', function () {
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.equal(ipAddresses(ns.name, 'eth0').length, 1);
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), nodeShim)).status, 0);
+  });
+
+  it('exports Prometheus metrics and logs each request as JSON with the pod and container ID', async () => {
+    const url = daemon!.logs.find((l) => l.msg === 'metrics')?.url as string;
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    const ns = rig.netns('mt');
+    const env = podEnv('ADD', 'sb-metrics', ns.path, { name: 'metrics-pod', namespace: 'default' });
+    assert.equal((await node.exec(env, shimConf({ 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' }), SHIM)).status, 0);
+    await node.exec(podEnv('ADD', 'sb-metrics-bad', ns.path, { name: 'x', namespace: 'default' }), shimConf({ 'k8s.v1.cni.cncf.io/networks': 'nope' }), SHIM);
+    const text = await (await fetch(url)).text();
+    assert.match(text, /plexus_cni_request_duration_seconds_count\{command="ADD",code="0"\} [1-9]/);
+    assert.match(text, /plexus_cni_errors_total\{command="ADD",code="7"\} 1/);
+    assert.match(text, /plexus_delegate_duration_seconds_count\{network="default\/macvlan-a",command="ADD",result="ok"\} [1-9]/);
+    assert.match(text, /plexus_api_requests_total\{verb="PATCH"\} [1-9]/);
+    assert.match(text, /plexus_cni_requests_in_flight 0/);
+    await sleep(100);
+    const line = daemon!.logs.find((l) => l.containerID === 'sb-metrics');
+    assert.equal(line?.pod, 'default/metrics-pod');
+    assert.equal(line?.command, 'ADD');
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({ 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' }), SHIM)).status, 0);
   });
 
   it('passes plugin errors through unchanged', async () => {

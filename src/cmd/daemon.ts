@@ -12,19 +12,43 @@ export function registerDaemon(program: Command): void {
     .option('--max-queued <n>', 'ADDs waiting before new ones get "try again later" (DEL goes first and waits longer)', String(DEFAULT_LIMITS.maxQueued))
     .option('--kubeconfig <file>', 'kubeconfig for the informer caches (default: in-cluster credentials)')
     .option('--node-name <name>', 'this node: its pods are cached (needs --kubeconfig or in-cluster credentials); without it nothing is cached', process.env.NODE_NAME)
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string }) => {
+    .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://host:port/metrics', '127.0.0.1:9091')
+    .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
+    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
-      const daemon = new CniDaemon(o.socket, limits);
+      // Loaded only by the daemon, never by the per-pod executables.
+      const pino = (await import('pino')).default;
+      const { DaemonMetrics } = await import('../daemon/metrics.js');
+      const { useObserver } = await import('../meta/observe.js');
+      const log = pino({ level: o.logLevel, base: { component: 'plexus-daemon' } }, pino.destination(2));
+      const metrics = new DaemonMetrics();
+      useObserver(metrics);
+      const daemon = new CniDaemon(o.socket, limits, {
+        served: (command, exitCode, code, seconds, env) => {
+          metrics.requests.observe({ command, code: String(code) }, seconds);
+          if (code) metrics.errors.inc({ command, code: String(code) });
+          const args = Object.fromEntries((env.CNI_ARGS ?? '').split(';').map((kv) => kv.split('=') as [string, string]));
+          const pod = args.K8S_POD_NAMESPACE && args.K8S_POD_NAME ? `${args.K8S_POD_NAMESPACE}/${args.K8S_POD_NAME}` : undefined;
+          log[exitCode === 0 ? 'info' : 'warn']({ command, containerID: env.CNI_CONTAINERID, pod, ifname: env.CNI_IFNAME, code, ms: Math.round(seconds * 1000) }, `${command} ${exitCode === 0 ? 'done' : 'failed'}`);
+        },
+        overloaded: (command) => {
+          metrics.overloaded.inc({ command });
+          log.warn({ command }, 'overloaded: answered try again later');
+        },
+        inFlight: (n) => metrics.inFlight.set(n),
+      });
+      const served = await metrics.serve(o.metricsAddress);
+      log.info({ url: served.url }, 'metrics');
       if (o.nodeName) {
         // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
         const { ClusterCache } = await import('../daemon/cache.js');
         const { useObjectLookup } = await import('../meta/lookup.js');
         useObjectLookup(await ClusterCache.start(o.kubeconfig, o.nodeName));
-        process.stderr.write(`plexus daemon: caches of node ${o.nodeName}'s pods and of NADs are synced\n`);
+        log.info({ node: o.nodeName }, 'informer caches of the node pods and of NADs synced');
       }
       await daemon.start();
-      process.stderr.write(`plexus daemon serving on ${o.socket}\n`);
+      log.info({ socket: o.socket }, 'serving');
       const stop = (): void => {
         void daemon.stop().then(() => process.exit(0));
       };

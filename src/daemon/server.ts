@@ -73,6 +73,23 @@ class PrioritySlots {
   }
 }
 
+/** What the daemon tells about each request (metrics, logs); all optional. */
+export interface DaemonHooks {
+  served?(command: string, exitCode: number, cniCode: number, seconds: number, env: Record<string, string>): void;
+  overloaded?(command: string): void;
+  inFlight?(count: number): void;
+}
+
+/** The CNI error code in a plugin's stdout (0 when it succeeded). */
+function cniCode(exitCode: number, stdout: string): number {
+  if (exitCode === 0) return 0;
+  try {
+    return Number((JSON.parse(stdout) as { code?: unknown }).code) || 999;
+  } catch {
+    return 999;
+  }
+}
+
 export class CniDaemon {
   private server: Server | undefined;
   private ready = false;
@@ -85,6 +102,7 @@ export class CniDaemon {
   constructor(
     readonly socket: string,
     private readonly limits: DaemonLimits = DEFAULT_LIMITS,
+    private readonly hooks: DaemonHooks = {},
   ) {
     this.slots = new PrioritySlots(limits.maxConcurrent);
   }
@@ -126,11 +144,15 @@ export class CniDaemon {
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
     const urgent = URGENT.has(body.env.CNI_COMMAND ?? '');
     const queued = this.pending - this.limits.maxConcurrent;
+    const command = body.env.CNI_COMMAND ?? '';
     if (queued >= this.limits.hardMaxQueued || (!urgent && queued >= this.limits.maxQueued)) {
       // An explicit answer instead of unbounded memory: the runtime retries later (code 11).
+      this.hooks.overloaded?.(command);
       return this.reply(res, 503, { error: `plexus daemon is overloaded: ${this.pending} requests in flight` });
     }
     this.pending += 1;
+    this.hooks.inFlight?.(this.pending);
+    const start = process.hrtime.bigint();
     let out: CniReply;
     try {
       out = await this.serialized(body.env.CNI_CONTAINERID ?? '', async () => {
@@ -143,7 +165,9 @@ export class CniDaemon {
       });
     } finally {
       this.pending -= 1;
+      this.hooks.inFlight?.(this.pending);
     }
+    this.hooks.served?.(command, out.exitCode, cniCode(out.exitCode, out.stdout), Number(process.hrtime.bigint() - start) / 1e9, body.env);
     const stderr = Buffer.from(out.stderr);
     const payload = Buffer.concat([stderr, Buffer.from(out.stdout)]);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': payload.length, [EXIT_CODE_HEADER]: String(out.exitCode), [STDERR_LENGTH_HEADER]: String(stderr.length) });

@@ -90,6 +90,7 @@ export class ApiClient {
   constructor(
     private readonly cfg: ApiConfig,
     private readonly timeoutMs: number,
+    private readonly onRequest?: (verb: string) => void,
     private readonly userAgent = 'plexus',
   ) {}
 
@@ -107,6 +108,7 @@ export class ApiClient {
 
   private send(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
     this.counts[method] = (this.counts[method] ?? 0) + 1;
+    this.onRequest?.(method);
     const url = new URL(path, this.cfg.server);
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
     const token = this.cfg.tokenFile ? readFileSync(this.cfg.tokenFile, 'utf8').trim() : this.cfg.token;

@@ -20,6 +20,7 @@ import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '..
 import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
 import { objectLookup } from './lookup.js';
+import { observed, observer } from './observe.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
 import { loadNetwork } from '../cni/conf.js';
 import {
@@ -144,7 +145,7 @@ export class MetaInvocation {
   async apiClient(): Promise<ApiClient | undefined> {
     if (this.api !== null) return this.api;
     const cfg = this.conf.kubeconfig ? await loadKubeconfig(this.conf.kubeconfig) : inClusterConfig(this.req.env);
-    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs) : undefined;
+    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (verb) => observer()?.apiRequest(verb)) : undefined;
     return this.api;
   }
 
@@ -542,7 +543,7 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
       tried = i + 1;
       const chained = a.auxiliary ? { prevResult: { cniVersion: lists[i]!.cniVersion, interfaces: [], ips: [] } } : undefined;
-      const result = await inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained);
+      const result = await observed(a.network, 'ADD', () => inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained));
       record.attachments[i] = { ...record.attachments[i]!, state: 'added', result };
       existing.add(a.ifName);
       inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);
@@ -616,7 +617,7 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   for (const s of [...record.attachments].reverse()) {
     try {
       const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: inv.req.args, capabilityArgs: s.capabilityArgs };
-      await inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result });
+      await observed(s.network, 'DEL', () => inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result }));
       removeDeviceInfo(s.deviceInfoFile);
     } catch (err) {
       errors.push(`DEL ${s.network} (${s.ifName}): ${(err as Error).message}`);
@@ -636,7 +637,7 @@ export async function cmdCheck(req: PluginRequest): Promise<void> {
     const list = storedList(s);
     if (list.disableCheck || !versionAtLeast(list.cniVersion, '0.4.0')) continue;
     if (s.state !== 'added') throw new CniError(ErrorCode.UnknownContainer, `${s.network} (${s.ifName}) was never added`);
-    await inv.runtime.checkNetworkList(list, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result });
+    await observed(s.network, 'CHECK', () => inv.runtime.checkNetworkList(list, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result }));
   }
 }
 

@@ -1,0 +1,49 @@
+/** The node daemon's Prometheus metrics (prom-client) and the observer that feeds them. */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Observer } from '../meta/observe.js';
+
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export class DaemonMetrics implements Observer {
+  readonly registry = new Registry();
+  readonly requests = new Histogram({ name: 'plexus_cni_request_duration_seconds', help: 'CNI requests served, by command and CNI code (0 = success)', labelNames: ['command', 'code'], buckets: BUCKETS, registers: [this.registry] });
+  readonly errors = new Counter({ name: 'plexus_cni_errors_total', help: 'CNI requests that failed, by command and CNI error code', labelNames: ['command', 'code'], registers: [this.registry] });
+  readonly inFlight = new Gauge({ name: 'plexus_cni_requests_in_flight', help: 'CNI requests admitted and not yet answered', registers: [this.registry] });
+  readonly overloaded = new Counter({ name: 'plexus_cni_overload_rejections_total', help: 'requests answered "try again later" because the daemon was at its limits', labelNames: ['command'], registers: [this.registry] });
+  readonly delegates = new Histogram({ name: 'plexus_delegate_duration_seconds', help: 'delegate network operations, by network (NAD) and command', labelNames: ['network', 'command', 'result'], buckets: BUCKETS, registers: [this.registry] });
+  readonly api = new Counter({ name: 'plexus_api_requests_total', help: 'requests to the Kubernetes API server by verb', labelNames: ['verb'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  delegate(network: string, command: string, seconds: number, ok: boolean): void {
+    this.delegates.observe({ network, command, result: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  apiRequest(verb: string): void {
+    this.api.inc({ verb });
+  }
+
+  /** GET /metrics on host:port; resolves with the address it listens on. */
+  async serve(address: string): Promise<{ server: Server; url: string }> {
+    const at = address.lastIndexOf(':');
+    const host = address.slice(0, at) || '127.0.0.1';
+    const port = Number(address.slice(at + 1));
+    const server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      void this.registry.metrics().then((text) => {
+        res.writeHead(200, { 'Content-Type': this.registry.contentType });
+        res.end(text);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(port, host, resolve));
+    const a = server.address() as AddressInfo;
+    return { server, url: `http://${host}:${a.port}/metrics` };
+  }
+}
