@@ -14,7 +14,10 @@ export function registerDaemon(program: Command): void {
     .option('--node-name <name>', 'this node: its pods are cached (needs --kubeconfig or in-cluster credentials); without it nothing is cached', process.env.NODE_NAME)
     .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://host:port/metrics', '127.0.0.1:9091')
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string }) => {
+    .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
+    .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
+    .option('--cni-dir <dir>', 'attachment records dir, for the generated conf', '/var/lib/cni/plexus')
+    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
       // Loaded only by the daemon, never by the per-pod executables.
@@ -49,6 +52,15 @@ export function registerDaemon(program: Command): void {
       }
       await daemon.start();
       log.info({ socket: o.socket }, 'serving');
+      if (o.cniConfDir) {
+        const { ConfManager } = await import('../daemon/confmanager.js');
+        const manager = new ConfManager(
+          o.cniConfDir,
+          { mode: 'daemon', daemonSocket: o.socket, binDir: o.cniBinDir, cniDir: o.cniDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
+          (msg, fields) => log.info(fields ?? {}, msg),
+        );
+        manager.start();
+      }
       const stop = (): void => {
         void daemon.stop().then(() => process.exit(0));
       };
