@@ -83,4 +83,24 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
     assert.deepEqual(await cri.listPods(), []);
     assert.equal(leftovers(), before);
   });
+
+  if (mode === 'plexus-shim and the node daemon') {
+    it("while the daemon is down RunPodSandbox fails with 'try again later'; kubelet's later cleanup leaves nothing", async () => {
+      const socket = join(node.dir, 'plexus.sock');
+      await stopDaemon(daemon);
+      const before = leftovers();
+      try {
+        await assert.rejects(cri.runPod({ name: 'while-down', namespace: 'default' }), (e: Error) => /plugin type="plexus-shim" name="plexus" failed \(add\): plexus daemon is not reachable/.test(e.message));
+      } finally {
+        daemon = await startDaemon(socket);
+      }
+      // containerd's DEL after the failed ADD got "try again later" too (never a pretended success),
+      // so it keeps the sandbox NOT READY; kubelet's cleanup (Stop + Remove) then succeeds.
+      const [left] = await cri.listPods();
+      assert.equal((left as { state?: string } | undefined)?.state, 'SANDBOX_NOTREADY');
+      await cri.removePod(left!.id);
+      assert.deepEqual(await cri.listPods(), []);
+      assert.equal(leftovers(), before);
+    });
+  }
 });
