@@ -186,8 +186,16 @@ state = "${join(dir, 'state')}"
     return (await this.call<{ items: { id: string }[] }>('ListPodSandbox', {})).items;
   }
 
-  /** Stops containerd by its PID and removes its state; leftover shims of this rig are killed. */
+  /**
+   * Removes every sandbox still there (a failed test may leave one; killing containerd would orphan
+   * its netns), stops containerd by its PID and removes its state; leftover shims are killed.
+   */
   async stop(): Promise<void> {
+    try {
+      for (const pod of await this.listPods()) await this.removePod(pod.id).catch(() => undefined);
+    } catch {
+      /* containerd already gone */
+    }
     this.client?.close();
     if (this.proc && this.proc.exitCode === null) {
       this.proc.kill('SIGTERM');
