@@ -1,14 +1,11 @@
-# The README's quick start: `make demo` and `make test` (Debian bookworm, as root). Each installs what it needs.
-.PHONY: setup build demo test bench
+# Shortcuts for `sh run demo` and `sh run test` (the README's quick start needs no make).
+.PHONY: demo test build
 
-setup:
-	sh scripts/setup.sh
+demo:
+	sh run demo
+
+test:
+	sh run test
 
 build:
 	npm run --silent build
-
-demo: setup
-	./bin/plexusctl demo
-
-test: setup
-	npm test

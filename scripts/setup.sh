@@ -4,8 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Reference CNI plugins (delegates), the container runtimes of the test rig, and the test oracles.
-PACKAGES="containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables strace"
+# A C compiler and static libc (the setns addon, the static shim), the reference CNI plugins (delegates),
+# the container runtimes of the test rig, and the tools the tests use as oracles.
+PACKAGES="gcc libc6-dev containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables procps strace"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
