@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ContainerdRig } from '../src/rig/containerd.js';
+import { hostLocalReservations } from '../src/rig/hostlocal.js';
 import { Rig, ipAddresses, ipJson, listNetns } from './support/rig.js';
 
 describe('containerd 1.6 CRI rig with the reference bridge plugin', function () {
@@ -52,13 +52,13 @@ describe('containerd 1.6 CRI rig with the reference bridge plugin', function () 
     const nsName = basename(status.netns!);
     assert.ok(listNetns().includes(nsName));
     assert.deepEqual(ipAddresses(nsName, 'eth0'), [`${status.network?.ip}/24`]);
-    assert.equal(readdirSync(join(ipam, 'plx-cri')).filter((f) => isIP(f)).length, 1);
+    assert.equal(hostLocalReservations(join(ipam, 'plx-cri')).length, 1);
 
     await cri.removePod(id);
     assert.deepEqual(await cri.listPods(), []);
     assert.equal(existsSync(status.netns!), false, 'netns removed');
     assert.deepEqual(listNetns(), netnsBefore);
-    assert.deepEqual(readdirSync(join(ipam, 'plx-cri')).filter((f) => isIP(f)), [], 'IP released');
+    assert.deepEqual(hostLocalReservations(join(ipam, 'plx-cri')), [], 'IP released');
     assert.deepEqual(ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).filter((n) => n !== bridge), linksBefore, 'host veth removed');
   });
 });

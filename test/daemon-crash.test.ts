@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AttachmentStore } from '../src/meta/store.js';
+import { hostLocalReservations } from '../src/rig/hostlocal.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipJson, run } from './support/rig.js';
@@ -21,9 +20,7 @@ function orphanDelegates(): number {
   }
 }
 
-function reservations(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => isIP(f.split('/').at(-1)!)) : [];
-}
+const reservations = hostLocalReservations;
 
 describe('node daemon killed during ADD', function () {
   this.timeout(600000);

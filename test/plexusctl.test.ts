@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { basename, join } from 'node:path';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hostLocalReservations } from '../src/rig/hostlocal.js';
 import { installShellPlugin, plexusctlPath, REFERENCE_PLUGINS } from './support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists, listNetns } from './support/rig.js';
 
@@ -28,7 +28,7 @@ function plexusctl(args: string[], env: Record<string, string> = {}): Run {
 function hostSnapshot(ipamDir: string): string {
   const links = ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort();
   // host-local keeps its lock and last_reserved_ip files by design; reservations are files named by IP.
-  const reservations = existsSync(ipamDir) ? readdirSync(ipamDir, { recursive: true }).map(String).filter((f) => isIP(basename(f))).sort() : [];
+  const reservations = hostLocalReservations(ipamDir);
   return JSON.stringify({ links, netns: listNetns().sort(), reservations });
 }
 

@@ -5,14 +5,14 @@
  * down and checked gone. Without containerd the pods are plain netns and the demo says so.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { isIP } from 'node:net';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { NetHandle } from '../net/netlink.js';
 import { ContainerdRig } from '../rig/containerd.js';
 import { AttachmentStore } from '../meta/store.js';
+import { hostLocalReservations } from '../rig/hostlocal.js';
 import { SimNode, exampleDocs, podEnv, repoRoot } from '../rig/simnode.js';
 
 const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in'];
@@ -35,7 +35,7 @@ function hasCommand(cmd: string): boolean {
 
 /** IP reservations of host-local in the given data dirs (files named by address). */
 function reservations(dirs: string[]): string[] {
-  return dirs.flatMap((d) => (existsSync(d) ? readdirSync(d, { recursive: true }).map(String).filter((f) => isIP(basename(f))).map((f) => `IP ${join(d, f)}`) : []));
+  return dirs.flatMap((d) => hostLocalReservations(d).map((f) => `IP ${join(d, f)}`));
 }
 
 function plexusLeftovers(storeDir: string): string[] {

@@ -5,13 +5,13 @@
  * API cost of an operation. Checked against @kubernetes/client-node and kubectl.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import AjvModule, { type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
+import { findAbove } from '../util/find-above.js';
 
 const Ajv = AjvModule as unknown as typeof AjvModule.default;
 
@@ -185,10 +185,7 @@ function fieldValue(o: Obj, key: string): string | undefined {
 
 /** The repository's crds/ directory, found above this module. */
 export function defaultCrdDir(): string | undefined {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'crds'))) return join(dir, 'crds');
-    if (dirname(dir) === dir) return undefined;
-  }
+  return findAbove(import.meta.url, ['crds']);
 }
 
 export interface ApiServerOptions {

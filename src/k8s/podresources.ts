@@ -2,9 +2,9 @@
  * A pod's allocated devices from kubelet: PodResources `Get` (one pod) when served, else `List`
  * filtered to the pod, else the device-plugin checkpoint file. gRPC is loaded only when needed.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireAbove } from '../util/find-above.js';
 
 export type PodDevices = Map<string, string[]>;
 
@@ -16,10 +16,7 @@ interface ProtoPodResources {
 
 /** The .proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
 function protoPath(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    for (const p of [join(dir, 'podresources-v1.proto'), join(dir, 'src', 'k8s', 'podresources-v1.proto')]) if (existsSync(p)) return p;
-    if (dirname(dir) === dir) throw new Error('podresources-v1.proto not found next to the plexus bundle');
-  }
+  return requireAbove(import.meta.url, ['podresources-v1.proto', join('src', 'k8s', 'podresources-v1.proto')]);
 }
 
 function merge(into: PodDevices, pod: ProtoPodResources | undefined): PodDevices {

@@ -8,11 +8,11 @@ import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../cni/cache.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { setnsAddonPath } from '../net/netns.js';
+import { requireAbove } from '../util/find-above.js';
 
 export const META_CONF_NAME = '00-plexus.conflist';
 
@@ -49,10 +49,7 @@ export function metaConflist(clusterConfPath: string, opts: MetaConfOptions): st
 
 /** The bundle this plexusctl runs from (dist/), with plexus.mjs beside it. */
 function bundleDir(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'plexus.mjs'))) return dir;
-    if (dirname(dir) === dir) throw new Error('the plexus bundle (plexus.mjs) was not found: run npm run build');
-  }
+  return dirname(requireAbove(import.meta.url, ['plexus.mjs']));
 }
 
 function packageDir(name: string, from: string): string {
@@ -123,12 +120,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
 
 /** The static shim of daemon mode, next to the bundle's native/ dir, installed by temp + rename. */
 export function installShim(binDir: string): string {
-  let src: string | undefined;
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'native', 'plexus-shim'))) src = join(dir, 'native', 'plexus-shim');
-    if (src || dirname(dir) === dir) break;
-  }
-  if (!src) throw new Error('native/plexus-shim was not found: run npm run build');
+  const src = requireAbove(import.meta.url, [join('native', 'plexus-shim')]);
   const target = join(binDir, 'plexus-shim');
   writeFileAtomic(target, readFileSync(src), 0o755);
   chmodSync(target, 0o755);

@@ -4,8 +4,8 @@
  */
 import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { requireAbove } from '../util/find-above.js';
 
 interface SetnsAddon {
   setns(fd: number, nstype: number): void;
@@ -16,15 +16,9 @@ let addon: SetnsAddon | undefined;
 
 /** The setns addon's path: native/setns.node above this module (source tree, build/, dist/) or beside an installed bundle. */
 export function setnsAddonPath(): string {
-  const candidates: string[] = [];
-  if (process.env.PLEXUS_NATIVE_DIR) candidates.push(join(process.env.PLEXUS_NATIVE_DIR, 'setns.node'));
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    candidates.push(join(dir, 'native', 'setns.node'), join(dir, 'setns.node'));
-    if (dirname(dir) === dir) break;
-  }
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new Error(`setns addon not found (looked in ${candidates.slice(0, 4).join(', ')}, …): run npm run build`);
-  return found;
+  const override = process.env.PLEXUS_NATIVE_DIR && join(process.env.PLEXUS_NATIVE_DIR, 'setns.node');
+  if (override && existsSync(override)) return override;
+  return requireAbove(import.meta.url, [join('native', 'setns.node'), 'setns.node']);
 }
 
 function loadAddon(): SetnsAddon {

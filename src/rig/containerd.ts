@@ -5,18 +5,15 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { requireAbove } from '../util/find-above.js';
 
 /** The CRI subset proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
 function protoPath(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    for (const p of [join(dir, 'cri-runtime-v1.proto'), join(dir, 'src', 'rig', 'cri-runtime-v1.proto')]) if (existsSync(p)) return p;
-    if (dirname(dir) === dir) throw new Error('cri-runtime-v1.proto not found');
-  }
+  return requireAbove(import.meta.url, ['cri-runtime-v1.proto', join('src', 'rig', 'cri-runtime-v1.proto')]);
 }
 export const PAUSE_IMAGE = 'localhost/plexus-pause:1';
 

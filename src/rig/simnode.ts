@@ -4,18 +4,15 @@
  * and a meta conf pointing at all of it. Everything lives under one scratch dir and is removed.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { ApiServerDouble } from '../k8s/apiserver.js';
+import { requireAbove } from '../util/find-above.js';
 
 /** The repository root (where examples/ and bin/ are), found above this module. */
 export function repoRoot(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'examples')) && existsSync(join(dir, 'bin', 'plexus'))) return dir;
-    if (dirname(dir) === dir) throw new Error('repository root (examples/, bin/plexus) not found');
-  }
+  return dirname(dirname(requireAbove(import.meta.url, [join('examples', 'pods.yaml')], 'run from a checkout of the repository')));
 }
 
 function ip(args: string[]): void {

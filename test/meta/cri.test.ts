@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
+import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { SimNode } from '../../src/rig/simnode.js';
 
 for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as const) describe(`meta plugin under containerd 1.6 (CRI): ${mode}`, function () {
@@ -42,8 +42,8 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
     JSON.stringify({
       links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).filter((l) => !l.startsWith('plx-cluster') && l !== 'plx-br-b').sort(),
       netns: listNetns().sort(),
-      ips: ['macvlan-a'].flatMap((n) => (existsSync(`/var/lib/cni/networks/${n}`) ? readdirSync(`/var/lib/cni/networks/${n}`).filter((f) => isIP(f)) : [])),
-      clusterIps: existsSync(join(node.dir, 'ipam', 'cluster')) ? readdirSync(join(node.dir, 'ipam', 'cluster')).filter((f) => isIP(f)) : [],
+      ips: hostLocalReservations('/var/lib/cni/networks/macvlan-a'),
+      clusterIps: hostLocalReservations(join(node.dir, 'ipam', 'cluster')),
       store: new AttachmentStore(join(node.cniDir, 'attachments')).active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
     });

@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { AttachmentStore } from '../../src/meta/store.js';
+import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { installShellPlugin } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
-import { EXAMPLE_LINKS, SimNode, exampleDocs, podEnv } from '../../src/rig/simnode.js';
+import { EXAMPLE_LINKS, SimNode, podEnv } from '../../src/rig/simnode.js';
 
 const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
 
-function reservations(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => isIP(f.split('/').at(-1)!)) : [];
-}
+const reservations = hostLocalReservations;
 
 describe('meta plugin `plexus` executed as a runtime does', function () {
   this.timeout(60000);
@@ -26,7 +24,6 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     rig.cleanup();
   });
 
-  const annotationsOf = (pod: string): Record<string, string> => exampleDocs('pods.yaml').find((d) => d.metadata.name === pod)!.metadata as never as Record<string, string>;
   const runtimeConf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => ({
     ...node.metaConf(extra),
     runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
@@ -124,12 +121,11 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
 
   it('DEL works with the API server stopped', async () => {
     const ns = rig.netns('d');
-    const { annotations, meta } = twoNets();
+    const { meta } = twoNets();
     const before = hostState();
     // annotations from the API this time: the store must carry everything for DEL
     const add = await node.exec(podEnv('ADD', 'sandbox-d', ns.path, meta), node.metaConf());
     assert.equal(add.status, 0, add.stdout + add.stderr);
-    assert.ok(annotations);
     assert.ok(linkExists('data0', ns.name));
     await node.api.stop();
     try {

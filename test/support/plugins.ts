@@ -2,6 +2,7 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { repoRoot as findRepoRoot } from '../../src/rig/simnode.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -22,5 +23,6 @@ export function installShellPlugin(dir: string, name: string, body: string): str
 }
 
 export const REFERENCE_PLUGINS = '/usr/lib/cni';
-export const repoRoot = join(here, '..', '..', '..');
+// The checkout's root, found the way the code finds it.
+export const repoRoot = findRepoRoot();
 export const plexusctlPath = join(repoRoot, 'bin', 'plexusctl');
