@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses } from './support/rig.js';
+import { waitFor } from './support/wait.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
 
@@ -38,6 +40,8 @@ describe('node daemon with informer caches', function () {
     const add = await node.exec(env, conf, SHIM);
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.deepEqual(ipAddresses(ns.name, 'data0'), ['10.77.0.9/24']);
+    // network-status is written right after the reply.
+    await waitFor('network-status', () => node.api.get('v1', 'pods', 'default', 'two-nets')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
     const calls = node.api.requests.slice(before);
     assert.deepEqual(calls.filter((c) => c.verb === 'get' || c.verb === 'list'), [], 'no reads');
     assert.equal(calls.filter((c) => c.verb === 'patch').length, 1);
@@ -55,5 +59,35 @@ describe('node daemon with informer caches', function () {
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.deepEqual(node.api.requests.slice(before).filter((c) => c.verb === 'get').map((c) => c.resource), ['pods']);
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, SHIM)).status, 0);
+  });
+
+  it('keeps working when kubelet rotates the service-account token behind a kubeconfig tokenFile', async () => {
+    const tokenFile = join(node.dir, 'token');
+    writeFileSync(tokenFile, 'token-one');
+    const kubeconfig = join(node.dir, 'kubeconfig-tokenfile');
+    const kc = JSON.parse(node.api.kubeconfig()) as { users: { user: Record<string, string> }[] };
+    kc.users[0]!.user = { tokenFile };
+    writeFileSync(kubeconfig, JSON.stringify(kc));
+    const rotSocket = join(node.dir, 'rot.sock');
+    node.api.acceptedTokens = new Set(['token-one']);
+    const rotating = await startDaemon(rotSocket, ['--kubeconfig', kubeconfig, '--node-name', 'plx-node']);
+    try {
+      await waitFor('the caches to sync', () => rotating.logs.some((l) => /caches/.test(String(l.msg))), 10000);
+      // Rotated, and the old token revoked at once (harsher than kubelet, which keeps it valid for a while).
+      writeFileSync(tokenFile, 'token-two');
+      node.api.acceptedTokens = new Set(['token-two']);
+      // Put again: the status a previous test wrote is gone.
+      const pod = node.addExamplePod('two-nets');
+      const ns = rig.netns('rot');
+      const conf = { ...node.metaConf({ type: 'plexus-shim', daemonSocket: rotSocket }), kubeconfig };
+      const env = podEnv('ADD', 'sb-rot', ns.path, pod.metadata);
+      const add = await node.exec(env, conf, SHIM);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      await waitFor('network-status written with the new token', () => node.api.get('v1', 'pods', 'default', pod.metadata.name)?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
+      assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, SHIM)).status, 0);
+    } finally {
+      node.api.acceptedTokens = undefined;
+      await stopDaemon(rotating);
+    }
   });
 });

@@ -6,6 +6,7 @@ import { AttachmentStore } from '../src/meta/store.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses, ipJson } from './support/rig.js';
+import { waitFor } from './support/wait.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
 
@@ -103,5 +104,36 @@ describe('node daemon and shim', function () {
     } finally {
       daemon = await startDaemon(socket);
     }
+  });
+
+  it('answers ADD before reporting; a network-status the API refused is owed, and the next daemon sends it', async () => {
+    node.api.put('v1', 'pods', { metadata: { name: 'owed', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+    const statusOf = () => node.api.get('v1', 'pods', 'default', 'owed')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
+    const store = new AttachmentStore(join(node.cniDir, 'attachments'));
+    const owed = () => {
+      const r = store.read('sb-owed');
+      return r.kind === 'ok' ? r.record.pendingStatus : undefined;
+    };
+    node.api.fault = (method, path) => (method === 'PATCH' && path.endsWith('/owed/status') ? 503 : undefined);
+    const ns = rig.netns('ow');
+    const env = podEnv('ADD', 'sb-owed', ns.path, { name: 'owed', namespace: 'default' });
+    try {
+      const add = await node.exec(env, shimConf({}), SHIM);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      assert.ok(owed(), 'the record says the status is owed');
+      // Three attempts (0.2 s and 0.8 s apart), all refused.
+      await waitFor('three refused PATCHes', () => node.api.requests.filter((r) => r.verb === 'patch' && r.path.endsWith('/owed/status')).length >= 3 || undefined, 5000);
+      await sleep(200);
+      assert.equal(statusOf(), undefined);
+      assert.ok(owed());
+    } finally {
+      node.api.fault = undefined;
+    }
+    await stopDaemon(daemon);
+    daemon = await startDaemon(socket, ['--kubeconfig', node.kubeconfig, '--cni-dir', node.cniDir]);
+    const status = await waitFor('the owed network-status', statusOf);
+    assert.deepEqual((JSON.parse(status) as { interface: string }[]).map((e) => e.interface), ['eth0']);
+    await waitFor('the record to settle', () => owed() === undefined);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), SHIM)).status, 0);
   });
 });

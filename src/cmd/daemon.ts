@@ -1,7 +1,17 @@
 /** `plexusctl daemon`: the node daemon serving CNI requests from `plexus-shim` on a unix socket. */
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CniDaemon, DEFAULT_LIMITS } from '../daemon/server.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
+
+/** network-status a previous daemon answered ADD for but did not get written (it died first). */
+async function resendOwedStatus(cniDir: string, kubeconfig: string | undefined, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
+  const { ApiClient, inClusterConfig, loadKubeconfig } = await import('../k8s/client.js');
+  const { AttachmentStore } = await import('../meta/store.js');
+  const { resendPendingStatus } = await import('../daemon/recovery.js');
+  const cfg = kubeconfig ? await loadKubeconfig(kubeconfig) : inClusterConfig(process.env);
+  if (cfg) await resendPendingStatus(new AttachmentStore(join(cniDir, 'attachments')), new ApiClient(cfg, 10_000), log);
+}
 
 export function registerDaemon(program: Command): void {
   program
@@ -16,7 +26,7 @@ export function registerDaemon(program: Command): void {
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
     .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
-    .option('--cni-dir <dir>', 'attachment records dir, for the generated conf', '/var/lib/cni/plexus')
+    .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
     .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
@@ -52,6 +62,7 @@ export function registerDaemon(program: Command): void {
       }
       await daemon.start();
       log.info({ socket: o.socket }, 'serving');
+      void resendOwedStatus(o.cniDir, o.kubeconfig, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
       if (o.cniConfDir) {
         const { ConfManager } = await import('../daemon/confmanager.js');
         const manager = new ConfManager(

@@ -53,14 +53,15 @@ export function makeCacheEntry(
 }
 
 /** Writes `data` to `path` by temp file + fsync + rename (+ fsync of the directory). */
-export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): void {
+/** Temp + rename: readers see the old or the new file, never a torn one; durable adds fsync of file and dir. */
+export function writeFileAtomic(path: string, data: string | Buffer, { mode = 0o600, durable = true }: { mode?: number; durable?: boolean } = {}): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.tmp`);
   const fd = openSync(tmp, 'w', mode);
   try {
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -70,6 +71,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o60
     rmSync(tmp, { force: true });
     throw err;
   }
+  if (!durable) return;
   const dfd = openSync(dir, 'r');
   try {
     fsyncSync(dfd);

@@ -4,10 +4,24 @@
  * an ADD reads nothing from the API when the pod and its NADs are known.
  */
 import * as k8s from '@kubernetes/client-node';
+import { loadKubeconfig } from '../k8s/client.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 import type { ObjectLookup } from '../meta/lookup.js';
 
 const NAD = { group: 'k8s.cni.cncf.io', version: 'v1', plural: 'network-attachment-definitions' };
+
+/**
+ * client-node ignores a kubeconfig user's `tokenFile` (it reads only its own `token-file` key, once);
+ * a projected service-account token is rotated by kubelet while the daemon runs for weeks. Its
+ * file-token auth provider (what in-cluster config uses) re-reads the file every minute, as
+ * client-go does: the current user gets that.
+ */
+async function rereadTokenFile(kc: k8s.KubeConfig, kubeconfig: string): Promise<void> {
+  const { tokenFile } = await loadKubeconfig(kubeconfig);
+  const current = kc.getCurrentUser();
+  if (!tokenFile || !current || current.authProvider) return;
+  kc.users = kc.users.map((user) => (user === current ? { name: user.name, authProvider: { name: 'tokenFile', config: { tokenFile } } } : user));
+}
 
 export class ClusterCache implements ObjectLookup {
   private constructor(
@@ -18,8 +32,10 @@ export class ClusterCache implements ObjectLookup {
   /** Lists and watches; resolves once both caches have their first list. */
   static async start(kubeconfig: string | undefined, nodeName: string): Promise<ClusterCache> {
     const kc = new k8s.KubeConfig();
-    if (kubeconfig) kc.loadFromFile(kubeconfig);
-    else kc.loadFromCluster();
+    if (kubeconfig) {
+      kc.loadFromFile(kubeconfig);
+      await rereadTokenFile(kc, kubeconfig);
+    } else kc.loadFromCluster();
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     const selector = `spec.nodeName=${nodeName}`;

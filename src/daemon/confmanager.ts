@@ -42,7 +42,7 @@ export class ConfManager {
       current = undefined;
     }
     if (current !== text) {
-      writeFileAtomic(target, text, 0o644);
+      writeFileAtomic(target, text, { mode: 0o644 });
       this.log('meta conf written', { conf: target, cluster });
     }
     return cluster;

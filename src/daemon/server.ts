@@ -6,8 +6,8 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { dirname } from 'node:path';
-import { runPlugin } from '../cni/skel.js';
-import { metaPlugin } from '../meta/plugin.js';
+import { type PluginRequest, runPlugin } from '../cni/skel.js';
+import { cmdAdd, metaPlugin } from '../meta/plugin.js';
 import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from './protocol.js';
 
 const MAX_BODY = 4 * 1024 * 1024;
@@ -187,7 +187,11 @@ export class CniDaemon {
   private async run(body: CniRequestBody): Promise<CniReply> {
     let stdout = '';
     let stderr = '';
-    const exitCode = await runPlugin(metaPlugin, {
+    // Reporting (network-status, events) runs after the reply, ahead of the sandbox's next operation.
+    // setImmediate: the reply is written first, then the reporting requests are built and sent.
+    const afterReply = (work: () => Promise<void>) => () => new Promise<void>((resolve) => setImmediate(resolve)).then(work);
+    const plugin = { ...metaPlugin, add: (req: PluginRequest) => cmdAdd(req, (id, work) => void this.serialized(id, afterReply(work)).catch(() => undefined)) };
+    const exitCode = await runPlugin(plugin, {
       env: body.env,
       readStdin: async () => Buffer.from(body.stdin, 'base64'),
       stdout: (t) => (stdout += t),

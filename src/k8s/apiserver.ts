@@ -204,6 +204,10 @@ export class ApiServerDouble {
   private rv = 1;
   private server: Server | undefined;
   url = '';
+  /** Bearer tokens accepted; undefined accepts any request (the default). Others get 401. */
+  acceptedTokens: Set<string> | undefined;
+  /** Fault injection for tests: a status code to answer a request with instead of serving it. */
+  fault: ((method: string, path: string) => number | undefined) | undefined;
 
   constructor(private readonly opts: ApiServerOptions = {}) {
     for (const t of CORE_TYPES) this.addType(t);
@@ -409,6 +413,13 @@ export class ApiServerDouble {
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
+    if (this.acceptedTokens) {
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (!token || !this.acceptedTokens.has(token)) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
+    }
+    const injected = this.fault?.(method, path);
+    if (injected) this.requests.push({ verb: method.toLowerCase(), path, resource: 'injected-fault' });
+    if (injected) throw new HttpError(injected, 'ServiceUnavailable', `injected fault for ${method} ${path}`);
     const disc = method === 'GET' ? this.discovery(path) : undefined;
     if (disc) {
       this.requests.push({ verb: 'discovery', path, resource: '' });

@@ -108,7 +108,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   }
   const launcher = join(binDir, 'plexus');
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
-  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, 0o755);
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, { mode: 0o755 });
   chmodSync(launcher, 0o755);
   // Keep this version and the one before it.
   const versions = readdirSync(root)
@@ -122,7 +122,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
 export function installShim(binDir: string): string {
   const src = requireAbove(import.meta.url, [join('native', 'plexus-shim')]);
   const target = join(binDir, 'plexus-shim');
-  writeFileAtomic(target, readFileSync(src), 0o755);
+  writeFileAtomic(target, readFileSync(src), { mode: 0o755 });
   chmodSync(target, 0o755);
   return target;
 }
@@ -138,6 +138,6 @@ export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<M
   const { plugin, version } = installPlugin(opts.cniBinDir);
   const shim = opts.mode === 'daemon' ? installShim(opts.cniBinDir) : undefined;
   const conf = join(opts.cniConfDir, META_CONF_NAME);
-  writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), 0o644);
+  writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), { mode: 0o644 });
   return { plugin: shim ?? plugin, version, conf, clusterNetwork: cluster };
 }

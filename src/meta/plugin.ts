@@ -458,25 +458,39 @@ function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatus
   });
 }
 
-async function writeStatus(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
-  // The attachments are in place: nothing about reporting them (not even a broken kubeconfig) fails the ADD.
+/**
+ * network-status and one AddedInterface event per attachment, sent together: the pod waits for the
+ * slowest, not for their sum. Nothing about reporting (not even a broken kubeconfig) fails the ADD.
+ * After the reply (node daemon) the PATCH is retried a few times; a 404 means the pod is gone.
+ */
+async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string, attempts = 1): Promise<boolean> {
   const api = await inv.apiClient().catch((err: Error) => {
     inv.log(`no API client for network-status: ${err.message}`, 'error');
     return undefined;
   });
-  if (!api || !inv.pod) return;
+  if (!api || !inv.pod) return false;
   const pod = inv.pod;
-  const entries = statusEntries(record, inv.conf.multusStatusCompat);
-  const patch = api.patch(`${podPath(pod.namespace, pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: JSON.stringify(entries) } } }).catch((err: Error) => {
-    // The attachments are in place; a status write that fails is reported, not turned into a failed pod.
-    inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${err.message}`, 'error');
-  });
-  // One request each, sent together: the pod waits for the slowest, not for their sum.
+  const patch = async (): Promise<boolean> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await api.patch(`${podPath(pod.namespace, pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: status } } });
+        return true;
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404) return true;
+        if (attempt >= attempts) {
+          inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${(err as Error).message}`, 'error');
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
+      }
+    }
+  };
   const events = record.attachments.filter((a) => !a.auxiliary).map((a) => {
     const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
     return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
   });
-  await Promise.all([patch, ...events]);
+  const [written] = await Promise.all([patch(), ...events]);
+  return written;
 }
 
 async function event(inv: MetaInvocation, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
@@ -517,7 +531,13 @@ function emptyRecord(inv: MetaInvocation): AttachmentRecord {
 /** How long a record that lists nothing stays, so that a repeated DEL is still exact. */
 const EMPTY_RECORD_TTL_MS = 24 * 3600 * 1000;
 
-export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
+/**
+ * Runs work after the plugin has answered the runtime. The node daemon passes one (it outlives the
+ * request and orders the work before the sandbox's next operation); the one-shot plugin awaits instead.
+ */
+export type DeferredRunner = (containerID: string, work: () => Promise<void>) => void;
+
+export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promise<AnyResult> {
   const inv = new MetaInvocation(req);
   const record = emptyRecord(inv);
   let attachments: PlannedAttachment[];
@@ -556,8 +576,19 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
     await event(inv, 'Warning', 'NetworkAttachFailed', (err as Error).message);
     throw err;
   }
-  inv.store.write(record);
-  await writeStatus(inv, record);
+  const status = JSON.stringify(statusEntries(record, inv.conf.multusStatusCompat));
+  if (runner && inv.pod && (await inv.apiClient().catch(() => undefined))) {
+    // Node daemon: answer now, report right after. The record says the status is owed, so a
+    // daemon that dies before the API acknowledges it sends it again when it starts.
+    record.pendingStatus = status;
+    inv.store.write(record);
+    runner(req.containerID, async () => {
+      if (await reportAdd(inv, record, status, 3)) inv.store.settlePendingStatus(req.containerID, status);
+    });
+  } else {
+    inv.store.write(record);
+    await reportAdd(inv, record, status);
+  }
   const cluster = record.attachments[0]?.result;
   if (!cluster) throw new CniError(ErrorCode.Internal, 'cluster network returned no result');
   return convertResult(cluster, req.conf.cniVersion);
@@ -626,7 +657,9 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   // NPWG §7.2: try every attachment, then return a final error; the record stays for the retry.
   if (errors.length) throw new CniError(ErrorCode.Internal, `DEL failed for ${errors.length} of ${record.attachments.length} attachments`, errors.join('; '));
   // The record stays, listing nothing, so that a repeated DEL (containerd sends them) is exact.
-  if (record.attachments.length) inv.store.write({ ...record, attachments: [] });
+  // A status still owed to a pod that is being torn down is owed no more.
+  const { pendingStatus: _dropped, ...rest } = record;
+  if (record.attachments.length || _dropped !== undefined) inv.store.write({ ...rest, attachments: [] });
 }
 
 export async function cmdCheck(req: PluginRequest): Promise<void> {

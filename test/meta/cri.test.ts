@@ -6,6 +6,7 @@ import { ContainerdRig } from '../../src/rig/containerd.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
+import { waitFor } from '../support/wait.js';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { SimNode } from '../../src/rig/simnode.js';
@@ -59,7 +60,8 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
     assert.match(status.network!.ip, /^10\.76\.0\./);
     assert.match(ipAddresses(ns, 'net1')[0] ?? '', /^10\.77\.1\.\d+\/24$/);
     assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
-    const networkStatus = JSON.parse(node.api.get('v1', 'pods', 'default', 'two-nets')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string; interface: string; ips: string[]; default: boolean }[];
+    // In daemon mode network-status is written right after the reply.
+    const networkStatus = JSON.parse(await waitFor('network-status', () => node.api.get('v1', 'pods', 'default', 'two-nets')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'])) as { name: string; interface: string; ips: string[]; default: boolean }[];
     assert.deepEqual(
       networkStatus.map((e) => [e.name, e.interface, e.default]),
       [
