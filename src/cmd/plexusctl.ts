@@ -7,6 +7,7 @@ import { registerDaemon } from './daemon.js';
 import { registerDemo } from './demo.js';
 import { registerExplain } from './explain.js';
 import { registerInstall } from './install.js';
+import { registerSriov } from './sriov.js';
 
 const program = new Command('plexusctl')
   .description('Plexus: multi-network attachments for Kubernetes pods')
@@ -18,6 +19,7 @@ registerDaemon(program);
 registerDemo(program);
 registerExplain(program);
 registerInstall(program);
+registerSriov(program);
 
 try {
   await program.parseAsync(process.argv);

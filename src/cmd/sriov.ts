@@ -1,0 +1,120 @@
+/** `plexusctl sriov`: what the SR-IOV device plugin sees on this host (real or simulated). */
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { type DevicePluginConfig, parseConfig, resourceFullName } from '../deviceplugin/config.js';
+import { assignPools } from '../deviceplugin/pools.js';
+import { discover, openHost } from '../sriov/discover.js';
+import { FakeKernel, type FakePfSpec } from '../sriov/fakekernel.js';
+import { HOST_ROOT_ENV } from '../sriov/host.js';
+import { findAbove } from '../util/find-above.js';
+
+/** The `plexusctl sriov discover -o json` document (schema: device-plugin/discover.schema.json). */
+export interface DiscoverReport {
+  schemaVersion: 1;
+  hostRoot: string;
+  iommu: boolean;
+  defaultRoutes: { v4: string[]; v6: string[] };
+  pools: { resourceName: string; deviceType: string; devices: string[] }[];
+  devices: {
+    pciAddress: string;
+    vendor: string;
+    device: string;
+    class: string;
+    driver: string | null;
+    numaNode: number;
+    iommuGroup: string | null;
+    pf: string | null;
+    vfIndex: number | null;
+    netdevs: string[];
+    rdma: string[];
+    pool: string | null;
+    reason: string | null;
+  }[];
+}
+
+export function defaultConfigPath(): string | undefined {
+  return findAbove(import.meta.url, [join('device-plugin', 'config.json')]);
+}
+
+export function discoverReport(root: string, config: DevicePluginConfig): DiscoverReport {
+  const host = openHost(root);
+  const inv = discover(host);
+  const { pools, verdicts } = assignPools(inv, config.pools);
+  return {
+    schemaVersion: 1,
+    hostRoot: host.root,
+    iommu: inv.iommuEnabled,
+    defaultRoutes: inv.defaultRouteNetdevs,
+    pools: pools.map((p) => ({ resourceName: resourceFullName(p.pool), deviceType: p.pool.deviceType, devices: p.devices })),
+    devices: verdicts.map(({ device: d, pool, reason }) => ({
+      pciAddress: d.address,
+      vendor: d.vendor,
+      device: d.device,
+      class: d.class,
+      driver: d.driver ?? null,
+      numaNode: d.numaNode,
+      iommuGroup: d.iommuGroup ?? null,
+      pf: d.pf ?? null,
+      vfIndex: d.vfIndex ?? null,
+      netdevs: d.netdevs.map((n) => n.name),
+      rdma: d.rdma,
+      pool: pool ?? null,
+      reason: reason ?? null,
+    })),
+  };
+}
+
+function table(r: DiscoverReport): string {
+  const rows = [['PCI', 'ID', 'DRIVER', 'NUMA', 'IOMMU', 'PF', 'VF', 'NETDEV', 'POOL / WHY NOT']];
+  for (const d of r.devices) rows.push([d.pciAddress, `${d.vendor}:${d.device}`, d.driver ?? '-', String(d.numaNode), d.iommuGroup ?? '-', d.pf ?? '-', d.vfIndex === null ? '-' : String(d.vfIndex), d.netdevs.join(',') || '-', d.pool ?? `✗ ${d.reason}`]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  const lines = rows.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  const pools = r.pools.map((p) => `${p.resourceName} (${p.deviceType}): ${p.devices.length} device(s)`);
+  return [...lines, '', ...pools].join('\n');
+}
+
+/** `ADDR:VENDOR:DEVICE:NUMVFS`, the address itself holding colons. */
+export function parsePfArg(text: string): FakePfSpec {
+  const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)$/.exec(text);
+  if (!m) throw new Error(`--pf ${text}: expected ADDR:VENDOR:DEVICE:NUMVFS, e.g. 0000:5e:00.0:8086:158b:4`);
+  return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, numVfs: Number(m[4]), totalVfs: Math.max(8, Number(m[4])) };
+}
+
+export function registerSriov(program: Command): void {
+  const sriov = program.command('sriov').description('SR-IOV devices on this host, or on a simulated one');
+  sriov
+    .command('discover')
+    .description('every PCI network device with the pool it joins, or why it joins none')
+    .option('--sysfs-root <dir>', `host root holding sys/, proc/ and dev/ (default: $${HOST_ROOT_ENV} or /)`)
+    .option('--config <file>', 'device plugin config.json (default: device-plugin/config.json)')
+    .option('-o, --output <format>', 'json or table', 'table')
+    .action((o: { sysfsRoot?: string; config?: string; output: string }) => {
+      const configPath = o.config ?? defaultConfigPath();
+      const config = configPath ? parseConfig(readFileSync(configPath, 'utf8')) : { pools: [] };
+      const report = discoverReport(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/', config);
+      process.stdout.write(`${o.output === 'json' ? JSON.stringify(report, null, 2) : table(report)}\n`);
+    });
+  const host = sriov.command('host').description('a simulated SR-IOV host: a directory with the kernel sysfs layout, answering writes as the kernel does');
+  host
+    .command('create <dir>')
+    .description(`build a simulated host; point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
+    .option('--pf <spec...>', 'a PF ADDR:VENDOR:DEVICE:NUMVFS (repeatable), e.g. 0000:5e:00.0:8086:158b:4')
+    .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
+    .action((dir: string, o: { pf?: string[]; nic?: string[] }) => {
+      const nics = (o.nic ?? []).map((t) => {
+        const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\S+)$/.exec(t);
+        if (!m) throw new Error(`--nic ${t}: expected ADDR:VENDOR:DEVICE:NETDEV`);
+        return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, netdev: m[4]! };
+      });
+      FakeKernel.create(dir, { pfs: (o.pf ?? []).map(parsePfArg), nics, defaultRoutes: { v4: nics.map((n) => n.netdev) } });
+      process.stdout.write(`simulated host in ${dir}: ${HOST_ROOT_ENV}=${dir} plexusctl sriov discover\n`);
+    });
+  host
+    .command('destroy <dir>')
+    .description('remove a simulated host')
+    .action((dir: string) => {
+      if (!FakeKernel.isSimulated(dir)) throw new Error(`${dir} is not a simulated host`);
+      rmSync(dir, { recursive: true, force: true });
+    });
+}

@@ -1,0 +1,147 @@
+/**
+ * Which pool each discovered device joins, or why it joins none. Selector semantics are
+ * sriov-network-device-plugin's (filters ANDed in its order, selector objects ORed, the first
+ * pool/object in file order wins), plus: IPv6 default routes exclude a NIC too, a NUMA selector,
+ * and IOMMU checks for devices that will be used through vfio. Every exclusion carries its reason.
+ */
+import type { HostInventory, PciDevice } from '../sriov/discover.js';
+import { type PoolConfig, type RangedName, type Selector, resourceFullName } from './config.js';
+
+export interface PoolAssignment {
+  pool: PoolConfig;
+  /** Device IDs (PCI addresses), in address order. */
+  devices: string[];
+}
+
+export interface DeviceVerdict {
+  device: PciDevice;
+  /** Full resource name of the pool it joined. */
+  pool?: string;
+  /** Why it joined none. */
+  reason?: string;
+}
+
+export interface Assignment {
+  pools: PoolAssignment[];
+  verdicts: DeviceVerdict[];
+}
+
+const USERSPACE = new Set(['vfio-pci', 'uio_pci_generic', 'igb_uio']);
+
+function inRange(r: RangedName, name: string | undefined, vfIndex: number | undefined): boolean {
+  if (!name || r.name.toLowerCase() !== name.toLowerCase()) return false;
+  return !r.vfIndexes || (vfIndex !== undefined && r.vfIndexes.has(vfIndex));
+}
+
+/** The first filter of `sel` the device fails, as "field (what it has)", or undefined when it matches. */
+export function failedFilter(sel: Selector, dev: PciDevice, pfNetdevs: string[]): string | undefined {
+  const linkType = dev.netdevs[0]?.linkType ?? undefined;
+  const checks: [keyof Selector, () => boolean, () => string][] = [
+    ['vendors', () => sel.vendors!.includes(dev.vendor), () => dev.vendor],
+    ['devices', () => sel.devices!.includes(dev.device), () => dev.device],
+    ['drivers', () => !!dev.driver && sel.drivers!.includes(dev.driver), () => dev.driver ?? 'no driver'],
+    ['pciAddresses', () => sel.pciAddresses!.includes(dev.address), () => dev.address],
+    ['acpiIndexes', () => !!dev.acpiIndex && sel.acpiIndexes!.includes(dev.acpiIndex), () => dev.acpiIndex ?? 'none'],
+    ['pfNames', () => sel.pfNames!.some((r) => pfNetdevs.some((n) => inRange(r, n, dev.vfIndex))), () => `PF netdev ${pfNetdevs.join(',') || 'none'}${dev.vfIndex !== undefined ? `, VF ${dev.vfIndex}` : ''}`],
+    ['rootDevices', () => sel.rootDevices!.some((r) => inRange(r, dev.pf, dev.vfIndex)), () => `PF ${dev.pf ?? 'none'}`],
+    ['linkTypes', () => !!linkType && sel.linkTypes!.includes(linkType), () => linkType ?? 'no netdev'],
+    ['ddpProfiles', () => false, () => 'DDP profiles are not discovered'],
+    ['pKeys', () => false, () => 'InfiniBand pkeys are not discovered'],
+    ['isRdma', () => sel.isRdma === dev.rdma.length > 0, () => (dev.rdma.length ? 'RDMA' : 'no RDMA device')],
+    ['vdpaType', () => false, () => 'vDPA devices are not discovered'],
+    ['numaNodes', () => sel.numaNodes!.includes(dev.numaNode), () => `NUMA ${dev.numaNode}`],
+  ];
+  for (const [field, ok, has] of checks) {
+    const value = sel[field];
+    if (value === undefined || (Array.isArray(value) && value.length === 0) || field === 'needVhostNet') continue;
+    if (field === 'isRdma' && value === false) continue; // DP: only `true` filters
+    if (!ok()) return `${field} (${has()})`;
+  }
+  return undefined;
+}
+
+/** Reasons a network device never joins a pool, whatever the selectors (DP's startup exclusions, IPv6 too). */
+function hostExclusion(dev: PciDevice, inv: HostInventory): string | undefined {
+  if (dev.error) return `unreadable: ${dev.error}`;
+  const routed = dev.netdevs.map((n) => n.name).filter((n) => inv.defaultRouteNetdevs.v4.includes(n) || inv.defaultRouteNetdevs.v6.includes(n));
+  if (routed.length) return `holds the default route (${routed.join(', ')})`;
+  if (dev.sriov && dev.sriov.numVfs > 0) return `PF with ${dev.sriov.numVfs} VFs (its VFs are pooled instead)`;
+  if (!dev.driver) return 'no driver bound';
+  return undefined;
+}
+
+function classMatches(pool: PoolConfig, dev: PciDevice): boolean {
+  return pool.deviceType === 'accelerator' ? dev.class.startsWith('12') : pool.deviceType === 'netDevice' && dev.class.startsWith('02');
+}
+
+/** Used through vfio: already bound to it, or the pool binds it. */
+function usesVfio(pool: PoolConfig, dev: PciDevice): boolean {
+  return dev.driver === 'vfio-pci' || pool.bindDriver === 'vfio-pci';
+}
+
+export function assignPools(inv: HostInventory, pools: PoolConfig[]): Assignment {
+  const verdicts: DeviceVerdict[] = [];
+  const members = new Map<PoolConfig, PciDevice[]>(pools.map((p) => [p, []]));
+  for (const dev of inv.devices) {
+    if (!dev.error && !dev.class.startsWith('02') && !dev.class.startsWith('12')) {
+      verdicts.push({ device: dev, reason: `class 0x${dev.class} is neither network (0x02) nor accelerator (0x12)` });
+      continue;
+    }
+    const excluded = dev.class.startsWith('02') || dev.error ? hostExclusion(dev, inv) : dev.driver ? undefined : 'no driver bound';
+    if (excluded) {
+      verdicts.push({ device: dev, reason: excluded });
+      continue;
+    }
+    const misses: string[] = [];
+    let joined: PoolConfig | undefined;
+    for (const pool of pools) {
+      if (!classMatches(pool, dev)) continue;
+      for (const [k, sel] of pool.selectors.entries()) {
+        const failed = failedFilter(sel, dev, dev.pfNetdevs);
+        if (!failed) {
+          joined = pool;
+          break;
+        }
+        misses.push(`${pool.resourceName} selector ${k}: ${failed}`);
+      }
+      if (joined) break;
+    }
+    if (!joined) {
+      verdicts.push({ device: dev, reason: misses.length ? `no selector matched: ${misses.join('; ')}` : 'no pool of its device type' });
+      continue;
+    }
+    if (USERSPACE.has(dev.driver ?? '') && dev.driver !== 'vfio-pci' && !dev.uio) {
+      verdicts.push({ device: dev, reason: `bound to ${dev.driver} without a uio device` });
+      continue;
+    }
+    if (dev.rdma.length === 0 && dev.driver === 'mlx5_core' && joined.bindDriver) {
+      verdicts.push({ device: dev, reason: 'mlx5 is a bifurcated driver: never bound to vfio-pci' });
+      continue;
+    }
+    members.get(joined)!.push(dev);
+    verdicts.push({ device: dev, pool: resourceFullName(joined) });
+  }
+  // IOMMU: a device used through vfio needs a group, and a group is one owner's: every other endpoint
+  // in it must be in the same pool (then they are allocated together) or the device is excluded.
+  for (const [pool, devs] of members) {
+    const inPool = new Set(devs.map((d) => d.address));
+    for (const dev of [...devs]) {
+      if (!usesVfio(pool, dev)) continue;
+      let reason: string | undefined;
+      if (!dev.iommuGroup) reason = inv.iommuEnabled ? 'no IOMMU group' : 'no IOMMU (IOMMU groups are empty: is intel_iommu=on / amd_iommu=on set?)';
+      else {
+        const foreign = dev.iommuPeers.filter((a) => !inPool.has(a));
+        if (foreign.length) reason = `shares IOMMU group ${dev.iommuGroup} with ${foreign.join(', ')} outside the pool`;
+      }
+      if (!reason) continue;
+      devs.splice(devs.indexOf(dev), 1);
+      const v = verdicts.find((x) => x.device === dev)!;
+      delete v.pool;
+      v.reason = reason;
+    }
+  }
+  return {
+    pools: pools.map((pool) => ({ pool, devices: members.get(pool)!.map((d) => d.address).sort() })),
+    verdicts: verdicts.sort((a, b) => a.device.address.localeCompare(b.device.address)),
+  };
+}
