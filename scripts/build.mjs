@@ -45,3 +45,4 @@ await esbuild.build({
 // Files the bundles read at run time.
 copyFileSync(join(root, 'src/k8s/podresources-v1.proto'), join(root, 'dist/podresources-v1.proto'));
 copyFileSync(join(root, 'src/rig/cri-runtime-v1.proto'), join(root, 'dist/cri-runtime-v1.proto'));
+for (const p of ['deviceplugin-v1beta1.proto', 'pluginregistration-v1.proto']) copyFileSync(join(root, 'src/deviceplugin', p), join(root, 'dist', p));

@@ -21,6 +21,17 @@ export interface DeviceVerdict {
   reason?: string;
 }
 
+/** What a device was when it last joined a pool (the persisted node-local inventory). */
+export interface RememberedDevice {
+  pool: string;
+  vendor: string;
+  device: string;
+  pf?: string;
+  vfIndex?: number;
+  /** The driver it joined with: health expects it. */
+  driver?: string;
+}
+
 export interface Assignment {
   pools: PoolAssignment[];
   verdicts: DeviceVerdict[];
@@ -79,7 +90,12 @@ function usesVfio(pool: PoolConfig, dev: PciDevice): boolean {
   return dev.driver === 'vfio-pci' || pool.bindDriver === 'vfio-pci';
 }
 
-export function assignPools(inv: HostInventory, pools: PoolConfig[]): Assignment {
+/**
+ * `previous`: the persisted inventory. A VF whose netdev has moved into a pod no longer shows it in
+ * sysfs (net/ and infiniband/ are netns-filtered), so selectors on link type or RDMA would drop it
+ * after a restart; the same function (same ids, same PF) keeps the pool it had.
+ */
+export function assignPools(inv: HostInventory, pools: PoolConfig[], previous: Map<string, RememberedDevice> = new Map()): Assignment {
   const verdicts: DeviceVerdict[] = [];
   const members = new Map<PoolConfig, PciDevice[]>(pools.map((p) => [p, []]));
   for (const dev of inv.devices) {
@@ -97,7 +113,10 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[]): Assignment
     for (const pool of pools) {
       if (!classMatches(pool, dev)) continue;
       for (const [k, sel] of pool.selectors.entries()) {
-        const failed = failedFilter(sel, dev, dev.pfNetdevs);
+        // A pool that binds its devices to a userspace driver selects them by their kernel driver;
+        // once bound, that filter no longer applies.
+        const effective = pool.bindDriver && dev.driver === pool.bindDriver ? { ...sel, drivers: undefined } : sel;
+        const failed = failedFilter(effective, dev, dev.pfNetdevs);
         if (!failed) {
           joined = pool;
           break;
@@ -105,6 +124,10 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[]): Assignment
         misses.push(`${pool.resourceName} selector ${k}: ${failed}`);
       }
       if (joined) break;
+    }
+    const remembered = previous.get(dev.address);
+    if (!joined && remembered && dev.netdevs.length === 0 && remembered.vendor === dev.vendor && remembered.device === dev.device && remembered.pf === dev.pf) {
+      joined = pools.find((p) => resourceFullName(p) === remembered.pool);
     }
     if (!joined) {
       verdicts.push({ device: dev, reason: misses.length ? `no selector matched: ${misses.join('; ')}` : 'no pool of its device type' });

@@ -77,6 +77,8 @@ interface Netdev {
   name: string;
   mac: string;
   mtu: number;
+  /** Administratively up (host NICs and PFs are; VFs are not until someone uses them). */
+  up: boolean;
   carrier: boolean;
   type: number;
 }
@@ -108,6 +110,8 @@ interface State {
   nextGroup: number;
   nextRdma: number;
   defaultRoutes: { v4: string[]; v6: string[] };
+  /** Writes that fail once with the given errno (test fault injection). */
+  faults?: Record<string, string>;
 }
 
 function errno(code: string, message: string): Error {
@@ -189,8 +193,21 @@ export class FakeKernel implements SysfsWriter {
     this.save();
   }
 
+  /** The next write to `rel` fails with `code` (e.g. drivers_probe → EIO), changing nothing. */
+  injectFault(rel: string, code: string): void {
+    this.reload();
+    (this.state.faults ??= {})[rel] = code;
+    this.save();
+  }
+
   write(rel: string, value: string): void {
     this.reload();
+    const fault = this.state.faults?.[rel];
+    if (fault) {
+      delete this.state.faults![rel];
+      this.save();
+      throw errno(fault, `injected fault on ${rel}`);
+    }
     const v = value.trim();
     const parts = rel.replace(/^\/+/, '').split('/');
     const attr = parts[parts.length - 1]!;
@@ -372,7 +389,7 @@ export class FakeKernel implements SysfsWriter {
     if (USERSPACE_DRIVERS.has(driver) || driver === 'pcieport') return;
     if (dev.pf) {
       const pf = this.state.devices[dev.pf]!;
-      if (!dev.netdevs.length) dev.netdevs = [this.netdev(this.vfName(pf, dev), dev.address, true)];
+      if (!dev.netdevs.length) dev.netdevs = [this.netdev(this.vfName(pf, dev), dev.address, true, false)];
       if (pf.rdma && driver === 'mlx5_core' && !dev.rdma) this.addRdma(dev);
     }
     for (const n of dev.netdevs) if (!dev.away.includes(n.name)) this.renderNetdev(dev, n);
@@ -438,10 +455,10 @@ export class FakeKernel implements SysfsWriter {
     for (const [name, content] of Object.entries(files)) this.file(join(dev.dir, name), content);
   }
 
-  private netdev(name: string, address: string, carrier = true): Netdev {
+  private netdev(name: string, address: string, carrier = true, up = true): Netdev {
     const rid = routingId(address);
     const mac = `02:00:${(rid >> 8).toString(16).padStart(2, '0')}:${(rid & 0xff).toString(16).padStart(2, '0')}:00:01`;
-    return { name, mac, mtu: 1500, carrier, type: 1 };
+    return { name, mac, mtu: 1500, up, carrier, type: 1 };
   }
 
   private vfName(pf: Device, vf: Device): string {
@@ -454,7 +471,7 @@ export class FakeKernel implements SysfsWriter {
   private renderNetdev(dev: Device, n: Netdev): void {
     const d = join(dev.dir, 'net', n.name);
     this.mkdir(d);
-    const files: Record<string, string> = { address: n.mac, mtu: String(n.mtu), type: String(n.type), operstate: n.carrier ? 'up' : 'down', carrier: n.carrier ? '1' : '0', dev_port: '0', ifindex: String(1000 + (routingId(dev.address) & 0xfff)) };
+    const files: Record<string, string> = { address: n.mac, mtu: String(n.mtu), type: String(n.type), operstate: n.up && n.carrier ? 'up' : 'down', carrier: n.up && n.carrier ? '1' : '0', dev_port: '0', ifindex: String(1000 + (routingId(dev.address) & 0xfff)) };
     for (const [f, c] of Object.entries(files)) this.file(join(d, f), c);
     this.link(join(d, 'device'), dev.dir);
     this.link(`sys/class/net/${n.name}`, d);

@@ -1,0 +1,321 @@
+/**
+ * The SR-IOV device plugin: config → discovery → pools → one kubelet endpoint per pool → registration,
+ * then a resync loop: config reload (an invalid one is reported and the last good one kept),
+ * rediscovery (new VFs appear, vanished ones go Unhealthy, an empty pool advertises zero), health,
+ * managed vfio binding, re-registration when kubelet wipes its socket directory, and a persisted
+ * inventory so VFs whose netdev sits in a pod keep their pool across restarts.
+ */
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { type HostInventory, type PciDevice, discover } from '../sriov/discover.js';
+import type { HostRoot } from '../sriov/host.js';
+import { containerResponse, preferredAllocation, removeStaleDeviceInfo, writeDpDeviceInfo } from './allocate.js';
+import { type DevicePluginConfig, type PoolConfig, parseConfig, resourceFullName } from './config.js';
+import { API_VERSION, type Device, HEALTHY, UNHEALTHY, grpc, kubeletApis, unary } from './grpc.js';
+import { deviceHealth } from './health.js';
+import { type Assignment, type DeviceVerdict, type RememberedDevice, assignPools } from './pools.js';
+import { PoolServer } from './server.js';
+import { BindError, bindVfio, releaseVfio } from './vfio.js';
+
+export interface DevicePluginOptions {
+  configFile: string;
+  host: HostRoot;
+  /** Holds device-plugins/, plugins_registry/ and pod-resources/ (default /var/lib/kubelet). */
+  kubeletDir: string;
+  /** Device-info root; files go to <dir>/dp/ (default /var/run/k8s.cni.cncf.io/devinfo). */
+  devinfoDir: string;
+  /** Persisted inventory (default /var/lib/plexus/device-plugin). */
+  stateDir: string;
+  resourcePrefix?: string;
+  resyncMs?: number;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+interface PoolState {
+  pool: PoolConfig;
+  server: PoolServer;
+  /** Devices advertised, with why each unhealthy one is. */
+  health: Map<string, string | undefined>;
+}
+
+/** Plugin-watcher mode when kubelet's plugins_registry exists, else legacy Register on kubelet.sock. */
+export type RegistrationMode = 'watcher' | 'legacy';
+
+export class SriovDevicePlugin {
+  private config: DevicePluginConfig | undefined;
+  private configStamp = '';
+  private inventory: HostInventory = { devices: [], defaultRouteNetdevs: { v4: [], v6: [] }, iommuEnabled: false };
+  private assignment: Assignment = { pools: [], verdicts: [] };
+  private readonly pools = new Map<string, PoolState>();
+  private remembered = new Map<string, RememberedDevice>();
+  /** Devices this plugin bound to vfio-pci, to release them when they leave their pool. */
+  private bound = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private resyncing: Promise<void> = Promise.resolve();
+  /** The last config error, kept for the debug endpoint. */
+  configError: string | undefined;
+  readonly mode: RegistrationMode;
+
+  constructor(private readonly opts: DevicePluginOptions) {
+    this.mode = existsSync(join(opts.kubeletDir, 'plugins_registry')) ? 'watcher' : 'legacy';
+  }
+
+  private log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
+    this.opts.log?.(level, msg, fields);
+  }
+
+  private get inventoryFile(): string {
+    return join(this.opts.stateDir, 'inventory.json');
+  }
+
+  async start(): Promise<void> {
+    this.config = this.loadConfig(true)!;
+    try {
+      const saved = JSON.parse(readFileSync(this.inventoryFile, 'utf8')) as { devices?: Record<string, RememberedDevice>; bound?: string[] };
+      this.remembered = new Map(Object.entries(saved.devices ?? {}));
+      this.bound = new Set(saved.bound ?? []);
+    } catch {
+      /* first start, or unreadable: rediscovery rebuilds it */
+    }
+    await this.sync();
+    this.timer = setInterval(() => void this.resync(), this.opts.resyncMs ?? 5000);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.resyncing;
+    for (const p of this.pools.values()) p.server.stop();
+    this.pools.clear();
+  }
+
+  /** One resync now (tests and the debug endpoint); serialized with the periodic ones. */
+  resync(): Promise<void> {
+    this.resyncing = this.resyncing.then(() => this.sync()).catch((err: Error) => this.log('error', 'resync failed', { error: err.message }));
+    return this.resyncing;
+  }
+
+  /** Reads the config when it changed; an invalid one is reported and the last good one kept. */
+  private loadConfig(first = false): DevicePluginConfig | undefined {
+    let stamp = '';
+    try {
+      const st = statSync(this.opts.configFile);
+      stamp = `${st.mtimeMs}:${st.size}`;
+    } catch (err) {
+      if (first) throw err;
+    }
+    if (!first && stamp === this.configStamp) return this.config;
+    this.configStamp = stamp;
+    try {
+      const cfg = parseConfig(readFileSync(this.opts.configFile, 'utf8'), this.opts.resourcePrefix);
+      if (!first) this.log('info', 'config reloaded', { pools: cfg.pools.map(resourceFullName) });
+      this.configError = undefined;
+      return cfg;
+    } catch (err) {
+      if (first) throw err;
+      this.configError = (err as Error).message;
+      this.log('error', 'invalid config: keeping the last good one', { error: this.configError });
+      return this.config;
+    }
+  }
+
+  private async sync(): Promise<void> {
+    this.config = this.loadConfig();
+    const config = this.config!;
+    this.inventory = discover(this.opts.host);
+    this.assignment = assignPools(this.inventory, config.pools, this.remembered);
+    if (this.bindPools(config)) {
+      this.inventory = discover(this.opts.host);
+      this.assignment = assignPools(this.inventory, config.pools, this.remembered);
+    }
+    this.releaseUnpooled();
+    this.persist();
+    const wanted = new Map(config.pools.map((p) => [resourceFullName(p), p]));
+    for (const [name, state] of this.pools) {
+      if (wanted.has(name)) continue;
+      // A pool gone from the config: its socket goes, which deregisters it (no stale resource names).
+      state.server.stop();
+      this.pools.delete(name);
+      this.log('info', 'pool removed', { resource: name });
+    }
+    for (const [name, pool] of wanted) {
+      let state = this.pools.get(name);
+      if (!state) {
+        state = { pool, server: this.newServer(pool), health: new Map() };
+        this.pools.set(name, state);
+        await state.server.start();
+        await this.register(state);
+      } else {
+        state.pool = pool;
+        // kubelet restarted and wiped its socket directory: serve again, then register again.
+        if (!existsSync(state.server.socket)) {
+          this.log('warn', 'socket gone (kubelet restart?): serving and registering again', { resource: name });
+          state.server.stop();
+          state.server = this.newServer(pool);
+          await state.server.start();
+          await this.register(state);
+        }
+      }
+      this.advertise(state);
+    }
+    this.cleanDeviceInfo();
+  }
+
+  private socketPath(pool: PoolConfig): string {
+    const file = `${pool.resourcePrefix}_${pool.resourceName}.sock`;
+    return join(this.opts.kubeletDir, this.mode === 'watcher' ? 'plugins_registry' : 'device-plugins', file);
+  }
+
+  private newServer(pool: PoolConfig): PoolServer {
+    const name = resourceFullName(pool);
+    return new PoolServer(name, this.socketPath(pool), {
+      allocate: (containers) => this.allocate(name, containers),
+      preferred: (reqs) => reqs.map((r) => this.preferred(name, r.available, r.mustInclude, r.size)),
+      registrationStatus: (ok, error) => this.log(ok ? 'info' : 'error', ok ? 'registered with kubelet' : 'kubelet refused the registration', { resource: name, error }),
+    }, this.mode === 'watcher');
+  }
+
+  /** Legacy mode: Register on kubelet.sock (kubelet dials back at once, so the server already listens). */
+  private async register(state: PoolState): Promise<void> {
+    if (this.mode === 'watcher') return; // kubelet finds the socket in plugins_registry itself
+    const kubeletSock = join(this.opts.kubeletDir, 'device-plugins', 'kubelet.sock');
+    const client = new (kubeletApis().v1beta1.Registration)(`unix://${kubeletSock}`, grpc.credentials.createInsecure());
+    try {
+      await unary(client, 'Register', { version: API_VERSION, endpoint: basename(state.server.socket), resource_name: resourceFullName(state.pool), options: { pre_start_required: false, get_preferred_allocation_available: true } });
+      this.log('info', 'registered with kubelet', { resource: resourceFullName(state.pool), mode: 'legacy' });
+    } catch (err) {
+      // Not fatal (sriov-network-device-plugin exits): the next resync registers again.
+      this.log('error', 'registration failed; retrying at the next resync', { resource: resourceFullName(state.pool), error: (err as Error).message });
+      state.server.stop();
+    } finally {
+      client.close();
+    }
+  }
+
+  private advertise(state: PoolState): void {
+    const name = resourceFullName(state.pool);
+    const ids = new Set(this.assignment.pools.find((p) => resourceFullName(p.pool) === name)?.devices ?? []);
+    // Devices that were advertised and vanished stay in the list as Unhealthy, with a reason.
+    for (const id of state.health.keys()) ids.add(id);
+    const devices: Device[] = [];
+    const health = new Map<string, string | undefined>();
+    for (const id of [...ids].sort()) {
+      const dev = this.inventory.devices.find((d) => d.address === id);
+      // A device that is still here but left the pool (config change) is no longer advertised.
+      if (dev && this.assignment.verdicts.find((v) => v.device.address === id)?.pool !== name) continue;
+      const verdict = dev ? deviceHealth(id, this.remembered.get(id)?.driver, state.pool, this.inventory) : deviceHealth(id, undefined, state.pool, this.inventory);
+      health.set(id, verdict.reason);
+      if (verdict.reason !== state.health.get(id) && !verdict.healthy) this.log('warn', 'device unhealthy', { resource: name, device: id, reason: verdict.reason });
+      const numa = dev?.numaNode ?? -1;
+      devices.push({ ID: id, health: verdict.healthy ? HEALTHY : UNHEALTHY, ...(numa >= 0 && !state.pool.excludeTopology ? { topology: { nodes: [{ ID: numa }] } } : {}) });
+    }
+    state.health = health;
+    state.server.update(devices);
+  }
+
+  private deviceOf(id: string): PciDevice {
+    const dev = this.inventory.devices.find((d) => d.address === id);
+    if (!dev) throw new Error(`device ${id} is not on this node any more`);
+    return dev;
+  }
+
+  private allocate(resource: string, containers: string[][]) {
+    const state = this.pools.get(resource);
+    if (!state) throw new Error(`no pool ${resource}`);
+    // Fresh facts: a device may have changed since the last resync.
+    this.inventory = discover(this.opts.host);
+    return containers.map((ids) => {
+      const devices = ids.map((id) => {
+        const unhealthy = state.health.get(id);
+        if (!state.health.has(id)) throw new Error(`${id} is not a device of ${resource}`);
+        if (unhealthy) throw new Error(`${id} is unhealthy: ${unhealthy}`);
+        return this.deviceOf(id);
+      });
+      const needVhost = state.pool.selectors.some((s) => s.needVhostNet === true);
+      for (const dev of devices) writeDpDeviceInfo(this.opts.devinfoDir, state.pool, dev);
+      return containerResponse(state.pool, devices, needVhost);
+    });
+  }
+
+  private preferred(resource: string, available: string[], mustInclude: string[], size: number): string[] {
+    const state = this.pools.get(resource);
+    if (!state) return available.slice(0, size);
+    const devices = available.map((id) => this.inventory.devices.find((d) => d.address === id)).filter((d): d is PciDevice => !!d);
+    return preferredAllocation(state.pool.allocationPolicy, devices, mustInclude, size);
+  }
+
+  /** Binds devices of pools with `bindDriver` (each refusal logged with its reason); true when something changed. */
+  private bindPools(config: DevicePluginConfig): boolean {
+    let changed = false;
+    for (const pool of config.pools.filter((p) => p.bindDriver === 'vfio-pci')) {
+      const ids = this.assignment.pools.find((p) => p.pool === pool)?.devices ?? [];
+      const unit = new Set(ids);
+      for (const id of ids) {
+        const dev = this.inventory.devices.find((d) => d.address === id)!;
+        if (dev.driver === 'vfio-pci') continue;
+        try {
+          bindVfio(this.opts.host, dev, this.inventory, unit);
+          this.bound.add(id);
+          changed = true;
+          this.log('info', 'bound to vfio-pci', { resource: resourceFullName(pool), device: id, was: dev.driver });
+        } catch (err) {
+          this.log('warn', 'not bound to vfio-pci', { resource: resourceFullName(pool), device: id, reason: err instanceof BindError ? err.message : String(err) });
+        }
+      }
+    }
+    return changed;
+  }
+
+  /** Devices this plugin bound that no pool wants any more go back to their default driver. */
+  private releaseUnpooled(): void {
+    for (const id of [...this.bound]) {
+      const v = this.assignment.verdicts.find((x) => x.device.address === id);
+      const pool = v?.pool ? this.config!.pools.find((p) => resourceFullName(p) === v.pool) : undefined;
+      if (pool?.bindDriver === 'vfio-pci') continue;
+      try {
+        if (v) releaseVfio(this.opts.host, id);
+        this.bound.delete(id);
+        this.log('info', 'released from vfio-pci', { device: id });
+      } catch (err) {
+        this.log('warn', 'release from vfio-pci failed', { device: id, error: (err as Error).message });
+      }
+    }
+  }
+
+  private persist(): void {
+    for (const v of this.assignment.verdicts) {
+      if (!v.pool) continue;
+      const d = v.device;
+      const before = this.remembered.get(d.address);
+      const driver = before?.pool === v.pool && before.driver ? before.driver : d.driver;
+      this.remembered.set(d.address, { pool: v.pool, vendor: d.vendor, device: d.device, ...(d.pf ? { pf: d.pf } : {}), ...(d.vfIndex !== undefined ? { vfIndex: d.vfIndex } : {}), ...(driver ? { driver } : {}) });
+    }
+    // The driver expected by health follows a managed binding.
+    for (const id of this.bound) {
+      const r = this.remembered.get(id);
+      if (r) r.driver = 'vfio-pci';
+    }
+    for (const id of [...this.remembered.keys()]) if (!this.inventory.devices.some((d) => d.address === id)) this.remembered.delete(id);
+    mkdirSync(this.opts.stateDir, { recursive: true });
+    writeFileSync(this.inventoryFile, JSON.stringify({ devices: Object.fromEntries(this.remembered), bound: [...this.bound] }, null, 1));
+  }
+
+  /** Device-info files of devices that no pool advertises any more are stale. */
+  private cleanDeviceInfo(): void {
+    const removed = removeStaleDeviceInfo(this.opts.devinfoDir, this.config!.pools, (pool, id) => this.pools.get(resourceFullName(pool))?.health.has(id) ?? false);
+    if (removed.length) this.log('info', 'stale device-info files removed', { files: removed });
+  }
+
+  /** The debug view: pools, advertised devices with health reasons, exclusions, config error. */
+  debug(): { mode: RegistrationMode; configError?: string; pools: { resource: string; socket: string; devices: { id: string; healthy: boolean; reason?: string }[] }[]; excluded: { id: string; reason: string }[] } {
+    return {
+      mode: this.mode,
+      ...(this.configError ? { configError: this.configError } : {}),
+      pools: [...this.pools.values()].map((s) => ({ resource: resourceFullName(s.pool), socket: s.server.socket, devices: [...s.health].map(([id, reason]) => ({ id, healthy: !reason, ...(reason ? { reason } : {}) })) })),
+      excluded: this.assignment.verdicts.filter((v: DeviceVerdict) => !v.pool).map((v) => ({ id: v.device.address, reason: v.reason ?? '' })),
+    };
+  }
+
+  server(resource: string): PoolServer | undefined {
+    return this.pools.get(resource)?.server;
+  }
+}
