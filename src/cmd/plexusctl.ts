@@ -8,6 +8,7 @@ import { registerDemo } from './demo.js';
 import { registerExplain } from './explain.js';
 import { registerInstall } from './install.js';
 import { registerSriov } from './sriov.js';
+import { registerDevicePlugin } from './deviceplugin.js';
 
 const program = new Command('plexusctl')
   .description('Plexus: multi-network attachments for Kubernetes pods')
@@ -20,6 +21,7 @@ registerDemo(program);
 registerExplain(program);
 registerInstall(program);
 registerSriov(program);
+registerDevicePlugin(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -7,7 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { type HostInventory, type PciDevice, discover } from '../sriov/discover.js';
+import { type HostInventory, type PciDevice, discover, rediscover } from '../sriov/discover.js';
 import type { HostRoot } from '../sriov/host.js';
 import { containerResponse, preferredAllocation, removeStaleDeviceInfo, writeDpDeviceInfo } from './allocate.js';
 import { type DevicePluginConfig, type PoolConfig, parseConfig, resourceFullName } from './config.js';
@@ -221,8 +221,8 @@ export class SriovDevicePlugin {
   private allocate(resource: string, containers: string[][]) {
     const state = this.pools.get(resource);
     if (!state) throw new Error(`no pool ${resource}`);
-    // Fresh facts: a device may have changed since the last resync.
-    this.inventory = discover(this.opts.host);
+    // Fresh facts for what is handed out: a device may have changed since the last resync.
+    this.inventory = rediscover(this.opts.host, this.inventory, containers.flat());
     return containers.map((ids) => {
       const devices = ids.map((id) => {
         const unhealthy = state.health.get(id);

@@ -39,7 +39,8 @@ export function preflight(host: HostRoot, dev: PciDevice, inv: HostInventory, al
   if (busy.length) return `IOMMU group ${dev.iommuGroup} is shared with ${busy.map((p) => `${p.address} (${p.driver})`).join(', ')}: not viable`;
   const routed = routedNetdevs(host);
   for (const n of dev.netdevs) {
-    if (n.operstate === 'up') return `netdev ${n.name} is up: in use on the host`;
+    const operstate = n.operstate ?? host.read(`sys/bus/pci/devices/${dev.address}/net/${n.name}/operstate`);
+    if (operstate === 'up') return `netdev ${n.name} is up: in use on the host`;
     if (routed.has(n.name)) return `netdev ${n.name} has addresses or routes (IPv4 or IPv6): in use on the host`;
   }
   return undefined;

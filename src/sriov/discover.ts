@@ -5,15 +5,18 @@
  * device is reported with its error and never hides the others (unlike ghw's all-or-nothing).
  */
 import { FakeKernel } from './fakekernel.js';
-import { HOST_ROOT_ENV, HostRoot } from './host.js';
+import { HOST_ROOT_ENV, HostRoot, routingId } from './host.js';
 
 export interface NetdevInfo {
   name: string;
-  mac: string;
-  operstate: string;
-  carrier: boolean;
-  mtu: number;
-  /** `ether`, `infiniband`, or the ARPHRD number. */
+  /**
+   * Read for PFs and plain NICs (their carrier is a health input); left out for VFs to keep a scan
+   * of hundreds of VFs cheap: whoever needs a VF netdev's state (vfio preflight) reads it then.
+   */
+  operstate?: string;
+  /** operstate is up (reading `carrier` of a down link fails with EINVAL). */
+  carrier?: boolean;
+  /** `ether`, `infiniband`, or the ARPHRD number; a VF's is its PF's (same port, same link layer). */
   linkType: string;
 }
 
@@ -64,70 +67,128 @@ function hex(text: string | undefined, width: number): string | undefined {
   return text.toLowerCase().replace(/^0x/, '').padStart(width, '0');
 }
 
-function netdevInfo(host: HostRoot, dir: string, name: string): NetdevInfo {
-  const d = `${dir}/net/${name}`;
-  const type = host.read(`${d}/type`) ?? '';
-  return {
-    name,
-    mac: host.read(`${d}/address`) ?? '',
-    operstate: host.read(`${d}/operstate`) ?? 'unknown',
-    carrier: host.read(`${d}/carrier`) === '1',
-    mtu: Number(host.read(`${d}/mtu`) ?? 0),
-    linkType: ARPHRD[type] ?? type,
-  };
+function linkType(host: HostRoot, netdevDir: string): string {
+  const type = host.read(`${netdevDir}/type`) ?? '';
+  return ARPHRD[type] ?? type;
 }
 
-function readDevice(host: HostRoot, address: string): PciDevice {
+function netdevInfo(host: HostRoot, dir: string, name: string): NetdevInfo {
+  const operstate = host.read(`${dir}/net/${name}/operstate`) ?? 'unknown';
+  return { name, operstate, carrier: operstate === 'up', linkType: linkType(host, `${dir}/net/${name}`) };
+}
+
+/** Facts of one PF shared by its VFs, read once per discovery. */
+interface PfFacts {
+  netdevs: string[];
+  /** Link type of the PF's first netdev (its VFs share it). */
+  linkType?: string;
+  offset?: number;
+  stride?: number;
+  /** VF address → index, from a full virtfn* scan (only when the routing-id arithmetic does not check out). */
+  scanned?: Map<string, number>;
+}
+
+/** Per-discovery caches: a scan of 8 PFs × 64 VFs must not read each PF 64 times. */
+interface ScanContext {
+  pfs: Map<string, PfFacts>;
+}
+
+function pfFacts(host: HostRoot, ctx: ScanContext, pf: string): PfFacts {
+  let facts = ctx.pfs.get(pf);
+  if (!facts) {
+    const dir = `sys/bus/pci/devices/${pf}`;
+    facts = { netdevs: host.list(`${dir}/net`) };
+    if (facts.netdevs[0]) facts.linkType = linkType(host, `${dir}/net/${facts.netdevs[0]}`);
+    const offset = host.read(`${dir}/sriov_offset`);
+    const stride = host.read(`${dir}/sriov_stride`);
+    if (offset !== undefined && stride !== undefined) Object.assign(facts, { offset: Number(offset), stride: Number(stride) });
+    ctx.pfs.set(pf, facts);
+  }
+  return facts;
+}
+
+/**
+ * The VF index is N such that the PF's virtfnN is this device, never inferred from names. The
+ * routing-id arithmetic (rid = pf rid + offset + N·stride) names the candidate; one readlink checks it.
+ */
+function vfIndex(host: HostRoot, ctx: ScanContext, pf: string, address: string): number | undefined {
+  const facts = pfFacts(host, ctx, pf);
+  const pfDir = `sys/bus/pci/devices/${pf}`;
+  if (facts.offset !== undefined && facts.stride) {
+    const n = (routingId(address) - routingId(pf) - facts.offset) / facts.stride;
+    if (Number.isInteger(n) && n >= 0 && host.linkName(`${pfDir}/virtfn${n}`) === address) return n;
+  }
+  if (!facts.scanned) {
+    facts.scanned = new Map();
+    for (const entry of host.list(pfDir)) {
+      const m = /^virtfn(\d+)$/.exec(entry);
+      const target = m ? host.linkName(`${pfDir}/${entry}`) : undefined;
+      if (m && target) facts.scanned.set(target, Number(m[1]));
+    }
+  }
+  return facts.scanned.get(address);
+}
+
+function readDevice(host: HostRoot, ctx: ScanContext, address: string): PciDevice {
   const dir = `sys/bus/pci/devices/${address}`;
   const dev: PciDevice = { address, vendor: '', device: '', class: '', numaNode: -1, iommuPeers: [], netdevs: [], rdma: [], pfNetdevs: [] };
-  const vendor = hex(host.read(`${dir}/vendor`), 4);
-  const device = hex(host.read(`${dir}/device`), 4);
-  const cls = hex(host.read(`${dir}/class`), 6);
+  // One readdir says which optional entries exist, instead of a failing syscall per absent one.
+  const entries = new Set(host.list(dir));
+  // uevent carries vendor, device, class and driver in one read; the separate files are the fallback.
+  const uevent = new Map((host.read(`${dir}/uevent`) ?? '').split('\n').map((l) => l.split('=') as [string, string]));
+  const [ueVendor, ueDevice] = (uevent.get('PCI_ID') ?? '').split(':');
+  const vendor = hex(ueVendor, 4) ?? hex(host.read(`${dir}/vendor`), 4);
+  const device = hex(ueDevice, 4) ?? hex(host.read(`${dir}/device`), 4);
+  const cls = hex(uevent.get('PCI_CLASS'), 6) ?? hex(host.read(`${dir}/class`), 6);
   if (!vendor || !device || !cls) {
     dev.error = `unreadable vendor/device/class under ${dir}`;
     return dev;
   }
   Object.assign(dev, { vendor, device, class: cls });
-  const driver = host.linkName(`${dir}/driver`);
+  const group = entries.has('iommu_group') ? host.linkName(`${dir}/iommu_group`) : undefined;
+  if (group) dev.iommuGroup = group;
+  if (!cls.startsWith('02') && !cls.startsWith('12')) return dev;
+  const driver = uevent.has('PCI_ID') ? uevent.get('DRIVER') : entries.has('driver') ? host.linkName(`${dir}/driver`) : undefined;
   if (driver) dev.driver = driver;
-  const override = host.read(`${dir}/driver_override`);
-  if (override && override !== '(null)') dev.driverOverride = override;
+  if (!driver || driver === 'vfio-pci') {
+    const override = host.read(`${dir}/driver_override`);
+    if (override && override !== '(null)') dev.driverOverride = override;
+  }
   const numa = Number(host.read(`${dir}/numa_node`) ?? '-1');
   dev.numaNode = Number.isInteger(numa) ? numa : -1;
-  const acpi = host.read(`${dir}/acpi_index`);
-  if (acpi) dev.acpiIndex = acpi;
-  const group = host.linkName(`${dir}/iommu_group`);
-  if (group) {
-    dev.iommuGroup = group;
-    // Bridges in a group do not take part in DMA ownership: only endpoints are peers.
-    dev.iommuPeers = host.list(`sys/kernel/iommu_groups/${group}/devices`).filter((a) => a !== address && !(host.read(`sys/bus/pci/devices/${a}/class`) ?? '').startsWith('0x0604'));
+  if (entries.has('acpi_index')) {
+    const acpi = host.read(`${dir}/acpi_index`);
+    if (acpi) dev.acpiIndex = acpi;
+  }
+  if (group && driver === 'vfio-pci') {
     const noiommu = host.read(`sys/kernel/iommu_groups/${group}/name`) === 'vfio-noiommu';
     const node = noiommu ? `dev/vfio/noiommu-${group}` : `dev/vfio/${group}`;
     if (host.exists(node)) dev.vfioNode = `/${node}`;
   }
-  const total = host.read(`${dir}/sriov_totalvfs`);
-  if (total !== undefined) {
-    dev.sriov = { totalVfs: Number(total), numVfs: Number(host.read(`${dir}/sriov_numvfs`) ?? 0) };
-    const offset = host.read(`${dir}/sriov_offset`);
-    const stride = host.read(`${dir}/sriov_stride`);
-    if (offset !== undefined) dev.sriov.offset = Number(offset);
-    if (stride !== undefined) dev.sriov.stride = Number(stride);
+  if (entries.has('sriov_totalvfs')) {
+    dev.sriov = { totalVfs: Number(host.read(`${dir}/sriov_totalvfs`)), numVfs: Number(host.read(`${dir}/sriov_numvfs`) ?? 0) };
+    const facts = pfFacts(host, ctx, address);
+    if (facts.offset !== undefined) dev.sriov.offset = facts.offset;
+    if (facts.stride !== undefined) dev.sriov.stride = facts.stride;
   }
-  const pf = host.linkName(`${dir}/physfn`);
+  const pf = entries.has('physfn') ? host.linkName(`${dir}/physfn`) : undefined;
   if (pf) {
     dev.pf = pf;
-    // The VF index is N such that the PF's virtfnN is this device: never inferred from names.
-    for (const entry of host.list(`${dir}/physfn`)) {
-      const m = /^virtfn(\d+)$/.exec(entry);
-      if (m && host.linkName(`${dir}/physfn/${entry}`) === address) dev.vfIndex = Number(m[1]);
-    }
-    dev.pfNetdevs = host.list(`${dir}/physfn/net`);
+    const index = vfIndex(host, ctx, pf, address);
+    if (index !== undefined) dev.vfIndex = index;
+    dev.pfNetdevs = pfFacts(host, ctx, pf).netdevs;
   }
-  dev.netdevs = host.list(`${dir}/net`).map((n) => netdevInfo(host, dir, n));
+  if (entries.has('net')) {
+    const names = host.list(`${dir}/net`);
+    const pfType = pf ? pfFacts(host, ctx, pf).linkType : undefined;
+    dev.netdevs = pf && pfType ? names.map((name) => ({ name, linkType: pfType })) : names.map((n) => netdevInfo(host, dir, n));
+  }
   if (!pf) dev.pfNetdevs = dev.netdevs.map((n) => n.name);
-  dev.rdma = host.list(`${dir}/infiniband`);
-  const uio = host.list(`${dir}/uio`)[0];
-  if (uio) dev.uio = `/dev/${uio}`;
+  if (entries.has('infiniband')) dev.rdma = host.list(`${dir}/infiniband`);
+  if (entries.has('uio')) {
+    const uio = host.list(`${dir}/uio`)[0];
+    if (uio) dev.uio = `/dev/${uio}`;
+  }
   return dev;
 }
 
@@ -147,15 +208,38 @@ export function defaultRouteNetdevs(host: HostRoot): { v4: string[]; v6: string[
   return { v4: [...new Set(v4)], v6: [...new Set(v6.filter((d) => d !== 'lo'))] };
 }
 
+/** Fresh facts for some devices only (Allocate re-reads what it hands out, not the whole host). */
+export function rediscover(host: HostRoot, inv: HostInventory, addresses: string[]): HostInventory {
+  const ctx: ScanContext = { pfs: new Map() };
+  const fresh = new Map(addresses.map((a) => [a, host.exists(`sys/bus/pci/devices/${a}`) ? readDevice(host, ctx, a) : undefined]));
+  const devices = inv.devices.flatMap((d) => {
+    if (!fresh.has(d.address)) return [d];
+    const now = fresh.get(d.address);
+    // Group membership does not change under a driver; the full scan computes it.
+    return now ? [{ ...now, iommuPeers: d.iommuPeers }] : [];
+  });
+  return { ...inv, devices };
+}
+
 export function discover(host: HostRoot): HostInventory {
   const devices: PciDevice[] = [];
+  const all: PciDevice[] = [];
+  const ctx: ScanContext = { pfs: new Map() };
   for (const address of host.list('sys/bus/pci/devices')) {
     let dev: PciDevice;
     try {
-      dev = readDevice(host, address);
+      dev = readDevice(host, ctx, address);
     } catch (err) {
       dev = { address, vendor: '', device: '', class: '', numaNode: -1, iommuPeers: [], netdevs: [], rdma: [], pfNetdevs: [], error: (err as Error).message };
     }
+    all.push(dev);
+  }
+  // IOMMU group peers from every function's group link (one readlink each, no per-group readdir).
+  // Bridges in a group take no part in DMA ownership: only endpoints are peers.
+  const groups = new Map<string, string[]>();
+  for (const d of all) if (d.iommuGroup && !d.class.startsWith('0604')) groups.set(d.iommuGroup, [...(groups.get(d.iommuGroup) ?? []), d.address]);
+  for (const dev of all) {
+    if (dev.iommuGroup) dev.iommuPeers = (groups.get(dev.iommuGroup) ?? []).filter((a) => a !== dev.address);
     if (dev.error || dev.class.startsWith('02') || dev.class.startsWith('12')) devices.push(dev);
   }
   return { devices, defaultRouteNetdevs: defaultRouteNetdevs(host), iommuEnabled: host.list('sys/kernel/iommu_groups').length > 0 };

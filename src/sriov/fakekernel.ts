@@ -383,6 +383,7 @@ export class FakeKernel implements SysfsWriter {
   private bind(dev: Device, driver: string): void {
     if (!this.exists(`sys/bus/pci/drivers/${driver}`)) this.addDriver(driver);
     dev.driver = driver;
+    this.file(join(dev.dir, 'uevent'), this.uevent(dev));
     this.link(join(dev.dir, 'driver'), `sys/bus/pci/drivers/${driver}`);
     this.link(`sys/bus/pci/drivers/${driver}/${dev.address}`, dev.dir);
     if (driver === 'vfio-pci' && dev.iommuGroup !== undefined) this.file(this.vfioNode(dev.iommuGroup), '');
@@ -410,6 +411,7 @@ export class FakeKernel implements SysfsWriter {
       rmSync(this.path(`sys/class/infiniband/${dev.rdma}`), { force: true });
     }
     dev.driver = undefined;
+    this.file(join(dev.dir, 'uevent'), this.uevent(dev));
     if (driver === 'vfio-pci' && dev.iommuGroup !== undefined) {
       const others = Object.values(this.state.devices).some((d) => d !== dev && d.iommuGroup === dev.iommuGroup && d.driver === 'vfio-pci');
       if (!others) rmSync(this.path(this.vfioNode(dev.iommuGroup)), { force: true });
@@ -440,7 +442,7 @@ export class FakeKernel implements SysfsWriter {
       modalias: `pci:v0000${dev.vendor.toUpperCase()}d0000${dev.device.toUpperCase()}sv0000${dev.vendor.toUpperCase()}sd00000000bc${bc.toUpperCase()}sc${sc.toUpperCase()}i${pi.toUpperCase()}`,
       numa_node: String(dev.numa),
       driver_override: dev.override ?? '(null)',
-      uevent: `PCI_CLASS=${dev.class.slice(2).toUpperCase()}\nPCI_ID=${dev.vendor.toUpperCase()}:${dev.device.toUpperCase()}\nPCI_SLOT_NAME=${dev.address}`,
+      uevent: this.uevent(dev),
     };
     if (dev.sriov) {
       Object.assign(files, {
@@ -453,6 +455,12 @@ export class FakeKernel implements SysfsWriter {
       });
     }
     for (const [name, content] of Object.entries(files)) this.file(join(dev.dir, name), content);
+  }
+
+  /** As the kernel prints it: DRIVER only while bound, the class without leading zeros. */
+  private uevent(dev: Device): string {
+    const id = `${dev.vendor.toUpperCase()}:${dev.device.toUpperCase()}`;
+    return [...(dev.driver ? [`DRIVER=${dev.driver}`] : []), `PCI_CLASS=${parseInt(dev.class, 16).toString(16).toUpperCase()}`, `PCI_ID=${id}`, `PCI_SUBSYS_ID=${dev.vendor.toUpperCase()}:0000`, `PCI_SLOT_NAME=${dev.address}`].join('\n');
   }
 
   private netdev(name: string, address: string, carrier = true, up = true): Netdev {

@@ -3,7 +3,7 @@
  * resolved (default `/`; a simulated host is a directory), and one interface for sysfs writes, so the
  * fake kernel can react to them exactly where the real one would.
  */
-import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 /** Environment switch: a simulated host root (`plexusctl sriov host create`) instead of `/`. */
@@ -15,6 +15,8 @@ export interface SysfsWriter {
   write(path: string, value: string): void;
 }
 
+const PAGE = Buffer.alloc(4096);
+
 export class HostRoot {
   constructor(
     readonly root: string = process.env[HOST_ROOT_ENV] || '/',
@@ -25,12 +27,25 @@ export class HostRoot {
     return join(this.root, rel);
   }
 
-  /** An attribute's content without its trailing newline; undefined when it does not exist or cannot be read. */
+  /**
+   * An attribute's content without its trailing newline; undefined when it does not exist or cannot
+   * be read. sysfs attributes are at most a page: one read(2) into a reused buffer, no fstat.
+   */
   read(rel: string): string | undefined {
+    let fd: number;
     try {
+      fd = openSync(this.path(rel), 'r');
+    } catch {
+      return undefined;
+    }
+    try {
+      const n = readSync(fd, PAGE, 0, PAGE.length, null);
+      if (n < PAGE.length) return PAGE.toString('utf8', 0, n).replace(/\n$/, '');
       return readFileSync(this.path(rel), 'utf8').replace(/\n$/, '');
     } catch {
       return undefined;
+    } finally {
+      closeSync(fd);
     }
   }
 

@@ -5,6 +5,9 @@ import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { FakeKernel, type FakeHostSpec } from '../../src/sriov/fakekernel.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
 import { Rig } from '../support/rig.js';
+import { plexusctlPath } from '../support/plugins.js';
+import { waitFor } from '../support/wait.js';
+import { spawn } from 'node:child_process';
 
 const PF_A = '0000:5e:00.0';
 const PF_B = '0000:5f:00.0';
@@ -184,5 +187,36 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     running.push({ ...first, plugin });
     const devices = await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
     assert.equal(devices.find((d) => d.ID === a(1))?.health, 'Healthy');
+  });
+
+  it('plexusctl device-plugin: registers, explains health on /debug and /metrics, and removes its sockets on SIGTERM', async () => {
+    const dir = rig.dir('cli');
+    const kernel = FakeKernel.create(join(dir, 'host'), HOST);
+    const kubelet = new KubeletDouble(join(dir, 'kubelet'));
+    await kubelet.start();
+    const configFile = join(dir, 'config.json');
+    writeFileSync(configFile, JSON.stringify({ resourceList: [intel] }));
+    const child = spawn(plexusctlPath, ['device-plugin', '--config', configFile, '--sysfs-root', kernel.root, '--kubelet-dir', kubelet.dir, '--devinfo-dir', join(dir, 'devinfo'), '--state-dir', join(dir, 'state'), '--metrics-address', '127.0.0.1:0', '--resync-seconds', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    try {
+      await kubelet.waitFor('intel.com/intel_sriov_netdevice', (d) => d.length === 8);
+      const url = await waitFor('the serving log line', () => /"url":"(http:[^"]+)"/.exec(stderr)?.[1]);
+      kernel.setCarrier(PF_A, false);
+      await kubelet.waitFor('intel.com/intel_sriov_netdevice', (d) => healthy(d) === 4);
+      const debug = (await (await fetch(`${url}/debug`)).json()) as { mode: string; pools: { devices: { id: string; reason?: string }[] }[] };
+      assert.equal(debug.mode, 'legacy');
+      assert.match(String(debug.pools[0]!.devices.find((d) => d.id === a(0))?.reason), /no carrier/);
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      assert.match(metrics, /plexus_dp_devices\{resource="intel.com\/intel_sriov_netdevice",health="Unhealthy"\} 4/);
+      assert.match(metrics, /plexus_dp_unhealthy_device\{resource="intel.com\/intel_sriov_netdevice",device="0000:5e:02.0",reason="PF netdev ens1f0 has no carrier"\} 1/);
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      assert.equal(existsSync(join(kubelet.devicePluginDir, 'intel.com_intel_sriov_netdevice.sock')), false);
+    } finally {
+      child.kill('SIGKILL');
+      await kubelet.stop();
+    }
   });
 });
