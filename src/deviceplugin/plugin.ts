@@ -36,6 +36,11 @@ interface PoolState {
   server: PoolServer;
   /** Devices advertised, with why each unhealthy one is. */
   health: Map<string, string | undefined>;
+  /**
+   * IOMMU groups with more than one endpoint, used through vfio, are one unit (/dev/vfio/<g> has a
+   * single owner): advertised under their lowest address, allocated whole.
+   */
+  units: Map<string, string[]>;
 }
 
 /** Plugin-watcher mode when kubelet's plugins_registry exists, else legacy Register on kubelet.sock. */
@@ -118,9 +123,24 @@ export class SriovDevicePlugin {
     }
   }
 
+  /** Devices kubelet has allocated to pods, when its PodResources socket answers. */
+  private async allocated(): Promise<Set<string>> {
+    const socket = join(this.opts.kubeletDir, 'pod-resources', 'kubelet.sock');
+    if (!existsSync(socket)) return new Set();
+    try {
+      const { allocatedDevices } = await import('../k8s/podresources.js');
+      return new Set([...(await allocatedDevices(socket, 5000)).values()].flat());
+    } catch (err) {
+      this.log('warn', 'PodResources List failed: pool membership from sysfs and the inventory only', { error: (err as Error).message });
+      return new Set();
+    }
+  }
+
   private async sync(): Promise<void> {
     this.config = this.loadConfig();
     const config = this.config!;
+    const allocated = await this.allocated();
+    for (const [id, r] of this.remembered) r.allocated = allocated.has(id);
     this.inventory = discover(this.opts.host);
     this.assignment = assignPools(this.inventory, config.pools, this.remembered);
     if (this.bindPools(config)) {
@@ -140,7 +160,7 @@ export class SriovDevicePlugin {
     for (const [name, pool] of wanted) {
       let state = this.pools.get(name);
       if (!state) {
-        state = { pool, server: this.newServer(pool), health: new Map() };
+        state = { pool, server: this.newServer(pool), health: new Map(), units: new Map() };
         this.pools.set(name, state);
         await state.server.start();
         await this.register(state);
@@ -193,22 +213,41 @@ export class SriovDevicePlugin {
 
   private advertise(state: PoolState): void {
     const name = resourceFullName(state.pool);
-    const ids = new Set(this.assignment.pools.find((p) => resourceFullName(p.pool) === name)?.devices ?? []);
+    const members = this.assignment.pools.find((p) => resourceFullName(p.pool) === name)?.devices ?? [];
+    const units = new Map<string, string[]>();
+    const hidden = new Set<string>();
+    for (const id of members) {
+      const dev = this.inventory.devices.find((d) => d.address === id);
+      if (!dev || hidden.has(id) || dev.driver !== 'vfio-pci' || !dev.iommuPeers.length) continue;
+      // assignPools let it in only with every peer in this pool.
+      const group = [id, ...dev.iommuPeers].sort();
+      units.set(group[0]!, group);
+      for (const m of group.slice(1)) hidden.add(m);
+    }
+    const ids = new Set(members.filter((id) => !hidden.has(id)));
     // Devices that were advertised and vanished stay in the list as Unhealthy, with a reason.
-    for (const id of state.health.keys()) ids.add(id);
+    for (const id of state.health.keys()) if (!hidden.has(id)) ids.add(id);
     const devices: Device[] = [];
     const health = new Map<string, string | undefined>();
     for (const id of [...ids].sort()) {
       const dev = this.inventory.devices.find((d) => d.address === id);
       // A device that is still here but left the pool (config change) is no longer advertised.
       if (dev && this.assignment.verdicts.find((v) => v.device.address === id)?.pool !== name) continue;
-      const verdict = dev ? deviceHealth(id, this.remembered.get(id)?.driver, state.pool, this.inventory) : deviceHealth(id, undefined, state.pool, this.inventory);
-      health.set(id, verdict.reason);
-      if (verdict.reason !== state.health.get(id) && !verdict.healthy) this.log('warn', 'device unhealthy', { resource: name, device: id, reason: verdict.reason });
+      let reason: string | undefined;
+      for (const m of units.get(id) ?? [id]) {
+        const verdict = deviceHealth(m, this.inventory.devices.some((d) => d.address === m) ? this.remembered.get(m)?.driver : undefined, state.pool, this.inventory);
+        if (!verdict.healthy) {
+          reason = m === id ? verdict.reason : `IOMMU group member ${m}: ${verdict.reason}`;
+          break;
+        }
+      }
+      health.set(id, reason);
+      if (reason !== state.health.get(id) && reason) this.log('warn', 'device unhealthy', { resource: name, device: id, reason });
       const numa = dev?.numaNode ?? -1;
-      devices.push({ ID: id, health: verdict.healthy ? HEALTHY : UNHEALTHY, ...(numa >= 0 && !state.pool.excludeTopology ? { topology: { nodes: [{ ID: numa }] } } : {}) });
+      devices.push({ ID: id, health: reason ? UNHEALTHY : HEALTHY, ...(numa >= 0 && !state.pool.excludeTopology ? { topology: { nodes: [{ ID: numa }] } } : {}) });
     }
     state.health = health;
+    state.units = units;
     state.server.update(devices);
   }
 
@@ -222,13 +261,13 @@ export class SriovDevicePlugin {
     const state = this.pools.get(resource);
     if (!state) throw new Error(`no pool ${resource}`);
     // Fresh facts for what is handed out: a device may have changed since the last resync.
-    this.inventory = rediscover(this.opts.host, this.inventory, containers.flat());
+    this.inventory = rediscover(this.opts.host, this.inventory, containers.flat().flatMap((id) => state.units.get(id) ?? [id]));
     return containers.map((ids) => {
-      const devices = ids.map((id) => {
+      const devices = ids.flatMap((id) => {
         const unhealthy = state.health.get(id);
         if (!state.health.has(id)) throw new Error(`${id} is not a device of ${resource}`);
         if (unhealthy) throw new Error(`${id} is unhealthy: ${unhealthy}`);
-        return this.deviceOf(id);
+        return (state.units.get(id) ?? [id]).map((m) => this.deviceOf(m));
       });
       const needVhost = state.pool.selectors.some((s) => s.needVhostNet === true);
       for (const dev of devices) writeDpDeviceInfo(this.opts.devinfoDir, state.pool, dev);
@@ -296,21 +335,26 @@ export class SriovDevicePlugin {
     }
     for (const id of [...this.remembered.keys()]) if (!this.inventory.devices.some((d) => d.address === id)) this.remembered.delete(id);
     mkdirSync(this.opts.stateDir, { recursive: true });
-    writeFileSync(this.inventoryFile, JSON.stringify({ devices: Object.fromEntries(this.remembered), bound: [...this.bound] }, null, 1));
+    const devices = Object.fromEntries([...this.remembered].map(([id, { allocated: _now, ...r }]) => [id, r]));
+    writeFileSync(this.inventoryFile, JSON.stringify({ devices, bound: [...this.bound] }, null, 1));
   }
 
   /** Device-info files of devices that no pool advertises any more are stale. */
   private cleanDeviceInfo(): void {
-    const removed = removeStaleDeviceInfo(this.opts.devinfoDir, this.config!.pools, (pool, id) => this.pools.get(resourceFullName(pool))?.health.has(id) ?? false);
+    const advertised = (pool: PoolConfig, id: string): boolean => {
+      const state = this.pools.get(resourceFullName(pool));
+      return !!state && (state.health.has(id) || [...state.units.values()].some((u) => u.includes(id)));
+    };
+    const removed = removeStaleDeviceInfo(this.opts.devinfoDir, this.config!.pools, advertised);
     if (removed.length) this.log('info', 'stale device-info files removed', { files: removed });
   }
 
   /** The debug view: pools, advertised devices with health reasons, exclusions, config error. */
-  debug(): { mode: RegistrationMode; configError?: string; pools: { resource: string; socket: string; devices: { id: string; healthy: boolean; reason?: string }[] }[]; excluded: { id: string; reason: string }[] } {
+  debug(): { mode: RegistrationMode; configError?: string; pools: { resource: string; socket: string; devices: { id: string; healthy: boolean; reason?: string; unit?: string[] }[] }[]; excluded: { id: string; reason: string }[] } {
     return {
       mode: this.mode,
       ...(this.configError ? { configError: this.configError } : {}),
-      pools: [...this.pools.values()].map((s) => ({ resource: resourceFullName(s.pool), socket: s.server.socket, devices: [...s.health].map(([id, reason]) => ({ id, healthy: !reason, ...(reason ? { reason } : {}) })) })),
+      pools: [...this.pools.values()].map((s) => ({ resource: resourceFullName(s.pool), socket: s.server.socket, devices: [...s.health].map(([id, reason]) => ({ id, healthy: !reason, ...(reason ? { reason } : {}), ...(s.units.has(id) ? { unit: s.units.get(id)! } : {}) })) })),
       excluded: this.assignment.verdicts.filter((v: DeviceVerdict) => !v.pool).map((v) => ({ id: v.device.address, reason: v.reason ?? '' })),
     };
   }

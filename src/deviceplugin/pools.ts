@@ -30,6 +30,8 @@ export interface RememberedDevice {
   vfIndex?: number;
   /** The driver it joined with: health expects it. */
   driver?: string;
+  /** Allocated to a pod now (PodResources): keeps its pool whatever sysfs shows. Not persisted. */
+  allocated?: boolean;
 }
 
 export interface Assignment {
@@ -126,7 +128,7 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[], previous: M
       if (joined) break;
     }
     const remembered = previous.get(dev.address);
-    if (!joined && remembered && dev.netdevs.length === 0 && remembered.vendor === dev.vendor && remembered.device === dev.device && remembered.pf === dev.pf) {
+    if (!joined && remembered && (dev.netdevs.length === 0 || remembered.allocated) && remembered.vendor === dev.vendor && remembered.device === dev.device && remembered.pf === dev.pf) {
       joined = pools.find((p) => resourceFullName(p) === remembered.pool);
     }
     if (!joined) {

@@ -27,27 +27,49 @@ function merge(into: PodDevices, pod: ProtoPodResources | undefined): PodDevices
   return into;
 }
 
-/** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
-export async function podDevicesFromKubelet(socket: string, namespace: string, name: string, timeoutMs: number): Promise<PodDevices> {
+type Lister = Record<string, Function> & { close(): void };
+
+async function lister(socket: string): Promise<{ client: Lister; status: { UNIMPLEMENTED: number } }> {
   // CommonJS packages: their module.exports is `default` both under Node's ESM loader and in the bundle.
   const grpc = (await import('@grpc/grpc-js')).default;
   const loader = (await import('@grpc/proto-loader')).default;
   const def = loader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (addr: string, creds: unknown, opts?: object) => Record<string, Function> & { close(): void } } };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (addr: string, creds: unknown, opts?: object) => Lister } };
   const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  const call = <T>(method: string, req: object): Promise<T> =>
-    new Promise((resolve, reject) => {
-      client[method]!.call(client, req, { deadline: Date.now() + timeoutMs }, (err: (Error & { code?: number }) | null, res: T) => (err ? reject(err) : resolve(res)));
-    });
+  return { client, status: grpc.status };
+}
+
+function call<T>(client: Lister, method: string, req: object, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    client[method]!.call(client, req, { deadline: Date.now() + timeoutMs }, (err: (Error & { code?: number }) | null, res: T) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+/** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
+export async function podDevicesFromKubelet(socket: string, namespace: string, name: string, timeoutMs: number): Promise<PodDevices> {
+  const { client, status } = await lister(socket);
   try {
     try {
-      const res = await call<{ pod_resources?: ProtoPodResources }>('Get', { pod_name: name, pod_namespace: namespace });
+      const res = await call<{ pod_resources?: ProtoPodResources }>(client, 'Get', { pod_name: name, pod_namespace: namespace }, timeoutMs);
       return merge(new Map(), res.pod_resources);
     } catch (err) {
-      if ((err as { code?: number }).code !== grpc.status.UNIMPLEMENTED) throw err;
+      if ((err as { code?: number }).code !== status.UNIMPLEMENTED) throw err;
     }
-    const list = await call<{ pod_resources: ProtoPodResources[] }>('List', {});
+    const list = await call<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
     return merge(new Map(), list.pod_resources.find((p) => p.name === name && p.namespace === namespace));
+  } finally {
+    client.close();
+  }
+}
+
+/** Every device allocated to a pod on this node, by resource name (the device plugin's reconciliation). */
+export async function allocatedDevices(socket: string, timeoutMs: number): Promise<PodDevices> {
+  const { client } = await lister(socket);
+  try {
+    const list = await call<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
+    const all: PodDevices = new Map();
+    for (const pod of list.pod_resources) merge(all, pod);
+    return all;
   } finally {
     client.close();
   }

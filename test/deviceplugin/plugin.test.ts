@@ -189,6 +189,20 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     assert.equal(devices.find((d) => d.ID === a(1))?.health, 'Healthy');
   });
 
+  it('a device kubelet has allocated (PodResources List) keeps its pool when sysfs no longer selects it', async () => {
+    const byLink = { resourceName: 'ether_vfs', selectors: [{ devices: ['154c'], linkTypes: ['ether'] }] };
+    const { kernel, kubelet, plugin } = await setup({ resourceList: [byLink] });
+    await kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
+    const alloc = await kubelet.admit({ namespace: 'default', name: 'p', uid: 'p' }, 'c', 'intel.com/ether_vfs', 1);
+    assert.ok(alloc.ids[0]!.startsWith('0000:5e'), alloc.ids[0]);
+    // The port under PF A now reports another link layer: its VFs no longer match linkTypes.
+    writeFileSync(join(kernel.root, `sys/bus/pci/devices/${PF_A}/net/ens1f0/type`), '32\n');
+    await plugin.resync();
+    const ids = (await kubelet.waitFor('intel.com/ether_vfs', (d) => d.length < 8)).map((d) => d.ID);
+    const expected = [...new Set([alloc.ids[0]!, b(0), b(1), b(2), b(3)])].sort();
+    assert.deepEqual(ids, expected);
+  });
+
   it('plexusctl device-plugin: registers, explains health on /debug and /metrics, and removes its sockets on SIGTERM', async () => {
     const dir = rig.dir('cli');
     const kernel = FakeKernel.create(join(dir, 'host'), HOST);

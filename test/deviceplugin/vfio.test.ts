@@ -92,8 +92,14 @@ describe('managed vfio-pci binding on the fake kernel', () => {
       const inv = discover(k.host());
       // VFs 2 and 3 share a group with each other only: both are in the pool, so they are bound as one unit.
       assert.deepEqual([0, 1, 2, 3].map((i) => inv.devices.find((d) => d.address === vf(i))?.driver), ['vfio-pci', 'vfio-pci', 'vfio-pci', 'vfio-pci']);
+      // The shared group is one unit: advertised once, under its lowest address, allocated whole.
       const devices = await kubelet.waitFor('intel.com/dpdk', (d) => d.length > 0);
-      assert.deepEqual(devices.map((d) => [d.ID, d.health]), [0, 1, 2, 3].map((i) => [vf(i), 'Healthy']));
+      assert.deepEqual(devices.map((d) => [d.ID, d.health]), [0, 1, 2].map((i) => [vf(i), 'Healthy']));
+      assert.deepEqual(plugin.debug().pools[0]!.devices.find((d) => d.id === vf(2))?.unit, [vf(2), vf(3)]);
+      const alloc = await kubelet.admit({ namespace: 'default', name: 'unit', uid: 'unit' }, 'c', 'intel.com/dpdk', 1, [vf(2)]);
+      assert.equal(alloc.response.envs.PCIDEVICE_INTEL_COM_DPDK, `${vf(2)},${vf(3)}`);
+      const group = inv.devices.find((d) => d.address === vf(2))!.iommuGroup;
+      assert.deepEqual(alloc.response.devices.map((d) => d.container_path), ['/dev/vfio/vfio', `/dev/vfio/${group}`]);
       writeFileSync(configFile, JSON.stringify({ resourceList: [] }));
       await plugin.resync();
       const released = discover(k.host());
