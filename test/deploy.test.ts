@@ -46,7 +46,8 @@ describe('deploy manifests', () => {
           // (--daemon-socket is only written into the conf, for the shim on the host: checked below.)
           if (value?.startsWith('/') && flag !== '--daemon-socket') {
             const dir = flag === '--socket' ? dirname(value) : value;
-            assert.ok(mounts.some((m) => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`)), `${c.name}: ${flag}=${value} is on a mounted volume`);
+            // On a mounted volume, or a root that holds mounts (--sysfs-root=/host with /host/sys …).
+            assert.ok(mounts.some((m) => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`) || m.mountPath.startsWith(`${dir}/`)), `${c.name}: ${flag}=${value} is on a mounted volume`);
           }
         }
       }

@@ -10,6 +10,7 @@ interface Flags {
   devinfoDir: string;
   stateDir: string;
   resourcePrefix: string;
+  cdiDir?: string;
   resyncSeconds: string;
   metricsAddress: string;
   logLevel: string;
@@ -25,6 +26,7 @@ export function registerDevicePlugin(program: Command): void {
     .option('--devinfo-dir <dir>', 'device-info root: files go to <dir>/dp/', '/var/run/k8s.cni.cncf.io/devinfo')
     .option('--state-dir <dir>', 'persisted inventory (pool membership survives restarts)', '/var/lib/plexus/device-plugin')
     .option('--resource-prefix <prefix>', 'for pools without resourcePrefix', 'intel.com')
+    .option('--cdi-dir <dir>', 'answer Allocate with CDI devices (specs written here, e.g. /var/run/cdi) instead of device nodes')
     .option('--resync-seconds <n>', 'rediscovery, health and config reload period', '5')
     .option('--metrics-address <host:port>', 'serve /metrics (Prometheus) and /debug (pools, health reasons, exclusions) here', '127.0.0.1:9092')
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
@@ -45,6 +47,7 @@ export function registerDevicePlugin(program: Command): void {
         devinfoDir: o.devinfoDir,
         stateDir: o.stateDir,
         resourcePrefix: o.resourcePrefix,
+        ...(o.cdiDir ? { cdiDir: o.cdiDir } : {}),
         resyncMs: Number(o.resyncSeconds) * 1000,
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
       });

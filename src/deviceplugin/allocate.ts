@@ -66,6 +66,34 @@ export function containerResponse(pool: PoolConfig, devices: PciDevice[], needVh
   return { envs, mounts: [], devices: [...specs.values()], annotations: {} };
 }
 
+/** CDI kind of a pool's devices: `<prefix>/net-pci`, as sriov-network-device-plugin names it. */
+export function cdiKind(pool: PoolConfig): string {
+  return `${pool.resourcePrefix}/net-pci`;
+}
+
+/**
+ * CDI instead of device nodes: the response names CDI devices (the `cdi_devices` field and the
+ * `cdi.k8s.io/` annotation that containerd 1.6/1.7 read). The annotation key carries the pool name, so
+ * two pools of one prefix in one container do not collide (they do in sriov-network-device-plugin).
+ */
+export function withCdi(response: ContainerAllocateResponse, pool: PoolConfig, ids: string[]): ContainerAllocateResponse {
+  const names = ids.map((id) => `${cdiKind(pool)}=${id}`);
+  const key = `cdi.k8s.io/plexus_${`${pool.resourcePrefix}_${pool.resourceName}`.replace(/[^A-Za-z0-9_.-]/g, '_')}`.slice(0, 63 + 'cdi.k8s.io/'.length);
+  return { ...response, devices: [], annotations: { ...response.annotations, [key]: names.join(',') }, cdi_devices: names.map((name) => ({ name })) };
+}
+
+/** The pool's CDI spec: one device per pool device, its device nodes as containerEdits. */
+export function cdiSpec(pool: PoolConfig, devices: PciDevice[]): object {
+  return {
+    cdiVersion: '0.5.0',
+    kind: cdiKind(pool),
+    devices: devices.map((d) => ({
+      name: d.address,
+      containerEdits: { deviceNodes: containerResponse(pool, [d], pool.selectors.some((s) => s.needVhostNet === true)).devices.map((n) => ({ path: n.container_path, hostPath: n.host_path, permissions: n.permissions })) },
+    })),
+  };
+}
+
 /** Writes the device-info file (spec 1.1.0) for an allocated device: remove, then write, mode 0444. */
 export function writeDpDeviceInfo(devinfoDir: string, pool: PoolConfig, dev: PciDevice): string {
   const path = dpDeviceInfoPath(devinfoDir, resourceFullName(pool), dev.address);

@@ -5,11 +5,12 @@
  * managed vfio binding, re-registration when kubelet wipes its socket directory, and a persisted
  * inventory so VFs whose netdev sits in a pod keep their pool across restarts.
  */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../cni/cache.js';
 import { basename, join } from 'node:path';
 import { type HostInventory, type PciDevice, discover, rediscover } from '../sriov/discover.js';
 import type { HostRoot } from '../sriov/host.js';
-import { containerResponse, preferredAllocation, removeStaleDeviceInfo, writeDpDeviceInfo } from './allocate.js';
+import { cdiSpec, containerResponse, preferredAllocation, removeStaleDeviceInfo, withCdi, writeDpDeviceInfo } from './allocate.js';
 import { type DevicePluginConfig, type PoolConfig, parseConfig, resourceFullName } from './config.js';
 import { API_VERSION, type Device, HEALTHY, UNHEALTHY, grpc, kubeletApis, unary } from './grpc.js';
 import { deviceHealth } from './health.js';
@@ -27,6 +28,8 @@ export interface DevicePluginOptions {
   /** Persisted inventory (default /var/lib/plexus/device-plugin). */
   stateDir: string;
   resourcePrefix?: string;
+  /** Answer Allocate with CDI devices and keep CDI specs in this directory instead of device nodes. */
+  cdiDir?: string;
   resyncMs?: number;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -75,6 +78,8 @@ export class SriovDevicePlugin {
 
   async start(): Promise<void> {
     this.config = this.loadConfig(true)!;
+    // CDI specs of a previous run may name pools that are gone.
+    if (this.opts.cdiDir && existsSync(this.opts.cdiDir)) for (const f of readdirSync(this.opts.cdiDir)) if (f.startsWith('plexus-') && f.endsWith('.json')) rmSync(join(this.opts.cdiDir, f), { force: true });
     try {
       const saved = JSON.parse(readFileSync(this.inventoryFile, 'utf8')) as { devices?: Record<string, RememberedDevice>; bound?: string[] };
       this.remembered = new Map(Object.entries(saved.devices ?? {}));
@@ -89,7 +94,10 @@ export class SriovDevicePlugin {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.resyncing;
-    for (const p of this.pools.values()) p.server.stop();
+    for (const p of this.pools.values()) {
+      p.server.stop();
+      if (this.opts.cdiDir) rmSync(this.cdiSpecPath(p.pool), { force: true });
+    }
     this.pools.clear();
   }
 
@@ -154,6 +162,7 @@ export class SriovDevicePlugin {
       if (wanted.has(name)) continue;
       // A pool gone from the config: its socket goes, which deregisters it (no stale resource names).
       state.server.stop();
+      if (this.opts.cdiDir) rmSync(this.cdiSpecPath(state.pool), { force: true });
       this.pools.delete(name);
       this.log('info', 'pool removed', { resource: name });
     }
@@ -248,7 +257,19 @@ export class SriovDevicePlugin {
     }
     state.health = health;
     state.units = units;
+    if (this.opts.cdiDir) this.writeCdiSpec(state.pool, members);
     state.server.update(devices);
+  }
+
+  private cdiSpecPath(pool: PoolConfig): string {
+    return join(this.opts.cdiDir!, `plexus-${resourceFullName(pool).replace(/[^A-Za-z0-9_.-]/g, '_')}.json`);
+  }
+
+  /** Rewritten whenever the pool is advertised, so the runtime resolves exactly the devices kubelet sees. */
+  private writeCdiSpec(pool: PoolConfig, members: string[]): void {
+    const devices = members.map((id) => this.inventory.devices.find((d) => d.address === id)).filter((d): d is PciDevice => !!d);
+    mkdirSync(this.opts.cdiDir!, { recursive: true });
+    writeFileAtomic(this.cdiSpecPath(pool), JSON.stringify(cdiSpec(pool, devices), null, 1), { mode: 0o644 });
   }
 
   private deviceOf(id: string): PciDevice {
@@ -271,7 +292,8 @@ export class SriovDevicePlugin {
       });
       const needVhost = state.pool.selectors.some((s) => s.needVhostNet === true);
       for (const dev of devices) writeDpDeviceInfo(this.opts.devinfoDir, state.pool, dev);
-      return containerResponse(state.pool, devices, needVhost);
+      const response = containerResponse(state.pool, devices, needVhost);
+      return this.opts.cdiDir ? withCdi(response, state.pool, devices.map((d) => d.address)) : response;
     });
   }
 

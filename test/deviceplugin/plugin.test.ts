@@ -42,7 +42,7 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     }
   });
 
-  async function setup(config: object, opts: { watcher?: boolean; host?: FakeHostSpec; state?: string } = {}): Promise<Setup> {
+  async function setup(config: object, opts: { watcher?: boolean; host?: FakeHostSpec; state?: string; cdiDir?: string } = {}): Promise<Setup> {
     const dir = rig.dir('dp');
     const kernel = FakeKernel.create(join(dir, 'host'), opts.host ?? HOST);
     const kubelet = new KubeletDouble(join(dir, 'kubelet'), { watcher: opts.watcher ?? false });
@@ -51,7 +51,7 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     writeFileSync(configFile, JSON.stringify(config));
     const devinfo = join(dir, 'devinfo');
     const logs: Setup['logs'] = [];
-    const plugin = new SriovDevicePlugin({ configFile, host: kernel.host(), kubeletDir: kubelet.dir, devinfoDir: devinfo, stateDir: opts.state ?? join(dir, 'state'), resyncMs: 3_600_000, log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }) });
+    const plugin = new SriovDevicePlugin({ configFile, host: kernel.host(), kubeletDir: kubelet.dir, devinfoDir: devinfo, stateDir: opts.state ?? join(dir, 'state'), ...(opts.cdiDir ? { cdiDir: opts.cdiDir } : {}), resyncMs: 3_600_000, log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }) });
     await plugin.start();
     const s = { kernel, kubelet, plugin, configFile, devinfo, logs };
     running.push(s);
@@ -115,6 +115,23 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     assert.equal(statSync(file).mode & 0o777, 0o444);
     const kernelVf = await kubelet.admit({ namespace: 'default', name: 'k', uid: 'u2' }, 'app', 'intel.com/intel_sriov_netdevice', 1);
     assert.deepEqual(kernelVf.response.devices, [], 'a kernel-netdev VF needs no device nodes');
+  });
+
+  it('CDI mode: Allocate names CDI devices (field and a per-pool annotation) and the spec carries the device nodes', async () => {
+    const cdiDir = join(rig.dir('cdi'), 'cdi');
+    const dpdk = { resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], pfNames: ['ens1f1'] }] };
+    const { kubelet, plugin } = await setup({ resourceList: [dpdk] }, { cdiDir });
+    await kubelet.waitFor('intel.com/dpdk', (d) => healthy(d) === 4);
+    const alloc = await kubelet.admit({ namespace: 'default', name: 'cdi', uid: 'cdi' }, 'c', 'intel.com/dpdk', 1);
+    const id = alloc.ids[0]!;
+    assert.deepEqual(alloc.response.devices, []);
+    assert.deepEqual(alloc.response.cdi_devices, [{ name: `intel.com/net-pci=${id}` }]);
+    assert.deepEqual(alloc.response.annotations, { 'cdi.k8s.io/plexus_intel.com_dpdk': `intel.com/net-pci=${id}` });
+    const spec = JSON.parse(readFileSync(join(cdiDir, 'plexus-intel.com_dpdk.json'), 'utf8')) as { kind: string; devices: { name: string; containerEdits: { deviceNodes: { path: string }[] } }[] };
+    assert.equal(spec.kind, 'intel.com/net-pci');
+    assert.deepEqual(spec.devices.find((d) => d.name === id)?.containerEdits.deviceNodes.map((n) => n.path)[0], '/dev/vfio/vfio');
+    await plugin.stop();
+    assert.equal(existsSync(join(cdiDir, 'plexus-intel.com_dpdk.json')), false, 'specs go with the plugin');
   });
 
   it('GetPreferredAllocation per pool policy: pack-pf, spread-pf, numa', async () => {
