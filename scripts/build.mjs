@@ -26,7 +26,7 @@ copyFileSync(join(root, 'src/cni/generated/validators.js'), join(root, 'build/sr
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 mkdirSync(join(root, 'dist'), { recursive: true });
 await esbuild.build({
-  entryPoints: { plexusctl: 'src/cmd/plexusctl.ts', plexus: 'src/cmd/plexus.ts', 'plexus-shim': 'src/cmd/plexus-shim.ts' },
+  entryPoints: { plexusctl: 'src/cmd/plexusctl.ts', plexus: 'src/cmd/plexus.ts', 'plexus-shim': 'src/cmd/plexus-shim.ts', sriov: 'src/cmd/sriov-cni.ts' },
   absWorkingDir: root,
   outdir: 'dist',
   bundle: true,

@@ -1,7 +1,8 @@
 /** `plexusctl sriov`: what the SR-IOV device plugin sees on this host (real or simulated). */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import type { VfInfo } from '../net/vf.js';
 import { type DevicePluginConfig, parseConfig, resourceFullName } from '../deviceplugin/config.js';
 import { assignPools } from '../deviceplugin/pools.js';
 import { discover, openHost } from '../sriov/discover.js';
@@ -74,6 +75,42 @@ function table(r: DiscoverReport): string {
   return [...lines, '', ...pools].join('\n');
 }
 
+export interface VfTable {
+  pf: string;
+  pfNetdev: string;
+  vfs: (VfInfo & { address?: string; where: string })[];
+}
+
+/** Every PF's VF table (rtnetlink, or the fake kernel), each VF with where its netdev is. */
+export async function vfTables(root: string): Promise<VfTable[]> {
+  const host = openHost(root);
+  const inv = discover(host);
+  const { openPfOps } = await import('../sriov/pfops.js');
+  const { SriovState } = await import('../sriov/state.js');
+  const { stateDir } = await import('../sriov/plugin.js');
+  const held = new SriovState(stateDir(host)).all();
+  const pf = await openPfOps(host);
+  try {
+    const out: VfTable[] = [];
+    for (const dev of inv.devices.filter((d) => d.sriov && d.sriov.numVfs > 0 && d.netdevs[0])) {
+      const vfs = await pf.vfs(dev.netdevs[0]!.name);
+      out.push({
+        pf: dev.address,
+        pfNetdev: dev.netdevs[0]!.name,
+        vfs: vfs.map((v) => {
+          const vf = inv.devices.find((d) => d.pf === dev.address && d.vfIndex === v.vf);
+          const record = held.find((r) => r.vf.pf === dev.address && r.vf.index === v.vf);
+          const where = vf?.netdevs[0] ? `${vf.netdevs[0].name} (host)` : record ? `${record.mode === 'dpdk' ? 'dpdk, ' : `${record.ifName} in `}${record.netns}` : vf?.driver ? `no netdev (${vf.driver})` : '-';
+          return { ...v, ...(vf ? { address: vf.address } : {}), where };
+        }),
+      });
+    }
+    return out;
+  } finally {
+    pf.close();
+  }
+}
+
 /** `ADDR:VENDOR:DEVICE:NUMVFS`, the address itself holding colons. */
 export function parsePfArg(text: string): FakePfSpec {
   const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)$/.exec(text);
@@ -95,10 +132,27 @@ export function registerSriov(program: Command): void {
       const report = discoverReport(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/', config);
       process.stdout.write(`${o.output === 'json' ? JSON.stringify(report, null, 2) : table(report)}\n`);
     });
+  sriov
+    .command('vfs')
+    .description("each PF's VF table as the PF reports it, with where each VF's netdev is")
+    .option('--sysfs-root <dir>', `host root (default: $${HOST_ROOT_ENV} or /)`)
+    .option('-o, --output <format>', 'json or table', 'table')
+    .action(async (o: { sysfsRoot?: string; output: string }) => {
+      const tables = await vfTables(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/');
+      if (o.output === 'json') {
+        process.stdout.write(`${JSON.stringify(tables, null, 2)}\n`);
+        return;
+      }
+      const rows = [['PF', 'VF', 'PCI', 'MAC', 'VLAN/QOS/PROTO', 'SPOOFCHK', 'TRUST', 'STATE', 'RATE MIN/MAX', 'NETDEV']];
+      const onOff = (v: boolean | undefined) => (v === undefined ? '?' : v ? 'on' : 'off');
+      for (const t of tables) for (const v of t.vfs) rows.push([t.pfNetdev, String(v.vf), v.address ?? '-', v.mac, `${v.vlan}/${v.qos}/${v.vlanProto}`, onOff(v.spoofchk), onOff(v.trust), v.linkState, `${v.minTxRate}/${v.maxTxRate}`, v.where]);
+      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`);
+    });
   const host = sriov.command('host').description('a simulated SR-IOV host: a directory with the kernel sysfs layout, answering writes as the kernel does');
   host
     .command('create <dir>')
-    .description(`build a simulated host; point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
+    .description(`build a simulated host (VF netdevs are real veth ends in this netns); point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
     .option('--pf <spec...>', 'a PF ADDR:VENDOR:DEVICE:NUMVFS (repeatable), e.g. 0000:5e:00.0:8086:158b:4')
     .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
     .action((dir: string, o: { pf?: string[]; nic?: string[] }) => {
@@ -107,14 +161,15 @@ export function registerSriov(program: Command): void {
         if (!m) throw new Error(`--nic ${t}: expected ADDR:VENDOR:DEVICE:NETDEV`);
         return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, netdev: m[4]! };
       });
-      FakeKernel.create(dir, { pfs: (o.pf ?? []).map(parsePfArg), nics, defaultRoutes: { v4: nics.map((n) => n.netdev) } });
+      FakeKernel.create(dir, { realNetdevs: true, pfs: (o.pf ?? []).map(parsePfArg), nics, defaultRoutes: { v4: nics.map((n) => n.netdev) } });
       process.stdout.write(`simulated host in ${dir}: ${HOST_ROOT_ENV}=${dir} plexusctl sriov discover\n`);
     });
   host
     .command('destroy <dir>')
-    .description('remove a simulated host')
+    .description('remove a simulated host and every link it made')
     .action((dir: string) => {
-      if (!FakeKernel.isSimulated(dir)) throw new Error(`${dir} is not a simulated host`);
-      rmSync(dir, { recursive: true, force: true });
+      const kernel = FakeKernel.open(dir);
+      if (!kernel) throw new Error(`${dir} is not a simulated host`);
+      kernel.destroy();
     });
 }

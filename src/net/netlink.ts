@@ -10,11 +10,14 @@ import type { Message } from 'netlink/dist/rt/structs.js';
 import { type Netns, hostNetnsPath, inNetnsSync, openNetns } from './netns.js';
 import {
   IFLA_VFINFO_LIST,
+  RTM_DELLINKPROP,
   RTM_GETLINK,
+  RTM_NEWLINKPROP,
   RTM_SETLINK,
   type VfInfo,
   type VfSetting,
   decodeVfInfoList,
+  encodeAltname,
   encodeGetVfs,
   encodeSetVf,
   parseAttrs,
@@ -376,6 +379,18 @@ export class NetHandle {
     await this.call(`set vf ${setting.kind}`, `${pf} vf ${vf} ${JSON.stringify(setting)}`, () =>
       this.sock.socket.request(RTM_SETLINK, payload, this.opts()),
     );
+  }
+
+  /** Removes an alternative name (RTM_DELLINKPROP); the kernel may keep a renamed link's old name as one. */
+  async delAltname(name: string, altname: string): Promise<void> {
+    const index = await this.index(name);
+    await this.call('delete altname', `${altname} of ${name}`, () => this.sock.socket.request(RTM_DELLINKPROP, encodeAltname(index, altname), this.opts()));
+  }
+
+  /** Adds an alternative name (RTM_NEWLINKPROP), e.g. one restored on DEL. */
+  async addAltname(name: string, altname: string): Promise<void> {
+    const index = await this.index(name);
+    await this.call('add altname', `${altname} to ${name}`, () => this.sock.socket.request(RTM_NEWLINKPROP, encodeAltname(index, altname), this.opts(NLM_F_CREATE | NLM_F_EXCL)));
   }
 
   /** The PF's VF table, decoded from the raw reply (the package's own parser rejects 16-byte VLAN entries). */

@@ -128,6 +128,17 @@ export function encodeGetVfs(pfIndex: number): Buffer {
   return Buffer.concat([ifinfomsg(pfIndex), attr(IFLA_EXT_MASK, u32s(RTEXT_FILTER_VF))]);
 }
 
+export const RTM_NEWLINKPROP = 108;
+export const RTM_DELLINKPROP = 109;
+const IFLA_PROP_LIST = 52;
+const IFLA_ALT_IFNAME = 53;
+const NLA_F_NESTED = 0x8000;
+
+/** RTM_NEWLINKPROP / RTM_DELLINKPROP payload: one alternative name in a nested IFLA_PROP_LIST. */
+export function encodeAltname(index: number, altname: string): Buffer {
+  return Buffer.concat([ifinfomsg(index), attr(IFLA_PROP_LIST | NLA_F_NESTED, attr(IFLA_ALT_IFNAME, Buffer.from(`${altname}\0`)))]);
+}
+
 /** A whole netlink message (nlmsghdr + payload), as it goes on the socket. */
 export function frame(type: number, flags: number, seq: number, pid: number, payload: Buffer): Buffer {
   const hdr = Buffer.alloc(16);

@@ -57,7 +57,11 @@ export interface HostInventory {
 
 /** The host for SR-IOV work: the simulated one when PLEXUS_SRIOV_HOST_ROOT names one, else `root`. */
 export function openHost(root: string = process.env[HOST_ROOT_ENV] || '/'): HostRoot {
-  return FakeKernel.open(root)?.host() ?? new HostRoot(root);
+  const fake = FakeKernel.open(root);
+  if (!fake) return new HostRoot(root);
+  // Its sysfs follows the real stand-in netdevs (moved into pods, or back).
+  fake.refresh();
+  return fake.host();
 }
 
 const ARPHRD: Record<string, string> = { '1': 'ether', '32': 'infiniband', '772': 'loopback' };

@@ -6,11 +6,14 @@
  * `unbind`, `bind`, `drivers_probe`, `new_id`). The state is kept in the root as JSON, so every
  * process pointed at the root (plexusctl, the device plugin, the sriov plugin) sees one kernel.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { VfInfo, VfSetting } from '../net/vf.js';
 import { basename, dirname, join, relative } from 'node:path';
 import { HostRoot, type SysfsWriter, formatPciAddress, parsePciAddress, routingId } from './host.js';
 
 const STATE_FILE = '.plexus-fake-kernel.json';
+const CALL_LOG = '.plexus-pf-calls.log';
 
 /** Drivers the fake knows, by vendor:device (what the kernel's id tables would pick). */
 const DEFAULT_DRIVERS: Record<string, string> = {
@@ -50,6 +53,7 @@ export interface FakePfSpec {
   /** RDMA devices (mlx5_N) on the PF and its VFs. */
   rdma?: boolean;
   carrier?: boolean;
+  quirks?: PfQuirks;
 }
 
 export interface FakeNicSpec {
@@ -62,7 +66,20 @@ export interface FakeNicSpec {
   class?: string;
 }
 
+/** Driver behaviour of a PF's VF table (what real drivers do differently). */
+export interface PfQuirks {
+  /** An admin MAC set through the PF shows up this many ms later (iavf applies it asynchronously). */
+  macDelayMs?: number;
+  /** Settings the driver refuses with EOPNOTSUPP. */
+  unsupported?: ('linkState' | 'trust' | 'spoofchk' | 'rate' | '802.1ad')[];
+}
+
 export interface FakeHostSpec {
+  /**
+   * VF netdevs are real veth ends in the host netns (named as the VF netdev, peer `<name>p`), so the
+   * sriov plugin moves real links into real pod netns. Off: netdevs exist in sysfs only.
+   */
+  realNetdevs?: boolean;
   /** on (default); off: no IOMMU groups at all; noiommu: groups named vfio-noiommu. */
   iommu?: 'on' | 'off' | 'noiommu';
   /** vfio-pci module loaded (default true). */
@@ -100,10 +117,11 @@ interface Device {
   rdma?: string;
   pf?: string;
   vfIndex?: number;
-  sriov?: { total: number; num: number; offset: number; stride: number; vfDevice: string; autoprobe: boolean; naming: 'v' | 'slot'; netdev: string };
+  sriov?: { total: number; num: number; offset: number; stride: number; vfDevice: string; autoprobe: boolean; naming: 'v' | 'slot'; netdev: string; vfinfo: VfInfo[]; quirks: PfQuirks };
 }
 
 interface State {
+  realNetdevs?: boolean;
   iommu: 'on' | 'off' | 'noiommu';
   vfioModule: boolean;
   devices: Record<string, Device>;
@@ -112,6 +130,11 @@ interface State {
   defaultRoutes: { v4: string[]; v6: string[] };
   /** Writes that fail once with the given errno (test fault injection). */
   faults?: Record<string, string>;
+}
+
+/** The host-side peer of a VF stand-in veth. */
+function peerName(name: string): string {
+  return `${name.slice(0, 14)}p`;
 }
 
 function errno(code: string, message: string): Error {
@@ -131,7 +154,7 @@ export class FakeKernel implements SysfsWriter {
   /** Builds a simulated host in `root` (which must be empty or absent). */
   static create(root: string, spec: FakeHostSpec): FakeKernel {
     if (existsSync(root) && readdirSync(root).length) throw new Error(`${root} is not empty`);
-    const k = new FakeKernel(root, { iommu: spec.iommu ?? 'on', vfioModule: spec.vfioModule ?? true, devices: {}, nextGroup: 10, nextRdma: 0, defaultRoutes: { v4: spec.defaultRoutes?.v4 ?? [], v6: spec.defaultRoutes?.v6 ?? [] } });
+    const k = new FakeKernel(root, { realNetdevs: spec.realNetdevs ?? false, iommu: spec.iommu ?? 'on', vfioModule: spec.vfioModule ?? true, devices: {}, nextGroup: 10, nextRdma: 0, defaultRoutes: { v4: spec.defaultRoutes?.v4 ?? [], v6: spec.defaultRoutes?.v6 ?? [] } });
     for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/class/net', 'sys/class/infiniband', 'sys/kernel/iommu_groups', 'dev/vfio', 'dev/infiniband', 'dev/net', 'proc/net', 'proc/sys']) k.mkdir(d);
     k.file('sys/bus/pci/drivers_probe', '');
     k.file('sys/bus/pci/drivers_autoprobe', '1');
@@ -164,7 +187,7 @@ export class FakeKernel implements SysfsWriter {
 
   /** A HostRoot whose writes this kernel answers. */
   host(): HostRoot {
-    return new HostRoot(this.root, this);
+    return new HostRoot(this.root, this, () => this.refresh());
   }
 
   /** Simulates a netdev leaving for a pod's netns (`away`) or coming back. */
@@ -180,6 +203,133 @@ export class FakeKernel implements SysfsWriter {
       this.renderNetdev(dev, dev.netdevs.find((n) => n.name === name)!);
     }
     this.save();
+  }
+
+  // ---- PF-side VF operations (what rtnetlink does on a real PF) -----------------------------
+
+  private pfByNetdev(pfNetdev: string): Device {
+    const pf = Object.values(this.state.devices).find((d) => d.sriov && d.netdevs.some((n) => n.name === pfNetdev));
+    if (!pf) throw errno('ENODEV', `no PF netdev ${pfNetdev}`);
+    return pf;
+  }
+
+  /** The PF's VF table (`ip link show <pf>` vfinfo_list); a pending MAC shows once its delay passed. */
+  pfVfs(pfNetdev: string): VfInfo[] {
+    this.reload();
+    const pf = this.pfByNetdev(pfNetdev);
+    const now = Date.now();
+    return pf.sriov!.vfinfo.map((v) => {
+      const pending = (v as VfInfo & { pendingMac?: { mac: string; at: number } }).pendingMac;
+      const { pendingMac: _p, ...info } = v as VfInfo & { pendingMac?: unknown };
+      return pending && pending.at <= now ? { ...info, mac: pending.mac } : info;
+    });
+  }
+
+  /** One PF-side setting, recorded in the call log; refused as the PF's driver would. */
+  pfSetVf(pfNetdev: string, vf: number, setting: VfSetting): void {
+    this.reload();
+    const pf = this.pfByNetdev(pfNetdev);
+    appendFileSync(join(this.root, CALL_LOG), `${pfNetdev} vf ${vf} ${JSON.stringify(setting)}\n`);
+    const entry = pf.sriov!.vfinfo[vf] as (VfInfo & { pendingMac?: { mac: string; at: number } }) | undefined;
+    if (!entry) throw errno('EINVAL', `${pfNetdev} has no VF ${vf}`);
+    const q = pf.sriov!.quirks;
+    const refuse = (what: NonNullable<PfQuirks['unsupported']>[number]) => {
+      if (q.unsupported?.includes(what)) throw errno('EOPNOTSUPP', `${pf.driver} does not support ${what}`);
+    };
+    switch (setting.kind) {
+      case 'mac':
+        if (q.macDelayMs) entry.pendingMac = { mac: setting.mac.toLowerCase(), at: Date.now() + q.macDelayMs };
+        else entry.mac = setting.mac.toLowerCase();
+        break;
+      case 'vlan':
+        if (setting.proto === '802.1ad') refuse('802.1ad');
+        Object.assign(entry, { vlan: setting.vlan, qos: setting.qos, vlanProto: setting.proto });
+        break;
+      case 'spoofchk':
+        refuse('spoofchk');
+        entry.spoofchk = setting.on;
+        break;
+      case 'trust':
+        refuse('trust');
+        entry.trust = setting.on;
+        break;
+      case 'linkState':
+        refuse('linkState');
+        entry.linkState = setting.state;
+        break;
+      case 'rate':
+        refuse('rate');
+        Object.assign(entry, { minTxRate: setting.minTxRate, maxTxRate: setting.maxTxRate });
+        break;
+    }
+    this.save();
+  }
+
+  /** Every PF-side call so far, one line each (`<pf> vf <n> <setting JSON>`). */
+  pfCalls(): string[] {
+    try {
+      return readFileSync(join(this.root, CALL_LOG), 'utf8').split('\n').filter(Boolean);
+    } catch {
+      return [];
+    }
+  }
+
+  setQuirks(pfNetdev: string, quirks: PfQuirks): void {
+    this.reload();
+    this.pfByNetdev(pfNetdev).sriov!.quirks = quirks;
+    this.save();
+  }
+
+  /**
+   * With real netdevs: a VF netdev that is not in the host netns (moved into a pod) is not under its
+   * device's net/ either, as sysfs shows it; one that came back is listed again.
+   */
+  refresh(): void {
+    this.reload();
+    if (!this.state.realNetdevs) return;
+    let changed = false;
+    for (const dev of Object.values(this.state.devices)) {
+      if (!dev.pf) continue;
+      for (const n of dev.netdevs) {
+        // A real VF netdev returns to the host when its pod netns is destroyed; a veth end dies
+        // with its peer instead. Both ends gone = that netns was destroyed: the stand-in returns.
+        if (!existsSync(`/sys/class/net/${n.name}`) && !existsSync(`/sys/class/net/${peerName(n.name)}`)) this.createRealNetdev(n);
+        const inHost = existsSync(`/sys/class/net/${n.name}`);
+        const away = dev.away.includes(n.name);
+        if (inHost === !away) continue;
+        changed = true;
+        if (inHost) {
+          dev.away = dev.away.filter((x) => x !== n.name);
+          this.renderNetdev(dev, n);
+        } else {
+          this.removeNetdevLinks(dev, n.name);
+          dev.away.push(n.name);
+        }
+      }
+    }
+    if (changed) this.save();
+  }
+
+  /** Removes the host: its real veth ends, then the directory. */
+  destroy(): void {
+    this.reload();
+    for (const dev of Object.values(this.state.devices)) if (dev.pf) for (const n of dev.netdevs) this.deleteRealNetdev(n.name);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+
+  private createRealNetdev(n: Netdev): void {
+    if (!this.state.realNetdevs || existsSync(`/sys/class/net/${n.name}`)) return;
+    // The fake kernel stands in for the kernel's driver here: iproute2 makes the stand-in link.
+    execFileSync('ip', ['link', 'add', n.name, 'address', n.mac, 'mtu', String(n.mtu), 'type', 'veth', 'peer', 'name', peerName(n.name)], { stdio: 'ignore' });
+  }
+
+  private deleteRealNetdev(name: string): void {
+    if (!this.state.realNetdevs) return;
+    try {
+      execFileSync('ip', ['link', 'del', name], { stdio: 'ignore' });
+    } catch {
+      /* already gone (or inside a pod netns, where the pod's teardown removes it) */
+    }
   }
 
   /** Carrier of a netdev (e.g. a PF losing its link). */
@@ -238,7 +388,7 @@ export class FakeKernel implements SysfsWriter {
     const device = hex4(spec.device);
     const key = `${vendor}:${device}`;
     const pf = this.addFunction(spec.address, { vendor, device, class: '0x020000', numa: spec.numa ?? 0, behindSwitch: spec.behindSwitch ?? false });
-    pf.sriov = { total: spec.totalVfs ?? 8, num: 0, offset: 16, stride: 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}` };
+    pf.sriov = { total: spec.totalVfs ?? 8, num: 0, offset: 16, stride: 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`, vfinfo: [], quirks: spec.quirks ?? {} };
     pf.netdevs = [this.netdev(pf.sriov.netdev, pf.address, spec.carrier ?? true)];
     if (spec.rdma ?? vendor === '15b3') pf.rdma = `mlx5_${this.state.nextRdma++}`;
     this.bind(pf, DEFAULT_DRIVERS[key] ?? 'i40e');
@@ -320,6 +470,8 @@ export class FakeKernel implements SysfsWriter {
       if (pf.sriov.autoprobe) this.probe(vf);
     }
     pf.sriov.num = n;
+    // A fresh VF table, as the driver reports it after enabling VFs.
+    pf.sriov.vfinfo = Array.from({ length: n }, (_, vf) => ({ vf, mac: '00:00:00:00:00:00', vlan: 0, qos: 0, vlanProto: '802.1Q' as const, spoofchk: true, trust: false, linkState: 'auto' as const, minTxRate: 0, maxTxRate: 0 }));
     this.renderAttrs(pf);
   }
 
@@ -391,6 +543,7 @@ export class FakeKernel implements SysfsWriter {
     if (dev.pf) {
       const pf = this.state.devices[dev.pf]!;
       if (!dev.netdevs.length) dev.netdevs = [this.netdev(this.vfName(pf, dev), dev.address, true, false)];
+      for (const n of dev.netdevs) this.createRealNetdev(n);
       if (pf.rdma && driver === 'mlx5_core' && !dev.rdma) this.addRdma(dev);
     }
     for (const n of dev.netdevs) if (!dev.away.includes(n.name)) this.renderNetdev(dev, n);
@@ -402,6 +555,7 @@ export class FakeKernel implements SysfsWriter {
     rmSync(this.path(join(dev.dir, 'driver')), { force: true });
     rmSync(this.path(`sys/bus/pci/drivers/${driver}/${dev.address}`), { force: true });
     for (const n of dev.netdevs) this.removeNetdevLinks(dev, n.name);
+    if (dev.pf) for (const n of dev.netdevs) this.deleteRealNetdev(n.name);
     if (dev.pf) {
       dev.netdevs = [];
       dev.away = [];

@@ -21,7 +21,13 @@ export class HostRoot {
   constructor(
     readonly root: string = process.env[HOST_ROOT_ENV] || '/',
     readonly writer: SysfsWriter = realWriter(root),
+    private readonly onRefresh: () => void = () => undefined,
   ) {}
+
+  /** Re-reads what sysfs shows of links that moved (the real kernel needs nothing; the fake follows its stand-ins). */
+  refresh(): void {
+    this.onRefresh();
+  }
 
   path(rel: string): string {
     return join(this.root, rel);
