@@ -26,8 +26,9 @@ export function registerDaemon(program: Command): void {
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
     .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
+    .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string }) => {
+    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
       // Loaded only by the daemon, never by the per-pod executables.
@@ -51,6 +52,14 @@ export function registerDaemon(program: Command): void {
         },
         inFlight: (n) => metrics.inFlight.set(n),
       });
+      const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
+      for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
+      if (types.length) {
+        const { inProcessPlugin } = await import('../cni/skel.js');
+        const { sriovPlugin } = await import('../sriov/plugin.js');
+        const { useInProcessDelegates } = await import('../meta/lookup.js');
+        useInProcessDelegates({ sriov: inProcessPlugin(sriovPlugin) });
+      }
       const served = await metrics.serve(o.metricsAddress);
       log.info({ url: served.url }, 'metrics');
       if (o.nodeName) {

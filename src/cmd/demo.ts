@@ -2,10 +2,11 @@
  * `plexusctl demo`: a simulated node. The API server double holds the example NADs and pods;
  * containerd (CRI) runs the example pods as sandboxes with `plexus` as the node's CNI; each pod's
  * interfaces are read back over netlink and its network-status is shown; then everything is torn
- * down and checked gone. Without containerd the pods are plain netns and the demo says so.
+ * down and checked gone. One pod gets an SR-IOV VF of a simulated host through the device plugin
+ * (via a kubelet double) and the sriov plugin. Without containerd the pods are plain netns.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -15,7 +16,44 @@ import { AttachmentStore } from '../meta/store.js';
 import { hostLocalReservations } from '../rig/hostlocal.js';
 import { SimNode, exampleDocs, podEnv, repoRoot } from '../rig/simnode.js';
 
-const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in'];
+const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in', 'sriov-pod'];
+const SRIOV_RESOURCE = 'intel.com/intel_sriov_netdevice';
+
+/**
+ * The SR-IOV part of the node: a simulated host (a PF with two VFs whose netdevs are veth ends),
+ * the device plugin serving its pools to a kubelet double, and a NAD that asks for one VF.
+ */
+async function startSriov(node: SimNode, work: string, log: (l: string) => void) {
+  const { FakeKernel } = await import('../sriov/fakekernel.js');
+  const { KubeletDouble } = await import('../rig/kubelet.js');
+  const { SriovDevicePlugin } = await import('../deviceplugin/plugin.js');
+  const kernel = FakeKernel.create(join(work, 'sriov-host'), { realNetdevs: true, pfs: [{ address: '0000:5e:00.0', vendor: '8086', device: '158b', numVfs: 2, netdev: 'plxdemopf' }] });
+  const kubelet = new KubeletDouble(node.dir);
+  await kubelet.start();
+  const plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: kernel.host(), kubeletDir: node.dir, devinfoDir: node.deviceInfoDir, stateDir: join(work, 'device-plugin'), resyncMs: 3_600_000 });
+  await plugin.start();
+  const devices = await kubelet.waitFor(SRIOV_RESOURCE, (d) => d.length > 0);
+  node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+    metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
+    spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', hostRoot: kernel.root, vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
+  } as never);
+  node.api.put('v1', 'pods', { metadata: { name: 'sriov-pod', namespace: 'default', uid: 'uid-sriov-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } }, spec: { nodeName: 'plx-node', containers: [{ name: 'app', image: 'localhost/plexus-pause:1', resources: { limits: { [SRIOV_RESOURCE]: '1' } } }] } } as never);
+  log(`simulated SR-IOV host ${kernel.root}: PF 0000:5e:00.0 (plxdemopf) with 2 VFs; the device plugin advertises ${devices.length} ${SRIOV_RESOURCE} to the kubelet double`);
+  const vfinfo = JSON.stringify(kernel.pfVfs('plxdemopf'));
+  const vfLinks = (): string => execFileSync('ip', ['-br', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('plxdemopfv')).map((l) => l.split(/\s+/).filter((_, i) => i !== 1).join(' ')).sort().join('; ');
+  const linksBefore = vfLinks();
+  return {
+    /** What differs from before the pods ran: the VF table, the VF netdevs in the host (name, MAC, flags). */
+    changes: (): string[] => [...(JSON.stringify(kernel.pfVfs('plxdemopf')) !== vfinfo ? ['VF table of plxdemopf'] : []), ...(vfLinks() !== linksBefore ? [`VF netdevs: ${vfLinks()}`] : [])],
+    /** Pod admission: kubelet allocates the VF (Allocate), PodResources reports it to plexus. */
+    admit: async () => (await kubelet.admit({ namespace: 'default', name: 'sriov-pod', uid: 'uid-sriov-pod' }, 'app', SRIOV_RESOURCE, 1)).ids[0]!,
+    stop: async () => {
+      await plugin.stop();
+      await kubelet.stop();
+      kernel.destroy();
+    },
+  };
+}
 
 interface DemoPod {
   name: string;
@@ -71,13 +109,17 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
   const withCri = opts.cri !== false && hasCommand('containerd') && hasCommand('runc') && existsSync('/usr/bin/catatonit');
   // host-local's default data dir for the example NADs without one (shared with anything else on the
   // host), and the cluster network's: only reservations that appear during the demo are its own.
-  const ipamDirs = [join(node.dir, 'ipam'), ...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`)];
+  const ipamDirs = [join(node.dir, 'ipam'), join(node.dir, 'ipam', 'sriov-a'), ...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`)];
   const reservedBefore = new Set(reservations(ipamDirs));
+  let sriov: Awaited<ReturnType<typeof startSriov>> | undefined;
+  let sriovLeft: string[] = [];
   try {
     await node.start();
+    sriov = await startSriov(node, work, log);
+    symlinkSync(join(repoRoot(), 'bin', 'sriov'), join(node.binDir, 'sriov'));
     log(`API server double at ${node.api.url} with NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name).join(', ')}`);
     if (withCri) {
-      cri = await ContainerdRig.start(join(work, 'containerd'), { plexus: join(repoRoot(), 'bin', 'plexus') });
+      cri = await ContainerdRig.start(join(work, 'containerd'), { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: join(repoRoot(), 'bin', 'sriov') });
       writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf()] }));
       await cri.waitReady();
       log('containerd 1.6 (CRI) runs the pods; its CNI is plexus, the cluster network a bridge');
@@ -87,7 +129,8 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
     log('');
     log(`${'pod'.padEnd(22)} ${'if'.padEnd(7)} ${'mac'.padEnd(18)} addresses`);
     for (const name of DEMO_PODS) {
-      const doc = node.addExamplePod(name);
+      if (name === 'sriov-pod') log(`${'default/sriov-pod'.padEnd(22)} (kubelet allocated VF ${await sriov.admit()})`);
+      const doc = name === 'sriov-pod' ? (node.api.get('v1', 'pods', 'default', name) as unknown as ReturnType<SimNode['addExamplePod']>) : node.addExamplePod(name);
       const annotations = (doc.metadata as unknown as { annotations?: Record<string, string> }).annotations ?? {};
       const meta = { name, namespace: doc.metadata.namespace, uid: `uid-${name}` };
       let pod: DemoPod;
@@ -115,18 +158,20 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
       }
     }
     await cri?.stop();
+    sriovLeft = sriov?.changes() ?? [];
+    await sriov?.stop();
     await node.stop();
   }
-  const left = [...plexusLeftovers(join(node.cniDir, 'attachments')), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r))];
+  const left = [...sriovLeft, ...plexusLeftovers(join(node.cniDir, 'attachments')), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r))];
   rmSync(work, { recursive: true, force: true });
-  log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${pods.length} pods removed; no netns, link, IP reservation or attachment record left.`);
+  log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${pods.length} pods removed, the VF back on the host as it was; no netns, link, IP reservation or attachment record left.`);
   return left.length === 0;
 }
 
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('a simulated node: API double + example NADs, three annotated pods through containerd with plexus as CNI, then teardown')
+    .description('a simulated node: API double + example NADs, annotated pods (one with an SR-IOV VF) through containerd with plexus as CNI, then teardown')
     .option('--no-cri', 'run the pods as plain network namespaces even when containerd is installed')
     .action(async (o: { cri: boolean }) => {
       try {

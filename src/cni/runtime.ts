@@ -27,7 +27,15 @@ export interface RuntimeOptions {
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   onStderr?: (chunk: Buffer) => void;
+  /**
+   * Plugin types run in this process instead of exec'd (the node daemon's own plugins): same
+   * stdin and env, stdout on success, the plugin's CniError on failure. Found in the path first, as
+   * an exec would need.
+   */
+  inProcess?: Record<string, InProcessPlugin>;
 }
+
+export type InProcessPlugin = (stdin: string, env: NodeJS.ProcessEnv) => Promise<Buffer>;
 
 export interface PluginVersionInfo {
   type: string;
@@ -111,6 +119,8 @@ export class CniRuntime {
 
   private exec(plugin: PluginConf, command: CniCommand, conf: Record<string, unknown>, rt?: RuntimeConf): Promise<Buffer> {
     const path = findInPath(plugin.type, this.opts.cniPath);
+    const inProcess = this.opts.inProcess?.[plugin.type];
+    if (inProcess) return inProcess(JSON.stringify(conf), this.env(command, rt));
     return execPlugin(path, JSON.stringify(conf), this.env(command, rt), {
       timeoutMs: this.opts.timeoutMs ?? 0,
       ...(this.opts.onStderr ? { onStderr: this.opts.onStderr } : {}),

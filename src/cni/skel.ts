@@ -5,6 +5,7 @@
 import { statSync } from 'node:fs';
 import { type CniArgs, parseCniArgs } from './args.js';
 import { decodeJson } from './conf.js';
+import { decodePluginError } from './invoke.js';
 import { CniError, ErrorCode } from './errors.js';
 import { NAME_PATTERN } from './schemas.js';
 import { validate } from './validate.js';
@@ -206,5 +207,16 @@ export function processIO(): PluginIO {
     },
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),
+  };
+}
+
+/** A plugin as an in-process delegate (CniRuntime's `inProcess`): stdout, or its error as a CniError. */
+export function inProcessPlugin(plugin: Plugin): (stdin: string, env: NodeJS.ProcessEnv) => Promise<Buffer> {
+  return async (stdin, env) => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runPlugin(plugin, { env, readStdin: async () => Buffer.from(stdin), stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    if (code === 0) return Buffer.from(stdout);
+    throw decodePluginError(`${plugin.about} (in-process)`, `exit status ${code}`, Buffer.from(stdout), Buffer.from(stderr));
   };
 }

@@ -110,6 +110,12 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
   writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, { mode: 0o755 });
   chmodSync(launcher, 0o755);
+  // The SR-IOV plugin (type "sriov", so sriov-cni NADs work unchanged), from the same bundle.
+  if (existsSync(join(target, 'sriov.mjs'))) {
+    const sriov = join(binDir, 'sriov');
+    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, { mode: 0o755 });
+    chmodSync(sriov, 0o755);
+  }
   // Keep this version and the one before it.
   const versions = readdirSync(root)
     .filter((v) => !v.startsWith('.') && v !== version)

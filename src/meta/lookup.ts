@@ -2,6 +2,7 @@
  * Where the plugin core looks objects up before asking the API: in the node daemon, its informer
  * caches. Only positive answers count; a miss is asked of the API (the object may be brand new).
  */
+import type { InProcessPlugin } from '../cni/runtime.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 
 export interface ObjectLookup {
@@ -17,4 +18,15 @@ export function useObjectLookup(lookup: ObjectLookup | undefined): void {
 
 export function objectLookup(): ObjectLookup | undefined {
   return current;
+}
+
+let inProcess: Record<string, InProcessPlugin> = {};
+
+/** Delegates the node daemon runs in-process instead of exec'ing (same code, no start-up per attachment). */
+export function useInProcessDelegates(plugins: Record<string, InProcessPlugin>): void {
+  inProcess = plugins;
+}
+
+export function inProcessDelegates(): Record<string, InProcessPlugin> {
+  return inProcess;
 }

@@ -19,7 +19,7 @@ import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
 import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
-import { objectLookup } from './lookup.js';
+import { inProcessDelegates, objectLookup } from './lookup.js';
 import { observed, observer } from './observe.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
 import { loadNetwork } from '../cni/conf.js';
@@ -122,7 +122,7 @@ export class MetaInvocation {
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
-    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c) });
+    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c), inProcess: inProcessDelegates() });
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
   }
 

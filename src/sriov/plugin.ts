@@ -5,8 +5,8 @@
  * trust, link state) → netdev moved and renamed into the pod in one message, MAC/MTU/up there →
  * IPAM → result. DEL (and GC, and a failed ADD) put back exactly what the snapshot says.
  */
-import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
@@ -54,6 +54,35 @@ export function resolveVf(host: HostRoot, address: string): ResolvedVf {
   const driver = host.linkName(`${dir}/driver`);
   if (driver) vf.driver = driver;
   return vf;
+}
+
+/**
+ * The host to act on: the simulated one a conf key `hostRoot` or PLEXUS_SRIOV_HOST_ROOT names, else
+ * the real one. Read from the raw conf, so DEL finds its state even when the rest does not parse.
+ */
+function hostFor(req: PluginRequest): HostRoot {
+  const fromConf = (req.conf as unknown as { hostRoot?: unknown }).hostRoot;
+  return openHost((typeof fromConf === 'string' && fromConf) || req.env[HOST_ROOT_ENV] || undefined);
+}
+
+/**
+ * NPWG device-info: the meta plugin passes the attachment's file in runtimeConfig.CNIDeviceInfoFile
+ * (when the conf declares the capability) with the device plugin's content; the VF's PCI and PF
+ * addresses are added (or the file created). Returns the path when it wrote one.
+ */
+function writeDeviceInfo(req: PluginRequest, vf: VfRef): string | undefined {
+  const path = (req.conf.runtimeConfig as { CNIDeviceInfoFile?: unknown } | undefined)?.CNIDeviceInfoFile;
+  if (typeof path !== 'string' || !path) return undefined;
+  let info: { type?: string; version?: string; pci?: Record<string, string> } = {};
+  try {
+    info = JSON.parse(readFileSync(path, 'utf8')) as typeof info;
+  } catch {
+    /* absent or unreadable: written fresh */
+  }
+  const merged = { ...info, type: 'pci', version: '1.1.0', pci: { ...(info.pci ?? {}), 'pci-address': vf.address, 'pf-pci-address': vf.pf } };
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify(merged));
+  return path;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -241,7 +270,7 @@ async function snapshotNetdev(name: string): Promise<VfRecord['snapshot']['netde
 
 export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
   const conf = parseSriovConf(req.conf, req.args);
-  const host = openHost(req.env[HOST_ROOT_ENV] || undefined);
+  const host = hostFor(req);
   const state = new SriovState(stateDir(host));
   const vf = resolveVf(host, conf.deviceID);
   return withVfLock(state.dir, vf.address, async () => {
@@ -293,6 +322,7 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
           }
         }
       }
+      writeDeviceInfo(req, vf);
       record.stage = 'added';
       state.writeVf(record);
       return convertResult(result, req.conf.cniVersion);
@@ -311,7 +341,7 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
 }
 
 export async function cmdDel(req: PluginRequest): Promise<void> {
-  const host = openHost(req.env[HOST_ROOT_ENV] || undefined);
+  const host = hostFor(req);
   const state = new SriovState(stateDir(host));
   const record = state.forAttachment(req.containerID, req.ifName);
   if (!record) {
@@ -333,7 +363,7 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
 
 export async function cmdCheck(req: PluginRequest): Promise<void> {
   const conf = parseSriovConf(req.conf, req.args);
-  const host = openHost(req.env[HOST_ROOT_ENV] || undefined);
+  const host = hostFor(req);
   const state = new SriovState(stateDir(host));
   const record = state.forAttachment(req.containerID, req.ifName);
   if (!record || record.stage !== 'added') throw new CniError(ErrorCode.InvalidNetworkConfig, `no VF is attached as ${req.ifName} to ${req.containerID}`);
@@ -373,7 +403,7 @@ export async function cmdCheck(req: PluginRequest): Promise<void> {
  * or stranded in a netns that is gone, are put back as their snapshot says and released.
  */
 export async function cmdGc(req: PluginRequest): Promise<void> {
-  const host = openHost(req.env[HOST_ROOT_ENV] || undefined);
+  const host = hostFor(req);
   const state = new SriovState(stateDir(host));
   const valid = (req.conf['cni.dev/valid-attachments'] ?? []) as Attachment[];
   const errors: string[] = [];

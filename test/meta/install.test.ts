@@ -66,6 +66,10 @@ describe('plexusctl install (one-shot mode)', function () {
     assert.equal(version.status, 0, version.stderr);
     assert.match(version.stdout, /"supportedVersions"/);
     assert.ok(existsSync(join(bin, 'plexus.d', String(r.json.version), 'node_modules', 'netlink', 'prebuilds')));
+    // The SR-IOV plugin comes with it, as type "sriov".
+    const sriov = spawnSync(join(bin, 'sriov'), [], { cwd: '/', env: { PATH: '/usr/bin:/bin' }, input: '', encoding: 'utf8' });
+    assert.equal(sriov.status, 0, sriov.stderr);
+    assert.match(sriov.stderr, /Plexus SR-IOV CNI plugin/);
   });
 
   it('daemon mode installs the static shim and writes type plexus-shim with the daemon socket', () => {
