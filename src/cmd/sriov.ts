@@ -111,11 +111,11 @@ export async function vfTables(root: string): Promise<VfTable[]> {
   }
 }
 
-/** `ADDR:VENDOR:DEVICE:NUMVFS`, the address itself holding colons. */
+/** `ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV]`, the address itself holding colons. */
 export function parsePfArg(text: string): FakePfSpec {
-  const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)$/.exec(text);
-  if (!m) throw new Error(`--pf ${text}: expected ADDR:VENDOR:DEVICE:NUMVFS, e.g. 0000:5e:00.0:8086:158b:4`);
-  return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, numVfs: Number(m[4]), totalVfs: Math.max(8, Number(m[4])) };
+  const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)(?::([A-Za-z0-9_.-]{1,12}))?$/.exec(text);
+  if (!m) throw new Error(`--pf ${text}: expected ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV], e.g. 0000:5e:00.0:8086:158b:4:ens1f0`);
+  return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, numVfs: Number(m[4]), totalVfs: Math.max(8, Number(m[4])), ...(m[5] ? { netdev: m[5] } : {}) };
 }
 
 export function registerSriov(program: Command): void {
@@ -153,7 +153,7 @@ export function registerSriov(program: Command): void {
   host
     .command('create <dir>')
     .description(`build a simulated host (VF netdevs are real veth ends in this netns); point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
-    .option('--pf <spec...>', 'a PF ADDR:VENDOR:DEVICE:NUMVFS (repeatable), e.g. 0000:5e:00.0:8086:158b:4')
+    .option('--pf <spec...>', 'a PF ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV] (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0; its VF netdevs are <PF_NETDEV>v<N>')
     .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
     .action((dir: string, o: { pf?: string[]; nic?: string[] }) => {
       const nics = (o.nic ?? []).map((t) => {

@@ -20,8 +20,12 @@ export async function execIpam(command: 'ADD' | 'DEL' | 'CHECK', type: string, r
   return result;
 }
 
-/** Adds the result's addresses and routes to `ifName` (in the netns `pod` is bound to). */
-export async function configureIps(pod: NetHandle, ifName: string, result: Result): Promise<void> {
+/** Adds the result's addresses to `ifName` (in the netns `pod` is bound to). */
+export async function addAddresses(pod: NetHandle, ifName: string, result: Result): Promise<void> {
   for (const ip of result.ips ?? []) await pod.addAddress(ifName, ip.address);
+}
+
+/** Adds the result's routes via `ifName` (it must be up). */
+export async function addRoutes(pod: NetHandle, ifName: string, result: Result): Promise<void> {
   for (const r of result.routes ?? []) await pod.addRoute({ dst: r.dst, dev: ifName, ...(r.gw ? { gw: r.gw } : {}) });
 }

@@ -5,13 +5,13 @@
  * trust, link state) → netdev moved and renamed into the pod in one message, MAC/MTU/up there →
  * IPAM → result. DEL (and GC, and a failed ADD) put back exactly what the snapshot says.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
 import { convertResult } from '../cni/version.js';
-import { configureIps, execIpam } from '../net/ipam.js';
+import { addAddresses, addRoutes, execIpam } from '../net/ipam.js';
 import type { VfInfo, VfSetting } from '../net/vf.js';
 import { type SriovConf, parseSriovConf } from './conf.js';
 import { openHost } from './discover.js';
@@ -85,6 +85,21 @@ function writeDeviceInfo(req: PluginRequest, vf: VfRef): string | undefined {
   return path;
 }
 
+const LOG_LEVELS = ['panic', 'error', 'warning', 'info', 'debug'] as const;
+
+/** sriov-cni's logging keys: `logLevel` (panic < error < warning < info < debug, default info) into `logFile`. */
+function log(conf: Pick<SriovConf, 'logLevel' | 'logFile'> | undefined, req: PluginRequest, level: (typeof LOG_LEVELS)[number], msg: string): void {
+  if (!conf?.logFile) return;
+  const max = LOG_LEVELS.indexOf((conf.logLevel ?? 'info') as (typeof LOG_LEVELS)[number]);
+  if (LOG_LEVELS.indexOf(level) > (max < 0 ? 3 : max)) return;
+  try {
+    mkdirSync(dirname(conf.logFile), { recursive: true });
+    appendFileSync(conf.logFile, `${new Date().toISOString()} [${level}] ${req.command} ${req.containerID || '-'}/${req.ifName || '-'} ${msg}\n`);
+  } catch {
+    /* logging never fails an attachment */
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Sets the admin MAC and waits until the PF reports it (iavf applies it asynchronously). */
@@ -137,7 +152,11 @@ async function restorePfSide(pf: PfOps, vf: VfRef, snap: VfInfo, errors: string[
   }
 }
 
-/** Moves the VF netdev into the pod as `ifName` (one RTM_SETLINK), then MAC, MTU, notify sysctls, up. */
+/**
+ * Moves the VF netdev into the pod as `ifName` (one RTM_SETLINK), then MAC, MTU and the notify
+ * sysctls. It stays down: it comes up once its addresses are on it, so that the kernel's gratuitous
+ * ARP / unsolicited NA on link-up (arp_notify, ndisc_notify) announces them.
+ */
 async function moveIntoPod(record: VfRecord, conf: SriovConf): Promise<{ mac: string; mtu: number }> {
   const { NetHandle } = await import('../net/netlink.js');
   const { openNetns, inNetnsSync } = await import('../net/netns.js');
@@ -166,7 +185,6 @@ async function moveIntoPod(record: VfRecord, conf: SriovConf): Promise<{ mac: st
       });
       if (conf.mac) await pod.setMac(record.ifName, conf.mac);
       if (conf.mtu) await pod.setMtu(record.ifName, conf.mtu);
-      await pod.setUp(record.ifName);
       const link = await pod.link(record.ifName);
       return { mac: link.mac ?? '', mtu: link.mtu };
     } finally {
@@ -305,28 +323,36 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
       state.writeVf(record);
       const iface: Result['interfaces'] = [{ name: req.ifName, sandbox: req.netns, pciID: vf.address }];
       if (mode === 'kernel') Object.assign(iface[0]!, await moveIntoPod(record, conf));
-      else if (conf.mac ?? vfinfo.mac !== '00:00:00:00:00:00') iface[0]!.mac = conf.mac ?? vfinfo.mac;
+      else {
+        // DPDK: the MAC the application will see is the admin MAC.
+        const mac = conf.mac ?? vfinfo.mac;
+        if (mac !== '00:00:00:00:00:00') iface[0]!.mac = mac;
+      }
       let result: Result = { cniVersion: '1.1.0', interfaces: iface, ips: [] };
       if (conf.ipam) {
         const ipam = (await execIpam('ADD', conf.ipam.type, req))!;
         ipamDone = true;
         result = { ...ipam, cniVersion: '1.1.0', interfaces: iface, ips: (ipam.ips ?? []).map((ip) => ({ ...ip, interface: 0 })) };
-        // DPDK: the addresses are for the application; nothing is configured in the pod.
-        if (mode === 'kernel') {
-          const { NetHandle } = await import('../net/netlink.js');
-          const pod = await NetHandle.openPath(req.netns);
-          try {
-            await configureIps(pod, req.ifName, result);
-          } finally {
-            pod.close();
-          }
+      }
+      // DPDK: the addresses are for the application; nothing is configured in the pod.
+      if (mode === 'kernel') {
+        const { NetHandle } = await import('../net/netlink.js');
+        const pod = await NetHandle.openPath(req.netns);
+        try {
+          await addAddresses(pod, req.ifName, result);
+          await pod.setUp(req.ifName);
+          await addRoutes(pod, req.ifName, result);
+        } finally {
+          pod.close();
         }
       }
       writeDeviceInfo(req, vf);
       record.stage = 'added';
       state.writeVf(record);
+      log(conf, req, 'info', `VF ${vf.address} (${vf.pfNetdev} vf ${vf.index}, ${mode}) attached as ${req.ifName} in ${req.netns}`);
       return convertResult(result, req.conf.cniVersion);
     } catch (err) {
+      log(conf, req, 'error', `ADD of VF ${vf.address} failed: ${(err as Error).message}`);
       if (record) {
         const left = await restoreVf(host, record, ipamDone ? req : undefined);
         // Fully undone: nothing remains. Otherwise the record stays for the runtime's DEL (or GC).
@@ -356,8 +382,19 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
   }
   await withVfLock(state.dir, record.vf.address, async () => {
     const errors = await restoreVf(host, record, req);
-    if (errors.length) throw new CniError(ErrorCode.Internal, `DEL could not restore VF ${record.vf.address}`, errors.join('; '));
+    const conf = (() => {
+      try {
+        return parseSriovConf(JSON.parse(record.stdin) as PluginRequest['conf'], req.args);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (errors.length) {
+      log(conf, req, 'error', `DEL could not restore VF ${record.vf.address}: ${errors.join('; ')}`);
+      throw new CniError(ErrorCode.Internal, `DEL could not restore VF ${record.vf.address}`, errors.join('; '));
+    }
     state.remove(record);
+    log(conf, req, 'info', `VF ${record.vf.address} restored and released`);
   });
 }
 

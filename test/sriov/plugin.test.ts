@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPlugin } from '../../src/cni/skel.js';
 import { repoRoot } from '../../src/rig/simnode.js';
@@ -65,7 +65,8 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     const ns = rig.netns('sv');
     const before = hostLink(vfName(0));
     const callsBefore = kernel.pfCalls().length;
-    const c = conf({ vlan: 100, vlanQoS: 2, vlanProto: '802.1ad', mac: '02:11:22:33:44:55', spoofchk: 'off', trust: 'on', link_state: 'enable', min_tx_rate: 10, max_tx_rate: 100, mtu: 1400 });
+    const logFile = join(rig.dir('slog'), 'sriov.log');
+    const c = conf({ vlan: 100, vlanQoS: 2, vlanProto: '802.1ad', mac: '02:11:22:33:44:55', spoofchk: 'off', trust: 'on', link_state: 'enable', min_tx_rate: 10, max_tx_rate: 100, mtu: 1400, logFile });
     const add = await run('ADD', c, 'c-add', ns.path);
     assert.equal(add.code, 0, JSON.stringify(add.out));
     assert.deepEqual((add.out.interfaces as object[])[0], { name: 'net1', sandbox: ns.path, pciID: vf(0), mac: '02:11:22:33:44:55', mtu: 1400 });
@@ -93,6 +94,9 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(leases(), [], 'the IPAM lease is released');
     assert.equal((await run('DEL', c, 'c-add', ns.path)).code, 0, 'a repeated DEL succeeds');
+    const logged = readFileSync(logFile, 'utf8');
+    assert.match(logged, /\[info\] ADD c-add\/net1 VF 0000:5e:02\.0 .* attached as net1/);
+    assert.match(logged, /\[info\] DEL c-add\/net1 VF 0000:5e:02\.0 restored and released/);
   });
 
   it('"vlan" absent leaves the VF VLAN alone; vlan 0 clears it', async () => {
