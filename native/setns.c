@@ -1,5 +1,5 @@
 /*
- * setns(2) for Node.js. Node cannot switch a thread's network namespace on its own;
+ * setns(2) and unshare(2) for Node.js. Node cannot switch a thread's network namespace on its own;
  * the kernel layer switches the main thread briefly to create a netlink socket bound
  * to a pod's netns and switches straight back (see src/net/netns.ts).
  */
@@ -34,10 +34,26 @@ static napi_value js_setns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* unshare(flags): gives the calling (main) thread new namespaces, e.g. a fresh netns; throws like setns. */
+static napi_value js_unshare(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t flags = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &flags) != napi_ok) {
+    napi_throw_type_error(env, NULL, "unshare(flags: number)");
+    return NULL;
+  }
+  if (unshare(flags) != 0) return throw_errno(env, errno);
+  return NULL;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
-  napi_value fn, flag;
+  napi_value fn, unshare_fn, flag;
   napi_create_function(env, "setns", NAPI_AUTO_LENGTH, js_setns, NULL, &fn);
   napi_set_named_property(env, exports, "setns", fn);
+  napi_create_function(env, "unshare", NAPI_AUTO_LENGTH, js_unshare, NULL, &unshare_fn);
+  napi_set_named_property(env, exports, "unshare", unshare_fn);
   napi_create_int32(env, CLONE_NEWNET, &flag);
   napi_set_named_property(env, exports, "CLONE_NEWNET", flag);
   return exports;

@@ -9,6 +9,7 @@ import { requireAbove } from '../util/find-above.js';
 
 interface SetnsAddon {
   setns(fd: number, nstype: number): void;
+  unshare(flags: number): void;
   CLONE_NEWNET: number;
 }
 
@@ -87,6 +88,34 @@ export function inNetnsSync<T>(ns: Netns, fn: () => T): T {
         process.abort();
       }
     }
+  } finally {
+    closeSync(home);
+  }
+}
+
+/**
+ * A new, empty network namespace with no name and no mount: it lives while the returned Netns is
+ * open and vanishes with it (links left inside a vanishing netns: physical ones return to the host,
+ * virtual ones are destroyed). The main thread unshares into it, keeps an fd, and switches back.
+ */
+export async function createTempNetns(): Promise<Netns> {
+  if (!threadpoolWarm) (await openNetns(hostNetnsPath())).close();
+  const { setns, unshare, CLONE_NEWNET } = loadAddon();
+  const home = openSync('/proc/thread-self/ns/net', 'r');
+  try {
+    unshare(CLONE_NEWNET);
+    let fd: number;
+    try {
+      fd = openSync('/proc/thread-self/ns/net', 'r');
+    } finally {
+      try {
+        setns(home, CLONE_NEWNET);
+      } catch (err) {
+        process.stderr.write(`plexus: cannot return to the host netns: ${(err as Error).message}\n`);
+        process.abort();
+      }
+    }
+    return new Netns(`/proc/${process.pid}/fd/${fd}`, fd);
   } finally {
     closeSync(home);
   }

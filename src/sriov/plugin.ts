@@ -5,7 +5,7 @@
  * trust, link state) → netdev moved and renamed into the pod in one message, MAC/MTU/up there →
  * IPAM → result. DEL (and GC, and a failed ADD) put back exactly what the snapshot says.
  */
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
@@ -153,26 +153,42 @@ async function restorePfSide(pf: PfOps, vf: VfRef, snap: VfInfo, errors: string[
 }
 
 /**
- * Moves the VF netdev into the pod as `ifName` (one RTM_SETLINK), then MAC, MTU and the notify
- * sysctls. It stays down: it comes up once its addresses are on it, so that the kernel's gratuitous
- * ARP / unsolicited NA on link-up (arp_notify, ndisc_notify) announces them.
+ * Moves the VF netdev into the pod as `ifName` through a temporary netns: moved and renamed there (an
+ * empty netns, so neither name can clash), the host name dropped from its altnames, then moved into
+ * the pod, where only `ifName` itself can clash; on any failure it goes back to the host under its
+ * own name. Then MAC, MTU and the notify sysctls. It stays down: it comes up once its addresses are
+ * on it, so that the kernel's gratuitous ARP / unsolicited NA on link-up (arp_notify, ndisc_notify)
+ * announce them.
  */
-async function moveIntoPod(record: VfRecord, conf: SriovConf): Promise<{ mac: string; mtu: number }> {
+async function moveIntoPod(record: VfRecord, conf: SriovConf, onMoved: () => void): Promise<{ mac: string; mtu: number }> {
   const { NetHandle } = await import('../net/netlink.js');
-  const { openNetns, inNetnsSync } = await import('../net/netns.js');
+  const { createTempNetns, hostNetnsPath, inNetnsSync, openNetns } = await import('../net/netns.js');
   const snap = record.snapshot.netdev!;
   const podNs = await openNetns(record.netns).catch((err: Error) => {
     throw new CniError(ErrorCode.UnknownContainer, 'cannot open the pod network namespace', err.message);
   });
   const host = await NetHandle.open();
+  const temp = await createTempNetns();
+  const staging = await NetHandle.open(temp);
   try {
-    // Move and rename in one message: no temporary netns needed, no moment with a clashing name in
-    // either netns; on EEXIST the kernel's half-done move is undone by moveTo.
-    await host.moveTo(snap.name, podNs, record.ifName);
-    const pod = await NetHandle.open(podNs);
+    await host.moveTo(snap.name, temp, record.ifName);
     try {
       // Kernels that keep a renamed link's old name as an altname would leak the host name into the pod.
-      for (const alt of (await pod.link(record.ifName)).altnames) if (alt === snap.name) await pod.delAltname(record.ifName, alt);
+      for (const alt of (await staging.link(record.ifName)).altnames) if (alt === snap.name) await staging.delAltname(record.ifName, alt);
+      await staging.moveTo(record.ifName, podNs);
+      onMoved();
+    } catch (err) {
+      // Never let the temporary netns close with the VF inside: a veth would be destroyed with it.
+      const home = await openNetns(hostNetnsPath());
+      try {
+        if (await staging.findLink(record.ifName)) await staging.moveTo(record.ifName, home, snap.name);
+      } finally {
+        home.close();
+      }
+      throw err;
+    }
+    const pod = await NetHandle.open(podNs);
+    try {
       inNetnsSync(podNs, () => {
         // Gratuitous ARP / unsolicited NA when the link comes up and when addresses change.
         for (const f of [`/proc/sys/net/ipv4/conf/${record.ifName}/arp_notify`, `/proc/sys/net/ipv6/conf/${record.ifName}/ndisc_notify`]) {
@@ -191,6 +207,8 @@ async function moveIntoPod(record: VfRecord, conf: SriovConf): Promise<{ mac: st
       pod.close();
     }
   } finally {
+    staging.close();
+    temp.close();
     host.close();
     podNs.close();
   }
@@ -203,12 +221,13 @@ async function restoreNetdev(host: HostRoot, record: VfRecord, errors: string[])
   const snap = record.snapshot.netdev!;
   const hostNl = await NetHandle.open();
   try {
-    if (netnsExists(record.netns)) {
+    // Only once it got there is the pod's ifName this VF (the pod may have its own link of that name).
+    if ((record.stage === 'moved' || record.stage === 'added') && netnsExists(record.netns)) {
       const podNs = await openNetns(record.netns).catch(() => undefined);
       if (podNs) {
         const pod = await NetHandle.open(podNs);
         try {
-          const name = (await pod.findLink(record.ifName)) ? record.ifName : (await pod.findLink(snap.name)) ? snap.name : undefined;
+          const name = (await pod.findLink(record.ifName)) ? record.ifName : undefined;
           if (name) {
             await pod.setUp(name, false);
             const home = await openNetns(hostNetnsPath());
@@ -231,7 +250,8 @@ async function restoreNetdev(host: HostRoot, record: VfRecord, errors: string[])
       return (await hostNl.findLink(snap.name)) ? snap.name : host.list(`sys/bus/pci/devices/${record.vf.address}/net`)[0];
     };
     let current = await findHome();
-    for (let i = 0; !current && !netnsExists(record.netns) && i < NETNS_TEARDOWN_POLLS; i++) {
+    // (Also after a kill mid-move: the temporary netns died with the process.)
+    for (let i = 0; !current && (!netnsExists(record.netns) || record.stage === 'configured') && i < NETNS_TEARDOWN_POLLS; i++) {
       await sleep(100);
       current = await findHome();
     }
@@ -272,6 +292,7 @@ async function restoreVf(host: HostRoot, record: VfRecord, ipamReq: PluginReques
     pf.close();
   }
   if (record.mode === 'kernel' && record.stage !== 'snapshot') await restoreNetdev(host, record, errors);
+  if (record.deviceInfoFile) rmSync(record.deviceInfoFile, { force: true });
   return errors;
 }
 
@@ -322,7 +343,14 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
       record.stage = 'configured';
       state.writeVf(record);
       const iface: Result['interfaces'] = [{ name: req.ifName, sandbox: req.netns, pciID: vf.address }];
-      if (mode === 'kernel') Object.assign(iface[0]!, await moveIntoPod(record, conf));
+      if (mode === 'kernel') {
+        const moved = record;
+        Object.assign(iface[0]!, await moveIntoPod(record, conf, () => {
+          // From here the pod's ifName is this VF: DEL and GC look for it there.
+          moved.stage = 'moved';
+          state.writeVf(moved);
+        }));
+      }
       else {
         // DPDK: the MAC the application will see is the admin MAC.
         const mac = conf.mac ?? vfinfo.mac;
@@ -346,7 +374,8 @@ export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
           pod.close();
         }
       }
-      writeDeviceInfo(req, vf);
+      const deviceInfoFile = writeDeviceInfo(req, vf);
+      if (deviceInfoFile) record.deviceInfoFile = deviceInfoFile;
       record.stage = 'added';
       state.writeVf(record);
       log(conf, req, 'info', `VF ${vf.address} (${vf.pfNetdev} vf ${vf.index}, ${mode}) attached as ${req.ifName} in ${req.netns}`);

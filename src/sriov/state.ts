@@ -35,8 +35,13 @@ export interface VfRecord {
   snapshot: { vfinfo: VfInfo; netdev?: NetdevSnapshot };
   /** The plugin's stdin, for the IPAM DEL. */
   stdin: string;
-  /** snapshot: nothing changed yet; configured: PF side set, netdev maybe moved; added: ADD returned. */
-  stage: 'snapshot' | 'configured' | 'added';
+  /** The attachment's device-info file (runtimeConfig.CNIDeviceInfoFile) this plugin wrote, removed on release. */
+  deviceInfoFile?: string;
+  /**
+   * snapshot: nothing changed yet; configured: PF side set, netdev still in the host (or in the
+   * temporary netns on its way); moved: netdev in the pod as ifName; added: ADD returned.
+   */
+  stage: 'snapshot' | 'configured' | 'moved' | 'added';
 }
 
 export class SriovState {

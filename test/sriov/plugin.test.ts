@@ -66,7 +66,8 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     const before = hostLink(vfName(0));
     const callsBefore = kernel.pfCalls().length;
     const logFile = join(rig.dir('slog'), 'sriov.log');
-    const c = conf({ vlan: 100, vlanQoS: 2, vlanProto: '802.1ad', mac: '02:11:22:33:44:55', spoofchk: 'off', trust: 'on', link_state: 'enable', min_tx_rate: 10, max_tx_rate: 100, mtu: 1400, logFile });
+    const deviceInfo = join(rig.dir('sdi'), 'cni', 'sriov-net-c-add_net1');
+    const c = conf({ vlan: 100, vlanQoS: 2, vlanProto: '802.1ad', mac: '02:11:22:33:44:55', spoofchk: 'off', trust: 'on', link_state: 'enable', min_tx_rate: 10, max_tx_rate: 100, mtu: 1400, logFile, runtimeConfig: { CNIDeviceInfoFile: deviceInfo } });
     const add = await run('ADD', c, 'c-add', ns.path);
     assert.equal(add.code, 0, JSON.stringify(add.out));
     assert.deepEqual((add.out.interfaces as object[])[0], { name: 'net1', sandbox: ns.path, pciID: vf(0), mac: '02:11:22:33:44:55', mtu: 1400 });
@@ -85,8 +86,10 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     assert.deepEqual(vfinfo(0), { mac: '02:11:22:33:44:55', vlan: 100, qos: 2, vlanProto: '802.1ad', spoofchk: false, trust: true, linkState: 'enable', minTxRate: 10, maxTxRate: 100 });
     assert.equal((await run('CHECK', { ...c, prevResult: add.out }, 'c-add', ns.path)).code, 0);
     assert.equal(leases().length, 1);
+    assert.deepEqual(JSON.parse(readFileSync(deviceInfo, 'utf8')), { type: 'pci', version: '1.1.0', pci: { 'pci-address': vf(0), 'pf-pci-address': PF } });
 
     const del = await run('DEL', c, 'c-add', ns.path);
+    assert.equal(existsSync(deviceInfo), false, 'the device-info file goes with the attachment');
     assert.equal(del.code, 0, JSON.stringify(del.out));
     assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
     const after = hostLink(vfName(0));
@@ -143,6 +146,23 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
     assert.deepEqual(readdirSync(join(kernel.root, 'var/lib/cni/plexus-sriov/vfs')), []);
+  });
+
+  it('moves through a temporary netns: a pod link named like the VF host netdev is no clash; one named like ifName fails cleanly', async () => {
+    const ns = rig.netns('st');
+    // The pod already has a link carrying the VF's host name, and one called net2.
+    execFileSync('ip', ['-n', ns.name, 'link', 'add', vfName(0), 'type', 'veth', 'peer', 'name', 'net2']);
+    const add = await run('ADD', conf(), 'c-temp', ns.path);
+    assert.equal(add.code, 0, JSON.stringify(add.out));
+    assert.ok(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).some((l) => l.ifname === 'net1'));
+    assert.equal((await run('DEL', conf(), 'c-temp', ns.path)).code, 0);
+    assert.ok(linkExists(vfName(0)), 'back home under its name although the pod has a link of that name');
+    const clash = await run('ADD', conf(), 'c-clash', ns.path, 'net2');
+    assert.equal(clash.code, 1);
+    assert.match(String(clash.out.msg), /EEXIST/);
+    assert.ok(linkExists(vfName(0)), 'not destroyed with the temporary netns: back in the host');
+    assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
+    assert.deepEqual(leases(), []);
   });
 
   it('waits for a PF driver that applies the admin MAC asynchronously (iavf)', async () => {
