@@ -81,15 +81,21 @@ export function inNetnsSync<T>(ns: Netns, fn: () => T): T {
     try {
       return fn();
     } finally {
-      try {
-        setns(home, CLONE_NEWNET);
-      } catch (err) {
-        process.stderr.write(`plexus: cannot return to the host netns: ${(err as Error).message}\n`);
-        process.abort();
-      }
+      returnHome(home);
     }
   } finally {
     closeSync(home);
+  }
+}
+
+/** Back to the netns `home` is an fd of; if that fails the process aborts (every later operation would act on the wrong netns). */
+function returnHome(home: number): void {
+  const { setns, CLONE_NEWNET } = loadAddon();
+  try {
+    setns(home, CLONE_NEWNET);
+  } catch (err) {
+    process.stderr.write(`plexus: cannot return to the host netns: ${(err as Error).message}\n`);
+    process.abort();
   }
 }
 
@@ -100,7 +106,7 @@ export function inNetnsSync<T>(ns: Netns, fn: () => T): T {
  */
 export async function createTempNetns(): Promise<Netns> {
   if (!threadpoolWarm) (await openNetns(hostNetnsPath())).close();
-  const { setns, unshare, CLONE_NEWNET } = loadAddon();
+  const { unshare, CLONE_NEWNET } = loadAddon();
   const home = openSync('/proc/thread-self/ns/net', 'r');
   try {
     unshare(CLONE_NEWNET);
@@ -108,12 +114,7 @@ export async function createTempNetns(): Promise<Netns> {
     try {
       fd = openSync('/proc/thread-self/ns/net', 'r');
     } finally {
-      try {
-        setns(home, CLONE_NEWNET);
-      } catch (err) {
-        process.stderr.write(`plexus: cannot return to the host netns: ${(err as Error).message}\n`);
-        process.abort();
-      }
+      returnHome(home);
     }
     return new Netns(`/proc/${process.pid}/fd/${fd}`, fd);
   } finally {
