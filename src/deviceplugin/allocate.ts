@@ -34,6 +34,7 @@ export function deviceInfoProviders(dev: PciDevice, pool: PoolConfig, needVhostN
     info.rdma = { rdma_dev: dev.rdma[0]!, uverbs: `/dev/infiniband/uverbs${n}`, umad: `/dev/infiniband/umad${n}`, issm: `/dev/infiniband/issm${n}`, rdma_cm: '/dev/infiniband/rdma_cm' };
   }
   if (needVhostNet) info.vhost = { 'net-mount': '/dev/vhost-net', 'tun-mount': '/dev/net/tun' };
+  if (dev.vdpa?.driver === 'vhost_vdpa' && dev.vdpa.vhostDev) info.vdpa = { mount: dev.vdpa.vhostDev };
   const extra = { ...(pool.additionalInfo['*'] ?? {}), ...(pool.additionalInfo[dev.address] ?? {}) };
   if (Object.keys(extra).length) info.extra = extra;
   return info;
@@ -57,6 +58,7 @@ export function containerResponse(pool: PoolConfig, devices: PciDevice[], needVh
       add(`/dev/vfio/${d.iommuGroup}`, d.vfioNode?.endsWith(`noiommu-${d.iommuGroup}`) ? `/dev/vfio/noiommu-${d.iommuGroup}` : `/dev/vfio/${d.iommuGroup}`);
     }
     if (d.uio) add(d.uio);
+    if (d.vdpa?.driver === 'vhost_vdpa' && d.vdpa.vhostDev) add(d.vdpa.vhostDev);
     for (const node of rdmaNodes(d)) add(node);
   }
   if (needVhostNet) {
@@ -97,12 +99,20 @@ export function cdiSpec(pool: PoolConfig, devices: PciDevice[]): object {
 /** Writes the device-info file (spec 1.1.0) for an allocated device: remove, then write, mode 0444. */
 export function writeDpDeviceInfo(devinfoDir: string, pool: PoolConfig, dev: PciDevice): string {
   const path = dpDeviceInfoPath(devinfoDir, resourceFullName(pool), dev.address);
-  const pci: Record<string, string> = { 'pci-address': dev.address };
-  if (dev.pf) pci['pf-pci-address'] = dev.pf;
-  if (dev.rdma[0]) pci['rdma-device'] = dev.rdma[0];
+  let info: object;
+  if (dev.vdpa?.driver === 'vhost_vdpa' || dev.vdpa?.driver === 'virtio_vdpa') {
+    // device-info spec 1.1.0 vdpa type; `path` for vhost (the spec marks it required; virtio has none).
+    const driver = dev.vdpa.driver === 'vhost_vdpa' ? 'vhost' : 'virtio';
+    info = { type: 'vdpa', version: '1.1.0', vdpa: { 'parent-device': dev.vdpa.name, driver, ...(driver === 'vhost' && dev.vdpa.vhostDev ? { path: dev.vdpa.vhostDev } : {}), 'pci-address': dev.address, ...(dev.pf ? { 'pf-pci-address': dev.pf } : {}) } };
+  } else {
+    const pci: Record<string, string> = { 'pci-address': dev.address };
+    if (dev.pf) pci['pf-pci-address'] = dev.pf;
+    if (dev.rdma[0]) pci['rdma-device'] = dev.rdma[0];
+    info = { type: 'pci', version: '1.1.0', pci };
+  }
   mkdirSync(dirname(path), { recursive: true });
   rmSync(path, { force: true });
-  writeFileSync(path, JSON.stringify({ type: 'pci', version: '1.1.0', pci }), { mode: 0o444 });
+  writeFileSync(path, JSON.stringify(info), { mode: 0o444 });
   chmodSync(path, 0o444);
   return path;
 }

@@ -59,9 +59,9 @@ export function failedFilter(sel: Selector, dev: PciDevice, pfNetdevs: string[])
     ['rootDevices', () => sel.rootDevices!.some((r) => inRange(r, dev.pf, dev.vfIndex)), () => `PF ${dev.pf ?? 'none'}`],
     ['linkTypes', () => !!linkType && sel.linkTypes!.includes(linkType), () => linkType ?? 'no netdev'],
     ['ddpProfiles', () => false, () => 'DDP profiles are not discovered'],
-    ['pKeys', () => false, () => 'InfiniBand pkeys are not discovered'],
+    ['pKeys', () => !!dev.pkey && sel.pKeys!.some((k) => parseInt(k, 16) === parseInt(dev.pkey!, 16)), () => dev.pkey ?? 'no InfiniBand pkey'],
     ['isRdma', () => sel.isRdma === dev.rdma.length > 0, () => (dev.rdma.length ? 'RDMA' : 'no RDMA device')],
-    ['vdpaType', () => false, () => 'vDPA devices are not discovered'],
+    ['vdpaType', () => dev.vdpa?.driver === `${sel.vdpaType}_vdpa`, () => (dev.vdpa ? `${dev.vdpa.name} on ${dev.vdpa.driver ?? 'no driver'}` : 'no vDPA device')],
     ['numaNodes', () => sel.numaNodes!.includes(dev.numaNode), () => `NUMA ${dev.numaNode}`],
   ];
   for (const [field, ok, has] of checks) {

@@ -42,6 +42,10 @@ export interface PciDevice {
   vfIndex?: number;
   netdevs: NetdevInfo[];
   rdma: string[];
+  /** InfiniBand default partition key (index 0) of the RDMA device's port 1, e.g. `0xffff`. */
+  pkey?: string;
+  /** A vDPA device on this function: its name, driver (vhost_vdpa / virtio_vdpa) and vhost char device. */
+  vdpa?: { name: string; driver?: string; vhostDev?: string };
   uio?: string;
   /** Netdevs of the PF (for a VF) or its own (for anything else). */
   pfNetdevs: string[];
@@ -188,7 +192,19 @@ function readDevice(host: HostRoot, ctx: ScanContext, address: string): PciDevic
     dev.netdevs = pf && pfType ? names.map((name) => ({ name, linkType: pfType })) : names.map((n) => netdevInfo(host, dir, n));
   }
   if (!pf) dev.pfNetdevs = dev.netdevs.map((n) => n.name);
-  if (entries.has('infiniband')) dev.rdma = host.list(`${dir}/infiniband`);
+  if (entries.has('infiniband')) {
+    dev.rdma = host.list(`${dir}/infiniband`);
+    const pkey = dev.rdma[0] ? host.read(`${dir}/infiniband/${dev.rdma[0]}/ports/1/pkeys/0`) : undefined;
+    if (pkey) dev.pkey = pkey.toLowerCase();
+  }
+  const vdpa = [...entries].find((e) => /^vdpa\d+$/.test(e));
+  if (vdpa) {
+    dev.vdpa = { name: vdpa };
+    const driver = host.linkName(`${dir}/${vdpa}/driver`);
+    if (driver) dev.vdpa.driver = driver;
+    const vhost = host.list(`${dir}/${vdpa}`).find((e) => /^vhost-vdpa-\d+$/.test(e));
+    if (vhost) dev.vdpa.vhostDev = `/dev/${vhost}`;
+  }
   if (entries.has('uio')) {
     const uio = host.list(`${dir}/uio`)[0];
     if (uio) dev.uio = `/dev/${uio}`;

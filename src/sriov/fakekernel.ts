@@ -52,6 +52,10 @@ export interface FakePfSpec {
   sharedIommu?: number[][];
   /** RDMA devices (mlx5_N) on the PF and its VFs. */
   rdma?: boolean;
+  /** InfiniBand default pkey of the RDMA devices' port 1 (default 0xffff). */
+  pkey?: string;
+  /** vDPA devices on VFs, by VF index: bound to vhost_vdpa (with /dev/vhost-vdpa-N) or virtio_vdpa. */
+  vdpa?: Record<number, 'vhost' | 'virtio'>;
   carrier?: boolean;
   quirks?: PfQuirks;
 }
@@ -115,6 +119,7 @@ interface Device {
   /** Netdevs that exist but sit in another netns (not shown under net/). */
   away: string[];
   rdma?: string;
+  pkey?: string;
   pf?: string;
   vfIndex?: number;
   sriov?: { total: number; num: number; offset: number; stride: number; vfDevice: string; autoprobe: boolean; naming: 'v' | 'slot'; netdev: string; vfinfo: VfInfo[]; quirks: PfQuirks };
@@ -391,6 +396,7 @@ export class FakeKernel implements SysfsWriter {
     pf.sriov = { total: spec.totalVfs ?? 8, num: 0, offset: 16, stride: 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`, vfinfo: [], quirks: spec.quirks ?? {} };
     pf.netdevs = [this.netdev(pf.sriov.netdev, pf.address, spec.carrier ?? true)];
     if (spec.rdma ?? vendor === '15b3') pf.rdma = `mlx5_${this.state.nextRdma++}`;
+    if (spec.pkey) pf.pkey = spec.pkey;
     this.bind(pf, DEFAULT_DRIVERS[key] ?? 'i40e');
     if (spec.numVfs) this.setNumVfs(pf, String(spec.numVfs));
     const vfs = this.vfsOf(pf);
@@ -414,6 +420,22 @@ export class FakeKernel implements SysfsWriter {
       this.probe(vf);
     }
     if (pf.rdma) for (const vf of vfs) if (!vf.rdma && vf.driver === 'mlx5_core') this.addRdma(vf);
+    for (const [index, kind] of Object.entries(spec.vdpa ?? {})) {
+      const vf = vfs[Number(index)];
+      if (!vf) continue;
+      // A vDPA device is a child of the VF, bound on the vdpa bus.
+      const n = Number(index);
+      const d = join(vf.dir, `vdpa${n}`);
+      this.mkdir(d);
+      const driver = `${kind}_vdpa`;
+      this.mkdir(`sys/bus/vdpa/drivers/${driver}`);
+      this.link(join(d, 'driver'), `sys/bus/vdpa/drivers/${driver}`);
+      this.link(`sys/bus/vdpa/devices/vdpa${n}`, d);
+      if (kind === 'vhost') {
+        this.mkdir(join(d, `vhost-vdpa-${n}`));
+        this.file(`dev/vhost-vdpa-${n}`, '');
+      }
+    }
   }
 
   /** A PCI function in the topology: root bus → root port [→ switch up → switch down] → function. */
@@ -652,6 +674,8 @@ export class FakeKernel implements SysfsWriter {
   private renderRdma(dev: Device): void {
     const d = join(dev.dir, 'infiniband', dev.rdma!);
     this.mkdir(d);
+    const pf = dev.pf ? this.state.devices[dev.pf] : dev;
+    this.file(join(d, 'ports/1/pkeys/0'), pf?.pkey ?? '0xffff');
     this.link(`sys/class/infiniband/${dev.rdma}`, d);
     const n = dev.rdma!.replace(/^\D+/, '');
     for (const node of [`uverbs${n}`, `umad${n}`, `issm${n}`, 'rdma_cm']) this.file(`dev/infiniband/${node}`, '');

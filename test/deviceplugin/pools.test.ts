@@ -5,6 +5,7 @@ import Ajv from 'ajv';
 import { execFileSync } from 'node:child_process';
 import { parseConfig } from '../../src/deviceplugin/config.js';
 import { assignPools } from '../../src/deviceplugin/pools.js';
+import { containerResponse, writeDpDeviceInfo } from '../../src/deviceplugin/allocate.js';
 import { discover } from '../../src/sriov/discover.js';
 import { FakeKernel, type FakeHostSpec } from '../../src/sriov/fakekernel.js';
 import { repoRoot } from '../../src/rig/simnode.js';
@@ -91,5 +92,27 @@ describe('device plugin: discovery and pools on a simulated host', () => {
     const table = execFileSync(plexusctlPath, ['sriov', 'discover', '--sysfs-root', k.root, '--config', configFile]).toString();
     assert.match(table, /0000:5e:02\.3 .*✗ shares IOMMU group/);
     assert.match(table, /intel\.com\/intel_kernel \(netDevice\): 3 device\(s\)/);
+  });
+
+  it('pKeys and vdpaType select by the IB pkey and the vDPA driver; a vhost vDPA device gets its char device and a vdpa device-info', () => {
+    const host = FakeKernel.create(join(rig.dir('vdpa'), 'host'), { pfs: [{ address: '0000:af:00.0', vendor: '15b3', device: '101b', numVfs: 3, netdev: 'ens3f0', pkey: '0x8001', vdpa: { 0: 'vhost', 1: 'virtio' } }] });
+    const config = parseConfig(JSON.stringify({ resourceList: [
+      { resourceName: 'vdpa_vhost', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'], vdpaType: 'vhost' }] },
+      { resourceName: 'vdpa_virtio', resourcePrefix: 'nvidia.com', selectors: [{ vdpaType: 'virtio' }] },
+      { resourceName: 'ib_8001', resourcePrefix: 'nvidia.com', selectors: [{ pKeys: ['0X8001'], isRdma: true }] },
+    ] }));
+    const inv = discover(host.host());
+    const { pools, verdicts } = assignPools(inv, config.pools);
+    assert.deepEqual(pools.map((p) => [p.pool.resourceName, p.devices]), [['vdpa_vhost', ['0000:af:02.0']], ['vdpa_virtio', ['0000:af:02.1']], ['ib_8001', ['0000:af:02.2']]]);
+    assert.match(String(verdicts.find((v) => v.device.address === '0000:af:00.0')?.reason), /PF with 3 VFs/);
+    const vhost = inv.devices.find((d) => d.address === '0000:af:02.0')!;
+    const res = containerResponse(pools[0]!.pool, [vhost], false);
+    assert.ok(res.devices.some((d) => d.host_path === '/dev/vhost-vdpa-0'));
+    assert.deepEqual(JSON.parse(res.envs.PCIDEVICE_NVIDIA_COM_VDPA_VHOST_INFO!)['0000:af:02.0'].vdpa, { mount: '/dev/vhost-vdpa-0' });
+    const devinfo = rig.dir('vdpa-devinfo');
+    const file = writeDpDeviceInfo(devinfo, pools[0]!.pool, vhost);
+    assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')), { type: 'vdpa', version: '1.1.0', vdpa: { 'parent-device': 'vdpa0', driver: 'vhost', path: '/dev/vhost-vdpa-0', 'pci-address': '0000:af:02.0', 'pf-pci-address': '0000:af:00.0' } });
+    const virtio = inv.devices.find((d) => d.address === '0000:af:02.1')!;
+    assert.equal((JSON.parse(readFileSync(writeDpDeviceInfo(devinfo, pools[1]!.pool, virtio), 'utf8')) as { vdpa: Record<string, string> }).vdpa.path, undefined, 'virtio has no char device');
   });
 });
