@@ -17,6 +17,8 @@ export interface DiscoverReport {
   iommu: boolean;
   defaultRoutes: { v4: string[]; v6: string[] };
   pools: { resourceName: string; deviceType: string; devices: string[] }[];
+  /** Auxiliary devices (sub-functions), by name, with their parent PCI function. */
+  auxDevices: { name: string; type: string; parent: string; driver: string | null; netdevs: string[]; rdma: string[]; pool: string | null; reason: string | null }[];
   devices: {
     pciAddress: string;
     vendor: string;
@@ -48,7 +50,8 @@ export function discoverReport(root: string, config: DevicePluginConfig): Discov
     iommu: inv.iommuEnabled,
     defaultRoutes: inv.defaultRouteNetdevs,
     pools: pools.map((p) => ({ resourceName: resourceFullName(p.pool), deviceType: p.pool.deviceType, devices: p.devices })),
-    devices: verdicts.map(({ device: d, pool, reason }) => ({
+    auxDevices: verdicts.filter((v) => v.device.aux).map(({ device: d, pool, reason }) => ({ name: d.address, type: d.aux!.type, parent: d.aux!.parent, driver: d.driver ?? null, netdevs: d.netdevs.map((n) => n.name), rdma: d.rdma, pool: pool ?? null, reason: reason ?? null })),
+    devices: verdicts.filter((v) => !v.device.aux).map(({ device: d, pool, reason }) => ({
       pciAddress: d.address,
       vendor: d.vendor,
       device: d.device,

@@ -97,7 +97,9 @@ export function cdiSpec(pool: PoolConfig, devices: PciDevice[]): object {
 }
 
 /** Writes the device-info file (spec 1.1.0) for an allocated device: remove, then write, mode 0444. */
-export function writeDpDeviceInfo(devinfoDir: string, pool: PoolConfig, dev: PciDevice): string {
+export function writeDpDeviceInfo(devinfoDir: string, pool: PoolConfig, dev: PciDevice): string | undefined {
+  // device-info spec 1.1.0 has no type for auxiliary devices: none is written (sriov-network-device-plugin writes none either).
+  if (dev.aux) return undefined;
   const path = dpDeviceInfoPath(devinfoDir, resourceFullName(pool), dev.address);
   let info: object;
   if (dev.vdpa?.driver === 'vhost_vdpa' || dev.vdpa?.driver === 'virtio_vdpa') {

@@ -63,11 +63,13 @@ export function failedFilter(sel: Selector, dev: PciDevice, pfNetdevs: string[])
     ['isRdma', () => sel.isRdma === dev.rdma.length > 0, () => (dev.rdma.length ? 'RDMA' : 'no RDMA device')],
     ['vdpaType', () => dev.vdpa?.driver === `${sel.vdpaType}_vdpa`, () => (dev.vdpa ? `${dev.vdpa.name} on ${dev.vdpa.driver ?? 'no driver'}` : 'no vDPA device')],
     ['numaNodes', () => sel.numaNodes!.includes(dev.numaNode), () => `NUMA ${dev.numaNode}`],
+    ['auxTypes', () => !!dev.aux && sel.auxTypes!.includes(dev.aux.type), () => (dev.aux ? `aux type ${dev.aux.type}` : 'not an auxiliary device')],
   ];
   for (const [field, ok, has] of checks) {
     const value = sel[field];
     if (value === undefined || (Array.isArray(value) && value.length === 0) || field === 'needVhostNet') continue;
     if (field === 'isRdma' && value === false) continue; // DP: only `true` filters
+    if (dev.aux && (field === 'acpiIndexes' || field === 'pciAddresses')) continue; // DP: parsed, not filtered for aux devices
     if (!ok()) return `${field} (${has()})`;
   }
   return undefined;
@@ -84,7 +86,9 @@ function hostExclusion(dev: PciDevice, inv: HostInventory): string | undefined {
 }
 
 function classMatches(pool: PoolConfig, dev: PciDevice): boolean {
-  return pool.deviceType === 'accelerator' ? dev.class.startsWith('12') : pool.deviceType === 'netDevice' && dev.class.startsWith('02');
+  if (pool.deviceType === 'auxNetDevice') return !!dev.aux && dev.class.startsWith('02');
+  if (dev.aux) return false;
+  return pool.deviceType === 'accelerator' ? dev.class.startsWith('12') : dev.class.startsWith('02');
 }
 
 /** Used through vfio: already bound to it, or the pool binds it. */

@@ -44,6 +44,11 @@ export interface PciDevice {
   rdma: string[];
   /** InfiniBand default partition key (index 0) of the RDMA device's port 1, e.g. `0xffff`. */
   pkey?: string;
+  /**
+   * An auxiliary device (e.g. a mlx5 sub-function `mlx5_core.sf.2`): `address` is its name (the
+   * device ID kubelet sees), vendor/device/class/NUMA are its parent PCI function's, `pf` the parent.
+   */
+  aux?: { type: string; parent: string };
   /** A vDPA device on this function: its name, driver (vhost_vdpa / virtio_vdpa) and vhost char device. */
   vdpa?: { name: string; driver?: string; vhostDev?: string };
   uio?: string;
@@ -228,10 +233,31 @@ export function defaultRouteNetdevs(host: HostRoot): { v4: string[]; v6: string[
   return { v4: [...new Set(v4)], v6: [...new Set(v6.filter((d) => d !== 'lo'))] };
 }
 
+/** `<driver>.<type>.<id>` → type (`sf`). */
+const AUX_NAME = /^[^.]+\.([^.]+)\.\d+$/;
+
+/** An auxiliary device from /sys/bus/auxiliary/devices: its own driver, netdevs and RDMA; the rest from its parent. */
+function readAux(host: HostRoot, name: string, parents: Map<string, PciDevice>): PciDevice | undefined {
+  const type = AUX_NAME.exec(name)?.[1];
+  const real = host.resolveLink(`sys/bus/auxiliary/devices/${name}`);
+  const parentAddr = real?.split('/').at(-2);
+  const parent = parentAddr ? parents.get(parentAddr) : undefined;
+  if (!type || !real || !parent) return undefined;
+  const dir = `sys/bus/auxiliary/devices/${name}`;
+  const dev: PciDevice = { address: name, vendor: parent.vendor, device: parent.device, class: parent.class, numaNode: parent.numaNode, iommuPeers: [], netdevs: [], rdma: [], pfNetdevs: parent.netdevs.map((n) => n.name), pf: parent.address, aux: { type, parent: parent.address } };
+  const driver = host.linkName(`${dir}/driver`);
+  if (driver) dev.driver = driver;
+  dev.netdevs = host.list(`${dir}/net`).map((n) => netdevInfo(host, dir, n));
+  dev.rdma = host.list(`${dir}/infiniband`);
+  return dev;
+}
+
 /** Fresh facts for some devices only (Allocate re-reads what it hands out, not the whole host). */
 export function rediscover(host: HostRoot, inv: HostInventory, addresses: string[]): HostInventory {
   const ctx: ScanContext = { pfs: new Map() };
-  const fresh = new Map(addresses.map((a) => [a, host.exists(`sys/bus/pci/devices/${a}`) ? readDevice(host, ctx, a) : undefined]));
+  const parents = new Map(inv.devices.filter((d) => !d.aux).map((d) => [d.address, d]));
+  const read = (a: string) => (AUX_NAME.test(a) ? readAux(host, a, parents) : host.exists(`sys/bus/pci/devices/${a}`) ? readDevice(host, ctx, a) : undefined);
+  const fresh = new Map(addresses.map((a) => [a, read(a)]));
   const devices = inv.devices.flatMap((d) => {
     if (!fresh.has(d.address)) return [d];
     const now = fresh.get(d.address);
@@ -261,6 +287,11 @@ export function discover(host: HostRoot): HostInventory {
   for (const dev of all) {
     if (dev.iommuGroup) dev.iommuPeers = (groups.get(dev.iommuGroup) ?? []).filter((a) => a !== dev.address);
     if (dev.error || dev.class.startsWith('02') || dev.class.startsWith('12')) devices.push(dev);
+  }
+  const parents = new Map(devices.map((d) => [d.address, d]));
+  for (const name of host.list('sys/bus/auxiliary/devices')) {
+    const aux = readAux(host, name, parents);
+    if (aux) devices.push(aux);
   }
   return { devices, defaultRouteNetdevs: defaultRouteNetdevs(host), iommuEnabled: host.list('sys/kernel/iommu_groups').length > 0 };
 }

@@ -54,6 +54,8 @@ export interface FakePfSpec {
   rdma?: boolean;
   /** InfiniBand default pkey of the RDMA devices' port 1 (default 0xffff). */
   pkey?: string;
+  /** Sub-functions on the PF: auxiliary devices `mlx5_core.sf.<n>` with a netdev `<pf netdev>s<n>` each. */
+  subfunctions?: number;
   /** vDPA devices on VFs, by VF index: bound to vhost_vdpa (with /dev/vhost-vdpa-N) or virtio_vdpa. */
   vdpa?: Record<number, 'vhost' | 'virtio'>;
   carrier?: boolean;
@@ -420,6 +422,22 @@ export class FakeKernel implements SysfsWriter {
       this.probe(vf);
     }
     if (pf.rdma) for (const vf of vfs) if (!vf.rdma && vf.driver === 'mlx5_core') this.addRdma(vf);
+    for (let n = 1; n <= (spec.subfunctions ?? 0); n++) {
+      // An auxiliary device is a child of its PCI function, bound on the auxiliary bus.
+      const name = `mlx5_core.sf.${n}`;
+      const d = join(pf.dir, name);
+      const netdev = `${pf.sriov!.netdev}s${n}`;
+      this.mkdir(join(d, 'net', netdev));
+      this.file(join(d, 'sfnum'), String(n));
+      for (const [f, c] of Object.entries({ address: `02:5f:00:00:00:${n.toString(16).padStart(2, '0')}`, type: '1', operstate: 'down', mtu: '1500' })) this.file(join(d, 'net', netdev, f), c);
+      this.link(join(d, 'net', netdev, 'device'), d);
+      this.mkdir('sys/bus/auxiliary/drivers/mlx5_core.sf');
+      this.link(join(d, 'driver'), 'sys/bus/auxiliary/drivers/mlx5_core.sf');
+      this.link(`sys/bus/auxiliary/devices/${name}`, d);
+      if (pf.rdma) {
+        this.mkdir(join(d, 'infiniband', `mlx5_${this.state.nextRdma++}`));
+      }
+    }
     for (const [index, kind] of Object.entries(spec.vdpa ?? {})) {
       const vf = vfs[Number(index)];
       if (!vf) continue;
