@@ -40,9 +40,13 @@ export function defaultConfigPath(): string | undefined {
   return findAbove(import.meta.url, [join('device-plugin', 'config.json')]);
 }
 
-export function discoverReport(root: string, config: DevicePluginConfig): DiscoverReport {
+export async function discoverReport(root: string, config: DevicePluginConfig): Promise<DiscoverReport> {
   const host = openHost(root);
   const inv = discover(host);
+  if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) {
+    const { addDdpProfiles } = await import('../sriov/ddp.js');
+    await addDdpProfiles(host, inv);
+  }
   const { pools, verdicts } = assignPools(inv, config.pools);
   return {
     schemaVersion: 1,
@@ -129,10 +133,10 @@ export function registerSriov(program: Command): void {
     .option('--sysfs-root <dir>', `host root holding sys/, proc/ and dev/ (default: $${HOST_ROOT_ENV} or /)`)
     .option('--config <file>', 'device plugin config.json (default: device-plugin/config.json)')
     .option('-o, --output <format>', 'json or table', 'table')
-    .action((o: { sysfsRoot?: string; config?: string; output: string }) => {
+    .action(async (o: { sysfsRoot?: string; config?: string; output: string }) => {
       const configPath = o.config ?? defaultConfigPath();
       const config = configPath ? parseConfig(readFileSync(configPath, 'utf8')) : { pools: [] };
-      const report = discoverReport(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/', config);
+      const report = await discoverReport(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/', config);
       process.stdout.write(`${o.output === 'json' ? JSON.stringify(report, null, 2) : table(report)}\n`);
     });
   sriov

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, wri
 import { writeFileAtomic } from '../cni/cache.js';
 import { basename, join } from 'node:path';
 import { type HostInventory, type PciDevice, discover, rediscover } from '../sriov/discover.js';
+import { addDdpProfiles } from '../sriov/ddp.js';
 import type { HostRoot } from '../sriov/host.js';
 import { cdiSpec, containerResponse, preferredAllocation, removeStaleDeviceInfo, withCdi, writeDpDeviceInfo } from './allocate.js';
 import { type DevicePluginConfig, type PoolConfig, parseConfig, resourceFullName } from './config.js';
@@ -149,12 +150,14 @@ export class SriovDevicePlugin {
     const config = this.config!;
     const allocated = await this.allocated();
     for (const [id, r] of this.remembered) r.allocated = allocated.has(id);
-    this.inventory = discover(this.opts.host);
-    this.assignment = assignPools(this.inventory, config.pools, this.remembered);
-    if (this.bindPools(config)) {
+    const scan = async (): Promise<void> => {
       this.inventory = discover(this.opts.host);
+      // DDP package names cost a devlink query per PF: only when a selector asks for them.
+      if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) await addDdpProfiles(this.opts.host, this.inventory);
       this.assignment = assignPools(this.inventory, config.pools, this.remembered);
-    }
+    };
+    await scan();
+    if (this.bindPools(config)) await scan();
     this.releaseUnpooled();
     this.persist();
     const wanted = new Map(config.pools.map((p) => [resourceFullName(p), p]));

@@ -58,7 +58,7 @@ export function failedFilter(sel: Selector, dev: PciDevice, pfNetdevs: string[])
     ['pfNames', () => sel.pfNames!.some((r) => pfNetdevs.some((n) => inRange(r, n, dev.vfIndex))), () => `PF netdev ${pfNetdevs.join(',') || 'none'}${dev.vfIndex !== undefined ? `, VF ${dev.vfIndex}` : ''}`],
     ['rootDevices', () => sel.rootDevices!.some((r) => inRange(r, dev.pf, dev.vfIndex)), () => `PF ${dev.pf ?? 'none'}`],
     ['linkTypes', () => !!linkType && sel.linkTypes!.includes(linkType), () => linkType ?? 'no netdev'],
-    ['ddpProfiles', () => false, () => 'DDP profiles are not discovered'],
+    ['ddpProfiles', () => !!dev.ddpProfile && sel.ddpProfiles!.includes(dev.ddpProfile), () => dev.ddpProfile ?? 'no DDP package'],
     ['pKeys', () => !!dev.pkey && sel.pKeys!.some((k) => parseInt(k, 16) === parseInt(dev.pkey!, 16)), () => dev.pkey ?? 'no InfiniBand pkey'],
     ['isRdma', () => sel.isRdma === dev.rdma.length > 0, () => (dev.rdma.length ? 'RDMA' : 'no RDMA device')],
     ['vdpaType', () => dev.vdpa?.driver === `${sel.vdpaType}_vdpa`, () => (dev.vdpa ? `${dev.vdpa.name} on ${dev.vdpa.driver ?? 'no driver'}` : 'no vDPA device')],

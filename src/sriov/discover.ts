@@ -42,6 +42,8 @@ export interface PciDevice {
   vfIndex?: number;
   netdevs: NetdevInfo[];
   rdma: string[];
+  /** The PF's running DDP package name (addDdpProfiles; only read when a selector asks). */
+  ddpProfile?: string;
   /** InfiniBand default partition key (index 0) of the RDMA device's port 1, e.g. `0xffff`. */
   pkey?: string;
   /**

@@ -54,6 +54,8 @@ export interface FakePfSpec {
   rdma?: boolean;
   /** InfiniBand default pkey of the RDMA devices' port 1 (default 0xffff). */
   pkey?: string;
+  /** The running DDP package name devlink reports for the PF (Intel 800/700 series). */
+  ddpProfile?: string;
   /** Sub-functions on the PF: auxiliary devices `mlx5_core.sf.<n>` with a netdev `<pf netdev>s<n>` each. */
   subfunctions?: number;
   /** vDPA devices on VFs, by VF index: bound to vhost_vdpa (with /dev/vhost-vdpa-N) or virtio_vdpa. */
@@ -122,6 +124,7 @@ interface Device {
   away: string[];
   rdma?: string;
   pkey?: string;
+  ddp?: string;
   pf?: string;
   vfIndex?: number;
   sriov?: { total: number; num: number; offset: number; stride: number; vfDevice: string; autoprobe: boolean; naming: 'v' | 'slot'; netdev: string; vfinfo: VfInfo[]; quirks: PfQuirks };
@@ -272,6 +275,12 @@ export class FakeKernel implements SysfsWriter {
     this.save();
   }
 
+  /** devlink info's `fw.app.name` of a PF, if its driver has a DDP package loaded. */
+  ddpProfile(pfAddress: string): string | undefined {
+    this.reload();
+    return this.state.devices[pfAddress]?.ddp;
+  }
+
   /** Every PF-side call so far, one line each (`<pf> vf <n> <setting JSON>`). */
   pfCalls(): string[] {
     try {
@@ -399,6 +408,7 @@ export class FakeKernel implements SysfsWriter {
     pf.netdevs = [this.netdev(pf.sriov.netdev, pf.address, spec.carrier ?? true)];
     if (spec.rdma ?? vendor === '15b3') pf.rdma = `mlx5_${this.state.nextRdma++}`;
     if (spec.pkey) pf.pkey = spec.pkey;
+    if (spec.ddpProfile) pf.ddp = spec.ddpProfile;
     this.bind(pf, DEFAULT_DRIVERS[key] ?? 'i40e');
     if (spec.numVfs) this.setNumVfs(pf, String(spec.numVfs));
     const vfs = this.vfsOf(pf);

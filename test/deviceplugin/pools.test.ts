@@ -6,6 +6,8 @@ import { execFileSync } from 'node:child_process';
 import { parseConfig } from '../../src/deviceplugin/config.js';
 import { assignPools } from '../../src/deviceplugin/pools.js';
 import { containerResponse, writeDpDeviceInfo } from '../../src/deviceplugin/allocate.js';
+import { addDdpProfiles, openDdpSource } from '../../src/sriov/ddp.js';
+import { HostRoot } from '../../src/sriov/host.js';
 import { discover } from '../../src/sriov/discover.js';
 import { FakeKernel, type FakeHostSpec } from '../../src/sriov/fakekernel.js';
 import { repoRoot } from '../../src/rig/simnode.js';
@@ -130,5 +132,25 @@ describe('device plugin: discovery and pools on a simulated host', () => {
     assert.equal(res.envs.PCIDEVICE_NVIDIA_COM_SF_ONE, 'mlx5_core.sf.2');
     assert.ok(res.devices.some((d) => d.host_path.startsWith('/dev/infiniband/uverbs')), 'its RDMA device nodes');
     assert.equal(writeDpDeviceInfo(rig.dir('aux-devinfo'), pools[0]!.pool, sf), undefined, 'no device-info type exists for auxiliary devices');
+  });
+
+  it('ddpProfiles selects the VFs of PFs running that DDP package (devlink fw.app.name); the real devlink answers without one', async () => {
+    const host = FakeKernel.create(join(rig.dir('ddp'), 'host'), { pfs: [
+      { address: '0000:3b:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens2f0', ddpProfile: 'ICE COMMS Package' },
+      { address: '0000:3c:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens3f0', ddpProfile: 'ICE OS Default Package' },
+    ] });
+    const config = parseConfig(JSON.stringify({ resourceList: [{ resourceName: 'comms', selectors: [{ devices: ['1889'], ddpProfiles: ['ICE COMMS Package'] }] }] }));
+    const inv = discover(host.host());
+    await addDdpProfiles(host.host(), inv);
+    const { pools, verdicts } = assignPools(inv, config.pools);
+    assert.deepEqual(pools[0]!.devices, ['0000:3b:02.0', '0000:3b:02.1']);
+    assert.match(String(verdicts.find((v) => v.device.address === '0000:3c:02.0')?.reason), /ddpProfiles \(ICE OS Default Package\)/);
+    // The real host: generic netlink to devlink; no Intel PF here, so no package (and no exception).
+    const real = openDdpSource(new HostRoot('/'));
+    try {
+      assert.equal(await real.profile('0000:00:00.0'), undefined);
+    } finally {
+      real.close();
+    }
   });
 });
