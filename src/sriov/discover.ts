@@ -10,9 +10,11 @@ import { HOST_ROOT_ENV, HostRoot, routingId } from './host.js';
 export interface NetdevInfo {
   name: string;
   /**
-   * Read for PFs and plain NICs (their carrier is a health input); left out for VFs to keep a scan
-   * of hundreds of VFs cheap: whoever needs a VF netdev's state (vfio preflight) reads it then.
+   * MAC, operstate and carrier are read for PFs and plain NICs (their carrier is a health input);
+   * left out for VFs to keep a scan of hundreds of VFs within its budget: whoever needs a VF
+   * netdev's state reads it then (vfio preflight: operstate; `sriov vfs`: the PF's VF table).
    */
+  mac?: string;
   operstate?: string;
   /** operstate is up (reading `carrier` of a down link fails with EINVAL). */
   carrier?: boolean;
@@ -89,7 +91,8 @@ function linkType(host: HostRoot, netdevDir: string): string {
 
 function netdevInfo(host: HostRoot, dir: string, name: string): NetdevInfo {
   const operstate = host.read(`${dir}/net/${name}/operstate`) ?? 'unknown';
-  return { name, operstate, carrier: operstate === 'up', linkType: linkType(host, `${dir}/net/${name}`) };
+  const mac = host.read(`${dir}/net/${name}/address`);
+  return { name, ...(mac ? { mac } : {}), operstate, carrier: operstate === 'up', linkType: linkType(host, `${dir}/net/${name}`) };
 }
 
 /** Facts of one PF shared by its VFs, read once per discovery. */
