@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Ajv from 'ajv';
 import { execFileSync } from 'node:child_process';
@@ -152,5 +152,16 @@ describe('device plugin: discovery and pools on a simulated host', () => {
     } finally {
       real.close();
     }
+  });
+
+  it('one unreadable device is reported as such and hides none of the others', () => {
+    const host = FakeKernel.create(join(rig.dir('broken'), 'host'), { pfs: [{ address: '0000:5e:00.0', vendor: '8086', device: '158b', numVfs: 3, netdev: 'ens1f0' }] });
+    // VF 1's identity files are garbage (ghw would return nothing for the whole host).
+    const vf1 = join(host.root, 'sys/bus/pci/devices/0000:5e:02.1');
+    for (const f of ['uevent', 'vendor', 'device', 'class']) writeFileSync(join(vf1, f), 'garbage\n');
+    const config = parseConfig(JSON.stringify({ resourceList: [{ resourceName: 'vfs', selectors: [{ devices: ['154c'] }] }] }));
+    const { pools, verdicts } = assignPools(discover(host.host()), config.pools);
+    assert.deepEqual(pools[0]!.devices, ['0000:5e:02.0', '0000:5e:02.2']);
+    assert.match(String(verdicts.find((v) => v.device.address === '0000:5e:02.1')?.reason), /^unreadable: /);
   });
 });
