@@ -9,6 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { VfInfo, VfSetting } from '../net/vf.js';
+import { writeFileAtomic } from '../cni/cache.js';
 import { basename, dirname, join, relative } from 'node:path';
 import { HostRoot, type SysfsWriter, formatPciAddress, parsePciAddress, routingId } from './host.js';
 
@@ -189,10 +190,6 @@ export class FakeKernel implements SysfsWriter {
     const file = join(root, STATE_FILE);
     if (!existsSync(file)) return undefined;
     return new FakeKernel(root, JSON.parse(readFileSync(file, 'utf8')) as State);
-  }
-
-  static isSimulated(root: string): boolean {
-    return existsSync(join(root, STATE_FILE));
   }
 
   /** A HostRoot whose writes this kernel answers. */
@@ -783,6 +780,7 @@ export class FakeKernel implements SysfsWriter {
   }
 
   private save(): void {
-    writeFileSync(join(this.root, STATE_FILE), JSON.stringify(this.state));
+    // Temp + rename: a process killed mid-write (tests SIGKILL plugins) must not leave a torn state.
+    writeFileAtomic(join(this.root, STATE_FILE), JSON.stringify(this.state), { durable: false });
   }
 }
