@@ -1,6 +1,6 @@
 /** The node daemon's Prometheus metrics (prom-client) and the observer that feeds them. */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { listenHttp } from '../util/listen.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Observer } from '../meta/observe.js';
 
@@ -29,10 +29,7 @@ export class DaemonMetrics implements Observer {
 
   /** GET /metrics on host:port; resolves with the address it listens on. */
   async serve(address: string): Promise<{ server: Server; url: string }> {
-    const at = address.lastIndexOf(':');
-    const host = address.slice(0, at) || '127.0.0.1';
-    const port = Number(address.slice(at + 1));
-    const server = createServer((req, res) => {
+    const { server, base } = await listenHttp(address, (req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end();
         return;
@@ -42,8 +39,6 @@ export class DaemonMetrics implements Observer {
         res.end(text);
       });
     });
-    await new Promise<void>((resolve) => server.listen(port, host, resolve));
-    const a = server.address() as AddressInfo;
-    return { server, url: `http://${host}:${a.port}/metrics` };
+    return { server, url: `${base}/metrics` };
   }
 }

@@ -68,12 +68,7 @@ export function kubeletApis(): KubeletApis {
   return apis;
 }
 
-/** A unary call as a promise, with a deadline. */
-export function unary<T>(client: grpcModule.Client & Record<string, Function>, method: string, request: object, timeoutMs = 10_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    client[method]!.call(client, request, { deadline: Date.now() + timeoutMs }, (err: Error | null, res: T) => (err ? reject(err) : resolve(res)));
-  });
-}
+export { unary } from '../util/grpc-unary.js';
 
 export async function bindUnix(server: grpcModule.Server, socket: string): Promise<void> {
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));

@@ -1,7 +1,6 @@
 /** The device plugin's /metrics (prom-client) and /debug (pools, health reasons, exclusions). */
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { listenHttp } from '../util/listen.js';
 import type { SriovDevicePlugin } from './plugin.js';
 
 export async function serveDevicePluginMetrics(plugin: SriovDevicePlugin, address: string): Promise<{ url: string; close(): void }> {
@@ -38,7 +37,7 @@ export async function serveDevicePluginMetrics(plugin: SriovDevicePlugin, addres
       this.set(plugin.debug().configError ? 0 : 1);
     },
   });
-  const server = createServer((req, res) => {
+  const { server, base } = await listenHttp(address, (req, res) => {
     if (req.url === '/debug') {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(plugin.debug(), null, 2));
@@ -49,9 +48,5 @@ export async function serveDevicePluginMetrics(plugin: SriovDevicePlugin, addres
       });
     } else res.writeHead(404).end();
   });
-  const at = address.lastIndexOf(':');
-  const host = address.slice(0, at) || '127.0.0.1';
-  await new Promise<void>((resolve) => server.listen(Number(address.slice(at + 1)), host, resolve));
-  const port = (server.address() as AddressInfo).port;
-  return { url: `http://${host}:${port}`, close: () => server.close() };
+  return { url: base, close: () => server.close() };
 }

@@ -29,10 +29,6 @@ export class PoolServer {
     private readonly watcherMode: boolean,
   ) {}
 
-  get listAndWatchStreams(): number {
-    return this.streams.size;
-  }
-
   async start(): Promise<void> {
     const apis = kubeletApis();
     // pluginwatcher rule: remove an old socket and listen anew.
@@ -84,10 +80,6 @@ export class PoolServer {
     this.devices = devices;
     for (const s of this.streams) s.write({ devices });
     return true;
-  }
-
-  get current(): Device[] {
-    return this.devices;
   }
 
   stop(): void {

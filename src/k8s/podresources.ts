@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireAbove } from '../util/find-above.js';
+import { unary } from '../util/grpc-unary.js';
 
 export type PodDevices = Map<string, string[]>;
 
@@ -39,23 +40,17 @@ async function lister(socket: string): Promise<{ client: Lister; status: { UNIMP
   return { client, status: grpc.status };
 }
 
-function call<T>(client: Lister, method: string, req: object, timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    client[method]!.call(client, req, { deadline: Date.now() + timeoutMs }, (err: (Error & { code?: number }) | null, res: T) => (err ? reject(err) : resolve(res)));
-  });
-}
-
 /** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
 export async function podDevicesFromKubelet(socket: string, namespace: string, name: string, timeoutMs: number): Promise<PodDevices> {
   const { client, status } = await lister(socket);
   try {
     try {
-      const res = await call<{ pod_resources?: ProtoPodResources }>(client, 'Get', { pod_name: name, pod_namespace: namespace }, timeoutMs);
+      const res = await unary<{ pod_resources?: ProtoPodResources }>(client, 'Get', { pod_name: name, pod_namespace: namespace }, timeoutMs);
       return merge(new Map(), res.pod_resources);
     } catch (err) {
       if ((err as { code?: number }).code !== status.UNIMPLEMENTED) throw err;
     }
-    const list = await call<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
+    const list = await unary<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
     return merge(new Map(), list.pod_resources.find((p) => p.name === name && p.namespace === namespace));
   } finally {
     client.close();
@@ -66,7 +61,7 @@ export async function podDevicesFromKubelet(socket: string, namespace: string, n
 export async function allocatedDevices(socket: string, timeoutMs: number): Promise<PodDevices> {
   const { client } = await lister(socket);
   try {
-    const list = await call<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
+    const list = await unary<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
     const all: PodDevices = new Map();
     for (const pod of list.pod_resources) merge(all, pod);
     return all;
