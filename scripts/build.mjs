@@ -1,4 +1,4 @@
-// One command builds everything: the setns addon, TypeScript (for tests) and the bundled executables.
+// One command builds everything: the N-API addon, TypeScript (for tests) and the bundled executables.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -12,7 +12,7 @@ const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit'
 const headerDirs = ['/usr/include/node', join(dirname(process.execPath), '..', 'include', 'node')];
 const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
 if (!headers) throw new Error(`node_api.h not found in ${headerDirs.join(', ')}`);
-run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-o', 'native/setns.node', 'native/setns.c']);
+run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-Wextra', '-o', 'native/plexus.node', 'native/addon.c']);
 // The daemon-mode shim: a static binary, so an exec costs what a Go plugin's does.
 run('cc', ['-O2', '-static', '-Wall', '-Wextra', '-o', 'native/plexus-shim', 'native/plexus-shim.c']);
 

@@ -1,11 +1,12 @@
 /** Executing a CNI plugin exactly as a runtime does (libcni `invoke`): lookup, env, stdin, error decoding. */
-import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniError, ErrorCode } from './errors.js';
 import { validate } from './validate.js';
 import type { AnyResult } from './types.js';
+import { spawnCollect } from '../util/native.js';
 
 /** First executable file named `type` in the CNI_PATH directories. */
 export function findInPath(type: string, cniPath: readonly string[]): string {
@@ -68,40 +69,16 @@ export async function execPlugin(pluginPath: string, stdin: Buffer | string, env
   }
 }
 
-function execOnce(pluginPath: string, stdin: Buffer | string, env: NodeJS.ProcessEnv, opts: ExecOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(pluginPath, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    if (opts.timeoutMs) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        child.kill('SIGKILL');
-      }, opts.timeoutMs);
-    }
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.stdin.on('error', () => {
-      /* the plugin may exit without reading stdin (e.g. VERSION) */
-    });
-    child.stdin.end(stdin);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const stderr = Buffer.concat(err);
-      if (stderr.length) (opts.onStderr ?? ((c) => process.stderr.write(c)))(stderr);
-      const stdout = Buffer.concat(out);
-      if (timedOut) {
-        reject(new CniError(ErrorCode.TryAgainLater, `plugin ${pluginPath} timed out`, `killed after ${opts.timeoutMs} ms`));
-      } else if (code === 0) resolve(stdout);
-      else reject(decodePluginError(pluginPath, signal ? `signal ${signal}` : `exit status ${code}`, stdout, stderr));
-    });
-  });
+async function execOnce(pluginPath: string, stdin: Buffer | string, env: NodeJS.ProcessEnv, opts: ExecOptions): Promise<Buffer> {
+  const { status, signal, timedOut, stdout, stderr } = await spawnCollect(pluginPath, env, stdin, opts.timeoutMs ?? 0);
+  if (stderr.length) (opts.onStderr ?? ((c) => process.stderr.write(c)))(stderr);
+  if (timedOut) throw new CniError(ErrorCode.TryAgainLater, `plugin ${pluginPath} timed out`, `killed after ${opts.timeoutMs} ms`);
+  if (status === 0) return stdout;
+  throw decodePluginError(pluginPath, signal !== null ? `signal ${signalName(signal)}` : `exit status ${status}`, stdout, stderr);
+}
+
+function signalName(signal: number): string {
+  return Object.entries(osConstants.signals).find(([, n]) => n === signal)?.[0] ?? String(signal);
 }
 
 /** Parses and validates a plugin's ADD output. */

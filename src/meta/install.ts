@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { writeFileAtomic } from '../cni/cache.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { setnsAddonPath } from '../net/netns.js';
+import { nativeAddonPath } from '../util/native.js';
 import { requireAbove } from '../util/find-above.js';
 
 export const META_CONF_NAME = '00-plexus.conflist';
@@ -87,6 +87,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   const files = bundleFiles(src);
   const hash = createHash('sha256');
   for (const f of files) hash.update(f).update(readFileSync(join(src, f)));
+  hash.update(readFileSync(nativeAddonPath()));
   const version = hash.digest('hex').slice(0, 12);
   const root = join(binDir, 'plexus.d');
   const target = join(root, version);
@@ -95,7 +96,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
     mkdirSync(staging, { recursive: true });
     try {
       for (const f of files) cpSync(join(src, f), join(staging, f), { recursive: true });
-      cpSync(setnsAddonPath(), join(staging, 'setns.node'));
+      cpSync(nativeAddonPath(), join(staging, 'plexus.node'));
       const netlink = packageDir('netlink', src);
       const modules = join(staging, 'node_modules');
       for (const part of ['package.json', 'dist', join('prebuilds', `${process.platform}-${process.arch}`)]) cpSync(join(netlink, part), join(modules, 'netlink', part), { recursive: true });

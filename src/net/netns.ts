@@ -2,30 +2,8 @@
  * Network namespaces by path. The main thread is switched into a netns only for synchronous code
  * (creating a netlink socket, which then stays bound to that netns) and straight back.
  */
-import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { requireAbove } from '../util/find-above.js';
-
-interface SetnsAddon {
-  setns(fd: number, nstype: number): void;
-  unshare(flags: number): void;
-  CLONE_NEWNET: number;
-}
-
-let addon: SetnsAddon | undefined;
-
-/** The setns addon's path: native/setns.node above this module (source tree, build/, dist/) or beside an installed bundle. */
-export function setnsAddonPath(): string {
-  const override = process.env.PLEXUS_NATIVE_DIR && join(process.env.PLEXUS_NATIVE_DIR, 'setns.node');
-  if (override && existsSync(override)) return override;
-  return requireAbove(import.meta.url, [join('native', 'setns.node'), 'setns.node']);
-}
-
-function loadAddon(): SetnsAddon {
-  addon ??= createRequire(import.meta.url)(setnsAddonPath()) as SetnsAddon;
-  return addon;
-}
+import { closeSync, openSync, promises as fsp } from 'node:fs';
+import { nativeAddon as loadAddon } from '../util/native.js';
 
 /** An open network namespace; `fd` keeps it alive and identifies it. */
 export class Netns {
