@@ -143,9 +143,24 @@ int main(void) {
     if (w <= 0) return try_again(version, "plexus daemon did not take the request", strerror(errno));
     off += (size_t)w;
   }
+  /* Done once Content-Length bytes of body are in: the daemon may go on to report the pod's status before
+     it gets round to closing the connection. */
   struct buf resp = {0};
-  while ((n = read(fd, chunk, sizeof chunk)) > 0) put(&resp, chunk, (size_t)n);
+  long content_length = -1;
+  size_t head_len = 0;
+  while ((n = read(fd, chunk, sizeof chunk)) > 0) {
+    put(&resp, chunk, (size_t)n);
+    if (!head_len) {
+      char *end = strstr(resp.data, "\r\n\r\n");
+      if (!end) continue;
+      head_len = (size_t)(end - resp.data) + 4;
+      for (char *line = strstr(resp.data, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n"))
+        if (!strncasecmp(line + 2, "content-length:", 15)) content_length = strtol(line + 17, NULL, 10);
+    }
+    if (content_length >= 0 && resp.len >= head_len + (size_t)content_length) break;
+  }
   if (n < 0) return try_again(version, "plexus daemon did not answer in time", strerror(errno));
+  if (content_length >= 0 && resp.len < head_len + (size_t)content_length) return try_again(version, "plexus daemon closed the connection mid-reply", path);
   if (!resp.data) return try_again(version, "plexus daemon closed the connection", path);
   char *sep = strstr(resp.data, "\r\n\r\n");
   int status = 0;
