@@ -52,13 +52,19 @@ export function makeCacheEntry(
   return entry;
 }
 
-/** Writes `data` to `path` by temp file + fsync + rename (+ fsync of the directory). */
 /** Temp + rename: readers see the old or the new file, never a torn one; durable adds fsync of file and dir. */
 export function writeFileAtomic(path: string, data: string | Buffer, { mode = 0o600, durable = true }: { mode?: number; durable?: boolean } = {}): void {
   const dir = dirname(path);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.tmp`);
-  const fd = openSync(tmp, 'w', mode);
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'w', mode);
+  } catch (err) {
+    // The directory is made on first use only (a mkdir per write is a syscall on the per-pod path).
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fd = openSync(tmp, 'w', mode);
+  }
   try {
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     if (durable) fsyncSync(fd);

@@ -38,6 +38,13 @@ import { type AttachmentRecord, AttachmentStore, type StoredAttachment } from '.
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 const LOG_LEVELS = ['panic', 'error', 'verbose', 'debug'] as const;
 
+/**
+ * The node daemon serves many invocations with one kubeconfig: it is parsed again when the file changes,
+ * and at least every 10 s (the certificate or token files it names may be rotated in place).
+ */
+let sharedApi: { key: string; loaded: number; client: ApiClient } | undefined;
+const SHARED_API_TTL_MS = 10_000;
+
 /** Capabilities a selection may ask for, and the annotation key that asked (NPWG: fail if undeclared). */
 const REQUESTED_CAPABILITIES: [keyof NetworkSelection, string, string][] = [
   ['ips', 'ips', 'ips'],
@@ -144,8 +151,13 @@ export class MetaInvocation {
   /** The API client, if a kubeconfig or in-cluster credentials exist; loaded once, lazily. */
   async apiClient(): Promise<ApiClient | undefined> {
     if (this.api !== null) return this.api;
-    const cfg = this.conf.kubeconfig ? await loadKubeconfig(this.conf.kubeconfig) : inClusterConfig(this.req.env);
+    const path = this.conf.kubeconfig;
+    const stat = path ? statSync(path, { bigint: true, throwIfNoEntry: false }) : undefined;
+    const key = stat && `${path}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${this.conf.apiTimeoutMs}`;
+    if (key && sharedApi?.key === key && Date.now() - sharedApi.loaded < SHARED_API_TTL_MS) return (this.api = sharedApi.client);
+    const cfg = path ? await loadKubeconfig(path) : inClusterConfig(this.req.env);
     this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (verb) => observer()?.apiRequest(verb)) : undefined;
+    if (key && this.api) sharedApi = { key, loaded: Date.now(), client: this.api };
     return this.api;
   }
 
@@ -530,6 +542,7 @@ function emptyRecord(inv: MetaInvocation): AttachmentRecord {
 
 /** How long a record that lists nothing stays, so that a repeated DEL is still exact. */
 const EMPTY_RECORD_TTL_MS = 24 * 3600 * 1000;
+const EMPTY_RECORD_PRUNE_EVERY_MS = 3600 * 1000;
 
 /**
  * Runs work after the plugin has answered the runtime. The node daemon passes one (it outlives the
@@ -620,7 +633,7 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
     await delRecord(inv, read.record);
-    inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS);
+    inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS, EMPTY_RECORD_PRUNE_EVERY_MS);
     return;
   }
   // No usable record: rebuild the plan from config and annotations, DEL every delegate it yields,

@@ -88,7 +88,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(again.status, 0, `a repeated DEL succeeds: ${again.stdout}`);
     assert.equal(node.api.requests.length, requestsBefore);
     // empty records are pruned once old: a day later nothing of the sandbox is left
-    store.pruneEmpty(24 * 3600 * 1000, Date.now() + 25 * 3600 * 1000);
+    store.pruneEmpty(24 * 3600 * 1000, 3600 * 1000, Date.now() + 25 * 3600 * 1000);
     assert.equal(existsSync(store.path('sandbox1')), false);
   });
 
