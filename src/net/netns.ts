@@ -23,22 +23,22 @@ export class Netns {
 let threadpoolWarm = false;
 
 /**
- * Opens a netns file. The async open also starts libuv's threadpool while we are still in the
- * host netns: its threads inherit the netns of the thread that creates them.
+ * Opens a netns file. The first open is asynchronous: it starts libuv's threadpool (all its threads at
+ * once) while we are still in the host netns, as its threads inherit the netns of the thread that creates
+ * them. Later opens are synchronous (two threadpool round trips less on the per-pod path).
  */
 export async function openNetns(path: string): Promise<Netns> {
-  let handle: fsp.FileHandle;
   try {
-    handle = await fsp.open(path, 'r');
+    if (!threadpoolWarm) {
+      await (await fsp.open(path, 'r')).close();
+      threadpoolWarm = true;
+    }
+    // A plain fd (a FileHandle would close it on GC).
+    return new Netns(path, openSync(path, 'r'));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw Object.assign(new Error(`open netns ${path}: ${e.code ?? e.message}`), { code: e.code ?? 'EIO', op: 'open netns' });
   }
-  threadpoolWarm = true;
-  // Keep a plain fd (FileHandle would close it on GC).
-  const fd = openSync(path, 'r');
-  await handle.close();
-  return new Netns(path, fd);
 }
 
 export function hostNetnsPath(): string {
