@@ -106,6 +106,25 @@ describe('node daemon and shim', function () {
     }
   });
 
+  it("reports after the reply, and ahead of the sandbox's next operation", async () => {
+    node.api.put('v1', 'pods', { metadata: { name: 'order', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+    const statusOf = () => node.api.get('v1', 'pods', 'default', 'order')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
+    const ns = rig.netns('or');
+    const env = podEnv('ADD', 'sb-order', ns.path, { name: 'order', namespace: 'default' });
+    node.api.latency = (method, path) => (method === 'PATCH' && path.endsWith('/order/status') ? 500 : undefined);
+    try {
+      const add = await node.exec(env, shimConf({}), SHIM);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      assert.equal(statusOf(), undefined, 'the reply did not wait for the report');
+      const check = await node.exec({ ...env, CNI_COMMAND: 'CHECK' }, shimConf({}), SHIM);
+      assert.equal(check.status, 0, check.stdout + check.stderr);
+      assert.ok(statusOf(), 'the report came before the CHECK');
+    } finally {
+      node.api.latency = undefined;
+    }
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), SHIM)).status, 0);
+  });
+
   it('answers ADD before reporting; a network-status the API refused is owed, and the next daemon sends it', async () => {
     node.api.put('v1', 'pods', { metadata: { name: 'owed', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
     const statusOf = () => node.api.get('v1', 'pods', 'default', 'owed')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];

@@ -41,14 +41,25 @@ export class ClusterCache implements ObjectLookup {
     const selector = `spec.nodeName=${nodeName}`;
     const pods = k8s.makeInformer(kc, `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}`, () => core.listPodForAllNamespaces({ fieldSelector: selector }));
     const nads = k8s.makeInformer(kc, `/apis/${NAD.group}/${NAD.version}/${NAD.plural}`, () => custom.listClusterCustomObject(NAD) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>);
-    // A watch that ends or fails is restarted: the cache must not silently go stale.
+    // makeInformer builds a ListWatch, which is also the object cache; its declared type is only Informer.
+    const cache = new ClusterCache(pods as typeof pods & k8s.ObjectCache<k8s.V1Pod>, nads as typeof nads & k8s.ObjectCache<k8s.KubernetesObject>);
+    // A watch that ends or fails is restarted, until stop(): the cache must not silently go stale.
     for (const informer of [pods, nads] as k8s.Informer<k8s.KubernetesObject>[]) {
-      informer.on('error', () => setTimeout(() => void informer.start().catch(() => undefined), 1000));
+      informer.on('error', () => {
+        if (cache.stopped) return;
+        const retry = setTimeout(() => {
+          cache.retries.delete(retry);
+          if (!cache.stopped) void informer.start().catch(() => undefined);
+        }, 1000);
+        cache.retries.add(retry);
+      });
     }
     await Promise.all([pods.start(), nads.start()]);
-    // makeInformer builds a ListWatch, which is also the object cache; its declared type is only Informer.
-    return new ClusterCache(pods as typeof pods & k8s.ObjectCache<k8s.V1Pod>, nads as typeof nads & k8s.ObjectCache<k8s.KubernetesObject>);
+    return cache;
   }
+
+  private stopped = false;
+  private readonly retries = new Set<NodeJS.Timeout>();
 
   pod(namespace: string, name: string): Pod | undefined {
     return this.pods.get(name, namespace) as Pod | undefined;
@@ -59,6 +70,8 @@ export class ClusterCache implements ObjectLookup {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const retry of this.retries) clearTimeout(retry);
     await Promise.all([this.pods.stop(), this.nads.stop()]);
   }
 }

@@ -33,6 +33,46 @@ function parseRequest(raw: Buffer): CniRequestBody {
   return { env, stdin: body.stdin };
 }
 
+/** Longest wait for a client that keeps its connection open after the reply (the native shim closes it). */
+const REPLY_HELD_MS = 20;
+/** After the shim has gone: the runtime reaps it and carries on with the sandbox meanwhile. */
+const REPORT_DELAY_MS = 10;
+
+/**
+ * When reporting for an operation (network-status, events) may start: REPORT_DELAY_MS after the runtime
+ * has the reply (the shim's connection closed: it exits as soon as it has read the reply; or REPLY_HELD_MS
+ * after sending, for a client that keeps it open). Reporting then does not compete for the CPU with the
+ * runtime while the pod's sandbox waits on it. The sandbox's next operation opens the gate at once: its
+ * reporting still comes first, without the wait.
+ */
+class ReportGate {
+  readonly opened: Promise<void>;
+  private timer: NodeJS.Timeout | undefined;
+  private release!: () => void;
+
+  constructor(res: ServerResponse) {
+    this.opened = new Promise((resolve) => (this.release = resolve));
+    const socket = res.socket;
+    if (!socket || socket.destroyed) {
+      this.openIn(REPORT_DELAY_MS);
+      return;
+    }
+    socket.once('close', () => this.openIn(REPORT_DELAY_MS));
+    res.once('finish', () => this.openIn(REPLY_HELD_MS));
+  }
+
+  private openIn(ms: number): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => this.open(), ms);
+    this.timer.unref();
+  }
+
+  open(): void {
+    clearTimeout(this.timer);
+    this.release();
+  }
+}
+
 /** Teardown first: DEL and GC release resources, ADD and CHECK take them. */
 const URGENT = new Set(['DEL', 'GC']);
 
@@ -95,6 +135,8 @@ export class CniDaemon {
   private ready = false;
   /** The tail of each sandbox's queue of operations. */
   private readonly sandboxes = new Map<string, Promise<unknown>>();
+  /** Each sandbox's latest operation's gate for reporting (see ReportGate). */
+  private readonly reportGates = new Map<string, ReportGate>();
   private readonly slots: PrioritySlots;
   /** Requests admitted and not yet answered. */
   private pending = 0;
@@ -125,6 +167,7 @@ export class CniDaemon {
   /** Stops taking ADDs (readyz fails, shims answer "try again later"), then closes. */
   async stop(): Promise<void> {
     this.ready = false;
+    for (const gate of this.reportGates.values()) gate.open();
     await Promise.allSettled([...this.sandboxes.values()]);
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     rmSync(this.socket, { force: true });
@@ -153,12 +196,17 @@ export class CniDaemon {
     this.pending += 1;
     this.hooks.inFlight?.(this.pending);
     const start = process.hrtime.bigint();
+    const sandbox = body.env.CNI_CONTAINERID ?? '';
+    this.reportGates.get(sandbox)?.open();
+    const gate = new ReportGate(res);
+    if (sandbox) this.reportGates.set(sandbox, gate);
+    void gate.opened.then(() => this.reportGates.get(sandbox) === gate && this.reportGates.delete(sandbox));
     let out: CniReply;
     try {
-      out = await this.serialized(body.env.CNI_CONTAINERID ?? '', async () => {
+      out = await this.serialized(sandbox, async () => {
         const release = await this.slots.acquire(urgent);
         try {
-          return await this.run(body);
+          return await this.run(body, gate.opened);
         } finally {
           release();
         }
@@ -184,12 +232,11 @@ export class CniDaemon {
     return next;
   }
 
-  private async run(body: CniRequestBody): Promise<CniReply> {
+  private async run(body: CniRequestBody, reportable: Promise<void>): Promise<CniReply> {
     let stdout = '';
     let stderr = '';
-    // Reporting (network-status, events) runs after the reply, ahead of the sandbox's next operation.
-    // setImmediate: the reply is written first, then the reporting requests are built and sent.
-    const afterReply = (work: () => Promise<void>) => () => new Promise<void>((resolve) => setImmediate(resolve)).then(work);
+    // Reporting (network-status, events) runs once the runtime has the reply, ahead of the sandbox's next operation.
+    const afterReply = (work: () => Promise<void>) => () => reportable.then(work);
     const plugin = { ...metaPlugin, add: (req: PluginRequest) => cmdAdd(req, (id, work) => void this.serialized(id, afterReply(work)).catch(() => undefined)) };
     const exitCode = await runPlugin(plugin, {
       env: body.env,

@@ -208,6 +208,8 @@ export class ApiServerDouble {
   acceptedTokens: Set<string> | undefined;
   /** Fault injection for tests: a status code to answer a request with instead of serving it. */
   fault: ((method: string, path: string) => number | undefined) | undefined;
+  /** Latency injection for tests: milliseconds to wait before serving a request. */
+  latency: ((method: string, path: string) => number | undefined) | undefined;
 
   constructor(private readonly opts: ApiServerOptions = {}) {
     for (const t of CORE_TYPES) this.addType(t);
@@ -417,6 +419,8 @@ export class ApiServerDouble {
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       if (!token || !this.acceptedTokens.has(token)) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
     }
+    const delay = this.latency?.(method, path);
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
     const injected = this.fault?.(method, path);
     if (injected) this.requests.push({ verb: method.toLowerCase(), path, resource: 'injected-fault' });
     if (injected) throw new HttpError(injected, 'ServiceUnavailable', `injected fault for ${method} ${path}`);
