@@ -4,13 +4,16 @@
  * the bench process — as on a node, where the runtime, the daemon and the API server are different
  * processes. Input (stdin): a Job; output (stdout): the timings in ms.
  */
-import { spawn } from 'node:child_process';
 import { CniRuntime, type RuntimeConf } from '../src/cni/runtime.js';
 import { parseNetworkConfig } from '../src/cni/conf.js';
 import type { AnyResult } from '../src/cni/types.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnCollect } from '../src/util/native.js';
 
 export interface RunnerJob {
   runs: number;
+  /** Pause between a sandbox's ADD and its DEL. */
+  podLifeMs: number;
   env: Record<string, string>;
   oneShot: { path: string; conf: object };
   shim: { path: string; conf: object };
@@ -27,16 +30,12 @@ export interface RunnerTimes {
   baseDel: number[];
 }
 
-function exec(path: string, env: Record<string, string>, conf: object): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn(path, [], { env });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.resume();
-    child.on('close', (code) => (code === 0 ? resolve(Number(process.hrtime.bigint() - t0) / 1e6) : reject(new Error(`${path} ${env.CNI_COMMAND} exited ${code}: ${out}`))));
-    child.stdin.end(JSON.stringify(conf));
-  });
+/** One exec as a Go runtime does it (vfork-style, through the addon), timed to the child's exit. */
+async function exec(path: string, env: Record<string, string>, conf: object): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await spawnCollect(path, env, JSON.stringify(conf));
+  if (r.status !== 0) throw new Error(`${path} ${env.CNI_COMMAND} exited ${r.status}: ${r.stdout.toString()}`);
+  return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
 async function main(): Promise<void> {
@@ -46,17 +45,23 @@ async function main(): Promise<void> {
   const runtime = new CniRuntime({ cniPath: ['/usr/lib/cni'], cacheDir: null });
   const lists = job.planned.map((p) => ({ list: parseNetworkConfig(Buffer.from(p.list)), rt: p.rt }));
   const t: RunnerTimes = { metaAdd: [], metaDel: [], shimAdd: [], shimDel: [], baseAdd: [], baseDel: [] };
-  const add = { ...job.env, CNI_COMMAND: 'ADD' };
-  const del = { ...job.env, CNI_COMMAND: 'DEL' };
+  // A pod lives a moment between its ADD and its DEL (the daemon reports the ADD meanwhile).
+  const podLife = () => sleep(job.podLifeMs);
   for (let i = 0; i < job.runs; i++) {
-    t.metaAdd.push(await exec(job.oneShot.path, add, job.oneShot.conf));
-    t.metaDel.push(await exec(job.oneShot.path, del, job.oneShot.conf));
-    t.shimAdd.push(await exec(job.shim.path, add, job.shim.conf));
-    t.shimDel.push(await exec(job.shim.path, del, job.shim.conf));
+    // A new sandbox each time, as on a node: container IDs are never reused.
+    const oneShot = { ...job.env, CNI_CONTAINERID: `${job.env.CNI_CONTAINERID}-oneshot-${i}` };
+    const shim = { ...job.env, CNI_CONTAINERID: `${job.env.CNI_CONTAINERID}-shim-${i}` };
+    t.metaAdd.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'ADD' }, job.oneShot.conf));
+    await podLife();
+    t.metaDel.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'DEL' }, job.oneShot.conf));
+    t.shimAdd.push(await exec(job.shim.path, { ...shim, CNI_COMMAND: 'ADD' }, job.shim.conf));
+    await podLife();
+    t.shimDel.push(await exec(job.shim.path, { ...shim, CNI_COMMAND: 'DEL' }, job.shim.conf));
     let t0 = process.hrtime.bigint();
     const results: AnyResult[] = [];
     for (const p of lists) results.push(await runtime.addNetworkList(p.list, p.rt));
     t.baseAdd.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    await podLife();
     t0 = process.hrtime.bigint();
     for (const [j, p] of [...lists.entries()].reverse()) await runtime.delNetworkList(p.list, p.rt, { prevResult: results[j] });
     t.baseDel.push(Number(process.hrtime.bigint() - t0) / 1e6);

@@ -39,16 +39,16 @@ export function nativeAddon(): Addon {
 }
 
 /**
- * Runs `path` with `env` and `stdin` and resolves once it has exited, with everything it wrote. Rejects only
+ * Runs `path` (with `args`) with `env` and `stdin` and resolves once it has exited, with everything it wrote. Rejects only
  * when it cannot be started (the error's `code` is the errno name, e.g. ENOENT or ETXTBSY). With a timeout
  * it is SIGKILLed at the deadline (`timedOut`). The child starts on the calling thread, in its netns.
  */
-export function spawnCollect(path: string, env: NodeJS.ProcessEnv, stdin: Buffer | string, timeoutMs = 0): Promise<SpawnOutcome> {
+export function spawnCollect(path: string, env: NodeJS.ProcessEnv, stdin: Buffer | string, timeoutMs = 0, args: string[] = []): Promise<SpawnOutcome> {
   const envList: string[] = [];
   for (const [k, v] of Object.entries(env)) if (v !== undefined) envList.push(`${k}=${v}`);
   return new Promise((resolve, reject) => {
     try {
-      nativeAddon().spawn(path, [path], envList, Buffer.isBuffer(stdin) ? stdin : Buffer.from(stdin), timeoutMs, (err, outcome) => (err ? reject(err) : resolve(outcome)));
+      nativeAddon().spawn(path, [path, ...args], envList, Buffer.isBuffer(stdin) ? stdin : Buffer.from(stdin), timeoutMs, (err, outcome) => (err ? reject(err) : resolve(outcome)));
     } catch (err) {
       reject(err);
     }
