@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# A C compiler and static libc (the setns addon, the static shim), the reference CNI plugins (delegates),
+# A C compiler and static libc (the N-API addon, the static shim), the reference CNI plugins (delegates),
 # the container runtimes of the test rig, and the tools the tests use as oracles.
 PACKAGES="gcc libc6-dev containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables procps strace"
 missing=""

@@ -79,7 +79,7 @@ export interface InstallResult {
 
 /**
  * Installs `<binDir>/plexus` (a launcher, replaced by rename) and `<binDir>/plexus.d/<version>/`
- * (the bundle, the setns addon, netlink with its prebuilt addon). The previous version is kept for
+ * (the bundle, the N-API addon, netlink with its prebuilt addon). The previous version is kept for
  * runtimes still executing it; older ones are removed.
  */
 export function installPlugin(binDir: string): { plugin: string; version: string } {
