@@ -176,8 +176,11 @@ static void *watch_child(void *arg) {
   close_fd(&c->in_fd);
   close_fd(&c->out_fd);
   close_fd(&c->err_fd);
-  while (waitpid(c->pid, &c->status, 0) < 0 && errno == EINTR) {
+  int reaped;
+  while ((reaped = waitpid(c->pid, &c->status, 0)) < 0 && errno == EINTR) {
   }
+  /* Not ours to reap (SIGCHLD ignored: the kernel reaped it): its outcome is unknown, never success. */
+  if (reaped < 0) c->status = -1;
   close_fd(&c->pidfd);
   napi_threadsafe_function done = c->done; /* deliver() frees c, perhaps before the next line */
   napi_call_threadsafe_function(done, c, napi_tsfn_blocking);
@@ -201,10 +204,10 @@ static void deliver(napi_env env, napi_value callback, void *context, void *data
     napi_create_object(env, &result);
     napi_get_undefined(env, &undef);
     napi_get_null(env, &null_value);
-    if (WIFEXITED(c->status)) napi_create_int32(env, WEXITSTATUS(c->status), &v);
+    if (c->status != -1 && WIFEXITED(c->status)) napi_create_int32(env, WEXITSTATUS(c->status), &v);
     else v = null_value;
     napi_set_named_property(env, result, "status", v);
-    if (WIFSIGNALED(c->status)) napi_create_int32(env, WTERMSIG(c->status), &v);
+    if (c->status != -1 && WIFSIGNALED(c->status)) napi_create_int32(env, WTERMSIG(c->status), &v);
     else v = null_value;
     napi_set_named_property(env, result, "signal", v);
     napi_get_boolean(env, c->timed_out, &v);

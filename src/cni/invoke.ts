@@ -74,7 +74,8 @@ async function execOnce(pluginPath: string, stdin: Buffer | string, env: NodeJS.
   if (stderr.length) (opts.onStderr ?? ((c) => process.stderr.write(c)))(stderr);
   if (timedOut) throw new CniError(ErrorCode.TryAgainLater, `plugin ${pluginPath} timed out`, `killed after ${opts.timeoutMs} ms`);
   if (status === 0) return stdout;
-  throw decodePluginError(pluginPath, signal !== null ? `signal ${signalName(signal)}` : `exit status ${status}`, stdout, stderr);
+  const exit = signal !== null ? `signal ${signalName(signal)}` : status !== null ? `exit status ${status}` : 'an unknown end (it could not be reaped)';
+  throw decodePluginError(pluginPath, exit, stdout, stderr);
 }
 
 function signalName(signal: number): string {

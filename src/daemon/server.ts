@@ -49,16 +49,24 @@ class ReportGate {
   readonly opened: Promise<void>;
   private timer: NodeJS.Timeout | undefined;
   private release!: () => void;
+  private readonly detach: () => void;
 
   constructor(res: ServerResponse) {
     this.opened = new Promise((resolve) => (this.release = resolve));
     const socket = res.socket;
+    const gone = () => this.openIn(REPORT_DELAY_MS);
+    const sent = () => this.openIn(REPLY_HELD_MS);
+    // A kept-alive connection carries many requests: each gate takes its listeners away again.
+    this.detach = () => {
+      socket?.off('close', gone);
+      res.off('finish', sent);
+    };
     if (!socket || socket.destroyed) {
       this.openIn(REPORT_DELAY_MS);
       return;
     }
-    socket.once('close', () => this.openIn(REPORT_DELAY_MS));
-    res.once('finish', () => this.openIn(REPLY_HELD_MS));
+    socket.once('close', gone);
+    res.once('finish', sent);
   }
 
   private openIn(ms: number): void {
@@ -69,6 +77,7 @@ class ReportGate {
 
   open(): void {
     clearTimeout(this.timer);
+    this.detach();
     this.release();
   }
 }

@@ -158,8 +158,12 @@ export class AttachmentStore {
     const marker = join(this.dir, PRUNED_MARKER);
     const last = statSync(marker, { throwIfNoEntry: false })?.mtimeMs;
     if (last !== undefined && now - last < everyMs) return;
-    writeFileSync(marker, '');
-    utimesSync(marker, now / 1000, now / 1000);
+    try {
+      writeFileSync(marker, '');
+      utimesSync(marker, now / 1000, now / 1000);
+    } catch {
+      return; // no store yet, or not writable: pruning must never fail the DEL that asked for it
+    }
     for (const id of this.list()) {
       const r = this.read(id);
       if (r.kind !== 'ok' || r.record.attachments.length) continue;

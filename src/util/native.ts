@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { requireAbove } from './find-above.js';
 
 export interface SpawnOutcome {
-  /** Exit status, or null when a signal ended it. */
+  /** Exit status, or null when a signal ended it (or, with signal null too, when its end is unknown). */
   status: number | null;
   signal: number | null;
   timedOut: boolean;
