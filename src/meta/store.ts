@@ -1,16 +1,19 @@
 /**
- * The node-local attachment store: one record per sandbox, written before the first delegate runs
- * (temp + rename, checksum, schema version) and holding everything DEL needs without the
- * API server: every delegate's full config, ifname, runtimeConfig, device and result.
+ * The node-local attachment store: one record per sandbox, written before the first delegate runs and
+ * holding everything DEL needs without the API server: every delegate's full config, ifname,
+ * runtimeConfig, device and result.
+ * Each sandbox has one file, a log: every write appends the whole record as one line (schema version,
+ * checksum, record) and the last line that reads whole is the record. Appending to a file already
+ * there is the cheapest write the file system offers (no new inode, no rename: ext4's auto_da_alloc
+ * flushes a file renamed over another, 0.2 ms); a write cut short by a dying process fails its
+ * checksum, and the reader falls back to the line before it, the previous record whole. A log past
+ * COMPACT_AT is rewritten as its last record (temp + rename).
  * Not fsync'd: a record guards against the plugin or daemon dying, which leaves the page cache
  * intact; a node crash takes the netns and links with it, and an unreadable record after one makes
  * DEL reconstruct from config (as with no record). fsync was ~1 ms per write on the per-pod path.
- * A rewrite first moves the old record aside (`<id>.json.prev`) so that no rename replaces a file:
- * ext4 (auto_da_alloc) flushes a file renamed over another, 0.2 ms per write. A reader that finds only
- * the aside copy (a process that died between the renames) uses it: it is the previous record whole.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CniArgs } from '../cni/args.js';
 import { writeFileAtomic } from '../cni/cache.js';
@@ -59,86 +62,96 @@ interface StoreFile {
 
 export type StoreRead = { kind: 'ok'; record: AttachmentRecord } | { kind: 'missing' } | { kind: 'corrupt'; reason: string };
 
-/** Its mtime is when empty records were last pruned (not a record: no .json suffix). */
+/** A sandbox's log: JSON Lines. */
+const RECORD_SUFFIX = '.jsonl';
+
+/** Its mtime is when empty records were last pruned (not a record: no record suffix). */
 const PRUNED_MARKER = '.pruned';
 
-/** Suffix of a record moved aside while its successor is written. */
-const ASIDE = '.prev';
-
-/**
- * The record, else its aside copy. Tried twice: a writer in another process may move the record aside,
- * write its successor and drop the aside copy between our two reads.
- */
-function readRecordText(path: string, aside: string): string {
-  const attempts = [path, aside, path, aside];
-  for (const [i, p] of attempts.entries()) {
-    try {
-      return readFileSync(p, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || i === attempts.length - 1) throw err;
-    }
-  }
-  throw new Error('unreachable');
-}
+/** A log this long is rewritten as its last record on the next write. */
+export const COMPACT_AT = 64 * 1024;
 
 function checksumOf(serializedRecord: string): string {
   return `sha256:${createHash('sha256').update(serializedRecord).digest('hex')}`;
+}
+
+/** One line of a record's log. */
+function parseLine(line: string): StoreRead {
+  let file: Partial<StoreFile>;
+  try {
+    file = JSON.parse(line) as Partial<StoreFile>;
+  } catch (err) {
+    return { kind: 'corrupt', reason: `not JSON: ${(err as Error).message}` };
+  }
+  if (file.schemaVersion !== STORE_SCHEMA_VERSION) return { kind: 'corrupt', reason: `schema version ${String(file.schemaVersion)}, expected ${STORE_SCHEMA_VERSION}` };
+  if (!file.record || !Array.isArray(file.record.attachments)) return { kind: 'corrupt', reason: 'no record' };
+  if (file.checksum !== checksumOf(JSON.stringify(file.record))) return { kind: 'corrupt', reason: 'checksum mismatch' };
+  return { kind: 'ok', record: file.record };
 }
 
 export class AttachmentStore {
   constructor(readonly dir: string) {}
 
   path(containerID: string): string {
-    return join(this.dir, `${containerID}.json`);
-  }
-
-  private asidePath(containerID: string): string {
-    return `${this.path(containerID)}${ASIDE}`;
+    return join(this.dir, `${containerID}${RECORD_SUFFIX}`);
   }
 
   write(record: AttachmentRecord): void {
     // The record is serialized once, for its checksum and for the file.
     const text = JSON.stringify(record);
-    const file = `{"schemaVersion":${STORE_SCHEMA_VERSION},"checksum":${JSON.stringify(checksumOf(text))},"record":${text}}`;
+    const line = `{"schemaVersion":${STORE_SCHEMA_VERSION},"checksum":${JSON.stringify(checksumOf(text))},"record":${text}}\n`;
     const path = this.path(record.containerID);
-    const aside = this.asidePath(record.containerID);
+    let fd: number;
     try {
-      renameSync(path, aside);
+      // Read-write: the last byte says whether the log ends on a whole line.
+      fd = openSync(path, 'a+', 0o600);
     } catch (err) {
+      // The directory is made on first use only (a mkdir per write is a syscall on the per-pod path).
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      writeFileAtomic(path, line, { durable: false });
+      return;
     }
-    writeFileAtomic(path, file, { durable: false });
-    // Also an aside copy left by a process that died between the renames.
     try {
-      unlinkSync(aside);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const size = fstatSync(fd).size;
+      if (size + Buffer.byteLength(line) > COMPACT_AT) {
+        writeFileAtomic(path, line, { durable: false });
+        return;
+      }
+      // A line before it cut short by a dying writer has no newline: this one starts on its own.
+      writeSync(fd, size > 0 && !this.endsWithNewline(fd, size) ? `\n${line}` : line);
+    } finally {
+      closeSync(fd);
     }
+  }
+
+  private endsWithNewline(fd: number, size: number): boolean {
+    const last = Buffer.alloc(1);
+    readSync(fd, last, 0, 1, size - 1);
+    return last[0] === 0x0a;
   }
 
   read(containerID: string): StoreRead {
     let text: string;
     try {
-      text = readRecordText(this.path(containerID), this.asidePath(containerID));
+      text = readFileSync(this.path(containerID), 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
       return { kind: 'corrupt', reason: (err as Error).message };
     }
-    let file: Partial<StoreFile>;
-    try {
-      file = JSON.parse(text) as Partial<StoreFile>;
-    } catch (err) {
-      return { kind: 'corrupt', reason: `not JSON: ${(err as Error).message}` };
+    const lines = text.split('\n').filter((l) => l !== '');
+    // An empty file: its first write never happened (nothing was attached before it).
+    if (!lines.length) return { kind: 'missing' };
+    let lastProblem: StoreRead | undefined;
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const read = parseLine(lines[i]!);
+      if (read.kind === 'ok') return read;
+      lastProblem ??= read;
     }
-    if (file.schemaVersion !== STORE_SCHEMA_VERSION) return { kind: 'corrupt', reason: `schema version ${String(file.schemaVersion)}, expected ${STORE_SCHEMA_VERSION}` };
-    if (!file.record || !Array.isArray(file.record.attachments)) return { kind: 'corrupt', reason: 'no record' };
-    if (file.checksum !== checksumOf(JSON.stringify(file.record))) return { kind: 'corrupt', reason: 'checksum mismatch' };
-    return { kind: 'ok', record: file.record };
+    return lastProblem!;
   }
 
   delete(containerID: string): void {
     rmSync(this.path(containerID), { force: true });
-    rmSync(this.asidePath(containerID), { force: true });
   }
 
   /** Container IDs whose record still lists attachments (or cannot be read): what is attached on the node. */
@@ -167,7 +180,7 @@ export class AttachmentStore {
     for (const id of this.list()) {
       const r = this.read(id);
       if (r.kind !== 'ok' || r.record.attachments.length) continue;
-      const mtime = (statSync(this.path(id), { throwIfNoEntry: false }) ?? statSync(this.asidePath(id), { throwIfNoEntry: false }))?.mtimeMs ?? now;
+      const mtime = statSync(this.path(id), { throwIfNoEntry: false })?.mtimeMs ?? now;
       if (now - mtime > ageMs) this.delete(id);
     }
   }
@@ -191,8 +204,7 @@ export class AttachmentStore {
   /** Container IDs with a record (readable or not). */
   list(): string[] {
     try {
-      const ids = readdirSync(this.dir).flatMap((f) => (f.endsWith('.json') ? [f.slice(0, -'.json'.length)] : f.endsWith(`.json${ASIDE}`) ? [f.slice(0, -`.json${ASIDE}`.length)] : []));
-      return [...new Set(ids)];
+      return readdirSync(this.dir).flatMap((f) => (f.endsWith(RECORD_SUFFIX) ? [f.slice(0, -RECORD_SUFFIX.length)] : []));
     } catch {
       return [];
     }

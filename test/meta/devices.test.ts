@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AttachmentRecord, AttachmentStore } from '../../src/meta/store.js';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -85,8 +86,9 @@ describe('devices of a pod from kubelet', function () {
       assert.equal(add.status, 0, add.stdout + add.stderr);
       assert.equal(add.stderr, '', 'logToStderr: false');
       assert.ok(linkExists('vfa', ns.name) && linkExists('vfb', ns.name));
-      const record = JSON.parse(readFileSync(join(node.cniDir, 'attachments', 'sb-dev.json'), 'utf8')) as { record: { attachments: { ifName: string; deviceID?: string }[] } };
-      assert.deepEqual(record.record.attachments.map((a) => [a.ifName, a.deviceID]), [
+      const read = new AttachmentStore(join(node.cniDir, 'attachments')).read('sb-dev');
+      assert.equal(read.kind, 'ok');
+      assert.deepEqual((read as { record: AttachmentRecord }).record.attachments.map((a) => [a.ifName, a.deviceID]), [
         ['eth0', undefined],
         ['vfa', '0000:5e:02.3'],
         ['vfb', '0000:5e:02.5'],

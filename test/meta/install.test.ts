@@ -122,7 +122,7 @@ describe('plexusctl install (one-shot mode)', function () {
       const id = await cri.runPod({ name: 'installed', namespace: 'default' });
       const status = await cri.podStatus(id);
       assert.deepEqual(ipAddresses(basename(status.netns!), 'eth0'), [`${status.network?.ip}/24`]);
-      assert.ok(existsSync(join(confDir, '..', 'plexus', 'attachments', `${id}.json`)), 'the installed plexus handled it');
+      assert.ok(existsSync(join(confDir, '..', 'plexus', 'attachments', `${id}.jsonl`)), 'the installed plexus handled it');
       await cri.removePod(id);
       assert.deepEqual(listNetns(), netnsBefore);
       assert.deepEqual(new AttachmentStore(join(confDir, '..', 'plexus', 'attachments')).active(), []);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AttachmentStore } from '../../src/meta/store.js';
+import { type AttachmentRecord, AttachmentStore } from '../../src/meta/store.js';
 import { SimNode, podEnv } from '../../src/rig/simnode.js';
 import { Rig, ipJson, linkExists } from '../support/rig.js';
 
@@ -26,6 +26,11 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
   });
   const pod = { name: 'life', namespace: 'default' };
   const records = (): string[] => new AttachmentStore(join(node.cniDir, 'attachments')).active().sort();
+  const storedRecord = (id: string): AttachmentRecord => {
+    const read = new AttachmentStore(join(node.cniDir, 'attachments')).read(id);
+    assert.equal(read.kind, 'ok');
+    return (read as { record: AttachmentRecord }).record;
+  };
 
   it('STATUS answers 50 while the readiness indicator is missing, then asks every network in use', async () => {
     const indicator = join(node.dir, 'cluster-ready');
@@ -112,8 +117,8 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const add = await node.exec(podEnv('ADD', 'sb-chain', ns.path, pod), chainedConf);
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.equal(ipJson<{ mtu: number }[]>(['-n', ns.name, 'link', 'show', 'eth0'])[0]?.mtu, 1300, 'the appended tuning plugin ran');
-    const stored = JSON.parse(readFileSync(join(node.cniDir, 'attachments', 'sb-chain.json'), 'utf8')) as { record: { attachments: { config: string }[] } };
-    assert.deepEqual((JSON.parse(stored.record.attachments[0]!.config) as { plugins: { type: string }[] }).plugins.map((p) => p.type), ['bridge', 'tuning']);
+    const stored = storedRecord('sb-chain');
+    assert.deepEqual((JSON.parse(stored.attachments[0]!.config) as { plugins: { type: string }[] }).plugins.map((p) => p.type), ['bridge', 'tuning']);
     assert.equal((await node.exec(podEnv('DEL', 'sb-chain', ns.path, pod), chainedConf)).status, 0);
     assert.equal(linkExists('eth0', ns.name), false);
   });
@@ -130,8 +135,8 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const env = podEnv('ADD', 'sb-aux', ns.path, { name: 'aux', namespace: 'default' });
     const add = await node.exec(env, auxConf);
     assert.equal(add.status, 0, add.stdout + add.stderr);
-    const stored = JSON.parse(readFileSync(join(node.cniDir, 'attachments', 'sb-aux.json'), 'utf8')) as { record: { attachments: { network: string; auxiliary?: boolean; state: string }[] } };
-    assert.deepEqual(stored.record.attachments.map((a) => [a.network, a.auxiliary === true, a.state]), [
+    const stored = storedRecord('sb-aux');
+    assert.deepEqual(stored.attachments.map((a) => [a.network, a.auxiliary === true, a.state]), [
       ['cluster', false, 'added'],
       ['default/macvlan-a', false, 'added'],
       ['vendor-chain', true, 'added'],
