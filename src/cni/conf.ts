@@ -1,5 +1,5 @@
 /** Network configuration: parse `.conf` / `.conflist` bytes and find networks in a conf dir (libcni rules). */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from './errors.js';
 import { validate } from './validate.js';
@@ -89,6 +89,8 @@ export function parseNetworkConfig(bytes: Buffer, source = 'network configuratio
 /** libcni ConfFiles: files with the given extensions, in lexical order. */
 export function confFiles(dir: string, extensions = ['.conf', '.conflist', '.json']): string[] {
   let names: string[];
+  // Mostly asked of a directory that is not there (libcni's `<dir>/<network>/`): no exception for that.
+  if (!existsSync(dir)) return [];
   try {
     names = readdirSync(dir);
   } catch (err) {
@@ -140,7 +142,7 @@ function nameOf(file: string): unknown {
 }
 
 /** Plugins in `<dir>/<name>/*.conf` are appended unless `loadOnlyInlinedPlugins` (spec 1.1.0). */
-function appendSubdirPlugins(dir: string, list: NetworkConfigList): NetworkConfigList {
+export function appendSubdirPlugins(dir: string, list: NetworkConfigList): NetworkConfigList {
   if (list.loadOnlyInlinedPlugins) return list;
   const extra = confFiles(join(dir, list.name), ['.conf']).map((file) => {
     const raw = decodeJson(readFileSync(file), file);

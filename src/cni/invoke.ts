@@ -17,7 +17,7 @@ export function findInPath(type: string, cniPath: readonly string[]): string {
   for (const dir of cniPath) {
     const candidate = join(dir, type);
     try {
-      if (statSync(candidate).isFile()) {
+      if (statSync(candidate, { throwIfNoEntry: false })?.isFile()) {
         accessSync(candidate, constants.X_OK);
         return candidate;
       }

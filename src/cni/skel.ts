@@ -2,7 +2,7 @@
  * Plugin side of CNI: environment and stdin to a typed request, dispatch, result or error JSON
  * on stdout (logs belong on stderr). Behaves as the Go `skel` package where the spec is silent.
  */
-import { statSync } from 'node:fs';
+import { type Stats, statSync } from 'node:fs';
 import { type CniArgs, parseCniArgs } from './args.js';
 import { decodeJson } from './conf.js';
 import { decodePluginError } from './invoke.js';
@@ -106,11 +106,15 @@ export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniComm
   };
 }
 
+let ownNetns: Stats | undefined;
+
 /** Plugins run in the runtime's netns; being handed our own netns is a runtime bug (libcni code 8). */
 function refuseOwnNetns(netns: string, env: NodeJS.ProcessEnv): void {
   if (env.CNI_NETNS_OVERRIDE === '1' || env.CNI_NETNS_OVERRIDE === 'true') return;
   const target = statSync(netns, { throwIfNoEntry: false });
-  const own = statSync('/proc/self/ns/net', { throwIfNoEntry: false });
+  // The process's own netns does not change (the main thread only visits others synchronously).
+  ownNetns ??= statSync('/proc/self/ns/net', { throwIfNoEntry: false });
+  const own = ownNetns;
   if (target && own && target.dev === own.dev && target.ino === own.ino) {
     throw new CniError(ErrorCode.InvalidNetNS, 'plugin running in the target netns', `CNI_NETNS ${netns} is the plugin's own network namespace`);
   }

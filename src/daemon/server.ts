@@ -12,15 +12,20 @@ import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEA
 
 const MAX_BODY = 4 * 1024 * 1024;
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new Error(`request body over ${MAX_BODY} bytes`);
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
+/** The request body, at most MAX_BODY bytes (events, not an async iterator: cheaper on the per-pod path). */
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) chunks.push(c);
+      // Answered (400) without the rest, which is dropped.
+      else reject(new Error(`request body over ${MAX_BODY} bytes`));
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
 }
 
 function parseRequest(raw: Buffer): CniRequestBody {

@@ -1,9 +1,13 @@
 /** NetworkAttachmentDefinition → delegate network configuration, in the NPWG spec's order. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { confFiles, decodeJson, loadNetwork, parseNetworkConfig } from '../cni/conf.js';
+import { dirname } from 'node:path';
+import { appendSubdirPlugins, confFiles, decodeJson, loadNetwork, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import type { NetworkAttachmentDefinition } from '../k8s/types.js';
+
+/** NADs' spec.config, parsed (a NAD object is never changed in place: informers replace it). */
+const parsedNads = new WeakMap<NetworkAttachmentDefinition, NetworkConfigList>();
 
 /**
  * 1. `spec.config` (conf or conflist; `name` injected when missing);
@@ -13,13 +17,18 @@ export function nadToConfList(nad: NetworkAttachmentDefinition, confDir: string)
   const where = `${nad.metadata.namespace}/${nad.metadata.name}`;
   const text = nad.spec?.config?.trim();
   if (text) {
+    // The node daemon's informer hands out the same object until the NAD changes: parsed once.
+    const parsed = parsedNads.get(nad);
+    if (parsed) return parsed;
     const raw = decodeJson(text, `spec.config of NetworkAttachmentDefinition ${where}`);
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid spec.config of NetworkAttachmentDefinition ${where}`, 'not a JSON object');
     }
     const obj = raw as Record<string, unknown>;
     const bytes = obj.name ? Buffer.from(text) : Buffer.from(JSON.stringify({ ...obj, name: nad.metadata.name }));
-    return parseNetworkConfig(bytes, `spec.config of NetworkAttachmentDefinition ${where}`);
+    const list = parseNetworkConfig(bytes, `spec.config of NetworkAttachmentDefinition ${where}`);
+    parsedNads.set(nad, list);
+    return list;
   }
   try {
     return loadNetwork(confDir, nad.metadata.name);
@@ -37,10 +46,19 @@ export function loadNetworkFromPath(path: string): NetworkConfigList {
   if (!existsSync(path)) throw new CniError(ErrorCode.InvalidNetworkConfig, 'network configuration not found', path);
   const file = statSync(path).isDirectory() ? confFiles(path, ['.conf', '.conflist'])[0] : path;
   if (!file) throw new CniError(ErrorCode.InvalidNetworkConfig, 'no network configuration in directory', path);
-  const list = parseNetworkConfig(readFileSync(file), file);
-  // A conflist file gets libcni's sibling-directory plugins, as loadNetwork does.
-  return file.endsWith('.conflist') && !list.loadOnlyInlinedPlugins ? loadNetwork(file.slice(0, file.lastIndexOf('/')), list.name) : list;
+  const bytes = readFileSync(file);
+  // The node daemon reads the cluster network's file for every pod: parsed again only when it changed.
+  let list = parsedFiles.get(file);
+  if (!list || !list.bytes.equals(bytes)) {
+    list = parseNetworkConfig(bytes, file);
+    parsedFiles.set(file, list);
+  }
+  // A conflist file gets libcni's sibling-directory plugins (`<dir>/<name>/*.conf`), read every time.
+  return file.endsWith('.conflist') ? appendSubdirPlugins(dirname(file), list) : list;
 }
+
+/** Conf files parsed, by path, with the bytes they were parsed from. */
+const parsedFiles = new Map<string, NetworkConfigList>();
 
 /** An inline delegate of a Multus-style `delegates` list. */
 export function inlineDelegate(value: Record<string, unknown>, index: number): NetworkConfigList {

@@ -13,6 +13,7 @@ import { CniRuntime, type RuntimeConf } from '../cni/runtime.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, type NetworkConfigList, type PluginConf, SUPPORTED_VERSIONS, versionAtLeast } from '../cni/types.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
+import { nativeAddon } from '../util/native.js';
 import { convertResult, ipFamily, toCanonical } from '../cni/version.js';
 import { ApiClient, ApiError, apiFailure, inClusterConfig, loadKubeconfig } from '../k8s/client.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
@@ -403,23 +404,12 @@ function selectionCapabilityArgs(sel: NetworkSelection): Record<string, unknown>
   return out;
 }
 
-/** Names of the interfaces in the pod netns, read in the netns without loading netlink. */
-async function interfacesInNetns(netns: string): Promise<Set<string>> {
-  const { openNetns, inNetnsSync } = await import('../net/netns.js');
-  const ns = await openNetns(netns).catch((err: Error) => {
-    throw new CniError(ErrorCode.UnknownContainer, 'cannot open the pod network namespace', err.message);
-  });
+/** Names of the interfaces in the pod netns, read there by the addon in one call (no netlink module). */
+function interfacesInNetns(netns: string): Set<string> {
   try {
-    const text = inNetnsSync(ns, () => readFileSync('/proc/thread-self/net/dev', 'utf8'));
-    return new Set(
-      text
-        .split('\n')
-        .slice(2)
-        .map((l) => l.split(':')[0]!.trim())
-        .filter(Boolean),
-    );
-  } finally {
-    ns.close();
+    return new Set(nativeAddon().linkNames(netns));
+  } catch (err) {
+    throw new CniError(ErrorCode.UnknownContainer, 'cannot open the pod network namespace', `${netns}: ${(err as Error).message}`);
   }
 }
 
@@ -570,7 +560,7 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
   inv.store.write(record);
   let tried = 0;
   try {
-    const existing = await interfacesInNetns(req.netns);
+    const existing = interfacesInNetns(req.netns);
     for (const [i, a] of attachments.entries()) {
       if (existing.has(a.ifName)) throw new CniError(ErrorCode.InvalidNetworkConfig, `interface "${a.ifName}" already exists in the pod`, `requested for ${a.network} in ${req.netns}`);
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);

@@ -1,6 +1,6 @@
 /**
- * The project's N-API addon (native/addon.c): setns/unshare for the kernel layer and a posix_spawn exec for
- * plugins, whose cost does not grow with the daemon's memory as libuv's fork() does.
+ * The project's N-API addon (native/addon.c): setns/unshare for the kernel layer, a netns's interface names,
+ * and a posix_spawn exec for plugins, whose cost does not grow with the daemon's memory as libuv's fork() does.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -19,6 +19,7 @@ export interface SpawnOutcome {
 interface Addon {
   setns(fd: number, nstype: number): void;
   unshare(flags: number): void;
+  linkNames(netnsPath: string): string[];
   spawn(path: string, argv: string[], env: string[], stdin: Buffer, timeoutMs: number, done: (err: Error | null, outcome: SpawnOutcome) => void): number;
   CLONE_NEWNET: number;
 }

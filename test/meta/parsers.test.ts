@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AjvModule from 'ajv';
 import fc from 'fast-check';
@@ -7,7 +8,7 @@ import { parseAllDocuments } from 'yaml';
 import { CniError } from '../../src/cni/errors.js';
 import type { PluginStdinConf } from '../../src/cni/skel.js';
 import { checkNamespaceAllowed, parseMetaConf } from '../../src/meta/conf.js';
-import { nadToConfList } from '../../src/meta/nad.js';
+import { loadNetworkFromPath, nadToConfList } from '../../src/meta/nad.js';
 import { parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../../src/meta/selection.js';
 import { exampleDocs, repoRoot } from '../../src/rig/simnode.js';
 
@@ -191,6 +192,26 @@ describe('meta conf', () => {
   });
 });
 
+describe('a network conf file by path (clusterNetwork)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'plx-confpath-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('is parsed again only when its bytes change, and gets the plugins of <dir>/<name>/ as they are now', () => {
+    const file = join(dir, '10-cluster.conflist');
+    writeFileSync(file, JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', plugins: [{ type: 'bridge', bridge: 'br-a' }] }));
+    const first = loadNetworkFromPath(file);
+    assert.equal(loadNetworkFromPath(file), first, 'unchanged: the parse is reused');
+    writeFileSync(file, JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', plugins: [{ type: 'bridge', bridge: 'br-b' }] }));
+    assert.equal(loadNetworkFromPath(file).plugins[0]!.bridge, 'br-b', 'changed: parsed again');
+    mkdirSync(join(dir, 'cluster'));
+    writeFileSync(join(dir, 'cluster', '50-tuning.conf'), JSON.stringify({ type: 'tuning', mtu: 1300 }));
+    assert.deepEqual(loadNetworkFromPath(file).plugins.map((p) => p.type), ['bridge', 'tuning'], 'appended plugins are read every time');
+    // The file given, not another of the same name in its directory.
+    writeFileSync(join(dir, '00-same-name.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', plugins: [{ type: 'macvlan' }] }));
+    assert.equal(loadNetworkFromPath(file).plugins[0]!.type, 'bridge');
+  });
+});
+
 describe('NAD resolution', () => {
   const nad = (config?: string) => ({ metadata: { name: 'net-a', namespace: 'ns' }, ...(config === undefined ? {} : { spec: { config } }) });
 
@@ -199,6 +220,13 @@ describe('NAD resolution', () => {
     assert.equal(list.name, 'net-a');
     assert.equal(JSON.parse(list.bytes.toString()).name, 'net-a');
     assert.equal(nadToConfList(nad('{"cniVersion":"1.0.0","name":"own","plugins":[{"type":"bridge"}]}'), '/x').name, 'own');
+  });
+
+  it('parses a NAD object once; a changed NAD (a new object, as informers hand out) is parsed again', () => {
+    const first = nad('{"cniVersion":"1.0.0","type":"macvlan"}');
+    assert.equal(nadToConfList(first, '/x'), nadToConfList(first, '/x'), 'the same object: the same parse');
+    const changed = nad('{"cniVersion":"1.0.0","type":"bridge"}');
+    assert.equal(nadToConfList(changed, '/x').plugins[0]!.type, 'bridge');
   });
 
   it('without spec.config fails naming the conf dir it searched', () => {

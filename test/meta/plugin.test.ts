@@ -263,5 +263,18 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         assert.equal(hostState(), before);
       });
     }
+
+    it('a pod netns that does not exist → code 3, no delegate ran, and the DEL after it is exact', async () => {
+      const before = hostState();
+      const missing = '/var/run/netns/plx-gone';
+      const env = podEnv('ADD', 'sandbox-gone', missing, { name: 'bad', namespace: 'default' });
+      const add = await node.exec(env, runtimeConf({ [NETWORKS]: 'macvlan-a' }));
+      assert.equal(add.json?.code, 3, add.stdout);
+      assert.match(String(add.json?.details), /plx-gone.*ENOENT|plx-gone.*No such file/);
+      const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-gone');
+      assert.deepEqual(record.kind === 'ok' && record.record.attachments, [], 'the record says nothing is attached');
+      assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({ [NETWORKS]: 'macvlan-a' }))).status, 0);
+      assert.equal(hostState(), before);
+    });
   });
 });
