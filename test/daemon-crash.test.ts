@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { addsInFlight } from '../src/meta/orphans.js';
 import { AttachmentStore } from '../src/meta/store.js';
 import { hostLocalReservations } from '../src/rig/hostlocal.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
@@ -10,15 +11,6 @@ import { Rig, ipJson, run } from './support/rig.js';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
 const TRIALS = Number(process.env.PLEXUS_CRASH_TRIALS ?? 50);
-
-/** Reference plugins still running (started by a daemon that was killed). */
-function orphanDelegates(): number {
-  try {
-    return Number(run('pgrep', ['-c', '-f', '^/usr/lib/cni/']).trim());
-  } catch {
-    return 0;
-  }
-}
 
 const reservations = hostLocalReservations;
 
@@ -62,11 +54,11 @@ describe('node daemon killed during ADD', function () {
         const meanwhile = await node.exec(podEnv('ADD', `other-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
         assert.equal(meanwhile.json?.code, 11);
       }
-      // Delegates the killed daemon had started run on as orphans: let them finish, as a runtime's retry would.
-      for (let i = 0; i < 40 && orphanDelegates() > 0; i++) await sleep(50);
+      // Delegates the killed daemon had started may still run (orphans): the DEL waits for them.
       daemon = await startDaemon(socket);
       const del = await node.exec(podEnv('DEL', `crash-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
       assert.equal(del.status, 0, `trial ${trial}: ${del.stdout}`);
+      assert.deepEqual(addsInFlight(`crash-${process.pid}-${trial}`), [], `trial ${trial}: a delegate still adding after the DEL`);
       assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], `trial ${trial}: interfaces left`);
       assert.deepEqual(store.active(), [], `trial ${trial}: record left`);
       assert.deepEqual(reservations(join(node.dir, 'ipam')), [], `trial ${trial}: cluster IP left`);

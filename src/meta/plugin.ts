@@ -22,6 +22,7 @@ import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } 
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
 import { inProcessDelegates, objectLookup } from './lookup.js';
 import { observed, observer } from './observe.js';
+import { waitForAddsInFlight } from './orphans.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
 import { loadNetwork } from '../cni/conf.js';
 import {
@@ -533,6 +534,8 @@ function emptyRecord(inv: MetaInvocation): AttachmentRecord {
 /** How long a record that lists nothing stays, so that a repeated DEL is still exact. */
 const EMPTY_RECORD_TTL_MS = 24 * 3600 * 1000;
 const EMPTY_RECORD_PRUNE_EVERY_MS = 3600 * 1000;
+/** Longest wait of a DEL for delegates an interrupted ADD of the sandbox left running. */
+const ORPHAN_WAIT_MS = 10_000;
 
 /**
  * Runs work after the plugin has answered the runtime. The node daemon passes one (it outlives the
@@ -622,6 +625,11 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
   const inv = new MetaInvocation(req);
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
+    if (read.record.attachments.some((a) => a.state === 'planned')) {
+      // An ADD that never finished: delegates its dead invocation started may still be running.
+      const left = await waitForAddsInFlight(req.containerID, ORPHAN_WAIT_MS);
+      if (left.length) inv.log(`DEL: processes still adding ${req.containerID} after ${ORPHAN_WAIT_MS} ms: ${left.join(', ')}; deleting anyway`, 'error');
+    }
     await delRecord(inv, read.record);
     inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS, EMPTY_RECORD_PRUNE_EVERY_MS);
     return;

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { addsInFlight, waitForAddsInFlight } from '../../src/meta/orphans.js';
 import { type AttachmentRecord, AttachmentStore } from '../../src/meta/store.js';
-import { SimNode, podEnv } from '../../src/rig/simnode.js';
+import { SimNode, podEnv, repoRoot } from '../../src/rig/simnode.js';
+import { installShellPlugin } from '../support/plugins.js';
 import { Rig, ipJson, linkExists } from '../support/rig.js';
 
 const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
@@ -159,5 +163,49 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     writeFileSync(file, 'small');
     rotateLog(file, { maxSize: 1, maxBackups: 2 });
     assert.equal(readFileSync(file, 'utf8'), 'small', 'under maxSize nothing moves');
+  });
+
+  it('a DEL after an ADD whose process was killed waits for the delegates it left running, then undoes what they made', async () => {
+    const ns = rig.netns('o');
+    const marks = rig.dir('orphan-marks');
+    // A delegate that takes a while and leaves a mark of its work, which its DEL removes.
+    installShellPlugin(
+      node.binDir,
+      'plx-slow',
+      `cat >/dev/null; case "$CNI_COMMAND" in
+ADD) touch ${marks}/started; sleep 1; touch ${marks}/made-$CNI_CONTAINERID; echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}' ;;
+DEL) rm -f ${marks}/made-$CNI_CONTAINERID ;;
+esac`,
+    );
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'slow-x', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"slow-x","type":"plx-slow"}' } } as never);
+    const slowConf = conf({ [NETWORKS]: 'slow-x' });
+    const env = { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv('ADD', 'sb-orphan', ns.path, pod) };
+    const plexus = spawn(join(repoRoot(), 'bin', 'plexus'), [], { env, stdio: ['pipe', 'ignore', 'ignore'] });
+    plexus.stdin.end(JSON.stringify(slowConf));
+    while (!existsSync(join(marks, 'started'))) await sleep(10);
+    plexus.kill('SIGKILL');
+    await new Promise((resolve) => plexus.once('exit', resolve));
+    // The runtime's DEL comes at once, while the delegate is still at work.
+    const del = await node.exec(podEnv('DEL', 'sb-orphan', ns.path, pod), slowConf);
+    assert.equal(del.status, 0, del.stdout + del.stderr);
+    assert.deepEqual(addsInFlight('sb-orphan'), [], 'DEL returned only once the orphaned delegate was done');
+    assert.equal(existsSync(join(marks, 'made-sb-orphan')), false, 'what the orphan made is undone');
+    assert.equal(linkExists('eth0', ns.name), false);
+    assert.deepEqual(records(), []);
+  });
+
+  it('finds processes adding a sandbox by their CNI environment, not by name', async () => {
+    const sleeper = spawn('/bin/sleep', ['30'], { env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'sb-env-probe' } });
+    const deleting = spawn('/bin/sleep', ['30'], { env: { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'sb-env-probe' } });
+    try {
+      await sleep(100);
+      assert.deepEqual(addsInFlight('sb-env-probe'), [sleeper.pid]);
+      assert.deepEqual(addsInFlight('sb-env-prob'), [], 'the whole ID, not a prefix');
+      sleeper.kill('SIGKILL');
+      assert.deepEqual(await waitForAddsInFlight('sb-env-probe', 5000), []);
+    } finally {
+      sleeper.kill('SIGKILL');
+      deleting.kill('SIGKILL');
+    }
   });
 });
