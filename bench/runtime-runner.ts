@@ -12,6 +12,10 @@ import { spawnCollect } from '../src/util/native.js';
 
 export interface RunnerJob {
   runs: number;
+  /** The first this many runs also exec the one-shot plugin (slow: it is measured in fewer runs). */
+  oneShotRuns: number;
+  /** Runs of the shim and the bare delegates before the measured ones, not recorded (caches, JIT). */
+  warmup: number;
   /** Pause between a sandbox's ADD and its DEL. */
   podLifeMs: number;
   env: Record<string, string>;
@@ -47,24 +51,39 @@ async function main(): Promise<void> {
   const t: RunnerTimes = { metaAdd: [], metaDel: [], shimAdd: [], shimDel: [], baseAdd: [], baseDel: [] };
   // A pod lives a moment between its ADD and its DEL (the daemon reports the ADD meanwhile).
   const podLife = () => sleep(job.podLifeMs);
-  for (let i = 0; i < job.runs; i++) {
-    // A new sandbox each time, as on a node: container IDs are never reused.
-    const oneShot = { ...job.env, CNI_CONTAINERID: `${job.env.CNI_CONTAINERID}-oneshot-${i}` };
+  const viaShim = async (i: number) => {
     const shim = { ...job.env, CNI_CONTAINERID: `${job.env.CNI_CONTAINERID}-shim-${i}` };
-    t.metaAdd.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'ADD' }, job.oneShot.conf));
+    const add = await exec(job.shim.path, { ...shim, CNI_COMMAND: 'ADD' }, job.shim.conf);
     await podLife();
-    t.metaDel.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'DEL' }, job.oneShot.conf));
-    t.shimAdd.push(await exec(job.shim.path, { ...shim, CNI_COMMAND: 'ADD' }, job.shim.conf));
-    await podLife();
-    t.shimDel.push(await exec(job.shim.path, { ...shim, CNI_COMMAND: 'DEL' }, job.shim.conf));
+    const del = await exec(job.shim.path, { ...shim, CNI_COMMAND: 'DEL' }, job.shim.conf);
+    if (i >= 0) t.shimAdd.push(add), t.shimDel.push(del);
+  };
+  const bare = async (i: number) => {
     let t0 = process.hrtime.bigint();
     const results: AnyResult[] = [];
     for (const p of lists) results.push(await runtime.addNetworkList(p.list, p.rt));
-    t.baseAdd.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const add = Number(process.hrtime.bigint() - t0) / 1e6;
     await podLife();
     t0 = process.hrtime.bigint();
     for (const [j, p] of [...lists.entries()].reverse()) await runtime.delNetworkList(p.list, p.rt, { prevResult: results[j] });
-    t.baseDel.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    if (i >= 0) t.baseAdd.push(add), t.baseDel.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
+  for (let i = -job.warmup; i < job.runs; i++) {
+    // A new sandbox each time, as on a node: container IDs are never reused.
+    if (i >= 0 && i < job.oneShotRuns) {
+      const oneShot = { ...job.env, CNI_CONTAINERID: `${job.env.CNI_CONTAINERID}-oneshot-${i}` };
+      t.metaAdd.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'ADD' }, job.oneShot.conf));
+      await podLife();
+      t.metaDel.push(await exec(job.oneShot.path, { ...oneShot, CNI_COMMAND: 'DEL' }, job.oneShot.conf));
+    }
+    // Which goes first alternates: neither always follows the other's tail.
+    if (i % 2) {
+      await bare(i);
+      await viaShim(i);
+    } else {
+      await viaShim(i);
+      await bare(i);
+    }
   }
   process.stdout.write(JSON.stringify(t));
 }
