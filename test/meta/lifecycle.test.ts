@@ -182,7 +182,8 @@ esac`,
     const env = { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv('ADD', 'sb-orphan', ns.path, pod) };
     const plexus = spawn(join(repoRoot(), 'bin', 'plexus'), [], { env, stdio: ['pipe', 'ignore', 'ignore'] });
     plexus.stdin.end(JSON.stringify(slowConf));
-    while (!existsSync(join(marks, 'started'))) await sleep(10);
+    while (!existsSync(join(marks, 'started')) && plexus.exitCode === null) await sleep(10);
+    assert.ok(existsSync(join(marks, 'started')), 'plexus got as far as the slow delegate');
     plexus.kill('SIGKILL');
     await new Promise((resolve) => plexus.once('exit', resolve));
     // The runtime's DEL comes at once, while the delegate is still at work.
@@ -197,8 +198,10 @@ esac`,
   it('finds processes adding a sandbox by their CNI environment, not by name', async () => {
     const sleeper = spawn('/bin/sleep', ['30'], { env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'sb-env-probe' } });
     const deleting = spawn('/bin/sleep', ['30'], { env: { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'sb-env-probe' } });
+    // Until a child has exec'd, its environ is this process's.
+    const started = (pid: number | undefined) => existsSync(`/proc/${pid}/environ`) && readFileSync(`/proc/${pid}/environ`, 'latin1').includes('CNI_CONTAINERID=sb-env-probe');
     try {
-      await sleep(100);
+      while (!started(sleeper.pid) || !started(deleting.pid)) await sleep(10);
       assert.deepEqual(addsInFlight('sb-env-probe'), [sleeper.pid]);
       assert.deepEqual(addsInFlight('sb-env-prob'), [], 'the whole ID, not a prefix');
       sleeper.kill('SIGKILL');
