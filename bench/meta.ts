@@ -47,6 +47,8 @@ function medianInterval(xs: number[], resamples = 2000): [number, number] {
   const medians = Array.from({ length: resamples }, () => median(xs.map(() => xs[Math.floor(random() * xs.length)]!))).sort((a, b) => a - b);
   return [medians[Math.floor(resamples * 0.025)]!, medians[Math.ceil(resamples * 0.975) - 1]!];
 }
+/** "a-b", or one value when both print alike. */
+const range = (a: number, b: number, digits: number): string => (a.toFixed(digits) === b.toFixed(digits) ? a.toFixed(digits) : `${a.toFixed(digits)}-${b.toFixed(digits)}`);
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /** Runs the timing loop in bench/runtime-runner (asynchronously: the daemon and the API double serve from here). */
@@ -173,8 +175,8 @@ async function main(): Promise<void> {
     `For scale: \`node -e 0\` (without NODE_EXTRA_CA_CERTS) takes ${node0.toFixed(1)} ms here; an exec of a Go plugin`,
     `(\`/usr/lib/cni/loopback\` VERSION) ${goVersion.toFixed(1)} ms; of the native \`plexus-shim\` ${shimVersion.toFixed(1)} ms (${(shimVersion / goVersion).toFixed(2)}× the Go`,
     `plugin, the one shipped); of the same shim in Node (\`dist/plexus-shim.mjs\`) ${nodeShimVersion.toFixed(1)} ms (${(nodeShimVersion / goVersion).toFixed(1)}×).`,
-    `The native shim's exec + round trip to the daemon (ADD, less the daemon's time) takes ${Math.min(...hops).toFixed(1)}-${Math.max(...hops).toFixed(1)} ms:`,
-    `${(Math.min(...hops) / goVersion).toFixed(2)}-${(Math.max(...hops) / goVersion).toFixed(2)}× the Go plugin's bare exec.`,
+    `The native shim's exec + round trip to the daemon (ADD, less the daemon's time) takes ${range(Math.min(...hops), Math.max(...hops), 1)} ms:`,
+    `${range(Math.min(...hops) / goVersion, Math.max(...hops) / goVersion, 2)}× the Go plugin's bare exec.`,
     `"shim+daemon" = the native shim forwarding to the node daemon, which runs the same core in-process with its`,
     `informer caches, as \`plexusctl daemon\` does. Its ADD overhead is given twice: against the bare delegates (the`,
     `median of per-run differences, with its 95% bootstrap interval: delegates alone vary by several ms from run to run),`,
