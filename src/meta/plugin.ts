@@ -625,11 +625,6 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
   const inv = new MetaInvocation(req);
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
-    if (read.record.attachments.some((a) => a.state === 'planned')) {
-      // An ADD that never finished: delegates its dead invocation started may still be running.
-      const left = await waitForAddsInFlight(req.containerID, ORPHAN_WAIT_MS);
-      if (left.length) inv.log(`DEL: processes still adding ${req.containerID} after ${ORPHAN_WAIT_MS} ms: ${left.join(', ')}; deleting anyway`, 'error');
-    }
     await delRecord(inv, read.record);
     inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS, EMPTY_RECORD_PRUNE_EVERY_MS);
     return;
@@ -655,6 +650,11 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
 }
 
 async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  if (record.attachments.some((a) => a.state === 'planned')) {
+    // An ADD that never finished: delegates its dead invocation started may still be running.
+    const left = await waitForAddsInFlight(record.containerID, ORPHAN_WAIT_MS);
+    if (left.length) inv.log(`DEL: processes still adding ${record.containerID} after ${ORPHAN_WAIT_MS} ms: ${left.join(', ')}; deleting anyway`, 'error');
+  }
   const errors: string[] = [];
   for (const s of [...record.attachments].reverse()) {
     try {
