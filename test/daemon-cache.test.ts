@@ -76,6 +76,14 @@ describe('node daemon with informer caches', function () {
       // Rotated, and the old token revoked at once (harsher than kubelet, which keeps it valid for a while).
       writeFileSync(tokenFile, 'token-two');
       node.api.acceptedTokens = new Set(['token-two']);
+      // The API server ends the informers' watches: they watch again at once, with the new token
+      // (client-node's own file-token provider would send the old one for up to a minute: 401s).
+      const beforeRewatch = node.api.requests.length;
+      node.api.endWatches();
+      await waitFor('both informers to watch again', () => {
+        const watches = node.api.requests.slice(beforeRewatch).filter((r) => r.verb === 'watch').map((r) => r.resource);
+        return watches.includes('pods') && watches.includes('network-attachment-definitions');
+      }, 10000);
       // Put again: the status a previous test wrote is gone.
       const pod = node.addExamplePod('two-nets');
       const ns = rig.netns('rot');

@@ -3,6 +3,7 @@
  * spec.nodeName) and NetworkAttachmentDefinitions. They answer the plugin core's lookups so that
  * an ADD reads nothing from the API when the pod and its NADs are known.
  */
+import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import { loadKubeconfig } from '../k8s/client.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
@@ -10,17 +11,33 @@ import type { ObjectLookup } from '../meta/lookup.js';
 
 const NAD = { group: 'k8s.cni.cncf.io', version: 'v1', plural: 'network-attachment-definitions' };
 
+/** Auth provider name of a token file read at every request (see useTokenFile). */
+const TOKEN_FILE_PROVIDER = 'plexus-token-file';
+
+const tokenFileAuth: Parameters<k8s.KubeConfig['addAuthenticator']>[0] = {
+  isAuthProvider: (user) => (user.authProvider as { name?: unknown } | undefined)?.name === TOKEN_FILE_PROVIDER,
+  applyAuthentication: async (user, opts) => {
+    const token = readFileSync((user.authProvider as { config: { path: string } }).config.path, 'utf8').trim();
+    opts.headers = { ...opts.headers, Authorization: `Bearer ${token}` };
+  },
+};
+
 /**
- * client-node ignores a kubeconfig user's `tokenFile` (it reads only its own `token-file` key, once);
- * a projected service-account token is rotated by kubelet while the daemon runs for weeks. Its
- * file-token auth provider (what in-cluster config uses) re-reads the file every minute, as
- * client-go does: the current user gets that.
+ * A projected service-account token is rotated by kubelet while the daemon runs for weeks. client-node
+ * ignores a kubeconfig user's `tokenFile` (it reads only its own `token-file` key, once), and its own
+ * file-token provider (in-cluster config) keeps what it read for 60 s, one token for all users. The
+ * informers' requests are few (a list or watch (re)start), so the file is read at each: a watch the
+ * API server ends after the old token was revoked starts again at once with the new one.
  */
-async function rereadTokenFile(kc: k8s.KubeConfig, kubeconfig: string): Promise<void> {
-  const { tokenFile } = await loadKubeconfig(kubeconfig);
+async function useTokenFile(kc: k8s.KubeConfig, kubeconfig: string | undefined): Promise<void> {
   const current = kc.getCurrentUser();
-  if (!tokenFile || !current || current.authProvider) return;
-  kc.users = kc.users.map((user) => (user === current ? { name: user.name, authProvider: { name: 'tokenFile', config: { tokenFile } } } : user));
+  const inCluster = (current?.authProvider as { name?: unknown; config?: { tokenFile?: unknown } } | undefined)?.config?.tokenFile;
+  const tokenFile = kubeconfig ? (await loadKubeconfig(kubeconfig)).tokenFile : typeof inCluster === 'string' ? inCluster : undefined;
+  if (!tokenFile || !current) return;
+  kc.addAuthenticator(tokenFileAuth);
+  // The user keeps its other credentials (a client certificate), not a token read once.
+  const { token: _once, ...rest } = current;
+  kc.users = kc.users.map((user) => (user === current ? { ...rest, authProvider: { name: TOKEN_FILE_PROVIDER, config: { path: tokenFile } } } : user));
 }
 
 export class ClusterCache implements ObjectLookup {
@@ -32,10 +49,9 @@ export class ClusterCache implements ObjectLookup {
   /** Lists and watches; resolves once both caches have their first list. */
   static async start(kubeconfig: string | undefined, nodeName: string): Promise<ClusterCache> {
     const kc = new k8s.KubeConfig();
-    if (kubeconfig) {
-      kc.loadFromFile(kubeconfig);
-      await rereadTokenFile(kc, kubeconfig);
-    } else kc.loadFromCluster();
+    if (kubeconfig) kc.loadFromFile(kubeconfig);
+    else kc.loadFromCluster();
+    await useTokenFile(kc, kubeconfig);
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     const selector = `spec.nodeName=${nodeName}`;

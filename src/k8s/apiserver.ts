@@ -237,6 +237,12 @@ export class ApiServerDouble {
     return this.url;
   }
 
+  /** Ends every open watch, as a real API server does at its watch timeout: clients watch again. */
+  endWatches(): void {
+    for (const w of this.watchers) w.res.end();
+    this.watchers = [];
+  }
+
   async stop(): Promise<void> {
     for (const w of this.watchers) w.res.end();
     this.watchers = [];
