@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ClusterCache } from '../src/daemon/cache.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses } from './support/rig.js';
@@ -29,9 +30,11 @@ describe('node daemon with informer caches', function () {
   });
 
   it('reads nothing from the API per ADD: pod and NADs come from the caches, one PATCH writes the status', async () => {
+    const beforePod = node.api.requests.length;
     node.addExamplePod('two-nets');
-    // Let the pod watch deliver the new pod.
-    await sleep(500);
+    // The pod watch delivers the new pod, and the NADs of its namespace are listed and watched.
+    await waitFor('the NADs of the pod namespace to be watched', () => node.api.requests.slice(beforePod).some((r) => r.verb === 'watch' && r.path.includes('/namespaces/default/network-attachment-definitions')));
+    await sleep(100);
     const ns = rig.netns('c');
     // No pod annotations from the runtime this time: the pod itself must be looked up.
     const conf = node.metaConf({ type: 'plexus-shim', daemonSocket: socket });
@@ -96,6 +99,39 @@ describe('node daemon with informer caches', function () {
     } finally {
       node.api.acceptedTokens = undefined;
       await stopDaemon(rotating);
+    }
+  });
+
+  it('watches the NADs of the namespaces its pods need only, and lets go of one no pod needs any more', async () => {
+    const NADS = 'network-attachment-definitions';
+    const nad = (namespace: string, name: string) => ({ metadata: { name, namespace }, spec: { config: `{"cniVersion":"1.0.0","name":"${name}","type":"macvlan","master":"plxdummy0"}` } }) as never;
+    node.api.put('k8s.cni.cncf.io/v1', NADS, nad('other-ns', 'remote-net'));
+    node.api.put('k8s.cni.cncf.io/v1', NADS, nad('far-away', 'unrelated'));
+    const before = node.api.requests.length;
+    const cache = await ClusterCache.start(node.kubeconfig, 'plx-node', { nadNamespaces: ['kube-system'], lingerMs: 300 });
+    try {
+      const nadRequests = () => node.api.requests.slice(before).filter((r) => r.resource === NADS).map((r) => r.path);
+      assert.ok(!nadRequests().some((p) => !p.includes('/namespaces/')), 'no cluster-wide NAD list or watch');
+      assert.ok(nadRequests().some((p) => p.includes('/namespaces/kube-system/')), 'the always-watched namespace');
+      assert.ok(!cache.watchedNamespaces().includes('other-ns') && !cache.watchedNamespaces().includes('far-away'));
+      // A pod of this node selects a network of another namespace: that namespace is watched too.
+      node.api.put('v1', 'pods', { metadata: { name: 'remote-user', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'other-ns/remote-net' } }, spec: { nodeName: 'plx-node' } } as never);
+      await waitFor('the NAD of other-ns in the cache', () => cache.nad('other-ns', 'remote-net'));
+      assert.ok(!cache.watchedNamespaces().includes('far-away'));
+      assert.ok(!nadRequests().some((p) => p.includes('/namespaces/far-away/')));
+      // Changes reach the cache through the watch.
+      node.api.put('k8s.cni.cncf.io/v1', NADS, { ...(nad('other-ns', 'remote-net') as object), metadata: { name: 'remote-net', namespace: 'other-ns', annotations: { changed: 'yes' } } } as never);
+      await waitFor('the change in the cache', () => cache.nad('other-ns', 'remote-net')?.metadata.annotations?.changed === 'yes');
+      // The pod goes: once no pod needs other-ns for the linger time, its watch stops.
+      node.api.delete('v1', 'pods', 'default', 'remote-user');
+      await waitFor('other-ns let go', () => !cache.watchedNamespaces().includes('other-ns'), 10000);
+      // A lookup in a namespace nobody named (a conf's multusNamespace, say) misses once, then is cached.
+      assert.equal(cache.nad('far-away', 'unrelated'), undefined);
+      await waitFor('far-away watched after its first lookup', () => cache.nad('far-away', 'unrelated'));
+    } finally {
+      await cache.stop();
+      node.api.delete('k8s.cni.cncf.io/v1', NADS, 'other-ns', 'remote-net');
+      node.api.delete('k8s.cni.cncf.io/v1', NADS, 'far-away', 'unrelated');
     }
   });
 });

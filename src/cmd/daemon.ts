@@ -27,8 +27,9 @@ export function registerDaemon(program: Command): void {
     .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
+    .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated (where clusterNetwork / defaultNetworks NADs live); others are watched while a pod of the node needs them', 'kube-system')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string }) => {
+    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
       // Loaded only by the daemon, never by the per-pod executables.
@@ -66,8 +67,10 @@ export function registerDaemon(program: Command): void {
         // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
         const { ClusterCache } = await import('../daemon/cache.js');
         const { useObjectLookup } = await import('../meta/lookup.js');
-        useObjectLookup(await ClusterCache.start(o.kubeconfig, o.nodeName));
-        log.info({ node: o.nodeName }, 'informer caches of the node pods and of NADs synced');
+        const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
+        const cache = await ClusterCache.start(o.kubeconfig, o.nodeName, { nadNamespaces });
+        useObjectLookup(cache);
+        log.info({ node: o.nodeName, nadNamespaces: cache.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
       }
       await daemon.start();
       log.info({ socket: o.socket }, 'serving');

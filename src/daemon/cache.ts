@@ -1,13 +1,17 @@
 /**
  * The node daemon's informer caches (client-node 1.x): its own node's pods (field selector
- * spec.nodeName) and NetworkAttachmentDefinitions. They answer the plugin core's lookups so that
- * an ADD reads nothing from the API when the pod and its NADs are known.
+ * spec.nodeName) and the NetworkAttachmentDefinitions of the namespaces those pods can select from.
+ * They answer the plugin core's lookups so that an ADD reads nothing from the API when the pod and its
+ * NADs are known. Only those namespaces' NADs are watched (Multus's thick daemon watches every NAD of
+ * the cluster on every node): the namespaces of the node's pods, those their annotations name, and
+ * the always-watched ones (where clusterNetwork / defaultNetworks NADs live).
  */
 import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import { loadKubeconfig } from '../k8s/client.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 import type { ObjectLookup } from '../meta/lookup.js';
+import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
 
 const NAD = { group: 'k8s.cni.cncf.io', version: 'v1', plural: 'network-attachment-definitions' };
 
@@ -40,54 +44,147 @@ async function useTokenFile(kc: k8s.KubeConfig, kubeconfig: string | undefined):
   kc.users = kc.users.map((user) => (user === current ? { ...rest, authProvider: { name: TOKEN_FILE_PROVIDER, config: { path: tokenFile } } } : user));
 }
 
-export class ClusterCache implements ObjectLookup {
-  private constructor(
-    private readonly pods: k8s.Informer<k8s.V1Pod> & k8s.ObjectCache<k8s.V1Pod>,
-    private readonly nads: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>,
-  ) {}
+type Watched<T extends k8s.KubernetesObject> = k8s.Informer<T> & k8s.ObjectCache<T>;
 
-  /** Lists and watches; resolves once both caches have their first list. */
-  static async start(kubeconfig: string | undefined, nodeName: string): Promise<ClusterCache> {
+/** How long a namespace's NADs stay watched once no pod on the node needs them (pods come back). */
+export const NAD_NAMESPACE_LINGER_MS = 5 * 60_000;
+
+/** Namespaces a pod's NADs can come from: its own and those its annotations name. */
+function namespacesOf(pod: k8s.V1Pod, defaultNamespace: string): string[] {
+  const ns = pod.metadata?.namespace ?? 'default';
+  const annotations = pod.metadata?.annotations ?? {};
+  const out = [ns];
+  try {
+    for (const sel of parseNetworksAnnotation(annotations[NETWORKS_ANNOTATION], ns)) out.push(sel.namespace);
+  } catch {
+    /* an invalid annotation fails the pod's ADD; nothing to watch for it */
+  }
+  try {
+    const sel = parseDefaultNetworkAnnotation(annotations[DEFAULT_NETWORK_ANNOTATION], defaultNamespace);
+    if (sel) out.push(sel.namespace);
+  } catch {
+    /* as above */
+  }
+  return out;
+}
+
+export interface ClusterCacheOptions {
+  /** Namespaces whose NADs are always watched (default: kube-system, Multus's `multusNamespace`). */
+  nadNamespaces?: string[];
+  /** See NAD_NAMESPACE_LINGER_MS. */
+  lingerMs?: number;
+}
+
+export class ClusterCache implements ObjectLookup {
+  private stopped = false;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  /** Per watched namespace: its NAD informer, whether its first list is in, since when no pod needs it. */
+  private readonly nads = new Map<string, { informer: Watched<k8s.KubernetesObject>; synced: Promise<void>; ready: boolean; idleSince?: number }>();
+  private readonly always: Set<string>;
+  private readonly lingerMs: number;
+  private sweep: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly kc: k8s.KubeConfig,
+    private readonly pods: Watched<k8s.V1Pod>,
+    options: ClusterCacheOptions,
+  ) {
+    this.always = new Set(options.nadNamespaces ?? ['kube-system']);
+    this.lingerMs = options.lingerMs ?? NAD_NAMESPACE_LINGER_MS;
+  }
+
+  /** Lists and watches; resolves once the pods and the NADs of the namespaces they need are listed. */
+  static async start(kubeconfig: string | undefined, nodeName: string, options: ClusterCacheOptions = {}): Promise<ClusterCache> {
     const kc = new k8s.KubeConfig();
     if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromCluster();
     await useTokenFile(kc, kubeconfig);
     const core = kc.makeApiClient(k8s.CoreV1Api);
-    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     const selector = `spec.nodeName=${nodeName}`;
-    const pods = k8s.makeInformer(kc, `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}`, () => core.listPodForAllNamespaces({ fieldSelector: selector }));
-    const nads = k8s.makeInformer(kc, `/apis/${NAD.group}/${NAD.version}/${NAD.plural}`, () => custom.listClusterCustomObject(NAD) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>);
     // makeInformer builds a ListWatch, which is also the object cache; its declared type is only Informer.
-    const cache = new ClusterCache(pods as typeof pods & k8s.ObjectCache<k8s.V1Pod>, nads as typeof nads & k8s.ObjectCache<k8s.KubernetesObject>);
-    // A watch that ends or fails is restarted, until stop(): the cache must not silently go stale.
-    for (const informer of [pods, nads] as k8s.Informer<k8s.KubernetesObject>[]) {
-      informer.on('error', () => {
-        if (cache.stopped) return;
-        const retry = setTimeout(() => {
-          cache.retries.delete(retry);
-          if (!cache.stopped) void informer.start().catch(() => undefined);
-        }, 1000);
-        cache.retries.add(retry);
-      });
-    }
-    await Promise.all([pods.start(), nads.start()]);
+    const pods = k8s.makeInformer(kc, `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}`, () => core.listPodForAllNamespaces({ fieldSelector: selector })) as Watched<k8s.V1Pod>;
+    const cache = new ClusterCache(kc, pods, options);
+    cache.keepWatching(pods);
+    await pods.start();
+    cache.retain();
+    for (const event of ['add', 'update', 'delete'] as const) pods.on(event, () => cache.retain());
+    cache.sweep = setInterval(() => cache.retain(), Math.max(1000, Math.min(cache.lingerMs, 60_000)));
+    cache.sweep.unref();
+    await Promise.all([...cache.nads.values()].map((w) => w.synced));
     return cache;
   }
 
-  private stopped = false;
-  private readonly retries = new Set<NodeJS.Timeout>();
+  /** A watch that ends or fails is restarted, until stop(): the cache must not silently go stale. */
+  private keepWatching(informer: k8s.Informer<k8s.KubernetesObject> | k8s.Informer<k8s.V1Pod>, watching = () => true): void {
+    informer.on('error', () => {
+      if (this.stopped || !watching()) return;
+      const retry = setTimeout(() => {
+        this.retries.delete(retry);
+        if (!this.stopped && watching()) void informer.start().catch(() => undefined);
+      }, 1000);
+      this.retries.add(retry);
+    });
+  }
+
+  /** Watches the NADs of `namespace` (if not yet). */
+  private watchNamespace(namespace: string): void {
+    if (this.stopped || this.nads.has(namespace)) return;
+    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    const path = `/apis/${NAD.group}/${NAD.version}/namespaces/${encodeURIComponent(namespace)}/${NAD.plural}`;
+    const informer = k8s.makeInformer(this.kc, path, () => custom.listNamespacedCustomObject({ ...NAD, namespace }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>) as Watched<k8s.KubernetesObject>;
+    const entry = { informer, ready: false, synced: Promise.resolve() };
+    this.keepWatching(informer, () => this.nads.get(namespace) === entry);
+    // Ready once the first list was tried (a failed one is retried by keepWatching): a NAD not in the
+    // cache is read from the API, so an empty cache costs reads, never a wrong answer.
+    entry.synced = informer.start().then(
+      () => void (entry.ready = true),
+      () => undefined,
+    );
+    this.nads.set(namespace, entry);
+  }
+
+  /** Watches the namespaces the node's pods need; stops those no pod has needed for lingerMs. */
+  private retain(now = Date.now()): void {
+    if (this.stopped) return;
+    const needed = new Set(this.always);
+    for (const pod of this.pods.list()) for (const ns of namespacesOf(pod, [...this.always][0] ?? 'kube-system')) needed.add(ns);
+    for (const ns of needed) {
+      this.watchNamespace(ns);
+      delete this.nads.get(ns)!.idleSince;
+    }
+    for (const [ns, entry] of this.nads) {
+      if (needed.has(ns)) continue;
+      entry.idleSince ??= now;
+      if (now - entry.idleSince >= this.lingerMs) {
+        this.nads.delete(ns);
+        void entry.informer.stop();
+      }
+    }
+  }
+
+  /** Namespaces whose NADs are watched now. */
+  watchedNamespaces(): string[] {
+    return [...this.nads.keys()].sort();
+  }
 
   pod(namespace: string, name: string): Pod | undefined {
     return this.pods.get(name, namespace) as Pod | undefined;
   }
 
+  /** A NAD from its namespace's cache; undefined (read it from the API) while that is not listed yet. */
   nad(namespace: string, name: string): NetworkAttachmentDefinition | undefined {
-    return this.nads.get(name, namespace) as NetworkAttachmentDefinition | undefined;
+    const watched = this.nads.get(namespace);
+    // A namespace no pod of the node named (e.g. a conf's multusNamespace): watched from now on.
+    if (!watched) this.watchNamespace(namespace);
+    if (!watched?.ready) return undefined;
+    return watched.informer.get(name, namespace) as NetworkAttachmentDefinition | undefined;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.sweep);
     for (const retry of this.retries) clearTimeout(retry);
-    await Promise.all([this.pods.stop(), this.nads.stop()]);
+    await Promise.all([this.pods.stop(), ...[...this.nads.values()].map((w) => w.informer.stop())]);
+    this.nads.clear();
   }
 }

@@ -308,6 +308,14 @@ export class ApiServerDouble {
     return t ? this.objects.get(typeKey(t))!.get(this.objectKey(t, namespace, name)) : undefined;
   }
 
+  /** Direct access for tests: delete an object as the API would (watchers see DELETED). */
+  delete(apiVersion: string, plural: string, namespace: string | undefined, name: string): void {
+    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
+    const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
+    if (!t) throw new Error(`unknown resource ${apiVersion} ${plural}`);
+    this.remove(t, namespace, name);
+  }
+
   list(apiVersion: string, plural: string): Obj[] {
     const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
     const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
