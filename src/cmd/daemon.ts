@@ -27,7 +27,7 @@ export function registerDaemon(program: Command): void {
     .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
-    .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated (where clusterNetwork / defaultNetworks NADs live); others are watched while a pod of the node needs them', 'kube-system')
+    .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated, the first being the conf\'s multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them', 'kube-system')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
     .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };

@@ -69,7 +69,10 @@ function namespacesOf(pod: k8s.V1Pod, defaultNamespace: string): string[] {
 }
 
 export interface ClusterCacheOptions {
-  /** Namespaces whose NADs are always watched (default: kube-system, Multus's `multusNamespace`). */
+  /**
+   * Namespaces whose NADs are always watched (default: kube-system); the first is the conf's
+   * `multusNamespace`, where a default-network annotation without a namespace points.
+   */
   nadNamespaces?: string[];
   /** See NAD_NAMESPACE_LINGER_MS. */
   lingerMs?: number;
