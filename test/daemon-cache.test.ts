@@ -79,14 +79,20 @@ describe('node daemon with informer caches', function () {
       // Rotated, and the old token revoked at once (harsher than kubelet, which keeps it valid for a while).
       writeFileSync(tokenFile, 'token-two');
       node.api.acceptedTokens = new Set(['token-two']);
-      // The API server ends the informers' watches: they watch again at once, with the new token
-      // (client-node's own file-token provider would send the old one for up to a minute: 401s).
+      // The API server ends the informers' watches: they watch again with the new token, never the
+      // old one (client-node's own file-token provider would send that for up to a minute: 401s).
       const beforeRewatch = node.api.requests.length;
+      // (Every daemon's watches end: the other one's, with its own token, are refused from now on.)
+      const refusedBefore = node.api.refusedTokens.length;
+      const oldTokenRefused = () => node.api.refusedTokens.slice(refusedBefore).includes('token-one');
       node.api.endWatches();
-      await waitFor('both informers to watch again', () => {
+      const rewatched = () => {
         const watches = node.api.requests.slice(beforeRewatch).filter((r) => r.verb === 'watch').map((r) => r.resource);
         return watches.includes('pods') && watches.includes('network-attachment-definitions');
-      }, 10000);
+      };
+      await waitFor('both informers to watch again, or the revoked token refused', () => rewatched() || oldTokenRefused(), 30000);
+      assert.ok(!oldTokenRefused(), 'no request with the revoked token');
+      assert.ok(rewatched());
       // Put again: the status a previous test wrote is gone.
       const pod = node.addExamplePod('two-nets');
       const ns = rig.netns('rot');

@@ -206,6 +206,8 @@ export class ApiServerDouble {
   url = '';
   /** Bearer tokens accepted; undefined accepts any request (the default). Others get 401. */
   acceptedTokens: Set<string> | undefined;
+  /** The bearer token (or '') of each request refused with 401 (those are not in `requests`). */
+  readonly refusedTokens: string[] = [];
   /** Fault injection for tests: a status code to answer a request with instead of serving it. */
   fault: ((method: string, path: string) => number | undefined) | undefined;
   /** Latency injection for tests: milliseconds to wait before serving a request. */
@@ -296,30 +298,31 @@ export class ApiServerDouble {
 
   /** Direct access for tests: create or replace an object as the API would store it. */
   put(apiVersion: string, plural: string, obj: Obj): Obj {
-    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
-    const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
+    const t = this.typeOf(apiVersion, plural);
     if (!t) throw new Error(`unknown resource ${apiVersion} ${plural}`);
     return this.store(t, obj, this.objects.get(typeKey(t))!.has(this.objectKey(t, obj.metadata.namespace, obj.metadata.name)) ? 'MODIFIED' : 'ADDED');
   }
 
   get(apiVersion: string, plural: string, namespace: string | undefined, name: string): Obj | undefined {
-    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
-    const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
+    const t = this.typeOf(apiVersion, plural);
     return t ? this.objects.get(typeKey(t))!.get(this.objectKey(t, namespace, name)) : undefined;
   }
 
   /** Direct access for tests: delete an object as the API would (watchers see DELETED). */
   delete(apiVersion: string, plural: string, namespace: string | undefined, name: string): void {
-    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
-    const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
+    const t = this.typeOf(apiVersion, plural);
     if (!t) throw new Error(`unknown resource ${apiVersion} ${plural}`);
     this.remove(t, namespace, name);
   }
 
   list(apiVersion: string, plural: string): Obj[] {
-    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
-    const t = this.types.get(typeKey({ group: group!, version: version!, plural }));
+    const t = this.typeOf(apiVersion, plural);
     return t ? [...this.objects.get(typeKey(t))!.values()] : [];
+  }
+
+  private typeOf(apiVersion: string, plural: string): ResourceType | undefined {
+    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
+    return this.types.get(typeKey({ group: group!, version: version!, plural }));
   }
 
   private objectKey(t: ResourceType, namespace: string | undefined, name: string): string {
@@ -431,7 +434,10 @@ export class ApiServerDouble {
     const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
     if (this.acceptedTokens) {
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-      if (!token || !this.acceptedTokens.has(token)) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
+      if (!token || !this.acceptedTokens.has(token)) {
+        this.refusedTokens.push(token ?? '');
+        throw new HttpError(401, 'Unauthorized', 'Unauthorized');
+      }
     }
     const delay = this.latency?.(method, path);
     if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
