@@ -1,5 +1,5 @@
 /** NetworkAttachmentDefinition → delegate network configuration, in the NPWG spec's order. */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { dirname } from 'node:path';
 import { appendSubdirPlugins, confFiles, decodeJson, loadNetwork, parseNetworkConfig } from '../cni/conf.js';
@@ -43,8 +43,9 @@ export function nadToConfList(nad: NetworkAttachmentDefinition, confDir: string)
  * alphabetically first .conf/.conflist is used.
  */
 export function loadNetworkFromPath(path: string): NetworkConfigList {
-  if (!existsSync(path)) throw new CniError(ErrorCode.InvalidNetworkConfig, 'network configuration not found', path);
-  const file = statSync(path).isDirectory() ? confFiles(path, ['.conf', '.conflist'])[0] : path;
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (!stat) throw new CniError(ErrorCode.InvalidNetworkConfig, 'network configuration not found', path);
+  const file = stat.isDirectory() ? confFiles(path, ['.conf', '.conflist'])[0] : path;
   if (!file) throw new CniError(ErrorCode.InvalidNetworkConfig, 'no network configuration in directory', path);
   const bytes = readFileSync(file);
   // The node daemon reads the cluster network's file for every pod: parsed again only when it changed.
