@@ -90,6 +90,8 @@ async function main(): Promise<void> {
   const nsPath = `/var/run/netns/${netns}`;
   const pod = { name: 'bench', namespace: 'default' };
   node.api.put('v1', 'pods', { metadata: pod, spec: { nodeName: 'plx-node' } } as never);
+  // The daemon's cache lists the NADs of the pod's namespace once it sees the pod: before any request is counted.
+  while (!cache.nad('default', 'macvlan-a')) await sleep(10);
   const rows: string[] = [];
   /** Per scenario: the shim's exec + round trip to the daemon + the runtime seeing the exit (median). */
   const hops: number[] = [];
