@@ -3,7 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClusterCache } from '../src/daemon/cache.js';
+import { ClusterCache, rewatchDelay } from '../src/daemon/cache.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses } from './support/rig.js';
@@ -139,5 +139,9 @@ describe('node daemon with informer caches', function () {
       node.api.delete('k8s.cni.cncf.io/v1', NADS, 'other-ns', 'remote-net');
       node.api.delete('k8s.cni.cncf.io/v1', NADS, 'far-away', 'unrelated');
     }
+  });
+
+  it('a watch failing again and again is retried less and less often (1 s doubling to 30 s), not every second', () => {
+    assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 50].map(rewatchDelay), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
   });
 });

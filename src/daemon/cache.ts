@@ -46,6 +46,11 @@ async function useTokenFile(kc: k8s.KubeConfig, kubeconfig: string | undefined):
 
 type Watched<T extends k8s.KubernetesObject> = k8s.Informer<T> & k8s.ObjectCache<T>;
 
+/** Wait before watching again after the n-th failure in a row (0-based): 1 s, doubling, at most 30 s. */
+export function rewatchDelay(failuresInARow: number): number {
+  return Math.min(30_000, 1000 * 2 ** Math.min(failuresInARow, 5));
+}
+
 /** How long a namespace's NADs stay watched once no pod on the node needs them (pods come back). */
 export const NAD_NAMESPACE_LINGER_MS = 5 * 60_000;
 
@@ -117,14 +122,25 @@ export class ClusterCache implements ObjectLookup {
     return cache;
   }
 
-  /** A watch that ends or fails is restarted, until stop(): the cache must not silently go stale. */
+  /**
+   * A watch that ends or fails is restarted, until stop(): the cache must not silently go stale. Failing
+   * again and again (a namespace the daemon may not read, an API server in trouble) backs off.
+   */
   private keepWatching(informer: k8s.Informer<k8s.KubernetesObject> | k8s.Informer<k8s.V1Pod>, watching = () => true): void {
+    let failures = 0;
+    let failedNow = false;
     informer.on('error', () => {
+      failedNow = true;
       if (this.stopped || !watching()) return;
       const retry = setTimeout(() => {
         this.retries.delete(retry);
-        if (!this.stopped && watching()) void informer.start().catch(() => undefined);
-      }, 1000);
+        if (this.stopped || !watching()) return;
+        failedNow = false;
+        void informer.start().then(
+          () => void (failures = failedNow ? failures : 0),
+          () => undefined,
+        );
+      }, rewatchDelay(failures++));
       this.retries.add(retry);
     });
   }
