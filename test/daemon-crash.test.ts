@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addsInFlight } from '../src/meta/orphans.js';
@@ -55,9 +56,18 @@ describe('node daemon killed during ADD', function () {
         assert.equal(meanwhile.json?.code, 11);
       }
       // Delegates the killed daemon had started may still run (orphans): the DEL waits for them.
-      daemon = await startDaemon(socket);
+      const restarted = await startDaemon(socket);
+      daemon = restarted;
       const del = await node.exec(podEnv('DEL', `crash-${process.pid}-${trial}`, ns.path, pod), conf, SHIM);
-      assert.equal(del.status, 0, `trial ${trial}: ${del.stdout}`);
+      // What the team needs to see if this ever fails (a rare DEL failure was seen once, not understood).
+      const evidence = () =>
+        [
+          `host links: ${run('ip', ['-o', 'link', 'show']).replace(/\\\s+/g, ' ')}`,
+          `daemon netns ${readlinkSync(`/proc/${restarted.pid}/ns/net`)}, ours ${readlinkSync('/proc/self/ns/net')}`,
+          `plugins running: ${run('ps', ['-eo', 'pid,ppid,args']).split('\n').filter((l) => l.includes('/usr/lib/cni/')).join('; ')}`,
+          `daemon log: ${restarted.logs.map((l) => JSON.stringify(l)).join('\n')}`,
+        ].join('\n');
+      assert.equal(del.status, 0, `trial ${trial} (first ADD ${result.status === 0 ? 'completed' : 'interrupted'}): ${del.stdout}${del.status === 0 ? '' : evidence()}`);
       assert.deepEqual(addsInFlight(`crash-${process.pid}-${trial}`), [], `trial ${trial}: a delegate still adding after the DEL`);
       assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], `trial ${trial}: interfaces left`);
       assert.deepEqual(store.active(), [], `trial ${trial}: record left`);
