@@ -73,6 +73,14 @@ function namespacesOf(pod: k8s.V1Pod, defaultNamespace: string): string[] {
   return out;
 }
 
+/** One namespace's NAD informer: whether its first list is in, since when no pod needs it. */
+interface NadWatch {
+  informer: Watched<k8s.KubernetesObject>;
+  synced: Promise<void>;
+  ready: boolean;
+  idleSince?: number;
+}
+
 export interface ClusterCacheOptions {
   /**
    * Namespaces whose NADs are always watched (default: kube-system); the first is the conf's
@@ -86,10 +94,15 @@ export interface ClusterCacheOptions {
 export class ClusterCache implements ObjectLookup {
   private stopped = false;
   private readonly retries = new Set<NodeJS.Timeout>();
-  /** Per watched namespace: its NAD informer, whether its first list is in, since when no pod needs it. */
-  private readonly nads = new Map<string, { informer: Watched<k8s.KubernetesObject>; synced: Promise<void>; ready: boolean; idleSince?: number }>();
+  private readonly nads = new Map<string, NadWatch>();
   private readonly always: Set<string>;
+  /** Where a default-network annotation without a namespace points (the first always-watched one). */
+  private readonly defaultNamespace: string;
   private readonly lingerMs: number;
+  /** Per pod of the node: the annotations its needs were read from, and the namespaces they name. */
+  private readonly podNeeds = new Map<string, { source: string; namespaces: string[] }>();
+  /** Pods needing each namespace. */
+  private readonly users = new Map<string, number>();
   private sweep: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -98,6 +111,7 @@ export class ClusterCache implements ObjectLookup {
     options: ClusterCacheOptions,
   ) {
     this.always = new Set(options.nadNamespaces ?? ['kube-system']);
+    this.defaultNamespace = [...this.always][0] ?? 'kube-system';
     this.lingerMs = options.lingerMs ?? NAD_NAMESPACE_LINGER_MS;
   }
 
@@ -114,9 +128,12 @@ export class ClusterCache implements ObjectLookup {
     const cache = new ClusterCache(kc, pods, options);
     cache.keepWatching(pods);
     await pods.start();
-    cache.retain();
-    for (const event of ['add', 'update', 'delete'] as const) pods.on(event, () => cache.retain());
-    cache.sweep = setInterval(() => cache.retain(), Math.max(1000, Math.min(cache.lingerMs, 60_000)));
+    for (const ns of cache.always) cache.watchNamespace(ns);
+    for (const pod of pods.list()) cache.podSeen(pod);
+    pods.on('add', (pod) => cache.podSeen(pod));
+    pods.on('update', (pod) => cache.podSeen(pod));
+    pods.on('delete', (pod) => cache.podSeen(pod, true));
+    cache.sweep = setInterval(() => cache.letGo(), Math.max(1000, Math.min(cache.lingerMs, 60_000)));
     cache.sweep.unref();
     await Promise.all([...cache.nads.values()].map((w) => w.synced));
     return cache;
@@ -151,7 +168,9 @@ export class ClusterCache implements ObjectLookup {
     const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     const path = `/apis/${NAD.group}/${NAD.version}/namespaces/${encodeURIComponent(namespace)}/${NAD.plural}`;
     const informer = k8s.makeInformer(this.kc, path, () => custom.listNamespacedCustomObject({ ...NAD, namespace }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>) as Watched<k8s.KubernetesObject>;
-    const entry = { informer, ready: false, synced: Promise.resolve() };
+    // A namespace only looked up (no pod of the node names it) lingers from the start.
+    const idle = this.always.has(namespace) || this.users.has(namespace) ? undefined : Date.now();
+    const entry: NadWatch = { informer, ready: false, synced: Promise.resolve(), ...(idle === undefined ? {} : { idleSince: idle }) };
     this.keepWatching(informer, () => this.nads.get(namespace) === entry);
     // Ready once the first list was tried (a failed one is retried by keepWatching): a NAD not in the
     // cache is read from the API, so an empty cache costs reads, never a wrong answer.
@@ -162,22 +181,43 @@ export class ClusterCache implements ObjectLookup {
     this.nads.set(namespace, entry);
   }
 
-  /** Watches the namespaces the node's pods need; stops those no pod has needed for lingerMs. */
-  private retain(now = Date.now()): void {
+  /**
+   * A pod of the node appeared, changed or went: the namespaces it needs are counted, per pod, so that an
+   * event costs the parse of that one pod's annotations (none when they did not change, as for the status
+   * updates every ADD makes), not of every pod on the node.
+   */
+  private podSeen(pod: k8s.V1Pod, gone = false): void {
     if (this.stopped) return;
-    const needed = new Set(this.always);
-    for (const pod of this.pods.list()) for (const ns of namespacesOf(pod, [...this.always][0] ?? 'kube-system')) needed.add(ns);
-    for (const ns of needed) {
-      this.watchNamespace(ns);
-      delete this.nads.get(ns)!.idleSince;
-    }
-    for (const [ns, entry] of this.nads) {
-      if (needed.has(ns)) continue;
-      entry.idleSince ??= now;
-      if (now - entry.idleSince >= this.lingerMs) {
-        this.nads.delete(ns);
-        void entry.informer.stop();
+    const key = `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
+    const annotations = pod.metadata?.annotations ?? {};
+    const source = gone ? undefined : `${annotations[NETWORKS_ANNOTATION] ?? ''}\0${annotations[DEFAULT_NETWORK_ANNOTATION] ?? ''}`;
+    const before = this.podNeeds.get(key);
+    if (before?.source === source) return;
+    const namespaces = source === undefined ? [] : [...new Set(namespacesOf(pod, this.defaultNamespace))];
+    if (source === undefined) this.podNeeds.delete(key);
+    else this.podNeeds.set(key, { source, namespaces });
+    for (const ns of before?.namespaces ?? []) {
+      const left = (this.users.get(ns) ?? 1) - 1;
+      if (left > 0) this.users.set(ns, left);
+      else {
+        this.users.delete(ns);
+        const entry = this.nads.get(ns);
+        if (entry && !this.always.has(ns)) entry.idleSince = Date.now();
       }
+    }
+    for (const ns of namespaces) {
+      this.users.set(ns, (this.users.get(ns) ?? 0) + 1);
+      this.watchNamespace(ns);
+      delete this.nads.get(ns)?.idleSince;
+    }
+  }
+
+  /** Stops watching the namespaces no pod has needed for lingerMs (nor looked up since). */
+  private letGo(now = Date.now()): void {
+    for (const [ns, entry] of this.nads) {
+      if (entry.idleSince === undefined || now - entry.idleSince < this.lingerMs) continue;
+      this.nads.delete(ns);
+      void entry.informer.stop();
     }
   }
 
@@ -193,8 +233,10 @@ export class ClusterCache implements ObjectLookup {
   /** A NAD from its namespace's cache; undefined (read it from the API) while that is not listed yet. */
   nad(namespace: string, name: string): NetworkAttachmentDefinition | undefined {
     const watched = this.nads.get(namespace);
-    // A namespace no pod of the node named (e.g. a conf's multusNamespace): watched from now on.
+    // A namespace no pod of the node named (e.g. a conf's multusNamespace): watched from now on, for as
+    // long as it is looked up at least once per linger time.
     if (!watched) this.watchNamespace(namespace);
+    else if (watched.idleSince !== undefined) watched.idleSince = Date.now();
     if (!watched?.ready) return undefined;
     return watched.informer.get(name, namespace) as NetworkAttachmentDefinition | undefined;
   }
