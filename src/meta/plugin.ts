@@ -14,7 +14,7 @@ import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, type NetworkConfigList, type PluginConf, SUPPORTED_VERSIONS, versionAtLeast } from '../cni/types.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { nativeAddon } from '../util/native.js';
-import { convertResult, ipFamily, toCanonical } from '../cni/version.js';
+import { ipFamily, toCanonical } from '../cni/version.js';
 import { ApiClient, ApiError, apiFailure, inClusterConfig, loadKubeconfig } from '../k8s/client.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
@@ -597,7 +597,8 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
   }
   const cluster = record.attachments[0]?.result;
   if (!cluster) throw new CniError(ErrorCode.Internal, 'cluster network returned no result');
-  return convertResult(cluster, req.conf.cniVersion);
+  // In the delegate's version: the skel prints it in the runtime's, as for any plugin.
+  return cluster;
 }
 
 /**
