@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { PluginRequest, PluginStdinConf } from '../src/cni/skel.js';
 import { ClusterCache } from '../src/daemon/cache.js';
+import { loadKubeconfig } from '../src/k8s/kubeconfig.js';
 import { CniDaemon, DEFAULT_LIMITS } from '../src/daemon/server.js';
 import { useObjectLookup } from '../src/meta/lookup.js';
 import { useObserver } from '../src/meta/observe.js';
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
   const daemon = new CniDaemon(join(work, 'plexus.sock'), DEFAULT_LIMITS, { served: (command, _exit, _code, seconds) => onServed(command, seconds) });
   await daemon.start();
   // As `plexusctl daemon` runs it: pods and NADs from informer caches.
-  const cache = await ClusterCache.start(node.kubeconfig, 'plx-node');
+  const cache = await ClusterCache.start(await loadKubeconfig(node.kubeconfig), 'plx-node');
   useObjectLookup(cache);
 
   const shim = join(repoRoot(), 'native', 'plexus-shim');

@@ -4,10 +4,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClusterCache, rewatchDelay } from '../src/daemon/cache.js';
+import { loadKubeconfig } from '../src/k8s/kubeconfig.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { startDaemon, stopDaemon } from './support/daemon.js';
 import { Rig, ipAddresses } from './support/rig.js';
 import { waitFor } from './support/wait.js';
+import { parse, stringify } from 'yaml';
 
 const SHIM = join(repoRoot(), 'bin', 'plexus-shim');
 
@@ -68,9 +70,9 @@ describe('node daemon with informer caches', function () {
     const tokenFile = join(node.dir, 'token');
     writeFileSync(tokenFile, 'token-one');
     const kubeconfig = join(node.dir, 'kubeconfig-tokenfile');
-    const kc = JSON.parse(node.api.kubeconfig()) as { users: { user: Record<string, string> }[] };
+    const kc = parse(node.api.kubeconfig()) as { users: { user: Record<string, string> }[] };
     kc.users[0]!.user = { tokenFile };
-    writeFileSync(kubeconfig, JSON.stringify(kc));
+    writeFileSync(kubeconfig, stringify(kc));
     const rotSocket = join(node.dir, 'rot.sock');
     node.api.acceptedTokens = new Set(['token-one']);
     const rotating = await startDaemon(rotSocket, ['--kubeconfig', kubeconfig, '--node-name', 'plx-node']);
@@ -114,7 +116,7 @@ describe('node daemon with informer caches', function () {
     node.api.put('k8s.cni.cncf.io/v1', NADS, nad('other-ns', 'remote-net'));
     node.api.put('k8s.cni.cncf.io/v1', NADS, nad('far-away', 'unrelated'));
     const before = node.api.requests.length;
-    const cache = await ClusterCache.start(node.kubeconfig, 'plx-node', { nadNamespaces: ['kube-system'], lingerMs: 300 });
+    const cache = await ClusterCache.start(await loadKubeconfig(node.kubeconfig), 'plx-node', { nadNamespaces: ['kube-system'], lingerMs: 300 });
     try {
       const nadRequests = () => node.api.requests.slice(before).filter((r) => r.resource === NADS).map((r) => r.path);
       assert.ok(!nadRequests().some((p) => !p.includes('/namespaces/')), 'no cluster-wide NAD list or watch');

@@ -1,5 +1,6 @@
 /** `plexusctl apiserver`: the API server double on a TCP port, for demos and users' test rigs. */
 import type { Command } from 'commander';
+import { parse } from 'yaml';
 import { ApiServerDouble } from '../k8s/apiserver.js';
 
 export function registerApiServer(program: Command): void {
@@ -11,7 +12,7 @@ export function registerApiServer(program: Command): void {
     .action(async (o: { port: string; crdDir?: string }) => {
       const server = new ApiServerDouble({ port: Number(o.port), ...(o.crdDir ? { crdDir: o.crdDir } : {}) });
       const url = await server.start();
-      process.stdout.write(`${JSON.stringify({ url, kubeconfig: JSON.parse(server.kubeconfig()) as unknown })}\n`);
+      process.stdout.write(`${JSON.stringify({ url, kubeconfig: parse(server.kubeconfig()) as unknown })}\n`);
       const stop = (): void => {
         void server.stop().then(() => process.exit(0));
       };

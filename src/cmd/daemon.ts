@@ -3,14 +3,14 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CniDaemon, DEFAULT_LIMITS } from '../daemon/server.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
+import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 
 /** network-status a previous daemon answered ADD for but did not get written (it died first). */
-async function resendOwedStatus(cniDir: string, kubeconfig: string | undefined, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
-  const { ApiClient, inClusterConfig, loadKubeconfig } = await import('../k8s/client.js');
+async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
+  const { ApiClient } = await import('../k8s/client.js');
   const { AttachmentStore } = await import('../meta/store.js');
   const { resendPendingStatus } = await import('../daemon/recovery.js');
-  const cfg = kubeconfig ? await loadKubeconfig(kubeconfig) : inClusterConfig(process.env);
-  if (cfg) await resendPendingStatus(new AttachmentStore(join(cniDir, 'attachments')), new ApiClient(cfg, 10_000), log);
+  await resendPendingStatus(new AttachmentStore(join(cniDir, 'attachments')), new ApiClient(api, 10_000), log);
 }
 
 export function registerDaemon(program: Command): void {
@@ -37,8 +37,20 @@ export function registerDaemon(program: Command): void {
       const { DaemonMetrics } = await import('../daemon/metrics.js');
       const { useObserver } = await import('../meta/observe.js');
       const log = pino({ level: o.logLevel, base: { component: 'plexus-daemon' } }, pino.destination(2));
+      // One reading of the credentials for the informers and the owed-status resend: a kubeconfig that
+      // cannot be used stops the daemon at once, saying why, instead of a daemon that silently reads nothing.
+      const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
+      if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
       const metrics = new DaemonMetrics();
-      useObserver(metrics);
+      useObserver({
+        delegate: (network, command, seconds, ok) => metrics.delegate(network, command, seconds, ok),
+        apiRequest: (verb) => metrics.apiRequest(verb),
+        statusWrite: (result, pod, detail) => {
+          metrics.statusWrites.inc({ result });
+          if (result === 'failed') log.warn({ pod, error: detail }, 'network-status not written');
+          else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
+        },
+      });
       const daemon = new CniDaemon(o.socket, limits, {
         served: (command, exitCode, code, seconds, env) => {
           metrics.requests.observe({ command, code: String(code) }, seconds);
@@ -68,13 +80,21 @@ export function registerDaemon(program: Command): void {
         const { ClusterCache } = await import('../daemon/cache.js');
         const { useObjectLookup } = await import('../meta/lookup.js');
         const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
-        const cache = await ClusterCache.start(o.kubeconfig, o.nodeName, { nadNamespaces });
+        const cache = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
+          metrics.informerErrors.inc({ informer: what.split('/')[0]! });
+          log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
+        });
         useObjectLookup(cache);
-        log.info({ node: o.nodeName, nadNamespaces: cache.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
+        daemon.readiness = () => cache.health();
+        const health = cache.health();
+        metrics.cacheSynced.set(health.synced ? 1 : 0);
+        setInterval(() => metrics.cacheSynced.set(cache.health().synced ? 1 : 0), 5000).unref();
+        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: cache.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
+        else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
       }
       await daemon.start();
       log.info({ socket: o.socket }, 'serving');
-      void resendOwedStatus(o.cniDir, o.kubeconfig, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
+      if (api) void resendOwedStatus(o.cniDir, api, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
       if (o.cniConfDir) {
         const { ConfManager } = await import('../daemon/confmanager.js');
         const manager = new ConfManager(

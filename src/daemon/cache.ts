@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
-import { loadKubeconfig } from '../k8s/client.js';
+import type { ApiConfig } from '../k8s/kubeconfig.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 import type { ObjectLookup } from '../meta/lookup.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
@@ -27,21 +27,48 @@ const tokenFileAuth: Parameters<k8s.KubeConfig['addAuthenticator']>[0] = {
 };
 
 /**
- * A projected service-account token is rotated by kubelet while the daemon runs for weeks. client-node
- * ignores a kubeconfig user's `tokenFile` (it reads only its own `token-file` key, once), and its own
- * file-token provider (in-cluster config) keeps what it read for 60 s, one token for all users. The
- * informers' requests are few (a list or watch (re)start), so the file is read at each: a watch the
- * API server ends after the old token was revoked starts again at once with the new one.
+ * client-node's KubeConfig for exactly the server and credentials Plexus's own kubeconfig reader
+ * resolved, so the informers and the per-pod client can never disagree (client-node's own reader
+ * resolves relative paths from the working directory, ignores a user's `tokenFile` and falls back to
+ * the first cluster or user when a context names a missing one).
+ * A token file is read at every request: a projected service-account token is rotated by kubelet while
+ * the daemon runs for weeks, and client-node's file-token provider keeps what it read for 60 s. The
+ * informers' requests are few (a list or watch (re)start), so a watch the API server ends after the old
+ * token was revoked starts again at once with the new one.
  */
-async function useTokenFile(kc: k8s.KubeConfig, kubeconfig: string | undefined): Promise<void> {
-  const current = kc.getCurrentUser();
-  const inCluster = (current?.authProvider as { name?: unknown; config?: { tokenFile?: unknown } } | undefined)?.config?.tokenFile;
-  const tokenFile = kubeconfig ? (await loadKubeconfig(kubeconfig)).tokenFile : typeof inCluster === 'string' ? inCluster : undefined;
-  if (!tokenFile || !current) return;
-  kc.addAuthenticator(tokenFileAuth);
-  // The user keeps its other credentials (a client certificate), not a token read once.
-  const { token: _once, ...rest } = current;
-  kc.users = kc.users.map((user) => (user === current ? { ...rest, authProvider: { name: TOKEN_FILE_PROVIDER, config: { path: tokenFile } } } : user));
+export function kubeConfigFor(cfg: ApiConfig): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  const b64 = (b: Buffer) => b.toString('base64');
+  if (cfg.tokenFile && !cfg.token) kc.addAuthenticator(tokenFileAuth);
+  const user: k8s.User = {
+    name: 'plexus',
+    ...(cfg.cert && cfg.key ? { certData: b64(cfg.cert), keyData: b64(cfg.key) } : {}),
+    ...(cfg.token
+      ? { token: cfg.token }
+      : cfg.tokenFile
+        ? { authProvider: { name: TOKEN_FILE_PROVIDER, config: { path: cfg.tokenFile } } }
+        : cfg.username !== undefined
+          ? { username: cfg.username, password: cfg.password ?? '' }
+          : {}),
+  };
+  // client-node refuses plain HTTP unless told to skip TLS checks: there is no TLS to check.
+  const cluster: k8s.Cluster = {
+    name: 'plexus',
+    server: cfg.server,
+    skipTLSVerify: cfg.insecureSkipTLSVerify === true || cfg.server.startsWith('http:'),
+    ...(cfg.ca ? { caData: b64(cfg.ca) } : {}),
+    ...(cfg.serverName ? { tlsServerName: cfg.serverName } : {}),
+  };
+  kc.loadFromOptions({ clusters: [cluster], users: [user], contexts: [{ name: 'plexus', cluster: 'plexus', user: 'plexus' }], currentContext: 'plexus' });
+  return kc;
+}
+
+/** Whether each informer's list has come in, and the latest failure: what /readyz and the logs tell. */
+export interface CacheHealth {
+  synced: boolean;
+  /** Informers that have not listed yet ("pods", "nads/<namespace>"). */
+  unsynced: string[];
+  lastError?: string;
 }
 
 type Watched<T extends k8s.KubernetesObject> = k8s.Informer<T> & k8s.ObjectCache<T>;
@@ -76,6 +103,8 @@ function namespacesOf(pod: k8s.V1Pod, defaultNamespace: string): string[] {
 /** One namespace's NAD informer: whether its first list is in, since when no pod needs it. */
 interface NadWatch {
   informer: Watched<k8s.KubernetesObject>;
+  /** Its list has succeeded once (a failed first list is retried by keepWatching). */
+  listed: boolean;
   synced: Promise<void>;
   ready: boolean;
   idleSince?: number;
@@ -104,6 +133,10 @@ export class ClusterCache implements ObjectLookup {
   /** Pods needing each namespace. */
   private readonly users = new Map<string, number>();
   private sweep: NodeJS.Timeout | undefined;
+  private podsListed = false;
+  private lastError: string | undefined;
+  /** Told of informer failures (the daemon logs them and counts them). */
+  onError: ((what: string, err: Error) => void) | undefined;
 
   private constructor(
     private readonly kc: k8s.KubeConfig,
@@ -116,17 +149,21 @@ export class ClusterCache implements ObjectLookup {
   }
 
   /** Lists and watches; resolves once the pods and the NADs of the namespaces they need are listed. */
-  static async start(kubeconfig: string | undefined, nodeName: string, options: ClusterCacheOptions = {}): Promise<ClusterCache> {
-    const kc = new k8s.KubeConfig();
-    if (kubeconfig) kc.loadFromFile(kubeconfig);
-    else kc.loadFromCluster();
-    await useTokenFile(kc, kubeconfig);
+  static async start(api: ApiConfig, nodeName: string, options: ClusterCacheOptions = {}, onError?: (what: string, err: Error) => void): Promise<ClusterCache> {
+    const kc = kubeConfigFor(api);
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const selector = `spec.nodeName=${nodeName}`;
+    let cache: ClusterCache | undefined;
     // makeInformer builds a ListWatch, which is also the object cache; its declared type is only Informer.
-    const pods = k8s.makeInformer(kc, `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}`, () => core.listPodForAllNamespaces({ fieldSelector: selector })) as Watched<k8s.V1Pod>;
-    const cache = new ClusterCache(kc, pods, options);
-    cache.keepWatching(pods);
+    // Its start() resolves even when the list failed: a list is known good only once it returned.
+    const pods = k8s.makeInformer(kc, `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}`, async () => {
+      const list = await core.listPodForAllNamespaces({ fieldSelector: selector });
+      if (cache) cache.podsListed = true;
+      return list;
+    }) as Watched<k8s.V1Pod>;
+    cache = new ClusterCache(kc, pods, options);
+    if (onError) cache.onError = onError;
+    cache.keepWatching(pods, 'pods');
     await pods.start();
     for (const ns of cache.always) cache.watchNamespace(ns);
     for (const pod of pods.list()) cache.podSeen(pod);
@@ -143,11 +180,14 @@ export class ClusterCache implements ObjectLookup {
    * A watch that ends or fails is restarted, until stop(): the cache must not silently go stale. Failing
    * again and again (a namespace the daemon may not read, an API server in trouble) backs off.
    */
-  private keepWatching(informer: k8s.Informer<k8s.KubernetesObject> | k8s.Informer<k8s.V1Pod>, watching = () => true): void {
+  private keepWatching(informer: k8s.Informer<k8s.KubernetesObject> | k8s.Informer<k8s.V1Pod>, what: string, watching = () => true): void {
     let failures = 0;
     let failedNow = false;
-    informer.on('error', () => {
+    informer.on('error', (err: unknown) => {
       failedNow = true;
+      const e = err instanceof Error ? err : new Error(String(err));
+      this.lastError = `${what}: ${e.message}`;
+      if (!this.stopped) this.onError?.(what, e);
       if (this.stopped || !watching()) return;
       const retry = setTimeout(() => {
         this.retries.delete(retry);
@@ -167,18 +207,24 @@ export class ClusterCache implements ObjectLookup {
     if (this.stopped || this.nads.has(namespace)) return;
     const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     const path = `/apis/${NAD.group}/${NAD.version}/namespaces/${encodeURIComponent(namespace)}/${NAD.plural}`;
-    const informer = k8s.makeInformer(this.kc, path, () => custom.listNamespacedCustomObject({ ...NAD, namespace }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>) as Watched<k8s.KubernetesObject>;
+    let entry: NadWatch | undefined;
+    const informer = k8s.makeInformer(this.kc, path, async () => {
+      const list = (await custom.listNamespacedCustomObject({ ...NAD, namespace })) as k8s.KubernetesListObject<k8s.KubernetesObject>;
+      if (entry) entry.listed = true;
+      return list;
+    }) as Watched<k8s.KubernetesObject>;
     // A namespace only looked up (no pod of the node names it) lingers from the start.
     const idle = this.always.has(namespace) || this.users.has(namespace) ? undefined : Date.now();
-    const entry: NadWatch = { informer, ready: false, synced: Promise.resolve(), ...(idle === undefined ? {} : { idleSince: idle }) };
-    this.keepWatching(informer, () => this.nads.get(namespace) === entry);
+    entry = { informer, listed: false, ready: false, synced: Promise.resolve(), ...(idle === undefined ? {} : { idleSince: idle }) };
+    const watch = entry;
+    this.keepWatching(informer, `nads/${namespace}`, () => this.nads.get(namespace) === watch);
     // Ready once the first list was tried (a failed one is retried by keepWatching): a NAD not in the
     // cache is read from the API, so an empty cache costs reads, never a wrong answer.
-    entry.synced = informer.start().then(
-      () => void (entry.ready = true),
+    watch.synced = informer.start().then(
+      () => void (watch.ready = true),
       () => undefined,
     );
-    this.nads.set(namespace, entry);
+    this.nads.set(namespace, watch);
   }
 
   /**
@@ -219,6 +265,11 @@ export class ClusterCache implements ObjectLookup {
       this.nads.delete(ns);
       void entry.informer.stop();
     }
+  }
+
+  health(): CacheHealth {
+    const unsynced = [...(this.podsListed ? [] : ['pods']), ...[...this.nads].filter(([, w]) => !w.listed).map(([ns]) => `nads/${ns}`)];
+    return { synced: unsynced.length === 0, unsynced, ...(this.lastError ? { lastError: this.lastError } : {}) };
   }
 
   /** Namespaces whose NADs are watched now. */

@@ -13,6 +13,9 @@ export class DaemonMetrics implements Observer {
   readonly inFlight = new Gauge({ name: 'plexus_cni_requests_in_flight', help: 'CNI requests admitted and not yet answered', registers: [this.registry] });
   readonly overloaded = new Counter({ name: 'plexus_cni_overload_rejections_total', help: 'requests answered "try again later" because the daemon was at its limits', labelNames: ['command'], registers: [this.registry] });
   readonly delegates = new Histogram({ name: 'plexus_delegate_duration_seconds', help: 'delegate network operations, by network (NAD) and command', labelNames: ['network', 'command', 'result'], buckets: BUCKETS, registers: [this.registry] });
+  readonly informerErrors = new Counter({ name: 'plexus_informer_errors_total', help: 'list/watch failures of the informer caches, by informer (pods, nads)', labelNames: ['informer'], registers: [this.registry] });
+  readonly cacheSynced = new Gauge({ name: 'plexus_informer_caches_synced', help: '1 when every informer cache has listed, 0 while ADDs fall back to API reads', registers: [this.registry] });
+  readonly statusWrites = new Counter({ name: 'plexus_network_status_writes_total', help: 'network-status PATCHes of pods, by result (ok, failed, stale: the pod was replaced)', labelNames: ['result'], registers: [this.registry] });
   readonly api = new Counter({ name: 'plexus_api_requests_total', help: 'requests to the Kubernetes API server by verb', labelNames: ['verb'], registers: [this.registry] });
 
   constructor() {

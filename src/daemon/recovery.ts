@@ -1,10 +1,9 @@
 /**
  * At daemon start: network-status the previous daemon owed (it answered ADD, then died before the
- * API acknowledged the PATCH) is sent again. A pod that is gone (404) owes nothing any more.
+ * API acknowledged the PATCH) is sent again. A pod that is gone or was replaced owes nothing any more.
  */
-import { ApiError, type ApiClient } from '../k8s/client.js';
-import { podPath } from '../k8s/types.js';
-import { NETWORK_STATUS_ANNOTATION } from '../meta/selection.js';
+import type { ApiClient } from '../k8s/client.js';
+import { writeNetworkStatus } from '../meta/status.js';
 import type { AttachmentStore } from '../meta/store.js';
 
 export async function resendPendingStatus(store: AttachmentStore, api: ApiClient, log: (msg: string, fields: Record<string, unknown>) => void): Promise<number> {
@@ -12,14 +11,12 @@ export async function resendPendingStatus(store: AttachmentStore, api: ApiClient
   for (const record of store.pendingStatuses()) {
     const pod = `${record.podNamespace}/${record.podName}`;
     try {
-      await api.patch(`${podPath(record.podNamespace, record.podName)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: record.pendingStatus } } });
-      sent += 1;
-      log('owed network-status sent', { pod, containerID: record.containerID });
+      const written = await writeNetworkStatus(api, { namespace: record.podNamespace, name: record.podName, uid: record.podUID }, record.pendingStatus);
+      if (written === 'ok') sent += 1;
+      log(written === 'ok' ? 'owed network-status sent' : 'owed network-status dropped: the pod is gone or was replaced', { pod, containerID: record.containerID });
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 404)) {
-        log('owed network-status still not written', { pod, containerID: record.containerID, error: (err as Error).message });
-        continue;
-      }
+      log('owed network-status still not written', { pod, containerID: record.containerID, error: (err as Error).message });
+      continue;
     }
     store.settlePendingStatus(record.containerID, record.pendingStatus);
   }

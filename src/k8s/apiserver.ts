@@ -1,17 +1,21 @@
 /**
  * An API server double for what Plexus uses: core/v1 pods (with the status subresource and watch),
  * events, CRDs installed from `crds/` and their custom resources (the NAD), and the discovery
- * endpoints, over real HTTP. In memory. It counts requests, so tests and benchmarks can state the
- * API cost of an operation. Checked against @kubernetes/client-node and kubectl.
+ * endpoints, over HTTPS like a real API server (its own CA, made at start). In memory. It counts
+ * requests, so tests and benchmarks can state the API cost of an operation. Checked against
+ * @kubernetes/client-node and kubectl.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type Server, createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AjvModule, { type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { findAbove } from '../util/find-above.js';
+import { Pki } from './pki.js';
 
 const Ajv = AjvModule as unknown as typeof AjvModule.default;
 
@@ -226,8 +230,22 @@ export class ApiServerDouble {
     }
   }
 
+  /** The CA that signed the serving certificate (PEM), as a kubeconfig's certificate-authority-data carries it. */
+  caPem = '';
+
   async start(): Promise<string> {
-    this.server = createServer((req, res) => {
+    // A CA and a serving certificate for loopback, made per server and removed at once: kept in memory.
+    const pkiDir = mkdtempSync(join(tmpdir(), 'plexus-apidouble-'));
+    let tls: { cert: Buffer; key: Buffer };
+    try {
+      const pki = new Pki(pkiDir, 'plexus-api-double-ca');
+      const serving = pki.issue({ name: 'apiserver', cn: 'kube-apiserver', dnsNames: ['localhost'], ips: ['127.0.0.1', '::1'], usage: 'server' });
+      this.caPem = readFileSync(pki.ca.cert, 'utf8');
+      tls = { cert: readFileSync(serving.cert), key: readFileSync(serving.key) };
+    } finally {
+      rmSync(pkiDir, { recursive: true, force: true });
+    }
+    this.server = createServer(tls, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         const e = err instanceof HttpError ? err : new HttpError(500, 'InternalError', (err as Error).message);
         this.send(res, e.code, status(e.code, e.reason, e.message));
@@ -235,7 +253,7 @@ export class ApiServerDouble {
     });
     await new Promise<void>((resolve) => this.server!.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', resolve));
     const addr = this.server.address() as AddressInfo;
-    this.url = `http://${this.opts.host ?? '127.0.0.1'}:${addr.port}`;
+    this.url = `https://${this.opts.host ?? '127.0.0.1'}:${addr.port}`;
     return this.url;
   }
 
@@ -254,17 +272,29 @@ export class ApiServerDouble {
     this.server = undefined;
   }
 
-  /** A kubeconfig (JSON, which is valid YAML) pointing at this server. */
-  kubeconfig(): string {
-    return JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      'current-context': 'plexus-double',
-      // Plain HTTP on loopback: client-node only allows it with insecure-skip-tls-verify.
-      clusters: [{ name: 'plexus-double', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'plexus', user: { token: 'plexus-double-token' } }],
-      contexts: [{ name: 'plexus-double', context: { cluster: 'plexus-double', user: 'plexus' } }],
-    });
+  /** A kubeconfig pointing at this server, in YAML laid out as kubeadm writes it. */
+  kubeconfig(token = 'plexus-double-token'): string {
+    return [
+      'apiVersion: v1',
+      'clusters:',
+      '- cluster:',
+      `    certificate-authority-data: ${Buffer.from(this.caPem).toString('base64')}`,
+      `    server: ${this.url}`,
+      '  name: plexus-double',
+      'contexts:',
+      '- context:',
+      '    cluster: plexus-double',
+      '    user: plexus',
+      '  name: plexus@plexus-double',
+      'current-context: plexus@plexus-double',
+      'kind: Config',
+      'preferences: {}',
+      'users:',
+      '- name: plexus',
+      '  user:',
+      `    token: ${token}`,
+      '',
+    ].join('\n');
   }
 
   countRequests(filter: (r: RequestRecord) => boolean = () => true): number {
@@ -428,7 +458,7 @@ export class ApiServerDouble {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://double');
+    const url = new URL(req.url ?? '/', 'https://double');
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
@@ -517,6 +547,10 @@ export class ApiServerDouble {
         if (type === 'application/json-patch+json') next = jsonPatch(current, patch) as Obj;
         else if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') next = mergePatch(current, patch) as Obj;
         else throw new HttpError(415, 'UnsupportedMediaType', `unsupported patch type "${type}"`);
+        // A patch that sets metadata.uid is a precondition on it, as in the real API server.
+        if (next.metadata.uid !== current.metadata.uid) {
+          throw new HttpError(409, 'Conflict', `Operation cannot be fulfilled on ${t.plural} "${objName}": Precondition failed: UID in precondition: ${String(next.metadata.uid)}, UID in object meta: ${String(current.metadata.uid)}`);
+        }
         // The status subresource changes metadata and status, never spec.
         if (sub === 'status') next = { ...next, spec: current.spec } as Obj;
         next.metadata = { ...next.metadata, name: current.metadata.name, ...(current.metadata.namespace ? { namespace: current.metadata.namespace } : {}), uid: current.metadata.uid };

@@ -5,6 +5,8 @@ export interface Observer {
   delegate(network: string, command: string, seconds: number, ok: boolean): void;
   /** One request to the API server. */
   apiRequest(verb: string): void;
+  /** A pod's network-status write: stored, failed for good, or dropped as stale (the pod was replaced). */
+  statusWrite?(result: 'ok' | 'failed' | 'stale', pod: string, detail?: string): void;
 }
 
 let current: Observer | undefined;

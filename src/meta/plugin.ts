@@ -15,7 +15,8 @@ import { type AnyResult, type Attachment, type NetworkConfigList, type PluginCon
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { nativeAddon } from '../util/native.js';
 import { ipFamily, toCanonical } from '../cni/version.js';
-import { ApiClient, ApiError, apiFailure, inClusterConfig, loadKubeconfig } from '../k8s/client.js';
+import { ApiClient, ApiError, apiFailure } from '../k8s/client.js';
+import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
 import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
@@ -28,13 +29,12 @@ import { loadNetwork } from '../cni/conf.js';
 import {
   DEFAULT_NETWORK_ANNOTATION,
   NETWORKS_ANNOTATION,
-  NETWORK_STATUS_ANNOTATION,
   type NetworkSelection,
   RESOURCE_NAME_ANNOTATION,
   parseDefaultNetworkAnnotation,
   parseNetworksAnnotation,
 } from './selection.js';
-import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry } from './status.js';
+import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry, writeNetworkStatus } from './status.js';
 import { type AttachmentRecord, AttachmentStore, type StoredAttachment } from './store.js';
 
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
@@ -166,7 +166,16 @@ export class MetaInvocation {
   /** Pod annotations: from the runtime (no API read at all) or from the API. */
   async podAnnotations(): Promise<Record<string, string> | undefined> {
     const fromRuntime = runtimeConfigValue(this.req, POD_ANNOTATIONS_CAPABILITY);
-    if (isObject(fromRuntime)) return Object.fromEntries(Object.entries(fromRuntime).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+    if (fromRuntime !== undefined && fromRuntime !== null) {
+      if (!isObject(fromRuntime)) throw new CniError(ErrorCode.InvalidNetworkConfig, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" must be a map of annotations`, `got ${JSON.stringify(fromRuntime).slice(0, 100)}`);
+      // Annotations are strings; one Plexus reads that is something else is refused, never skipped:
+      // a pod does not start with fewer networks than it asked for.
+      for (const key of [NETWORKS_ANNOTATION, DEFAULT_NETWORK_ANNOTATION]) {
+        const v = fromRuntime[key];
+        if (v !== undefined && typeof v !== 'string') throw new CniError(ErrorCode.InvalidNetworkConfig, `annotation ${key} must be a string`, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" has ${JSON.stringify(v).slice(0, 100)}`);
+      }
+      return Object.fromEntries(Object.entries(fromRuntime).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+    }
     // Without an API server (or a pod to ask about) there are no annotations: only the cluster network.
     const pod = await this.getPod();
     return pod?.metadata.annotations ?? {};
@@ -469,19 +478,23 @@ function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatus
 async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string, attempts = 1): Promise<boolean> {
   const api = await inv.apiClient().catch((err: Error) => {
     inv.log(`no API client for network-status: ${err.message}`, 'error');
+    if (inv.pod) observer()?.statusWrite?.('failed', `${inv.pod.namespace}/${inv.pod.name}`, err.message);
     return undefined;
   });
   if (!api || !inv.pod) return false;
   const pod = inv.pod;
+  const podName = `${pod.namespace}/${pod.name}`;
   const patch = async (): Promise<boolean> => {
     for (let attempt = 1; ; attempt++) {
       try {
-        await api.patch(`${podPath(pod.namespace, pod.name)}/status`, { metadata: { annotations: { [NETWORK_STATUS_ANNOTATION]: status } } });
+        const written = await writeNetworkStatus(api, pod, status);
+        if (written === 'stale') inv.log(`network-status of ${podName} dropped: the pod is gone or was replaced`, 'verbose');
+        observer()?.statusWrite?.(written, podName);
         return true;
       } catch (err) {
-        if (err instanceof ApiError && err.status === 404) return true;
         if (attempt >= attempts) {
-          inv.log(`writing network-status of ${pod.namespace}/${pod.name} failed: ${(err as Error).message}`, 'error');
+          inv.log(`writing network-status of ${podName} failed: ${(err as Error).message}`, 'error');
+          observer()?.statusWrite?.('failed', podName, (err as Error).message);
           return false;
         }
         await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));

@@ -1,6 +1,9 @@
 /** `k8s.v1.cni.cncf.io/network-status` entries, exactly per NPWG 1.3 §5.3. */
 import type { AnyResult, Result } from '../cni/types.js';
 import { ipFamily, toCanonical } from '../cni/version.js';
+import { type ApiClient, ApiError } from '../k8s/client.js';
+import { podPath } from '../k8s/types.js';
+import { NETWORK_STATUS_ANNOTATION } from './selection.js';
 
 export interface NetworkStatusEntry {
   name: string;
@@ -74,4 +77,20 @@ export function chooseGateways(requested: string[], result: AnyResult | undefine
     if (gw) out.push(gw);
   }
   return out;
+}
+
+/**
+ * The one network-status write: a merge patch of the pod's status subresource, with the pod's UID as a
+ * precondition when it is known, so a status delayed or resent past the pod's deletion never lands on a
+ * same-name pod created since. 'stale' when the pod is gone (404) or was replaced (409); other failures throw.
+ */
+export async function writeNetworkStatus(api: ApiClient, pod: { namespace: string; name: string; uid?: string }, status: string): Promise<'ok' | 'stale'> {
+  const body = { metadata: { ...(pod.uid ? { uid: pod.uid } : {}), annotations: { [NETWORK_STATUS_ANNOTATION]: status } } };
+  try {
+    await api.patch(`${podPath(pod.namespace, pod.name)}/status`, body);
+    return 'ok';
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 404 || err.status === 409)) return 'stale';
+    throw err;
+  }
 }

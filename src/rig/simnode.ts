@@ -111,7 +111,8 @@ export class SimNode {
   addExamplePod(name: string, nodeName = 'plx-node'): Doc {
     const pod = exampleDocs('pods.yaml').find((d) => d.metadata.name === name);
     if (!pod) throw new Error(`no example pod ${name}`);
-    this.api.put('v1', 'pods', { ...pod, spec: { ...(pod.spec as object), nodeName } } as never);
+    // The UID the containerd rig gives the sandbox by default: the API's pod and the runtime's agree.
+    this.api.put('v1', 'pods', { ...pod, metadata: { uid: `uid-${name}`, ...pod.metadata }, spec: { ...(pod.spec as object), nodeName } } as never);
     return pod;
   }
 

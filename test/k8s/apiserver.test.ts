@@ -6,6 +6,7 @@ import * as k8s from '@kubernetes/client-node';
 import { ApiServerDouble, jsonPatch, mergePatch } from '../../src/k8s/apiserver.js';
 import { plexusctlPath, repoRoot } from '../support/plugins.js';
 import { Rig } from '../support/rig.js';
+import { get as httpsGet } from 'node:https';
 
 const KUBECTL = join(repoRoot, '.tools', 'kubectl', 'usr', 'bin', 'kubectl');
 const pod = (name: string, node: string, annotations: Record<string, string> = {}): k8s.V1Pod => ({
@@ -169,9 +170,17 @@ describe('API server double', function () {
   it('runs as `plexusctl apiserver`, prints its URL and kubeconfig, and stops on SIGTERM', async () => {
     const child = spawn(plexusctlPath, ['apiserver', '--port', '0']);
     const line = await new Promise<string>((resolve) => child.stdout.once('data', (c: Buffer) => resolve(c.toString())));
-    const { url, kubeconfig } = JSON.parse(line) as { url: string; kubeconfig: { clusters: { cluster: { server: string } }[] } };
+    const { url, kubeconfig } = JSON.parse(line) as { url: string; kubeconfig: { clusters: { cluster: { server: string; 'certificate-authority-data': string } }[] } };
     assert.equal(kubeconfig.clusters[0]?.cluster.server, url);
-    const groups = (await (await fetch(`${url}/apis`)).json()) as { groups: { name: string }[] };
+    assert.match(url, /^https:/);
+    const ca = Buffer.from(kubeconfig.clusters[0]!.cluster['certificate-authority-data'], 'base64');
+    const groups = await new Promise<{ groups: { name: string }[] }>((resolve, reject) => {
+      httpsGet(`${url}/apis`, { ca }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve(JSON.parse(body) as { groups: { name: string }[] }));
+      }).on('error', reject);
+    });
     assert.ok(groups.groups.some((g) => g.name === 'k8s.cni.cncf.io'));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');

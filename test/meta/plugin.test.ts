@@ -277,4 +277,35 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       assert.equal(hostState(), before);
     });
   });
+
+  it('network-status carries the pod UID as a precondition: a same-name pod created since does not get the old sandbox status', async () => {
+    const ns = rig.netns('u');
+    // The API has the new incarnation of the pod; the runtime is still setting up the old one.
+    node.api.put('v1', 'pods', { metadata: { name: 'reborn', namespace: 'default', uid: 'uid-new-incarnation' }, spec: { nodeName: 'plx-node' } } as never);
+    const env = podEnv('ADD', 'sb-reborn', ns.path, { name: 'reborn', namespace: 'default', uid: 'uid-old-incarnation' });
+    const add = await node.exec(env, runtimeConf({}));
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const patches = node.api.requests.filter((r) => r.verb === 'patch' && r.path.includes('/pods/reborn/status'));
+    assert.equal(patches.length, 1, 'the status was sent once, and refused');
+    assert.equal(node.api.get('v1', 'pods', 'default', 'reborn')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'], undefined);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({}))).status, 0);
+    // With the matching UID it is written.
+    const env2 = podEnv('ADD', 'sb-reborn2', ns.path, { name: 'reborn', namespace: 'default', uid: 'uid-new-incarnation' });
+    assert.equal((await node.exec(env2, runtimeConf({}))).status, 0);
+    assert.ok(node.api.get('v1', 'pods', 'default', 'reborn')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
+    assert.equal((await node.exec({ ...env2, CNI_COMMAND: 'DEL' }, runtimeConf({}))).status, 0);
+  });
+
+  it('a networks annotation that is not a string in runtimeConfig fails the ADD naming it, instead of a pod with only eth0', async () => {
+    const ns = rig.netns('n');
+    const before = hostState();
+    const conf = { ...node.metaConf(), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { [NETWORKS]: ['macvlan-a'] } } };
+    const add = await node.exec(podEnv('ADD', 'sb-nonstring', ns.path, { name: 'x', namespace: 'default' }), conf);
+    assert.equal(add.status, 1);
+    assert.equal(add.json?.code, 7);
+    assert.match(String(add.json?.msg), /annotation k8s\.v1\.cni\.cncf\.io\/networks must be a string/);
+    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], 'not even eth0');
+    assert.equal((await node.exec(podEnv('DEL', 'sb-nonstring', ns.path, { name: 'x', namespace: 'default' }), conf)).status, 0);
+    assert.equal(hostState(), before);
+  });
 });
