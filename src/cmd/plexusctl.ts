@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { registerApiServer } from './apiserver.js';
+import { registerCluster } from './cluster.js';
 import { registerCni } from './cni.js';
 import { registerDaemon } from './daemon.js';
 import { registerDemo } from './demo.js';
@@ -15,6 +16,7 @@ const program = new Command('plexusctl')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 registerCni(program);
+registerCluster(program);
 registerApiServer(program);
 registerDaemon(program);
 registerDemo(program);

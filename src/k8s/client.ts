@@ -39,6 +39,10 @@ export class ApiClient {
     return (await this.send('PATCH', path, body, contentType)) as T;
   }
 
+  async put<T>(path: string, body: unknown): Promise<T> {
+    return (await this.send('PUT', path, body, 'application/json')) as T;
+  }
+
   async post<T>(path: string, body: unknown): Promise<T> {
     return (await this.send('POST', path, body, 'application/json')) as T;
   }

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { requireAbove } from '../util/find-above.js';
+import { stopPid } from '../util/pid.js';
 
 /** The CRI subset proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
 function protoPath(): string {
@@ -27,6 +28,7 @@ export interface PodSpec {
 
 export interface SandboxStatus {
   id: string;
+  metadata?: { name: string; namespace: string; uid: string };
   state: string;
   network?: { ip: string; additional_ips: { ip: string }[] };
   annotations: Record<string, string>;
@@ -86,6 +88,8 @@ export class ContainerdRig {
   readonly confDir: string;
   readonly binDir: string;
   private proc: ChildProcess | undefined;
+  /** containerd's pid when this process did not start it (attach). */
+  private attachedPid: number | undefined;
   private client: grpc.Client | undefined;
   private methods: Record<string, Unary> = {};
 
@@ -95,8 +99,11 @@ export class ContainerdRig {
     this.binDir = join(dir, 'cnibin');
   }
 
-  /** Starts containerd with its CNI bin dir holding the reference plugins plus `extraPlugins`. */
-  static async start(dir: string, extraPlugins: Record<string, string> = {}): Promise<ContainerdRig> {
+  /**
+   * Starts containerd with its CNI bin dir holding the reference plugins plus `extraPlugins`.
+   * `detached`: it outlives this process (plexusctl cluster up); stop it with attach(dir, pid).stop().
+   */
+  static async start(dir: string, extraPlugins: Record<string, string> = {}, opts: { detached?: boolean } = {}): Promise<ContainerdRig> {
     const rig = new ContainerdRig(dir);
     mkdirSync(rig.confDir, { recursive: true });
     mkdirSync(rig.binDir, { recursive: true });
@@ -122,16 +129,39 @@ state = "${join(dir, 'state')}"
 `;
     writeFileSync(join(dir, 'config.toml'), config);
     const log = join(dir, 'containerd.log');
-    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], { stdio: 'ignore', env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], { stdio: 'ignore', detached: opts.detached === true, env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    if (opts.detached) rig.proc.unref();
     for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
     if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
     execFileSync('ctr', ['-a', rig.socket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', buildPauseImage(dir)], { stdio: 'pipe' });
+    rig.connect();
+    return rig;
+  }
+
+  /** A containerd another process started in `dir` (its pid recorded there), to stop it. */
+  static attach(dir: string, pid: number | undefined): ContainerdRig {
+    const rig = new ContainerdRig(dir);
+    rig.attachedPid = pid;
+    rig.connect();
+    return rig;
+  }
+
+  /** containerd's pid. */
+  get pid(): number | undefined {
+    return this.proc?.pid ?? this.attachedPid;
+  }
+
+  private connect(): void {
     const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
     const pkg = grpc.loadPackageDefinition(def) as unknown as { runtime: { v1: { RuntimeService: grpc.ServiceClientConstructor } } };
-    const client = new pkg.runtime.v1.RuntimeService(`unix://${rig.socket}`, grpc.credentials.createInsecure());
-    rig.client = client;
-    rig.methods = client as unknown as Record<string, Unary>;
-    return rig;
+    const client = new pkg.runtime.v1.RuntimeService(`unix://${this.socket}`, grpc.credentials.createInsecure());
+    this.client = client;
+    this.methods = client as unknown as Record<string, Unary>;
+  }
+
+  /** Closes the CRI client (containerd keeps running). */
+  close(): void {
+    this.client?.close();
   }
 
   call<T>(method: string, req: object, timeoutMs = 60000): Promise<T> {
@@ -179,6 +209,15 @@ state = "${join(dir, 'state')}"
     await this.call('RemovePodSandbox', { pod_sandbox_id: id });
   }
 
+  /** The ready sandbox of a pod, with its netns path (as kubelet made it), if there is one. */
+  async readySandbox(namespace: string, name: string): Promise<(SandboxStatus & { netns?: string }) | undefined> {
+    for (const { id } of await this.listPods()) {
+      const s = await this.podStatus(id);
+      if (s.state === 'SANDBOX_READY' && s.metadata?.namespace === namespace && s.metadata.name === name) return s;
+    }
+    return undefined;
+  }
+
   async listPods(): Promise<{ id: string }[]> {
     return (await this.call<{ items: { id: string }[] }>('ListPodSandbox', {})).items;
   }
@@ -198,6 +237,8 @@ state = "${join(dir, 'state')}"
       this.proc.kill('SIGTERM');
       for (let i = 0; i < 50 && this.proc.exitCode === null; i++) await sleep(100);
       if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
+    } else if (this.attachedPid) {
+      await stopPid(this.attachedPid, 5000);
     }
     try {
       execFileSync('pkill', ['-f', `containerd-shim.*${this.socket}`], { stdio: 'ignore' });

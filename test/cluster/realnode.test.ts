@@ -1,0 +1,224 @@
+/**
+ * The real node: etcd, kube-apiserver, controller-manager, scheduler and kubelet built from pinned Go
+ * modules (scripts/build-cluster.sh), kubelet on a private containerd. Plexus is installed as a platform
+ * team installs it (CRDs and RBAC with kubectl, a ServiceAccount token, plexusctl install into the
+ * runtime's CNI dirs) and pods go scheduler → kubelet → containerd → plexus → delegates.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseAllDocuments, stringify } from 'yaml';
+import { ApiClient, ApiError } from '../../src/k8s/client.js';
+import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
+import { AttachmentStore } from '../../src/meta/store.js';
+import { LocalCluster, componentsDir, kubeadmKubeconfig, kubeletCgroups } from '../../src/rig/cluster.js';
+import { ContainerdRig } from '../../src/rig/containerd.js';
+import { ApiServerDouble } from '../../src/k8s/apiserver.js';
+import { EXAMPLE_LINKS, exampleDocs, repoRoot } from '../../src/rig/simnode.js';
+import { hostLocalReservations } from '../../src/rig/hostlocal.js';
+import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
+import { plexusctlPath } from '../support/plugins.js';
+import { Rig, ipAddresses, linkExists, listNetns } from '../support/rig.js';
+
+const STATUS = 'k8s.v1.cni.cncf.io/network-status';
+
+interface PodJson {
+  metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string> };
+  status?: { phase?: string };
+}
+
+describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, kubelet v1.37 from pinned Go modules)', function () {
+  this.timeout(600_000);
+  const rig = new Rig();
+  let cluster: LocalCluster;
+  let dir: string;
+  let kubectlBin: string;
+  let plexusKubeconfig: string;
+  const netnsBefore = listNetns();
+  const kubectl = (args: string[], input?: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const child = execFile(kubectlBin, args, { env: { ...process.env, KUBECONFIG: cluster.adminKubeconfig } }, (err, stdout, stderr) => (err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout)));
+      if (input !== undefined) child.stdin!.end(input);
+    });
+  const getPod = async (name: string): Promise<PodJson | undefined> => {
+    try {
+      return JSON.parse(await kubectl(['get', 'pod', name, '-o', 'json'])) as PodJson;
+    } catch {
+      return undefined;
+    }
+  };
+  const until = async <T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const v = await probe().catch(() => undefined);
+      if (v !== undefined && v !== false) return v;
+      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      await sleep(250);
+    }
+  };
+
+  before(async () => {
+    dir = rig.dir('realnode');
+    kubectlBin = join(componentsDir(), 'kubectl');
+    cluster = new LocalCluster({ dir: join(dir, 'cluster'), log: (l) => process.stderr.write(`      cluster: ${l}\n`) });
+    await cluster.up();
+    // The example NADs' host links (a macvlan master; a veth end standing in for a VF).
+    execFileSync('ip', ['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
+    execFileSync('ip', ['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
+    execFileSync('ip', ['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
+    // As a platform team installs it: the CRDs and Plexus's RBAC with kubectl, a ServiceAccount token.
+    await kubectl(['apply', '-f', join(repoRoot(), 'crds')]);
+    const rbac = parseAllDocuments(readFileSync(join(repoRoot(), 'deploy', 'plexus-daemon.yaml'), 'utf8'))
+      .map((d) => d.toJS() as { kind: string })
+      .filter((d) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(d.kind));
+    await kubectl(['apply', '-f', '-'], rbac.map((d) => stringify(d)).join('---\n'));
+    await kubectl(['wait', '--for=condition=Established', 'crd/network-attachment-definitions.k8s.cni.cncf.io', '--timeout=60s']);
+    const token = (await kubectl(['create', 'token', 'plexus', '-n', 'kube-system', '--duration=2h'])).trim();
+    plexusKubeconfig = join(dir, 'plexus.kubeconfig');
+    writeFileSync(plexusKubeconfig, kubeadmKubeconfig(cluster.server, readFileSync(join(dir, 'cluster', 'pki', 'ca.crt')), 'plexus', { token }));
+    await kubectl(['apply', '-f', join(repoRoot(), 'examples', 'network-attachment-definitions.yaml')]);
+  });
+
+  after(async () => {
+    await cluster?.down();
+    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
+    rig.cleanup();
+    // Nothing of the cluster is left: processes, mounts, cgroups, netns.
+    assert.deepEqual(readFileSync('/proc/mounts', 'utf8').split('\n').filter((m) => m.includes(dir)), [], 'no mount left');
+    assert.deepEqual(kubeletCgroups(), [], 'no kubepods cgroup left');
+    assert.deepEqual(listNetns().sort(), netnsBefore.sort(), 'no netns left');
+    assert.equal(existsSync(join(dir, 'cluster')), false);
+  });
+
+  describe('API contract: the double and the real API server answer alike', () => {
+    /** The same requests against both; each returns what the test compares. */
+    const contract = async (api: ApiClient, ns: string): Promise<Record<string, unknown>> => {
+      const out: Record<string, unknown> = {};
+      const code = async (p: Promise<unknown>): Promise<number> =>
+        p.then(
+          () => 200,
+          (e: unknown) => (e instanceof ApiError ? e.status : -1),
+        );
+      const pod = await api.post<PodJson>(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      out.getMissing = await code(api.get(`/api/v1/namespaces/${ns}/pods/missing`));
+      // Merge patch of the status subresource: annotations change, spec does not.
+      const patched = await api.patch<PodJson & { spec: { nodeName: string } }>(`/api/v1/namespaces/${ns}/pods/contract/status`, { metadata: { annotations: { [STATUS]: '[]' } }, spec: { nodeName: 'elsewhere' } });
+      out.statusAnnotation = patched.metadata.annotations?.[STATUS];
+      out.specUnchanged = patched.spec.nodeName;
+      // A patch carrying metadata.uid is a precondition on it.
+      out.uidPrecondition = await code(api.patch(`/api/v1/namespaces/${ns}/pods/contract/status`, { metadata: { uid: 'not-the-uid', annotations: { x: 'y' } } }));
+      out.uidMatches = await code(api.patch(`/api/v1/namespaces/${ns}/pods/contract/status`, { metadata: { uid: pod.metadata.uid, annotations: { x: 'y' } } }));
+      // Field selectors as the daemon's informer uses them.
+      const listed = await api.get<{ items: PodJson[] }>(`/api/v1/pods?fieldSelector=${encodeURIComponent('spec.nodeName=nowhere')}`);
+      out.fieldSelector = listed.items.filter((p) => p.metadata.namespace === ns).map((p) => p.metadata.name);
+      const none = await api.get<{ items: PodJson[] }>(`/api/v1/pods?fieldSelector=${encodeURIComponent('spec.nodeName=no-such-node')}`);
+      out.fieldSelectorNone = none.items.length;
+      // A NAD through the CRD, validated by its schema.
+      out.nadCreate = await code(api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'n1' }, spec: { config: '{}' } }));
+      out.nadInvalid = await code(api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'n2' }, spec: { config: 7 } }));
+      // An update from a stale read is a conflict.
+      const fresh = await api.get<PodJson & { metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/pods/contract`);
+      await api.patch(`/api/v1/namespaces/${ns}/pods/contract`, { metadata: { labels: { bump: '1' } } });
+      out.staleUpdate = await code(api.put(`/api/v1/namespaces/${ns}/pods/contract`, { ...fresh, metadata: { ...fresh.metadata, labels: { bump: '2' } } }));
+      out.createExisting = await code(api.post(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { containers: [{ name: 'c', image: 'x' }] } }));
+      return out;
+    };
+    const expected = { getMissing: 404, statusAnnotation: '[]', specUnchanged: 'nowhere', uidPrecondition: 422, uidMatches: 200, fieldSelector: ['contract'], fieldSelectorNone: 0, nadCreate: 200, nadInvalid: 422, staleUpdate: 409, createExisting: 409 };
+
+    it('the real API server', async () => {
+      await kubectl(['create', 'namespace', 'contract']);
+      assert.deepEqual(await contract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'contract'), expected);
+    });
+
+    it('the API double', async () => {
+      const double = new ApiServerDouble();
+      await double.start();
+      try {
+        const path = join(dir, 'double.kubeconfig');
+        writeFileSync(path, double.kubeconfig());
+        assert.deepEqual(await contract(new ApiClient(await loadKubeconfig(path), 10_000), 'contract'), expected);
+      } finally {
+        await double.stop();
+      }
+    });
+
+    it('RBAC: the node credential may not read NADs (403), and Plexus says which permission is missing', async () => {
+      const node = new ApiClient(await loadKubeconfig(cluster.nodeKubeconfig), 10_000);
+      await assert.rejects(node.get('/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/macvlan-a'), (e: unknown) => {
+        assert.ok(e instanceof ApiError && e.status === 403, String(e));
+        assert.match(e.message, /system:node:plexus-node.*cannot get resource "network-attachment-definitions"/);
+        return true;
+      });
+      // Plexus's own ServiceAccount may, through the ClusterRole of deploy/.
+      const plexus = new ApiClient(await loadKubeconfig(plexusKubeconfig), 10_000);
+      const nad = await plexus.get<{ metadata: { name: string } }>('/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/macvlan-a');
+      assert.equal(nad.metadata.name, 'macvlan-a');
+    });
+  });
+
+  for (const mode of ['oneshot', 'daemon'] as const) {
+    describe(`pods through kubelet → containerd → plexus (${mode === 'oneshot' ? 'one-shot plugin' : 'node daemon + shim'}), YAML ServiceAccount kubeconfig`, () => {
+      let daemon: DaemonProcess | undefined;
+      let cri: ContainerdRig;
+      const cniDir = () => join(dir, `plexus-${mode}`);
+      before(async () => {
+        const args = ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()];
+        if (mode === 'daemon') {
+          const socket = join(dir, 'plexus.sock');
+          args.push('--daemon-socket', socket);
+          daemon = await startDaemon(socket, ['--kubeconfig', plexusKubeconfig, '--node-name', cluster.nodeName, '--cni-dir', cniDir()]);
+        }
+        execFileSync(plexusctlPath, args, { stdio: 'pipe' });
+        cri = ContainerdRig.attach(cluster.containerdDir, undefined);
+        // containerd picks up the new first conf within ~2 s.
+        await sleep(3000);
+      });
+      after(async () => {
+        cri?.close();
+        await stopDaemon(daemon);
+      });
+
+      it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
+        const macvlanBefore = hostLocalReservations('/var/lib/cni/networks/macvlan-a');
+        const pods = exampleDocs('pods.yaml').filter((p) => ['two-nets', 'vf-stand-in'].includes(p.metadata.name));
+        const manifest = pods.map((p) => stringify({ ...p, spec: { ...(p.spec as object), containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } })).join('---\n');
+        await kubectl(['apply', '-f', '-'], manifest);
+        for (const p of pods) await until(`${p.metadata.name} Running`, async () => (await getPod(p.metadata.name))?.status?.phase === 'Running', 120_000);
+
+        const twoNets = (await cri.readySandbox('default', 'two-nets'))!;
+        const ns = twoNets.netns!.split('/').pop()!;
+        assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
+        assert.match(ipAddresses(ns, 'net1')[0] ?? '', /^10\.77\.1\./);
+        assert.match(ipAddresses(ns, 'eth0')[0] ?? '', /^10\.244\.0\./, 'eth0 from the cluster network');
+        const vf = (await cri.readySandbox('default', 'vf-stand-in'))!;
+        assert.deepEqual(ipAddresses(vf.netns!.split('/').pop()!, 'vf0'), ['10.77.3.10/24']);
+        assert.equal(linkExists(EXAMPLE_LINKS.vf), false, 'the VF stand-in left the host');
+
+        // network-status as the real API server stored it (kubectl get -o yaml shows it).
+        const pod = (await until('network-status of two-nets', async () => {
+          const p = await getPod('two-nets');
+          return p?.metadata.annotations?.[STATUS] ? p : undefined;
+        }))!;
+        const status = JSON.parse(pod.metadata.annotations![STATUS]!) as { name: string; interface: string; ips: string[]; default: boolean }[];
+        assert.deepEqual(status.map((s) => [s.name, s.interface, s.default]), [['cluster', 'eth0', true], ['default/macvlan-a', 'net1', false], ['default/bridge-b', 'data0', false]]);
+        assert.deepEqual(status[2]!.ips, ['10.77.0.9/24']);
+        assert.match(await kubectl(['get', 'pod', 'two-nets', '-o', 'yaml']), /k8s\.v1\.cni\.cncf\.io\/network-status/);
+        const events = JSON.parse(await kubectl(['get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid},reason=AddedInterface`, '-o', 'json'])) as { items: { message: string }[] };
+        assert.equal(events.items.length, 3, events.items.map((e) => e.message).join('; '));
+
+        await kubectl(['delete', 'pod', 'two-nets', 'vf-stand-in', '--wait=true', '--timeout=120s']);
+        await until('the sandboxes gone', async () => (await cri.listPods()).length === 0 || undefined, 60_000).catch(async () => {
+          // kubelet keeps stopped sandboxes for a while; what matters is that they are not ready.
+          for (const p of pods) assert.equal(await cri.readySandbox('default', p.metadata.name), undefined);
+        });
+        assert.ok(linkExists(EXAMPLE_LINKS.vf), 'the VF stand-in is back on the host');
+        assert.deepEqual(hostLocalReservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore, 'macvlan IP released');
+        const store = new AttachmentStore(join(cniDir(), 'attachments'));
+        assert.deepEqual(store.active(), [], 'no attachment left in the store');
+        assert.ok(readdirSync(join(cniDir(), 'attachments')).length >= pods.length, 'the records were written where the install said');
+      });
+    });
+  }
+});
