@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -20,6 +21,8 @@
 extern char **environ;
 
 #define DEFAULT_SOCKET "/run/plexus/plexus.sock"
+/* The daemon's request limit (MAX_BODY in src/daemon/server.ts): larger can never succeed. */
+#define MAX_REQUEST (4 * 1024 * 1024)
 static const char *VERSIONS = "[\"0.1.0\",\"0.2.0\",\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]";
 
 struct buf { char *data; size_t len, cap; };
@@ -61,25 +64,82 @@ static void put_base64(struct buf *b, const unsigned char *in, size_t n) {
   }
 }
 
-/* The string value of a top-level "key" in the config: enough for cniVersion and daemonSocket. */
+/* Skips one JSON string starting at *p == '"'; returns the position after it, or NULL. */
+static const char *skip_string(const char *p) {
+  for (p++; *p; p++) {
+    if (*p == '\\') { if (!*++p) return NULL; }
+    else if (*p == '"') return p + 1;
+  }
+  return NULL;
+}
+
+/* Skips one JSON value (string, object, array or scalar); returns the position after it, or NULL. */
+static const char *skip_value(const char *p) {
+  if (*p == '"') return skip_string(p);
+  if (*p == '{' || *p == '[') {
+    int depth = 0;
+    for (; *p; p++) {
+      if (*p == '"') { p = skip_string(p); if (!p) return NULL; p--; }
+      else if (*p == '{' || *p == '[') depth++;
+      else if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
+    }
+    return NULL;
+  }
+  while (*p && *p != ',' && *p != '}' && *p != ']') p++;
+  return p;
+}
+
+static const char *skip_ws(const char *p) {
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  return p;
+}
+
+/* The string value of a TOP-LEVEL "key" of the config object (never one nested in runtimeConfig, args
+   or a delegate: content a tenant controls must not choose the socket). NULL when absent or not a
+   plain string. */
 static char *conf_string(const char *json, const char *key) {
-  char pat[64];
-  snprintf(pat, sizeof pat, "\"%s\"", key);
-  const char *p = strstr(json, pat);
-  if (!p) return NULL;
-  p += strlen(pat);
-  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-  if (*p++ != ':') return NULL;
-  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-  if (*p++ != '"') return NULL;
-  const char *end = strchr(p, '"');
-  return end ? strndup(p, (size_t)(end - p)) : NULL;
+  const char *p = skip_ws(json);
+  if (*p++ != '{') return NULL;
+  size_t klen = strlen(key);
+  for (;;) {
+    p = skip_ws(p);
+    if (*p != '"') return NULL;
+    const char *kstart = p + 1, *kend = skip_string(p);
+    if (!kend) return NULL;
+    p = skip_ws(kend);
+    if (*p++ != ':') return NULL;
+    p = skip_ws(p);
+    int match = (size_t)(kend - 1 - kstart) == klen && !strncmp(kstart, key, klen);
+    if (match && *p == '"') {
+      const char *vend = skip_string(p);
+      if (!vend) return NULL;
+      for (const char *c = p + 1; c < vend - 1; c++) if (*c == '\\') return NULL;
+      return strndup(p + 1, (size_t)(vend - 1 - (p + 1)));
+    }
+    p = skip_value(p);
+    if (!p) return NULL;
+    p = skip_ws(p);
+    if (*p == ',') { p++; continue; }
+    return NULL;
+  }
 }
 
 static const char *version_or(const char *v) {
   static const char *known[] = {"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
   for (size_t i = 0; v && i < sizeof known / sizeof *known; i++) if (!strcmp(v, known[i])) return v;
   return "1.1.0";
+}
+
+/* A request that can never succeed: a final error, not "try again" (the runtime would retry forever). */
+static int final_error(const char *version, int code, const char *msg, const char *details) {
+  struct buf out = {0};
+  char c[16];
+  snprintf(c, sizeof c, "%d", code);
+  puts_(&out, "{\"cniVersion\":"); put_json(&out, version);
+  puts_(&out, ",\"code\":"); puts_(&out, c); puts_(&out, ",\"msg\":"); put_json(&out, msg);
+  puts_(&out, ",\"details\":"); put_json(&out, details); puts_(&out, "}");
+  fwrite(out.data, 1, out.len, stdout);
+  return 1;
 }
 
 static int try_again(const char *version, const char *msg, const char *details) {
@@ -92,6 +152,8 @@ static int try_again(const char *version, const char *msg, const char *details) 
 }
 
 int main(void) {
+  /* A daemon that hangs up mid-request is an error to report, not a signal to die of (no output at all). */
+  signal(SIGPIPE, SIG_IGN);
   struct buf in = {0};
   char chunk[65536];
   ssize_t n;
@@ -120,6 +182,11 @@ int main(void) {
   puts_(&body, "},\"stdin\":\"");
   put_base64(&body, (const unsigned char *)in.data, in.len);
   puts_(&body, "\"}");
+  if (body.len > MAX_REQUEST) {
+    char details[160];
+    snprintf(details, sizeof details, "the request is %zu bytes encoded (stdin %zu bytes), the daemon takes at most %d", body.len, in.len, MAX_REQUEST);
+    return final_error(version, 7, "network configuration too large", details);
+  }
 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -168,6 +235,8 @@ int main(void) {
   *sep = 0;
   char *payload = sep + 4;
   size_t payload_len = resp.len - (size_t)(payload - resp.data);
+  if (status == 413) return final_error(version, 7, "network configuration too large", payload);
+  if (status == 400) return final_error(version, 5, "plexus daemon could not read the request", payload);
   if (status != 200) return try_again(version, "plexus daemon is not ready", payload);
   /* Header names are case-insensitive; Node writes them in lower case. */
   long exit_code = 1, stderr_len = 0;

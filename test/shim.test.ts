@@ -73,4 +73,39 @@ describe('native shim: the reply, or code 11', function () {
       assert.match(error.msg, msg);
     });
   }
+
+  const ok = () => 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-CNI-Exit-Code: 0\r\nX-CNI-Stderr-Length: 0\r\n\r\n{}';
+
+  it('takes daemonSocket from the top level of the conf only: one a tenant put in runtimeConfig, args or a nested plugin is not followed', async () => {
+    const socket = await fakeDaemon(ok, 'close');
+    const trap = join(rig.dir('trap'), 'tenant.sock');
+    // Nested occurrences before the real key: the old first-match search took the tenant's socket.
+    const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { x: '"daemonSocket": "' + trap + '"', daemonSocket: trap } }, args: { cni: { daemonSocket: trap } }, plugins: [{ daemonSocket: trap }], type: 'plexus-shim', daemonSocket: socket });
+    const r = await spawnCollect(SHIM, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' }, conf, 20000);
+    assert.deepEqual([r.status, r.stdout.toString()], [0, '{}'], r.stdout.toString());
+    // No top-level key: the default socket, never a nested one.
+    const nestedOnly = JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', runtimeConfig: { daemonSocket: socket } });
+    const d = await spawnCollect(SHIM, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' }, nestedOnly, 20000);
+    assert.equal(d.status, 1);
+    assert.match(d.stdout.toString(), /"code":11.*\/run\/plexus\/plexus\.sock/);
+  });
+
+  it('a request over the daemon limit is a final error (code 7) naming the limit, printed as JSON, not a SIGPIPE or "try again"', async () => {
+    const socket = await fakeDaemon(ok, 'close');
+    for (const size of [3.5 * 1024 * 1024, 6 * 1024 * 1024]) {
+      const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, pad: 'x'.repeat(size) });
+      const r = await spawnCollect(SHIM, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' }, conf, 20000);
+      assert.equal(r.status, 1, `exit ${String(r.status)}`);
+      const err = JSON.parse(r.stdout.toString()) as { code: number; msg: string; details: string };
+      assert.equal(err.code, 7);
+      assert.match(err.details, /at most 4194304/);
+    }
+  });
+
+  it('a daemon answering 413 is a final error too (code 7)', async () => {
+    const socket = await fakeDaemon(() => 'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 13\r\n\r\n{"error":"x"}', 'close');
+    const r = await run(socket);
+    assert.equal(r.status, 1);
+    assert.equal((JSON.parse(r.stdout.toString()) as { code: number }).code, 7);
+  });
 });

@@ -26,10 +26,11 @@ export function registerDaemon(program: Command): void {
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
     .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
+    .option('--sriov-host-root <dir>', 'the in-process sriov plugin acts on this simulated SR-IOV host (plexusctl sriov host create) instead of the real one', process.env.PLEXUS_SRIOV_HOST_ROOT)
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
     .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated, the first being the conf\'s multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them', 'kube-system')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string }) => {
+    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
       if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
       // Loaded only by the daemon, never by the per-pod executables.
@@ -42,6 +43,14 @@ export function registerDaemon(program: Command): void {
       const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
       if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
       const metrics = new DaemonMetrics();
+      // Nothing a request carries may end the daemon: every pod of the node depends on it. An error
+      // that escaped its request (a bug) is logged and counted, and the daemon keeps serving.
+      const escaped = (kind: string) => (err: unknown) => {
+        metrics.escapedErrors.inc({ kind });
+        log.error({ kind, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }, `${kind}: an error escaped its request (a bug); the daemon keeps serving`);
+      };
+      process.on('unhandledRejection', escaped('unhandledRejection'));
+      process.on('uncaughtException', escaped('uncaughtException'));
       useObserver({
         delegate: (network, command, seconds, ok) => metrics.delegate(network, command, seconds, ok),
         apiRequest: (verb) => metrics.apiRequest(verb),
@@ -71,7 +80,9 @@ export function registerDaemon(program: Command): void {
         const { inProcessPlugin } = await import('../cni/skel.js');
         const { sriovPlugin } = await import('../sriov/plugin.js');
         const { useInProcessDelegates } = await import('../meta/lookup.js');
-        useInProcessDelegates({ sriov: inProcessPlugin(sriovPlugin) });
+        const { HOST_ROOT_ENV } = await import('../sriov/host.js');
+        // The daemon's own choice of host root, whatever the forwarded request environment says.
+        useInProcessDelegates({ sriov: inProcessPlugin(sriovPlugin, { [HOST_ROOT_ENV]: o.sriovHostRoot || undefined }) });
       }
       const served = await metrics.serve(o.metricsAddress);
       log.info({ url: served.url }, 'metrics');

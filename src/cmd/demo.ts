@@ -14,7 +14,7 @@ import { NetHandle } from '../net/netlink.js';
 import { ContainerdRig } from '../rig/containerd.js';
 import { AttachmentStore } from '../meta/store.js';
 import { hostLocalReservations } from '../rig/hostlocal.js';
-import { SimNode, exampleDocs, podEnv, repoRoot } from '../rig/simnode.js';
+import { SimNode, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../rig/simnode.js';
 
 const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in', 'sriov-pod'];
 const SRIOV_RESOURCE = 'intel.com/intel_sriov_netdevice';
@@ -35,7 +35,7 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   const devices = await kubelet.waitFor(SRIOV_RESOURCE, (d) => d.length > 0);
   node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
     metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-    spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', hostRoot: kernel.root, vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
+    spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
   } as never);
   node.api.put('v1', 'pods', { metadata: { name: 'sriov-pod', namespace: 'default', uid: 'uid-sriov-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } }, spec: { nodeName: 'plx-node', containers: [{ name: 'app', image: 'localhost/plexus-pause:1', resources: { limits: { [SRIOV_RESOURCE]: '1' } } }] } } as never);
   log(`simulated SR-IOV host ${kernel.root}: PF 0000:5e:00.0 (plxdemopf) with 2 VFs; the device plugin advertises ${devices.length} ${SRIOV_RESOURCE} to the kubelet double`);
@@ -43,6 +43,8 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   const vfLinks = (): string => execFileSync('ip', ['-br', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('plxdemopfv')).map((l) => l.split(/\s+/).filter((_, i) => i !== 1).join(' ')).sort().join('; ');
   const linksBefore = vfLinks();
   return {
+    /** The operator's sriov plugin for this simulated host. */
+    plugin: simulatedSriovPlugin(join(work, 'sriov-bin'), kernel.root),
     /** What differs from before the pods ran: the VF table, the VF netdevs in the host (name, MAC, flags). */
     changes: (): string[] => [...(JSON.stringify(kernel.pfVfs('plxdemopf')) !== vfinfo ? ['VF table of plxdemopf'] : []), ...(vfLinks() !== linksBefore ? [`VF netdevs: ${vfLinks()}`] : [])],
     /** Pod admission: kubelet allocates the VF (Allocate), PodResources reports it to plexus. */
@@ -116,10 +118,10 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
   try {
     await node.start();
     sriov = await startSriov(node, work, log);
-    symlinkSync(join(repoRoot(), 'bin', 'sriov'), join(node.binDir, 'sriov'));
+    symlinkSync(sriov.plugin, join(node.binDir, 'sriov'));
     log(`API server double at ${node.api.url} with NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name).join(', ')}`);
     if (withCri) {
-      cri = await ContainerdRig.start(join(work, 'containerd'), { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: join(repoRoot(), 'bin', 'sriov') });
+      cri = await ContainerdRig.start(join(work, 'containerd'), { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: sriov.plugin });
       writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf()] }));
       await cri.waitReady();
       log('containerd 1.6 (CRI) runs the pods; its CNI is plexus, the cluster network a bridge');

@@ -20,8 +20,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size <= MAX_BODY) chunks.push(c);
-      // Answered (400) without the rest, which is dropped.
-      else reject(new Error(`request body over ${MAX_BODY} bytes`));
+      // Answered (413: the shim makes it a final error, code 7) without the rest, which is dropped.
+      else reject(Object.assign(new Error(`request body over ${MAX_BODY} bytes`), { status: 413 }));
     });
     req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     req.once('error', reject);
@@ -169,7 +169,7 @@ export class CniDaemon {
     mkdirSync(dirname(this.socket), { recursive: true, mode: 0o700 });
     rmSync(this.socket, { force: true });
     this.server = createServer((req, res) => {
-      this.route(req, res).catch((err: Error) => this.reply(res, 400, { error: err.message }));
+      this.route(req, res).catch((err: Error & { status?: number }) => this.reply(res, err.status ?? 400, { error: err.message }));
     });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
@@ -243,9 +243,11 @@ export class CniDaemon {
     if (!key) return work();
     const next = (this.sandboxes.get(key) ?? Promise.resolve()).catch(() => undefined).then(work);
     this.sandboxes.set(key, next);
-    void next.finally(() => {
+    // Cleanup on either outcome, without a second promise that rejects when next does (unhandled).
+    const settle = () => {
       if (this.sandboxes.get(key) === next) this.sandboxes.delete(key);
-    });
+    };
+    next.then(settle, settle);
     return next;
   }
 

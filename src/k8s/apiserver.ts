@@ -547,9 +547,9 @@ export class ApiServerDouble {
         if (type === 'application/json-patch+json') next = jsonPatch(current, patch) as Obj;
         else if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') next = mergePatch(current, patch) as Obj;
         else throw new HttpError(415, 'UnsupportedMediaType', `unsupported patch type "${type}"`);
-        // A patch that sets metadata.uid is a precondition on it, as in the real API server.
+        // A patch that sets another metadata.uid is refused, as by the real API server (checked against it).
         if (next.metadata.uid !== current.metadata.uid) {
-          throw new HttpError(409, 'Conflict', `Operation cannot be fulfilled on ${t.plural} "${objName}": Precondition failed: UID in precondition: ${String(next.metadata.uid)}, UID in object meta: ${String(current.metadata.uid)}`);
+          throw new HttpError(422, 'Invalid', `The ${t.kind} "${objName}" is invalid: metadata.uid: Invalid value: "${String(next.metadata.uid)}": field is immutable`);
         }
         // The status subresource changes metadata and status, never spec.
         if (sub === 'status') next = { ...next, spec: current.spec } as Obj;

@@ -291,7 +291,14 @@ export class MetaInvocation {
       const index = attachments.length;
       const planned = await attempt(`network ${sel.namespace}/${sel.name}`, async () => {
         checkNamespaceAllowed(this.conf, podNamespace, sel.namespace, sel.name);
-        const { list, resourceName } = await this.resolveSelection(sel);
+        const { list, resourceName } = await this.resolveSelection(sel)
+          .then((r) => (checkPluginNames(r.list), r))
+          .catch((err: unknown) => {
+            // A NAD that does not parse: which one, and for which interface (NAD errors name only the field).
+            const e = CniError.from(err);
+            const where = `network ${sel.namespace}/${sel.name} (NAD) as ${sel.interface ?? `net${index}`}`;
+            throw new CniError(e.code, e.msg, e.details ? `${e.details}; ${where}` : where);
+          });
         checkCapabilities(list, sel);
         const att: PlannedAttachment = { network: `${sel.namespace}/${sel.name}`, list, ifName: sel.interface ?? `net${index}`, isDefault: false, capabilityArgs: selectionCapabilityArgs(sel), selection: sel };
         if (resourceName) att.resourceName = resourceName;
@@ -388,6 +395,22 @@ export class MetaInvocation {
 
   runtimeConf(ifName: string, capabilityArgs: Record<string, unknown>): RuntimeConf {
     return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: this.req.args, capabilityArgs };
+  }
+}
+
+/**
+ * Refused at ADD what DEL would refuse: a plugin `type` or `ipam.type` that is not a plain file name
+ * (a path would choose a binary outside the CNI path, and the ADD that ran the rest would never be undone).
+ */
+function checkPluginNames(list: NetworkConfigList): void {
+  for (const p of list.plugins) {
+    const ipamType = isObject(p.ipam) ? p.ipam.type : undefined;
+    for (const [key, v] of [['type', p.type], ['ipam.type', ipamType]] as const) {
+      if (key === 'ipam.type' && v === undefined) continue;
+      if (typeof v !== 'string' || !v || /[/\\]/.test(v) || v === '.' || v === '..') {
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid plugin ${key} in "${list.name}"`, `${JSON.stringify(v)} must be a plain plugin name`);
+      }
+    }
   }
 }
 
@@ -582,7 +605,12 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
       tried = i + 1;
       const chained = a.auxiliary ? { prevResult: { cniVersion: lists[i]!.cniVersion, interfaces: [], ips: [] } } : undefined;
-      const result = await observed(a.network, 'ADD', () => inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained));
+      const result = await observed(a.network, 'ADD', () => inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained)).catch((err: unknown) => {
+        // The delegate's code and message, and which attachment it was: the runtime shows only this.
+        const e = CniError.from(err);
+        const where = `network ${a.network} (${a.isDefault ? 'the cluster network' : 'NAD'}) as ${a.ifName}`;
+        throw new CniError(e.code, e.msg, e.details ? `${e.details}; ${where}` : where);
+      });
       record.attachments[i] = { ...record.attachments[i]!, state: 'added', result };
       existing.add(a.ifName);
       inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);
@@ -590,6 +618,8 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
     const carrier = record.attachments.find((s) => s.defaultRoute !== undefined);
     if (carrier) await applyDefaultRoute(req.netns, carrier, record.attachments.filter((s) => s !== carrier));
   } catch (err) {
+    const failing = record.attachments[tried - 1];
+    if (failing && failing.state === 'planned') record.attachments[tried - 1] = { ...failing, state: 'failed' };
     inv.log(`ADD failed, rolling back ${tried} attachment(s): ${(err as Error).message}`, 'error');
     await rollback(inv, record, lists, tried);
     await event(inv, 'Warning', 'NetworkAttachFailed', (err as Error).message);
@@ -670,21 +700,38 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
     if (left.length) inv.log(`DEL: processes still adding ${record.containerID} after ${ORPHAN_WAIT_MS} ms: ${left.join(', ')}; deleting anyway`, 'error');
   }
   const errors: string[] = [];
+  const abandoned: NonNullable<AttachmentRecord['abandoned']> = [];
+  const kept: StoredAttachment[] = [];
   for (const s of [...record.attachments].reverse()) {
     try {
       const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: inv.req.args, capabilityArgs: s.capabilityArgs };
       await observed(s.network, 'DEL', () => inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result }));
       removeDeviceInfo(s.deviceInfoFile);
     } catch (err) {
-      errors.push(`DEL ${s.network} (${s.ifName}): ${(err as Error).message}`);
+      const reason = (err as Error).message;
+      if (s.state === 'failed') {
+        // Its ADD failed, the rollback's DEL failed and the runtime's DEL fails the same way: the reason
+        // (a config its plugin refuses, a master or netns gone) will not change. Given up on, said where.
+        abandoned.push({ network: s.network, ifName: s.ifName, reason, at: new Date().toISOString() });
+        inv.log(`DEL: abandoned ${s.network} (${s.ifName}) of ${record.containerID}, whose ADD failed: its DEL keeps failing (${reason}); what it may have left is in netns ${record.netns || '(gone)'} and its plugin's state`, 'error');
+        continue;
+      }
+      kept.unshift(s);
+      errors.push(`DEL ${s.network} (${s.ifName}): ${reason}`);
     }
   }
-  // NPWG §7.2: try every attachment, then return a final error; the record stays for the retry.
-  if (errors.length) throw new CniError(ErrorCode.Internal, `DEL failed for ${errors.length} of ${record.attachments.length} attachments`, errors.join('; '));
+  if (abandoned.length) {
+    await event(inv, 'Warning', 'NetworkAttachmentAbandoned', abandoned.map((a) => `${a.network} (${a.ifName}): its ADD failed and its DEL keeps failing: ${a.reason}`).join('; '));
+  }
+  // NPWG §7.2: try every attachment, then return a final error; the record keeps what to retry.
+  if (errors.length) {
+    inv.store.write({ ...record, attachments: kept, abandoned: [...(record.abandoned ?? []), ...abandoned] });
+    throw new CniError(ErrorCode.Internal, `DEL failed for ${errors.length} of ${record.attachments.length} attachments`, errors.join('; '));
+  }
   // The record stays, listing nothing, so that a repeated DEL (containerd sends them) is exact.
   // A status still owed to a pod that is being torn down is owed no more.
   const { pendingStatus: _dropped, ...rest } = record;
-  if (record.attachments.length || _dropped !== undefined) inv.store.write({ ...rest, attachments: [] });
+  if (record.attachments.length || _dropped !== undefined) inv.store.write({ ...rest, attachments: [], ...(abandoned.length ? { abandoned: [...(record.abandoned ?? []), ...abandoned] } : {}) });
 }
 
 export async function cmdCheck(req: PluginRequest): Promise<void> {

@@ -82,7 +82,8 @@ export function chooseGateways(requested: string[], result: AnyResult | undefine
 /**
  * The one network-status write: a merge patch of the pod's status subresource, with the pod's UID as a
  * precondition when it is known, so a status delayed or resent past the pod's deletion never lands on a
- * same-name pod created since. 'stale' when the pod is gone (404) or was replaced (409); other failures throw.
+ * same-name pod created since. 'stale' when the pod is gone (404) or was replaced (422 on the UID, 409);
+ * other failures throw.
  */
 export async function writeNetworkStatus(api: ApiClient, pod: { namespace: string; name: string; uid?: string }, status: string): Promise<'ok' | 'stale'> {
   const body = { metadata: { ...(pod.uid ? { uid: pod.uid } : {}), annotations: { [NETWORK_STATUS_ANNOTATION]: status } } };
@@ -90,7 +91,8 @@ export async function writeNetworkStatus(api: ApiClient, pod: { namespace: strin
     await api.patch(`${podPath(pod.namespace, pod.name)}/status`, body);
     return 'ok';
   } catch (err) {
-    if (err instanceof ApiError && (err.status === 404 || err.status === 409)) return 'stale';
+    // The real API server refuses another UID as an immutable-field change (422).
+    if (err instanceof ApiError && (err.status === 404 || err.status === 409 || (err.status === 422 && /metadata\.uid/.test(err.message)))) return 'stale';
     throw err;
   }
 }

@@ -34,8 +34,11 @@ export interface StoredAttachment {
   defaultRoute?: string[];
   /** Multus auxiliary chain: no interface of its own, no network-status entry. */
   auxiliary?: boolean;
-  /** planned: ADD not (yet) known to have succeeded; added: its result is below. */
-  state: 'planned' | 'added';
+  /**
+   * planned: ADD not (yet) known to have succeeded (it may still be running, or died); added: its result
+   * is below; failed: its ADD answered an error (what its DEL cannot undo is abandoned, see cmdDel).
+   */
+  state: 'planned' | 'added' | 'failed';
   result?: AnyResult;
 }
 
@@ -52,6 +55,8 @@ export interface AttachmentRecord {
   attachments: StoredAttachment[];
   /** network-status (annotation value) written to the pod after the reply, not yet acknowledged by the API. */
   pendingStatus?: string;
+  /** Attachments given up on: their ADD failed and their DEL kept failing (what may be left, and why). */
+  abandoned?: { network: string; ifName: string; reason: string; at: string }[];
 }
 
 interface StoreFile {

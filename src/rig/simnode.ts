@@ -149,3 +149,14 @@ export function podEnv(command: string, containerID: string, netns: string, pod:
     CNI_ARGS: `K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${containerID};K8S_POD_UID=${pod.uid ?? ''};IgnoreUnknown=1`,
   };
 }
+
+/**
+ * The `sriov` plugin for a simulated SR-IOV host, as an operator would install it: a launcher that sets
+ * PLEXUS_SRIOV_HOST_ROOT and runs the repository's plugin (the host root is never a NAD key).
+ */
+export function simulatedSriovPlugin(dir: string, hostRoot: string): string {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'sriov');
+  writeFileSync(path, `#!/bin/sh\nPLEXUS_SRIOV_HOST_ROOT='${hostRoot}' exec '${join(repoRoot(), 'bin', 'sriov')}' "$@"\n`, { mode: 0o755 });
+  return path;
+}

@@ -57,12 +57,20 @@ export function resolveVf(host: HostRoot, address: string): ResolvedVf {
 }
 
 /**
- * The host to act on: the simulated one a conf key `hostRoot` or PLEXUS_SRIOV_HOST_ROOT names, else
- * the real one. Read from the raw conf, so DEL finds its state even when the rest does not parse.
+ * The host to act on: the simulated one PLEXUS_SRIOV_HOST_ROOT names in the plugin's environment (the
+ * operator's: the runtime's environment for the exec'd binary, the daemon's own for the in-process
+ * one), else the real one. Never NAD content: whoever writes a NAD must not choose the host root
+ * a privileged plugin reads and writes.
  */
 function hostFor(req: PluginRequest): HostRoot {
-  const fromConf = (req.conf as unknown as { hostRoot?: unknown }).hostRoot;
-  return openHost((typeof fromConf === 'string' && fromConf) || req.env[HOST_ROOT_ENV] || undefined);
+  return openHost(req.env[HOST_ROOT_ENV] || undefined);
+}
+
+/** `hostRoot` used to be a NAD key: refused with a clear error, instead of silently acting on the real host. */
+function refuseTenantHostRoot(req: PluginRequest): void {
+  if ((req.conf as unknown as Record<string, unknown>).hostRoot !== undefined) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, 'hostRoot is not a network configuration key', `the simulated SR-IOV host is chosen by the operator (${HOST_ROOT_ENV} of the sriov plugin or plexusctl daemon --sriov-host-root), never by a NAD`);
+  }
 }
 
 /**
@@ -309,6 +317,7 @@ async function snapshotNetdev(name: string): Promise<VfRecord['snapshot']['netde
 
 export async function cmdAdd(req: PluginRequest): Promise<AnyResult> {
   const conf = parseSriovConf(req.conf, req.args);
+  refuseTenantHostRoot(req);
   const host = hostFor(req);
   const state = new SriovState(stateDir(host));
   const vf = resolveVf(host, conf.deviceID);

@@ -141,9 +141,11 @@ export async function withVfLock<T>(dir: string, vf: string, fn: () => Promise<T
     }
   });
   inProcess.set(vf, run);
-  void run.finally(() => {
+  // Cleanup on either outcome, without a second promise that rejects when run does (unhandled).
+  const settle = () => {
     if (inProcess.get(vf) === run) inProcess.delete(vf);
-  });
+  };
+  run.then(settle, settle);
   return run;
 }
 

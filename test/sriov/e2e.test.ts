@@ -7,7 +7,7 @@ import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
-import { SimNode, repoRoot } from '../../src/rig/simnode.js';
+import { SimNode, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
 import { FakeKernel } from '../../src/sriov/fakekernel.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin } from '../support/plugins.js';
@@ -39,13 +39,14 @@ for (const mode of ['one-shot', 'node daemon'] as const) describe(`SR-IOV end to
     await kubelet.waitFor(RESOURCE, (d) => d.length === 2);
     node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
       metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': RESOURCE } },
-      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', hostRoot: kernel.root, vlan: 100, spoofchk: 'on', capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
+      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, spoofchk: 'on', capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
     } as never);
     let extra = {};
-    let plugins: Record<string, string> = { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: join(repoRoot(), 'bin', 'sriov') };
+    // The operator picks the simulated host (the plugin's environment, the daemon's flag), never the NAD.
+    let plugins: Record<string, string> = { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: simulatedSriovPlugin(join(node.dir, 'sriov-bin'), kernel.root) };
     if (mode === 'node daemon') {
       const socket = join(node.dir, 'plexus.sock');
-      daemon = await startDaemon(socket);
+      daemon = await startDaemon(socket, ['--sriov-host-root', kernel.root]);
       extra = { type: 'plexus-shim', daemonSocket: socket };
       // The daemon runs sriov in-process: an exec of this one would fail the pod.
       plugins = { 'plexus-shim': join(repoRoot(), 'bin', 'plexus-shim'), sriov: installShellPlugin(node.binDir, 'sriov', `echo '{"code":999,"msg":"sriov was exec\'d instead of run in the daemon"}'; exit 1`) };
