@@ -60,6 +60,7 @@ export function registerDaemon(program: Command): void {
           else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
         },
       });
+      let cache: import('../daemon/cache.js').ClusterCache | undefined;
       const daemon = new CniDaemon(o.socket, limits, {
         served: (command, exitCode, code, seconds, env) => {
           metrics.requests.observe({ command, code: String(code) }, seconds);
@@ -73,6 +74,7 @@ export function registerDaemon(program: Command): void {
           log.warn({ command }, 'overloaded: answered try again later');
         },
         inFlight: (n) => metrics.inFlight.set(n),
+        readiness: () => cache?.health(),
       });
       const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
@@ -91,16 +93,15 @@ export function registerDaemon(program: Command): void {
         const { ClusterCache } = await import('../daemon/cache.js');
         const { useObjectLookup } = await import('../meta/lookup.js');
         const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
-        const cache = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
+        const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
           metrics.informerErrors.inc({ informer: what.split('/')[0]! });
           log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
         });
-        useObjectLookup(cache);
-        daemon.readiness = () => cache.health();
-        const health = cache.health();
-        metrics.cacheSynced.set(health.synced ? 1 : 0);
-        setInterval(() => metrics.cacheSynced.set(cache.health().synced ? 1 : 0), 5000).unref();
-        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: cache.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
+        cache = started;
+        useObjectLookup(started);
+        metrics.cachesSynced = () => started.health().synced;
+        const health = started.health();
+        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
         else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
       }
       await daemon.start();

@@ -15,7 +15,7 @@ import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnn
 
 const NAD = { group: 'k8s.cni.cncf.io', version: 'v1', plural: 'network-attachment-definitions' };
 
-/** Auth provider name of a token file read at every request (see useTokenFile). */
+/** Auth provider name of a token file read at every request (see kubeConfigFor). */
 const TOKEN_FILE_PROVIDER = 'plexus-token-file';
 
 const tokenFileAuth: Parameters<k8s.KubeConfig['addAuthenticator']>[0] = {
@@ -135,13 +135,13 @@ export class ClusterCache implements ObjectLookup {
   private sweep: NodeJS.Timeout | undefined;
   private podsListed = false;
   private lastError: string | undefined;
-  /** Told of informer failures (the daemon logs them and counts them). */
-  onError: ((what: string, err: Error) => void) | undefined;
 
   private constructor(
     private readonly kc: k8s.KubeConfig,
     private readonly pods: Watched<k8s.V1Pod>,
     options: ClusterCacheOptions,
+    /** Told of informer failures (the daemon logs them and counts them). */
+    private readonly onError?: (what: string, err: Error) => void,
   ) {
     this.always = new Set(options.nadNamespaces ?? ['kube-system']);
     this.defaultNamespace = [...this.always][0] ?? 'kube-system';
@@ -161,8 +161,7 @@ export class ClusterCache implements ObjectLookup {
       if (cache) cache.podsListed = true;
       return list;
     }) as Watched<k8s.V1Pod>;
-    cache = new ClusterCache(kc, pods, options);
-    if (onError) cache.onError = onError;
+    cache = new ClusterCache(kc, pods, options, onError);
     cache.keepWatching(pods, 'pods');
     await pods.start();
     for (const ns of cache.always) cache.watchNamespace(ns);

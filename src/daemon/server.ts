@@ -132,6 +132,8 @@ export interface DaemonHooks {
   served?(command: string, exitCode: number, cniCode: number, seconds: number, env: Record<string, string>): void;
   overloaded?(command: string): void;
   inFlight?(count: number): void;
+  /** What /readyz tells besides readiness (the informer caches' sync state). */
+  readiness?(): object | undefined;
 }
 
 /** The CNI error code in a plugin's stdout (0 when it succeeded). */
@@ -154,8 +156,6 @@ export class CniDaemon {
   private readonly slots: PrioritySlots;
   /** Requests admitted and not yet answered. */
   private pending = 0;
-  /** What /readyz tells besides readiness (the informer caches' sync state). */
-  readiness: (() => object) | undefined;
 
   constructor(
     readonly socket: string,
@@ -198,7 +198,10 @@ export class CniDaemon {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.url === '/healthz') return this.reply(res, 200, { ok: true });
     // Unsynced caches do not make the daemon unready (ADDs read the API instead), but /readyz says so.
-    if (req.url === '/readyz') return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(this.readiness ? { caches: this.readiness() } : {}) });
+    if (req.url === '/readyz') {
+      const caches = this.hooks.readiness?.();
+      return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(caches ? { caches } : {}) });
+    }
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });

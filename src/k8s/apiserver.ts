@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import AjvModule, { type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { findAbove } from '../util/find-above.js';
+import { kubeadmKubeconfig } from './kubeconfig-file.js';
 import { Pki } from './pki.js';
 
 const Ajv = AjvModule as unknown as typeof AjvModule.default;
@@ -274,27 +275,7 @@ export class ApiServerDouble {
 
   /** A kubeconfig pointing at this server, in YAML laid out as kubeadm writes it. */
   kubeconfig(token = 'plexus-double-token'): string {
-    return [
-      'apiVersion: v1',
-      'clusters:',
-      '- cluster:',
-      `    certificate-authority-data: ${Buffer.from(this.caPem).toString('base64')}`,
-      `    server: ${this.url}`,
-      '  name: plexus-double',
-      'contexts:',
-      '- context:',
-      '    cluster: plexus-double',
-      '    user: plexus',
-      '  name: plexus@plexus-double',
-      'current-context: plexus@plexus-double',
-      'kind: Config',
-      'preferences: {}',
-      'users:',
-      '- name: plexus',
-      '  user:',
-      `    token: ${token}`,
-      '',
-    ].join('\n');
+    return kubeadmKubeconfig(this.url, Buffer.from(this.caPem), 'plexus', { token }, 'plexus-double');
   }
 
   countRequests(filter: (r: RequestRecord) => boolean = () => true): number {

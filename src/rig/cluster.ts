@@ -11,6 +11,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { kubeadmKubeconfig } from '../k8s/kubeconfig-file.js';
 import { ApiClient } from '../k8s/client.js';
 import { loadKubeconfig } from '../k8s/kubeconfig.js';
 import { type KeyPair, Pki } from '../k8s/pki.js';
@@ -45,20 +46,6 @@ export function componentsDir(): string {
   const versions = tools ? readdirSync(tools).filter((v) => readdirSync(join(tools, v)).some((f) => f.startsWith('.built-'))) : [];
   if (!tools || !versions.length) throw new Error('the Kubernetes components are not built: run sh scripts/build-cluster.sh (about 20 minutes the first time)');
   return join(tools, versions.sort().at(-1)!);
-}
-
-/** A kubeconfig as kubeadm writes it: one cluster, one user with embedded credentials, one context. */
-export function kubeadmKubeconfig(server: string, caPem: Buffer, user: string, creds: { cert: Buffer; key: Buffer } | { token: string }, clusterName = 'plexus'): string {
-  const u = 'token' in creds ? { token: creds.token } : { 'client-certificate-data': creds.cert.toString('base64'), 'client-key-data': creds.key.toString('base64') };
-  return stringify({
-    apiVersion: 'v1',
-    clusters: [{ cluster: { 'certificate-authority-data': caPem.toString('base64'), server }, name: clusterName }],
-    contexts: [{ context: { cluster: clusterName, user }, name: `${user}@${clusterName}` }],
-    'current-context': `${user}@${clusterName}`,
-    kind: 'Config',
-    preferences: {},
-    users: [{ name: user, user: u }],
-  });
 }
 
 export class LocalCluster {
