@@ -1,6 +1,6 @@
 // One command builds everything: the N-API addon, TypeScript (for tests) and the bundled executables.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -22,6 +22,16 @@ run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsc
 mkdirSync(join(root, 'build/src/cni/generated'), { recursive: true });
 copyFileSync(join(root, 'src/cni/generated/validators.js'), join(root, 'build/src/cni/generated/validators.js'));
 
+// `plexusctl --version`: the package version and, in a checkout, its commit.
+const pkgVersion = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version;
+let commit = '';
+try {
+  commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+} catch {
+  // Not a git checkout (a release tarball): the version alone.
+}
+const version = commit ? `${pkgVersion} (${commit})` : pkgVersion;
+
 // Stale chunks of earlier builds would linger in dist/ otherwise.
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 mkdirSync(join(root, 'dist'), { recursive: true });
@@ -40,6 +50,7 @@ await esbuild.build({
   chunkNames: 'chunks/[name]-[hash]',
   banner: { js: "import { createRequire as __plexusRequire } from 'node:module'; const require = __plexusRequire(import.meta.url);" },
   sourcemap: 'linked',
+  define: { PLEXUS_VERSION: JSON.stringify(version) },
   logLevel: 'warning',
 });
 // Files the bundles read at run time.

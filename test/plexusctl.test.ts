@@ -166,3 +166,31 @@ describe('plexusctl cni with the reference plugins', function () {
     }
   });
 });
+
+describe('plexusctl as a person types it: usage errors in one line, never a stack trace', function () {
+  this.timeout(30000);
+  it('--version names the build and the contracts it speaks', () => {
+    const r = plexusctl(['--version']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^plexusctl \d+\.\d+\.\d+( \([0-9a-f]{12}\))?; CNI spec 1\.1\.0, NPWG v1\.3/);
+  });
+
+  const cases: [string, string[], RegExp][] = [
+    ['daemon --max-concurrent 0', ['daemon', '--max-concurrent', '0'], /--max-concurrent <n>' argument '0' is invalid\. expected an integer ≥ 1/],
+    ['daemon --max-queued -1', ['daemon', '--max-queued', '-1'], /--max-queued <n>' argument '-1' is invalid/],
+    ['daemon --max-concurrent two', ['daemon', '--max-concurrent', 'two'], /argument 'two' is invalid/],
+    ['device-plugin --config /missing', ['device-plugin', '--config', '/plx-missing.json'], /^plexusctl device-plugin: --config \/plx-missing\.json: no such file$/m],
+    ['device-plugin --resync-seconds 0', ['device-plugin', '--resync-seconds', '0'], /--resync-seconds <n>' argument '0' is invalid/],
+    ['sriov discover --sysfs-root /missing', ['sriov', 'discover', '--sysfs-root', '/plx-missing'], /plx-missing holds no PCI sysfs/],
+    ['sriov vfs --sysfs-root /missing', ['sriov', 'vfs', '--sysfs-root', '/plx-missing'], /plx-missing holds no PCI sysfs/],
+    ['apiserver --port 70000', ['apiserver', '--port', '70000'], /expected an integer from 0 to 65535/],
+  ];
+  for (const [what, args, message] of cases) {
+    it(`${what}: exit 1 with the reason, no stack trace`, () => {
+      const r = plexusctl(args, { PLEXUS_SRIOV_HOST_ROOT: '' });
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr + r.stdout, message);
+      assert.doesNotMatch(r.stderr + r.stdout, /^\s+at /m, 'no stack trace');
+    });
+  }
+});

@@ -2,15 +2,16 @@
 import type { Command } from 'commander';
 import { parse } from 'yaml';
 import { ApiServerDouble } from '../k8s/apiserver.js';
+import { integerOption } from './options.js';
 
 export function registerApiServer(program: Command): void {
   program
     .command('apiserver')
     .description('serve the Kubernetes API server double (pods, events, NADs, discovery) in memory')
-    .option('--port <n>', 'TCP port on 127.0.0.1 (0 = any free port)', '0')
+    .option('--port <n>', 'TCP port on 127.0.0.1 (0 = any free port)', integerOption(0, 65535), 0)
     .option('--crd-dir <dir>', 'CRD manifests to install (default: the repository crds/)')
-    .action(async (o: { port: string; crdDir?: string }) => {
-      const server = new ApiServerDouble({ port: Number(o.port), ...(o.crdDir ? { crdDir: o.crdDir } : {}) });
+    .action(async (o: { port: number; crdDir?: string }) => {
+      const server = new ApiServerDouble({ port: o.port, ...(o.crdDir ? { crdDir: o.crdDir } : {}) });
       const url = await server.start();
       process.stdout.write(`${JSON.stringify({ url, kubeconfig: parse(server.kubeconfig()) as unknown })}\n`);
       const stop = (): void => {

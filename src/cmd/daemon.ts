@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { CniDaemon, DEFAULT_LIMITS } from '../daemon/server.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
 import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
+import { integerOption } from './options.js';
 
 /** network-status a previous daemon answered ADD for but did not get written (it died first). */
 async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
@@ -18,8 +19,8 @@ export function registerDaemon(program: Command): void {
     .command('daemon')
     .description('serve CNI requests from plexus-shim on a unix socket (mode 0600), with the same core as the one-shot plugin')
     .option('--socket <path>', 'unix socket path', DEFAULT_DAEMON_SOCKET)
-    .option('--max-concurrent <n>', 'operations running at once', String(DEFAULT_LIMITS.maxConcurrent))
-    .option('--max-queued <n>', 'ADDs waiting before new ones get "try again later" (DEL goes first and waits longer)', String(DEFAULT_LIMITS.maxQueued))
+    .option('--max-concurrent <n>', 'operations running at once', integerOption(1), DEFAULT_LIMITS.maxConcurrent)
+    .option('--max-queued <n>', 'ADDs waiting before new ones get "try again later" (DEL goes first and waits longer)', integerOption(0), DEFAULT_LIMITS.maxQueued)
     .option('--kubeconfig <file>', 'kubeconfig for the informer caches (default: in-cluster credentials)')
     .option('--node-name <name>', 'this node: its pods are cached (needs --kubeconfig or in-cluster credentials); without it nothing is cached', process.env.NODE_NAME)
     .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://host:port/metrics', '127.0.0.1:9091')
@@ -30,9 +31,8 @@ export function registerDaemon(program: Command): void {
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
     .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated, the first being the conf\'s multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them', 'kube-system')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
-    .action(async (o: { socket: string; maxConcurrent: string; maxQueued: string; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string }) => {
-      const limits = { ...DEFAULT_LIMITS, maxConcurrent: Number(o.maxConcurrent), maxQueued: Number(o.maxQueued) };
-      if (!(limits.maxConcurrent >= 1 && limits.maxQueued >= 0)) throw new Error('--max-concurrent must be ≥ 1 and --max-queued ≥ 0');
+    .action(async (o: { socket: string; maxConcurrent: number; maxQueued: number; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string }) => {
+      const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued };
       // Loaded only by the daemon, never by the per-pod executables.
       const pino = (await import('pino')).default;
       const { DaemonMetrics } = await import('../daemon/metrics.js');

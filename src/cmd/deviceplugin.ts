@@ -1,6 +1,8 @@
 /** `plexusctl device-plugin`: the SR-IOV device plugin daemon. */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HOST_ROOT_ENV } from '../sriov/host.js';
+import { integerOption } from './options.js';
 import { defaultConfigPath } from './sriov.js';
 
 interface Flags {
@@ -11,7 +13,7 @@ interface Flags {
   stateDir: string;
   resourcePrefix: string;
   cdiDir?: string;
-  resyncSeconds: string;
+  resyncSeconds: number;
   metricsAddress: string;
   logLevel: string;
 }
@@ -27,7 +29,7 @@ export function registerDevicePlugin(program: Command): void {
     .option('--state-dir <dir>', 'persisted inventory (pool membership survives restarts)', '/var/lib/plexus/device-plugin')
     .option('--resource-prefix <prefix>', 'for pools without resourcePrefix', 'intel.com')
     .option('--cdi-dir <dir>', 'answer Allocate with CDI devices (specs written here, e.g. /var/run/cdi) instead of device nodes')
-    .option('--resync-seconds <n>', 'rediscovery, health and config reload period', '5')
+    .option('--resync-seconds <n>', 'rediscovery, health and config reload period', integerOption(1), 5)
     .option('--metrics-address <host:port>', 'serve /metrics (Prometheus) and /debug (pools, health reasons, exclusions) here', '127.0.0.1:9092')
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
     .action(async (o: Flags) => {
@@ -39,6 +41,7 @@ export function registerDevicePlugin(program: Command): void {
       const log = pino({ level: o.logLevel, base: { component: 'plexus-device-plugin' } }, pino.destination(2));
       const configFile = o.config ?? defaultConfigPath();
       if (!configFile) throw new Error('no --config and no device-plugin/config.json next to plexusctl');
+      if (!existsSync(configFile)) throw new Error(`--config ${configFile}: no such file`);
       const host = openHost(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/');
       const plugin = new SriovDevicePlugin({
         configFile,
@@ -48,7 +51,7 @@ export function registerDevicePlugin(program: Command): void {
         stateDir: o.stateDir,
         resourcePrefix: o.resourcePrefix,
         ...(o.cdiDir ? { cdiDir: o.cdiDir } : {}),
-        resyncMs: Number(o.resyncSeconds) * 1000,
+        resyncMs: o.resyncSeconds * 1000,
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
       });
       await plugin.start();

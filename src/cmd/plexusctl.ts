@@ -10,9 +10,15 @@ import { registerExplain } from './explain.js';
 import { registerInstall } from './install.js';
 import { registerSriov } from './sriov.js';
 import { registerDevicePlugin } from './deviceplugin.js';
+import { errorLine } from './options.js';
+
+// Set by the bundler (scripts/build.mjs) from package.json and the git commit.
+declare const PLEXUS_VERSION: string | undefined;
+const version = typeof PLEXUS_VERSION === 'string' ? PLEXUS_VERSION : 'development build';
 
 const program = new Command('plexusctl')
   .description('Plexus: multi-network attachments for Kubernetes pods')
+  .version(`plexusctl ${version}; CNI spec 1.1.0, NPWG v1.3, device-info 1.1.0, kubelet device plugin v1beta1`, '-V, --version')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 registerCni(program);
@@ -34,5 +40,10 @@ try {
       process.stdout.write(`${JSON.stringify(new CniError(ErrorCode.InvalidEnvironment, 'invalid arguments', err.message).toJSON(), null, 2)}\n`);
     }
     process.exitCode = err.exitCode === 0 ? 0 : 1;
-  } else throw err;
+  } else {
+    // A failed command says what failed in one line, not a stack trace (PLEXUS_DEBUG=1 shows it).
+    const command = process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '';
+    process.stderr.write(`plexusctl${command ? ` ${command}` : ''}: ${errorLine(err)}\n`);
+    process.exitCode = 1;
+  }
 }

@@ -39,6 +39,11 @@ export class CniError extends Error {
   static from(err: unknown): CniError {
     if (err instanceof CniError) return err;
     const message = err instanceof Error ? err.message : String(err);
+    // A file system call that failed on a path (Node sets `path` and `syscall`): the spec's I/O failure.
+    const fs = err as { code?: unknown; path?: unknown; syscall?: unknown };
+    if (typeof fs.code === 'string' && typeof fs.path === 'string' && typeof fs.syscall === 'string') {
+      return new CniError(ErrorCode.IOFailure, `I/O failure (${fs.code})`, `${message}; check that the path exists, is the right kind of file and is writable`);
+    }
     return new CniError(ErrorCode.Internal, message);
   }
 }

@@ -63,6 +63,8 @@ const ENV_TABLE: Record<Exclude<CniCommand, 'VERSION'>, Record<string, Need>> = 
   GC: { CNI_PATH: 'req' },
 };
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+// File names are at most 255 bytes; records are named `<id>.jsonl`, `<id>-<ifname>` plus a temporary suffix.
+const MAX_CONTAINER_ID = 200;
 const NETWORK_NAME = new RegExp(NAME_PATTERN);
 
 /** Interface name rules of the kernel (and skel): 1..15 bytes, not . or .., no / : or whitespace. */
@@ -92,6 +94,9 @@ export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniComm
   const ifName = env.CNI_IFNAME ?? '';
   if (table.CNI_CONTAINERID && !CONTAINER_ID.test(containerID)) {
     throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_CONTAINERID', `"${containerID}" has invalid characters`);
+  }
+  if (table.CNI_CONTAINERID && containerID.length > MAX_CONTAINER_ID) {
+    throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_CONTAINERID', `it is ${containerID.length} characters; at most ${MAX_CONTAINER_ID} (files are named after it; runtimes use 64)`);
   }
   if (table.CNI_IFNAME) validateIfName(ifName);
   const netns = env.CNI_NETNS ?? '';

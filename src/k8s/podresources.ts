@@ -30,7 +30,7 @@ function merge(into: PodDevices, pod: ProtoPodResources | undefined): PodDevices
 
 type Lister = Record<string, Function> & { close(): void };
 
-async function lister(socket: string): Promise<{ client: Lister; status: { UNIMPLEMENTED: number } }> {
+async function lister(socket: string): Promise<{ client: Lister; status: { UNIMPLEMENTED: number; UNKNOWN: number } }> {
   // CommonJS packages: their module.exports is `default` both under Node's ESM loader and in the bundle.
   const grpc = (await import('@grpc/grpc-js')).default;
   const loader = (await import('@grpc/proto-loader')).default;
@@ -38,6 +38,19 @@ async function lister(socket: string): Promise<{ client: Lister; status: { UNIMP
   const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (addr: string, creds: unknown, opts?: object) => Lister } };
   const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   return { client, status: grpc.status };
+}
+
+interface GrpcError {
+  code?: number;
+  details?: string;
+}
+
+/**
+ * kubelet does not serve Get: before 1.27 the method does not exist (UNIMPLEMENTED); from 1.27 to 1.33 the
+ * KubeletPodResourcesGet gate defaults off and kubelet answers UNKNOWN "PodResources API Get method disabled".
+ */
+function getNotServed(err: GrpcError, status: { UNIMPLEMENTED: number; UNKNOWN: number }): boolean {
+  return err.code === status.UNIMPLEMENTED || (err.code === status.UNKNOWN && /Get method disabled/i.test(err.details ?? ''));
 }
 
 /** Devices of one pod by resource name, each list sorted (NPWG: the Nth network takes the Nth ID). */
@@ -48,7 +61,7 @@ export async function podDevicesFromKubelet(socket: string, namespace: string, n
       const res = await unary<{ pod_resources?: ProtoPodResources }>(client, 'Get', { pod_name: name, pod_namespace: namespace }, timeoutMs);
       return merge(new Map(), res.pod_resources);
     } catch (err) {
-      if ((err as { code?: number }).code !== status.UNIMPLEMENTED) throw err;
+      if (!getNotServed(err as GrpcError, status)) throw err;
     }
     const list = await unary<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
     return merge(new Map(), list.pod_resources.find((p) => p.name === name && p.namespace === namespace));

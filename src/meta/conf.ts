@@ -2,6 +2,7 @@
  * The meta plugin's own configuration (`type: "plexus"`). Multus's keys keep their meaning, so a
  * Multus conf works by changing only `type`; Plexus adds a few keys of its own (timeouts, paths).
  */
+import { statSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { validate } from '../cni/validate.js';
 import type { PluginStdinConf } from '../cni/skel.js';
@@ -81,10 +82,23 @@ export function parseMetaConf(conf: PluginStdinConf): MetaConf {
     deviceInfoDir: raw.deviceInfoDir ?? '/var/run/k8s.cni.cncf.io/devinfo',
     multusStatusCompat: raw.multusStatusCompat ?? false,
   };
+  for (const key of ['cniDir', 'deviceInfoDir', 'confDir', 'binDir'] as const) requireDirectoryOrAbsent(key, out[key]);
   for (const key of ['clusterNetwork', 'delegates', 'readinessindicatorfile', 'kubeconfig', 'logFile', 'logOptions', 'auxiliaryCNIChainName'] as const) {
     if (raw[key] !== undefined && raw[key] !== '') (out as unknown as Record<string, unknown>)[key] = raw[key];
   }
   return out;
+}
+
+/** A directory the plugin reads or creates must not be something else (a file there is a config mistake). */
+function requireDirectoryOrAbsent(key: string, path: string): void {
+  let why: string | undefined;
+  try {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) why = 'exists and is not a directory';
+  } catch (err) {
+    why = `cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+  }
+  if (why) throw new CniError(ErrorCode.InvalidNetworkConfig, 'invalid plexus configuration', `"${key}" ${path} ${why}`);
 }
 
 /** namespaceIsolation: a pod may use NADs of its own namespace and of the global namespaces. */

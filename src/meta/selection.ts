@@ -4,7 +4,7 @@
  * is a CNI error naming the element and the field: a pod never starts with fewer networks than
  * it asked for.
  */
-import { isIP } from 'node:net';
+import { isIpOrCidr, isMac, isPlainIp, macNotAssignable } from '../net/addr.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { validateIfName } from '../cni/skel.js';
 
@@ -50,20 +50,6 @@ function bad(index: number, field: string, why: string): CniError {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-export function isMac(v: string, bytes = 6): boolean {
-  return new RegExp(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){${bytes - 1}}$`).test(v);
-}
-
-/** ip or ip/prefix, IPv4 or IPv6. */
-export function isIpOrCidr(v: string): boolean {
-  const [addr, prefix, extra] = v.split('/');
-  if (extra !== undefined || !addr) return false;
-  const family = isIP(addr);
-  if (!family) return false;
-  if (prefix === undefined) return true;
-  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
 function checkName(index: number, field: string, v: unknown): string {
@@ -114,6 +100,8 @@ function parseElement(raw: unknown, index: number, podNamespace: string): Networ
   }
   if (raw.mac !== undefined) {
     if (typeof raw.mac !== 'string' || !isMac(raw.mac)) throw bad(index, 'mac', `is not a 6-byte MAC address: ${JSON.stringify(raw.mac)}`);
+    const why = macNotAssignable(raw.mac);
+    if (why) throw bad(index, 'mac', `${why}, not an interface address: ${raw.mac}`);
     sel.mac = raw.mac;
   }
   if (raw['infiniband-guid'] !== undefined) {
@@ -133,7 +121,7 @@ function parseElement(raw: unknown, index: number, podNamespace: string): Networ
       if (protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'sctp') throw bad(index, `portMappings[${i}].protocol`, `must be TCP, UDP or SCTP, got ${JSON.stringify(pm.protocol)}`);
       const out: PortMapping = { hostPort: checkPort(index, `portMappings[${i}].hostPort`, pm.hostPort), containerPort: checkPort(index, `portMappings[${i}].containerPort`, pm.containerPort), protocol };
       if (pm.hostIP !== undefined) {
-        if (typeof pm.hostIP !== 'string' || !isIP(pm.hostIP)) throw bad(index, `portMappings[${i}].hostIP`, 'is not an IP address');
+        if (typeof pm.hostIP !== 'string' || !isPlainIp(pm.hostIP)) throw bad(index, `portMappings[${i}].hostIP`, 'is not an IP address');
         out.hostIP = pm.hostIP;
       }
       return out;
@@ -154,7 +142,7 @@ function parseElement(raw: unknown, index: number, podNamespace: string): Networ
     const gws = raw['default-route'];
     if (!Array.isArray(gws)) throw bad(index, 'default-route', 'must be a list of gateway IPs');
     sel.defaultRoute = gws.map((gw, i) => {
-      if (typeof gw !== 'string' || !isIP(gw)) throw bad(index, `default-route[${i}]`, `is not an IP address: ${JSON.stringify(gw)}`);
+      if (typeof gw !== 'string' || !isPlainIp(gw)) throw bad(index, `default-route[${i}]`, `is not an IP address: ${JSON.stringify(gw)}`);
       return gw;
     });
   }

@@ -46,7 +46,8 @@ export class KubeletDouble {
 
   constructor(
     readonly dir: string,
-    readonly opts: { watcher?: boolean } = {},
+    /** `podResourcesGet: false` answers Get as a 1.27–1.33 kubelet with the KubeletPodResourcesGet gate off. */
+    readonly opts: { watcher?: boolean; podResourcesGet?: boolean } = {},
   ) {}
 
   get devicePluginDir(): string {
@@ -212,8 +213,10 @@ export class KubeletDouble {
     server.addService(pkg.v1.PodResourcesLister.service, {
       List: (_c: unknown, cb: sendUnaryData<object>) => cb(null, { pod_resources: this.podList() }),
       Get: (call: ServerUnaryCall<{ pod_name: string; pod_namespace: string }, object>, cb: sendUnaryData<object>) => {
+        // Errors exactly as kubelet's server_v1.go returns them: plain Go errors, so gRPC code Unknown.
+        if (this.opts.podResourcesGet === false) return cb({ code: grpc.status.UNKNOWN, details: 'PodResources API Get method disabled' });
         const pod = this.podList().find((p) => (p as { name: string }).name === call.request.pod_name && (p as { namespace: string }).namespace === call.request.pod_namespace);
-        if (!pod) return cb({ code: grpc.status.NOT_FOUND, details: `pod ${call.request.pod_namespace}/${call.request.pod_name} not found` });
+        if (!pod) return cb({ code: grpc.status.UNKNOWN, details: `pod ${call.request.pod_name} in namespace ${call.request.pod_namespace} not found` });
         cb(null, { pod_resources: pod });
       },
       GetAllocatableResources: (_c: unknown, cb: sendUnaryData<object>) => cb(null, { devices: [...this.endpoints.values()].map((e) => ({ resource_name: e.resource, device_ids: e.devices.map((d) => d.ID) })) }),

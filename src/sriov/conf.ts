@@ -7,6 +7,7 @@ import { type CniArgs, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { PluginStdinConf } from '../cni/skel.js';
 import type { LinkState, VlanProto } from '../net/vf.js';
+import { macNotAssignable } from '../net/addr.js';
 import { parsePciAddress } from './host.js';
 
 export interface SriovConf {
@@ -51,6 +52,8 @@ function onOff(conf: Record<string, unknown>, key: string): boolean | undefined 
 
 function mac(value: unknown, where: string): string {
   if (typeof value !== 'string' || !MAC.test(value.toLowerCase())) throw invalid(`${where} is not a MAC address`, `got ${JSON.stringify(value)}`);
+  const why = macNotAssignable(value);
+  if (why) throw invalid(`${where} ${why}`, `${value} cannot be a VF's address`);
   return value.toLowerCase();
 }
 

@@ -19,6 +19,9 @@ import { ContainerdRig } from '../../src/rig/containerd.js';
 import { ApiServerDouble } from '../../src/k8s/apiserver.js';
 import { EXAMPLE_LINKS, exampleDocs, repoRoot } from '../../src/rig/simnode.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
+import { KubeletDouble } from '../../src/rig/kubelet.js';
+import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
+import { unary } from '../../src/util/grpc-unary.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, linkExists, listNetns } from '../support/rig.js';
@@ -159,6 +162,42 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     });
   });
 
+  describe('PodResources contract: the kubelet double and the real kubelet answer alike', () => {
+    /** The same calls against both sockets; what the test compares. */
+    const contract = async (socket: string): Promise<Record<string, unknown>> => {
+      const grpc = await import('@grpc/grpc-js');
+      const loader = await import('@grpc/proto-loader');
+      const def = loader.loadSync(join(repoRoot(), 'src', 'k8s', 'podresources-v1.proto'), { keepCase: true, defaults: true });
+      const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (a: string, c: unknown) => Record<string, Function> & { close(): void } } };
+      const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure());
+      const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (e: { code?: number; details?: string }) => ({ code: grpc.status[e.code ?? -1], details: e.details }));
+      try {
+        return {
+          getMissing: await outcome(unary(client, 'Get', { pod_name: 'missing', pod_namespace: 'contract' }, 10_000)),
+          list: await outcome(unary(client, 'List', {}, 10_000)),
+          allocatable: await outcome(unary(client, 'GetAllocatableResources', {}, 10_000)),
+        };
+      } finally {
+        client.close();
+      }
+    };
+    const expected = { getMissing: { code: 'UNKNOWN', details: 'pod missing in namespace contract not found' }, list: 'ok', allocatable: 'ok' };
+
+    it('the real kubelet', async () => {
+      assert.deepEqual(await contract(join(cluster.kubeletDir, 'pod-resources', 'kubelet.sock')), expected);
+    });
+
+    it('the kubelet double', async () => {
+      const double = new KubeletDouble(rig.dir('kubelet-double'));
+      await double.start();
+      try {
+        assert.deepEqual(await contract(double.podResourcesSocket), expected);
+      } finally {
+        await double.stop();
+      }
+    });
+  });
+
   for (const mode of ['oneshot', 'daemon'] as const) {
     describe(`pods through kubelet → containerd → plexus (${mode === 'oneshot' ? 'one-shot plugin' : 'node daemon + shim'}), YAML ServiceAccount kubeconfig`, () => {
       let daemon: DaemonProcess | undefined;
@@ -196,6 +235,8 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         const vf = (await cri.readySandbox('default', 'vf-stand-in'))!;
         assert.deepEqual(ipAddresses(vf.netns!.split('/').pop()!, 'vf0'), ['10.77.3.10/24']);
         assert.equal(linkExists(EXAMPLE_LINKS.vf), false, 'the VF stand-in left the host');
+        // PodResources Get of the real kubelet for a running pod: served, no devices.
+        assert.deepEqual([...(await podDevicesFromKubelet(join(cluster.kubeletDir, 'pod-resources', 'kubelet.sock'), 'default', 'two-nets', 10_000))], []);
 
         // network-status as the real API server stored it (kubectl get -o yaml shows it).
         const pod = (await until('network-status of two-nets', async () => {

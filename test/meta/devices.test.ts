@@ -19,8 +19,12 @@ const podResources = (name: string, ids: Record<string, string[]>) => ({
   containers: [{ name: 'app', devices: Object.entries(ids).map(([resource_name, device_ids]) => ({ resource_name, device_ids })) }],
 });
 
-/** kubelet's PodResources service on a unix socket; `withGet: false` answers Get as UNIMPLEMENTED. */
-async function servePodResources(socket: string, withGet: boolean): Promise<Served> {
+/**
+ * kubelet's PodResources service on a unix socket. Get: 'served'; 'absent' as before kubelet 1.27 (UNIMPLEMENTED);
+ * 'disabled' as 1.27–1.33 with the KubeletPodResourcesGet gate off (UNKNOWN, kubelet's own words).
+ */
+type GetMode = 'served' | 'absent' | 'disabled';
+async function servePodResources(socket: string, get: GetMode): Promise<Served> {
   const def = protoLoader.loadSync(join(repoRoot(), 'src', 'k8s', 'podresources-v1.proto'), { keepCase: true, defaults: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: { service: grpc.ServiceDefinition } } };
   const calls: string[] = [];
@@ -29,7 +33,8 @@ async function servePodResources(socket: string, withGet: boolean): Promise<Serv
   server.addService(pkg.v1.PodResourcesLister.service, {
     Get: (call: grpc.ServerUnaryCall<{ pod_name: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       calls.push('Get');
-      if (!withGet) return cb({ code: grpc.status.UNIMPLEMENTED, details: 'KubeletPodResourcesGet is off' });
+      if (get === 'absent') return cb({ code: grpc.status.UNIMPLEMENTED, details: 'unknown method Get' });
+      if (get === 'disabled') return cb({ code: grpc.status.UNKNOWN, details: 'PodResources API Get method disabled' });
       cb(null, { pod_resources: pods.find((p) => p.name === call.request.pod_name) });
     },
     List: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => {
@@ -47,14 +52,14 @@ describe('devices of a pod from kubelet', function () {
   const rig = new Rig();
   after(() => rig.cleanup());
 
-  for (const withGet of [true, false]) {
-    it(`uses PodResources ${withGet ? 'Get for the one pod' : 'List when Get is not served'}, sorted per resource`, async () => {
-      const socket = join(rig.dir('pr'), 'kubelet.sock');
-      const served = await servePodResources(socket, withGet);
+  for (const get of ['served', 'absent', 'disabled'] as const) {
+    it(`uses PodResources ${get === 'served' ? 'Get for the one pod' : `List when Get is ${get}`}, sorted per resource`, async () => {
+      const socket = join(rig.dir(`pr-${get}`), 'kubelet.sock');
+      const served = await servePodResources(socket, get);
       try {
         const devices = await podDevicesFromKubelet(socket, 'default', 'dev-pod', 5000);
         assert.deepEqual([...devices], [['plexus.dev/vf', ['0000:5e:02.3', '0000:5e:02.5']]]);
-        assert.deepEqual(served.calls, withGet ? ['Get'] : ['Get', 'List']);
+        assert.deepEqual(served.calls, get === 'served' ? ['Get'] : ['Get', 'List']);
       } finally {
         served.server.forceShutdown();
       }
@@ -72,7 +77,7 @@ describe('devices of a pod from kubelet', function () {
     await node.start();
     const socket = join(node.dir, 'pod-resources', 'kubelet.sock');
     mkdirSync(join(node.dir, 'pod-resources'));
-    const served = await servePodResources(socket, true);
+    const served = await servePodResources(socket, 'served');
     try {
       node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
         metadata: { name: 'vf-net', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'plexus.dev/vf' } },

@@ -82,6 +82,11 @@ describe('networks annotation', () => {
     ['an empty ips list', '[{"name":"a","ips":[]}]', 7, /non-empty/],
     ['an IPv4 prefix over 32', '[{"name":"a","ips":["10.0.0.1/33"]}]', 7, /not an IP/],
     ['a string in JSON form', '"just a string"', 7, /must be an object/],
+    ['an IPv6 address with a zone', '[{"name":"a","ips":["fe80::1%eth0/64"]}]', 7, /ips\[0\] is not an IP/],
+    ['a default-route gateway with a zone', '[{"name":"a","default-route":["fe80::1%eth0"]}]', 7, /default-route\[0\] is not an IP/],
+    ['a broadcast mac', '[{"name":"a","mac":"ff:ff:ff:ff:ff:ff"}]', 7, /mac is the broadcast address/],
+    ['a multicast mac', '[{"name":"a","mac":"01:00:5e:00:00:01"}]', 7, /mac is a multicast address/],
+    ['an all-zero mac', '[{"name":"a","mac":"00:00:00:00:00:00"}]', 7, /mac is all zeros/],
   ];
   for (const [what, text, code, cause] of invalid) {
     it(`refuses ${what}`, () => {

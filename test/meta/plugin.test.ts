@@ -245,6 +245,17 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       ['an empty item in a comma list', () => ({ [NETWORKS]: 'macvlan-a,,bridge-b' }), 7, /element 1: element is empty/],
       ['two default-route elements', () => ({ [NETWORKS]: '[{"name":"macvlan-a","default-route":[]},{"name":"bridge-b","default-route":[]}]' }), 7, /at most one/],
       ['a name that already exists in the pod', () => ({ [NETWORKS]: 'macvlan-a@lo' }), 7, /"lo" already exists/],
+      ['an IPv6 zone in ips', () => ({ [NETWORKS]: '[{"name":"bridge-b","ips":["fe80::1%eth0/64"]}]' }), 7, /ips\[0\] is not an IP/],
+      ['a multicast mac', () => ({ [NETWORKS]: '[{"name":"macvlan-a","mac":"01:00:5e:00:00:01"}]' }), 7, /mac is a multicast address/],
+      [
+        'a NAD with a cniVersion Plexus does not implement',
+        () => {
+          node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'future-net', namespace: 'default' }, spec: { config: '{"cniVersion":"9.9.9","name":"future-net","type":"macvlan","master":"plx-mv-master"}' } } as never);
+          return { [NETWORKS]: 'future-net' };
+        },
+        1,
+        /9\.9\.9.*network default\/future-net \(NAD\) as net1/,
+      ],
     ];
     for (const [what, annotations, code, cause] of cases) {
       it(`${what} → code ${code}`, async () => {
@@ -263,6 +274,19 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         assert.equal(hostState(), before);
       });
     }
+
+    it('a container ID too long to name a file → code 4; cniDir that is a file → code 7 naming the key; nothing written', async () => {
+      const ns = rig.netns('e');
+      const long = await node.exec(podEnv('ADD', 'c'.repeat(300), ns.path, { name: 'bad', namespace: 'default' }), runtimeConf({}));
+      assert.equal(long.json?.code, 4, long.stdout);
+      assert.match(String(long.json?.details), /300 characters; at most 200/);
+      const file = join(rig.dir('cnidir-file'), 'a-file');
+      writeFileSync(file, '');
+      const add = await node.exec(podEnv('ADD', 'sandbox-f', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf({}, { cniDir: file }));
+      assert.equal(add.json?.code, 7, add.stdout);
+      assert.match(String(add.json?.details), /"cniDir" .*a-file exists and is not a directory/);
+      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    });
 
     it('a pod netns that does not exist → code 3, no delegate ran, and the DEL after it is exact', async () => {
       const before = hostState();

@@ -245,6 +245,8 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
       [conf({ vlan: 0, vlanProto: '802.1ad' }), /802\.1ad needs a non-zero vlan/],
       [conf({ link_state: 'up' }), /link_state must be auto, enable or disable/],
       [conf({ mac: 'nope' }), /mac is not a MAC address/],
+      [conf({ mac: 'ff:ff:ff:ff:ff:ff' }), /mac is the broadcast address/],
+      [conf({ mac: '33:33:00:00:00:01' }), /mac is a multicast address/],
       [conf({ deviceID: '0000:99:00.0' }), /PCI device 0000:99:00\.0 not found/],
       [conf({ deviceID: PF }), /is not a VF/],
     ];
