@@ -1,7 +1,9 @@
 /** `plexusctl install`: the node install the DaemonSet's init step does, usable outside Kubernetes. */
 import type { Command } from 'commander';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { install } from '../meta/install.js';
+import { connect } from 'node:net';
+import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
+import { install, uninstall } from '../meta/install.js';
 import { emit } from './cni.js';
 
 export function registerInstall(program: Command): void {
@@ -27,6 +29,35 @@ export function registerInstall(program: Command): void {
           ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
           ...(o.multusConfDir ? { confDir: o.multusConfDir } : {}),
         });
+      }),
+    );
+}
+
+/** Whether a process accepts connections on the unix socket (a daemon still running). */
+function serving(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(socket);
+    c.once('connect', () => (c.destroy(), resolve(true)));
+    c.once('error', () => resolve(false));
+  });
+}
+
+export function registerUninstall(program: Command): void {
+  program
+    .command('uninstall')
+    .description("undo plexusctl install: remove 00-plexus.conflist (the runtime's first conf is the cluster network's again), plexus-shim and the launchers, and put back a sriov binary install replaced; run it after the node daemon stopped (deploy/README.md)")
+    .requiredOption('--cni-bin-dir <dir>', "the runtime's CNI bin dir")
+    .requiredOption('--cni-conf-dir <dir>', "the runtime's CNI conf dir")
+    .option('--cni-dir <dir>', 'the attachment records: pods still attached through Plexus stop the uninstall', '/var/lib/cni/plexus')
+    .option('--daemon-socket <path>', 'a node daemon still serving here stops the uninstall (it would write the meta conf again)', DEFAULT_DAEMON_SOCKET)
+    .option('--force', "uninstall although pods are attached (their secondaries then get only the runtime's DEL of the cluster network)")
+    .option('--keep-binaries', 'remove only the meta conf')
+    .action((o: { cniBinDir: string; cniConfDir: string; cniDir: string; daemonSocket: string; force?: boolean; keepBinaries?: boolean }) =>
+      emit(async () => {
+        if (await serving(o.daemonSocket)) {
+          throw new CniError(ErrorCode.TryAgainLater, 'the node daemon is still running', `it serves ${o.daemonSocket} and would write the meta conf again: stop it first (kubectl delete -f deploy/plexus-daemon.yaml)`);
+        }
+        return uninstall({ cniBinDir: o.cniBinDir, cniConfDir: o.cniConfDir, cniDir: o.cniDir, force: !!o.force, keepBinaries: !!o.keepBinaries });
       }),
     );
 }

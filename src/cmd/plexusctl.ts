@@ -7,7 +7,7 @@ import { registerCni } from './cni.js';
 import { registerDaemon } from './daemon.js';
 import { registerDemo } from './demo.js';
 import { registerExplain } from './explain.js';
-import { registerInstall } from './install.js';
+import { registerInstall, registerUninstall } from './install.js';
 import { registerSriov } from './sriov.js';
 import { registerDevicePlugin } from './deviceplugin.js';
 import { errorLine } from './options.js';
@@ -28,6 +28,7 @@ registerDaemon(program);
 registerDemo(program);
 registerExplain(program);
 registerInstall(program);
+registerUninstall(program);
 registerSriov(program);
 registerDevicePlugin(program);
 

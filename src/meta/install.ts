@@ -13,8 +13,20 @@ import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { nativeAddonPath } from '../util/native.js';
 import { requireAbove } from '../util/find-above.js';
+import { AttachmentStore } from './store.js';
 
 export const META_CONF_NAME = '00-plexus.conflist';
+/** Under `<binDir>/plexus.d/`: binaries install replaced, put back by uninstall. */
+const PREVIOUS_DIR = 'previous';
+const LAUNCHER_MARK = 'installed by plexusctl install';
+
+function isOurLauncher(path: string): boolean {
+  try {
+    return readFileSync(path).subarray(0, 512).toString('latin1').includes(LAUNCHER_MARK);
+  } catch {
+    return false;
+  }
+}
 
 /** The node's cluster network: the first conf in the dir that is not Plexus's own. */
 export function clusterNetworkConf(confDir: string): string | undefined {
@@ -109,17 +121,23 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   }
   const launcher = join(binDir, 'plexus');
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
-  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, { mode: 0o755 });
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, { mode: 0o755 });
   chmodSync(launcher, 0o755);
-  // The SR-IOV plugin (type "sriov", so sriov-cni NADs work unchanged), from the same bundle.
+  // The SR-IOV plugin (type "sriov", so sriov-cni NADs work unchanged), from the same bundle. A
+  // sriov-cni binary found there is kept aside once, for uninstall to put back.
   if (existsSync(join(target, 'sriov.mjs'))) {
     const sriov = join(binDir, 'sriov');
-    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, installed by plexusctl install\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, { mode: 0o755 });
+    const previous = join(root, PREVIOUS_DIR, 'sriov');
+    if (existsSync(sriov) && !isOurLauncher(sriov) && !existsSync(previous)) {
+      mkdirSync(dirname(previous), { recursive: true });
+      cpSync(sriov, previous, { preserveTimestamps: true });
+    }
+    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, { mode: 0o755 });
     chmodSync(sriov, 0o755);
   }
   // Keep this version and the one before it.
   const versions = readdirSync(root)
-    .filter((v) => !v.startsWith('.') && v !== version)
+    .filter((v) => !v.startsWith('.') && v !== version && v !== PREVIOUS_DIR)
     .sort((a, b) => statSync(join(root, b)).mtimeMs - statSync(join(root, a)).mtimeMs);
   for (const old of versions.slice(1)) rmSync(join(root, old), { recursive: true, force: true });
   return { plugin: launcher, version };
@@ -147,4 +165,94 @@ export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<M
   const conf = join(opts.cniConfDir, META_CONF_NAME);
   writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), { mode: 0o644 });
   return { plugin: shim ?? plugin, version, conf, clusterNetwork: cluster };
+}
+
+export interface UninstallOptions {
+  cniBinDir: string;
+  cniConfDir: string;
+  /** The attachment records: pods still attached through Plexus stop the uninstall unless `force`. */
+  cniDir: string;
+  force?: boolean;
+  keepBinaries?: boolean;
+}
+
+export interface UninstallResult {
+  removed: string[];
+  restored: string[];
+  /** The conf the runtime uses from now on. */
+  clusterNetwork?: string;
+  /** With `force`: sandboxes whose secondaries are no longer torn down by Plexus. */
+  abandoned: string[];
+}
+
+/** The static shim is told apart by the conf key only it reads. */
+function isOurShim(path: string): boolean {
+  try {
+    return readFileSync(path).includes('daemonSocket');
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `path` is a meta conf `install` or the daemon wrote (anything else there is left alone). */
+function isOurMetaConf(path: string): boolean {
+  try {
+    const list = parseNetworkConfig(readFileSync(path), path);
+    return list.name === 'plexus' && list.plugins.length === 1 && ['plexus', 'plexus-shim'].includes(list.plugins[0]!.type);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Undoes `install`: the meta conf goes (the runtime's first conf is the cluster network's again), the
+ * shim and launchers go, a sriov-cni binary install replaced comes back. Pods still attached through
+ * Plexus would lose the DEL of their secondaries (IPAM leases, VFs' settings): refused unless `force`.
+ * The node daemon must be stopped first, or it writes the meta conf again (the caller checks).
+ */
+export function uninstall(opts: UninstallOptions): UninstallResult {
+  const conf = join(opts.cniConfDir, META_CONF_NAME);
+  if (existsSync(conf) && !isOurMetaConf(conf)) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, 'not a Plexus meta conf', `${conf} was not written by plexusctl install (name "plexus", one plugin of type plexus or plexus-shim): left as it is`);
+  }
+  const attachments = join(opts.cniDir, 'attachments');
+  const active = existsSync(attachments) ? new AttachmentStore(attachments).active() : [];
+  if (active.length && !opts.force) {
+    throw new CniError(
+      ErrorCode.TryAgainLater,
+      'pods are still attached through Plexus',
+      `${active.length} sandbox(es) on this node (${active.slice(0, 5).join(', ')}${active.length > 5 ? ', …' : ''}); drain the node first (kubectl drain), or --force to leave their secondary interfaces to the runtime's DEL of the cluster network alone`,
+    );
+  }
+  const removed: string[] = [];
+  const restored: string[] = [];
+  if (existsSync(conf)) {
+    rmSync(conf);
+    removed.push(conf);
+  }
+  if (!opts.keepBinaries) {
+    for (const name of ['plexus-shim', 'plexus', 'sriov']) {
+      const path = join(opts.cniBinDir, name);
+      const ours = name === 'plexus-shim' ? isOurShim(path) : isOurLauncher(path);
+      if (!ours) continue;
+      rmSync(path, { force: true });
+      removed.push(path);
+    }
+    const root = join(opts.cniBinDir, 'plexus.d');
+    const previous = join(root, PREVIOUS_DIR);
+    if (existsSync(previous)) {
+      for (const name of readdirSync(previous)) {
+        const target = join(opts.cniBinDir, name);
+        if (existsSync(target)) continue;
+        writeFileAtomic(target, readFileSync(join(previous, name)), { mode: statSync(join(previous, name)).mode & 0o7777 });
+        restored.push(target);
+      }
+    }
+    if (existsSync(root)) {
+      rmSync(root, { recursive: true, force: true });
+      removed.push(root);
+    }
+  }
+  const clusterNetwork = clusterNetworkConf(opts.cniConfDir);
+  return { removed, restored, ...(clusterNetwork ? { clusterNetwork } : {}), abandoned: active };
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { ContainerdRig } from '../../src/rig/containerd.js';
@@ -126,8 +128,82 @@ describe('plexusctl install (one-shot mode)', function () {
       await cri.removePod(id);
       assert.deepEqual(listNetns(), netnsBefore);
       assert.deepEqual(new AttachmentStore(join(confDir, '..', 'plexus', 'attachments')).active(), []);
+
+      // Uninstalled, the runtime's next pod gets the cluster network from its own conf, without Plexus.
+      const un = plexusctl(['uninstall', '--cni-bin-dir', cri.binDir, '--cni-conf-dir', cri.confDir, '--cni-dir', join(confDir, '..', 'plexus'), '--daemon-socket', join(confDir, '..', 'no-daemon.sock')]);
+      assert.equal(un.status, 0, JSON.stringify(un.json));
+      assert.equal(un.json.clusterNetwork, join(cri.confDir, '10-cluster.conflist'));
+      await new Promise((r) => setTimeout(r, 3000));
+      const after = await cri.runPod({ name: 'uninstalled', namespace: 'default' });
+      const st = await cri.podStatus(after);
+      assert.deepEqual(ipAddresses(basename(st.netns!), 'eth0'), [`${st.network?.ip}/24`]);
+      assert.equal(existsSync(join(confDir, '..', 'plexus', 'attachments', `${after}.jsonl`)), false, 'plexus no longer runs');
+      await cri.removePod(after);
+      assert.deepEqual(listNetns(), netnsBefore);
     } finally {
       await cri.stop();
     }
+  });
+
+  describe('plexusctl uninstall', () => {
+    const uninstallArgs = (extra: string[] = []): string[] => ['uninstall', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus'), '--daemon-socket', join(confDir, '..', 'plexus.sock'), ...extra];
+    const SRIOV_CNI = '#!/bin/sh\n# stands in for sriov-cni\necho sriov-cni\n';
+
+    it('removes the meta conf, shim and launchers, and puts back the sriov binary install replaced', () => {
+      const cluster = clusterConf();
+      writeFileSync(join(bin, 'sriov'), SRIOV_CNI, { mode: 0o755 });
+      writeFileSync(join(bin, 'bridge'), 'not ours');
+      assert.equal(plexusctl([...args(), '--mode', 'daemon', '--daemon-socket', join(confDir, '..', 'plexus.sock')]).status, 0);
+      assert.notEqual(readFileSync(join(bin, 'sriov'), 'utf8'), SRIOV_CNI, 'install put its own sriov there');
+      const r = plexusctl(uninstallArgs());
+      assert.equal(r.status, 0, JSON.stringify(r.json));
+      assert.deepEqual(readdirSync(confDir), [basename(cluster)]);
+      assert.deepEqual(readdirSync(bin).sort(), ['bridge', 'sriov']);
+      assert.equal(readFileSync(join(bin, 'sriov'), 'utf8'), SRIOV_CNI);
+      assert.equal(statSync(join(bin, 'sriov')).mode & 0o777, 0o755);
+      assert.equal(r.json.clusterNetwork, cluster);
+      assert.deepEqual(r.json.restored, [join(bin, 'sriov')]);
+      // Again: nothing left to do, and it says so by removing nothing.
+      const again = plexusctl(uninstallArgs());
+      assert.equal(again.status, 0);
+      assert.deepEqual(again.json.removed, []);
+    });
+
+    it('refuses while pods are attached through Plexus (code 11, naming them) and changes nothing; --force goes ahead and lists them', () => {
+      clusterConf();
+      assert.equal(plexusctl(args()).status, 0);
+      const store = new AttachmentStore(join(confDir, '..', 'plexus', 'attachments'));
+      store.write({ containerID: 'sandbox-attached', netns: '/run/netns/x', ifName: 'eth0', args: [], podNamespace: 'default', podName: 'p', podUID: 'u', cniVersion: '1.0.0', attachments: [{ network: 'default/a', ifName: 'net1', config: '{}', capabilityArgs: {}, isDefault: false, state: 'added' }] });
+      const before = [readdirSync(bin).sort(), readdirSync(confDir).sort()];
+      const r = plexusctl(uninstallArgs());
+      assert.equal(r.status, 1);
+      assert.equal(r.json.code, 11);
+      assert.match(String(r.json.details), /1 sandbox\(es\) on this node \(sandbox-attached\); drain the node first/);
+      assert.deepEqual([readdirSync(bin).sort(), readdirSync(confDir).sort()], before);
+      const forced = plexusctl(uninstallArgs(['--force']));
+      assert.equal(forced.status, 0, JSON.stringify(forced.json));
+      assert.deepEqual(forced.json.abandoned, ['sandbox-attached']);
+      assert.equal(existsSync(join(confDir, '00-plexus.conflist')), false);
+    });
+
+    it('refuses while a node daemon serves its socket, and leaves a 00-plexus.conflist it did not write', async () => {
+      clusterConf();
+      assert.equal(plexusctl(args()).status, 0);
+      const socket = join(confDir, '..', 'plexus.sock');
+      const server = createServer().listen(socket);
+      await once(server, 'listening');
+      try {
+        const r = plexusctl(uninstallArgs());
+        assert.equal(r.status, 1);
+        assert.match(String(r.json.details), /plexus\.sock and would write the meta conf again/);
+      } finally {
+        server.close();
+      }
+      writeFileSync(join(confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'someone-else', plugins: [{ type: 'bridge' }] }));
+      const foreign = plexusctl(uninstallArgs());
+      assert.equal(foreign.status, 1);
+      assert.equal(foreign.json.code, 7);
+      assert.ok(existsSync(join(confDir, '00-plexus.conflist')));
+    });
   });
 });
