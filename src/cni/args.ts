@@ -3,15 +3,17 @@ import { CniError, ErrorCode } from './errors.js';
 
 export type CniArgs = [key: string, value: string][];
 
-/** Parses CNI_ARGS; every pair must split on `=` into exactly two parts (code 4 otherwise). */
+/**
+ * Parses CNI_ARGS; every pair is KEY=VALUE with a non-empty key, split at the first `=` (code 4
+ * otherwise). A value may hold `=` (base64, `a=b` selectors), as Multus accepts; Go plugins given
+ * such a pair refuse it themselves.
+ */
 export function parseCniArgs(text: string | undefined): CniArgs {
   if (!text) return [];
   return text.split(';').map((pair) => {
-    const parts = pair.split('=');
-    if (parts.length !== 2 || parts[0] === '') {
-      throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_ARGS', `invalid pair "${pair}"`);
-    }
-    return [parts[0]!, parts[1]!];
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_ARGS', `invalid pair "${pair}"`);
+    return [pair.slice(0, at), pair.slice(at + 1)];
   });
 }
 
@@ -19,7 +21,7 @@ export function parseCniArgs(text: string | undefined): CniArgs {
 export function formatCniArgs(args: CniArgs): string {
   return dedupe(args)
     .map(([k, v]) => {
-      if (k.includes('=') || k.includes(';') || v.includes('=') || v.includes(';')) {
+      if (k === '' || k.includes('=') || k.includes(';') || v.includes(';')) {
         throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_ARGS', `"${k}=${v}" cannot be encoded`);
       }
       return `${k}=${v}`;
@@ -51,4 +53,13 @@ export function getArg(args: CniArgs, key: string): string | undefined {
 export function withIgnoreUnknown(args: CniArgs): CniArgs {
   if (!args.length || args.some(([k]) => k.toLowerCase() === 'ignoreunknown')) return args;
   return [['IgnoreUnknown', '1'], ...args];
+}
+
+/**
+ * The runtime's CNI_ARGS as a meta plugin passes them on to its delegates: a pair whose value holds `=`
+ * is kept from them, since plugins built on libcni refuse the whole CNI_ARGS over it ("ARGS: invalid
+ * pair"); the meta plugin itself still reads it.
+ */
+export function argsForDelegates(args: CniArgs): CniArgs {
+  return args.filter(([, v]) => !v.includes('='));
 }

@@ -52,7 +52,7 @@ export interface MetaConf {
 /** Reads the meta conf from the plugin's stdin conf, with Multus's defaults. */
 export function parseMetaConf(conf: PluginStdinConf): MetaConf {
   const raw = validate<Record<string, unknown> & Partial<MetaConf> & { globalNamespaces?: string }>('meta', conf, ErrorCode.InvalidNetworkConfig, 'plexus configuration');
-  if (!raw.clusterNetwork && !raw.delegates) {
+  if (!raw.clusterNetwork && !raw.delegates?.length) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, 'invalid plexus configuration', 'one of "clusterNetwork" or "delegates" is required');
   }
   if (raw.auxiliaryCNIChainName && !raw.clusterNetwork?.includes('/')) {
@@ -84,7 +84,8 @@ export function parseMetaConf(conf: PluginStdinConf): MetaConf {
   };
   for (const key of ['cniDir', 'deviceInfoDir', 'confDir', 'binDir'] as const) requireDirectoryOrAbsent(key, out[key]);
   for (const key of ['clusterNetwork', 'delegates', 'readinessindicatorfile', 'kubeconfig', 'logFile', 'logOptions', 'auxiliaryCNIChainName'] as const) {
-    if (raw[key] !== undefined && raw[key] !== '') (out as unknown as Record<string, unknown>)[key] = raw[key];
+    // Multus writes `"delegates": []` beside clusterNetwork: an empty list is no list.
+    if (raw[key] !== undefined && raw[key] !== '' && !(key === 'delegates' && !raw.delegates?.length)) (out as unknown as Record<string, unknown>)[key] = raw[key];
   }
   return out;
 }

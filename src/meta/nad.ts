@@ -61,7 +61,14 @@ export function loadNetworkFromPath(path: string): NetworkConfigList {
 /** Conf files parsed, by path, with the bytes they were parsed from. */
 const parsedFiles = new Map<string, NetworkConfigList>();
 
-/** An inline delegate of a Multus-style `delegates` list. */
-export function inlineDelegate(value: Record<string, unknown>, index: number): NetworkConfigList {
-  return parseNetworkConfig(Buffer.from(JSON.stringify(value)), `delegates[${index}]`);
+/**
+ * An inline delegate of a Multus-style `delegates` list. Multus's own examples leave out `name` and
+ * `cniVersion` (`{"type": "weave-net"}`): the name defaults to the meta conf's (`<name>-<index>` after
+ * the first), which also keys the delegate's IPAM and cache state, and the version to the meta conf's.
+ */
+export function inlineDelegate(value: Record<string, unknown>, index: number, meta: { name: string; cniVersion: string }): NetworkConfigList {
+  const defaults: Record<string, unknown> = {};
+  if (value.name === undefined || value.name === '') defaults.name = index === 0 ? meta.name : `${meta.name}-${index}`;
+  if (value.cniVersion === undefined || value.cniVersion === '') defaults.cniVersion = meta.cniVersion;
+  return parseNetworkConfig(Buffer.from(JSON.stringify({ ...value, ...defaults })), `delegates[${index}]`);
 }

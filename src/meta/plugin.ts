@@ -7,7 +7,7 @@
  */
 import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type CniArgs, getArg } from '../cni/args.js';
+import { type CniArgs, argsForDelegates, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { CniRuntime, type RuntimeConf } from '../cni/runtime.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
@@ -271,7 +271,7 @@ export class MetaInvocation {
         return { display: `${defaultOverride.namespace}/${defaultOverride.name}`, list, ifName: defaultOverride.interface ?? this.req.ifName };
       }
       if (this.conf.delegates) {
-        const list = inlineDelegate(this.conf.delegates[0]!, 0);
+        const list = inlineDelegate(this.conf.delegates[0]!, 0, this.conf);
         return { display: list.name, list, ifName: this.req.ifName };
       }
       return { ...(await this.resolveNamed(this.conf.clusterNetwork!)), ifName: this.req.ifName };
@@ -280,7 +280,7 @@ export class MetaInvocation {
       // NPWG §7.5: the runtime's own runtimeConfig goes to the cluster network only, all of it.
       attachments.push({ network: cluster.display, list: cluster.list, ifName: cluster.ifName, isDefault: true, capabilityArgs: { ...(this.req.conf.runtimeConfig ?? {}) } });
     }
-    const extraDelegates = (this.conf.delegates ?? []).slice(1).map((d, i) => inlineDelegate(d, i + 1));
+    const extraDelegates = (this.conf.delegates ?? []).slice(1).map((d, i) => inlineDelegate(d, i + 1, this.conf));
     const defaultNetworks = this.conf.systemNamespaces.includes(podNamespace) ? [] : this.conf.defaultNetworks;
     for (const list of extraDelegates) attachments.push({ network: list.name, list, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {} });
     for (const name of defaultNetworks) {
@@ -394,7 +394,7 @@ export class MetaInvocation {
   }
 
   runtimeConf(ifName: string, capabilityArgs: Record<string, unknown>): RuntimeConf {
-    return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: this.req.args, capabilityArgs };
+    return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: argsForDelegates(this.req.args), capabilityArgs };
   }
 }
 
@@ -704,7 +704,7 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   const kept: StoredAttachment[] = [];
   for (const s of [...record.attachments].reverse()) {
     try {
-      const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: inv.req.args, capabilityArgs: s.capabilityArgs };
+      const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: argsForDelegates(inv.req.args), capabilityArgs: s.capabilityArgs };
       await observed(s.network, 'DEL', () => inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result }));
       removeDeviceInfo(s.deviceInfoFile);
     } catch (err) {
@@ -774,7 +774,7 @@ export async function cmdStatus(req: PluginRequest): Promise<void> {
     throw new CniError(ErrorCode.PluginNotAvailable, 'cluster network not ready', (err as CniError).details);
   }
   const lists = [...networksInUse(inv, readRecords(inv)).values()].map((n) => n.list);
-  const clusterNetwork = inv.conf.delegates ? inlineDelegate(inv.conf.delegates[0]!, 0) : (await inv.resolveNamed(inv.conf.clusterNetwork!)).list;
+  const clusterNetwork = inv.conf.delegates ? inlineDelegate(inv.conf.delegates[0]!, 0, inv.conf) : (await inv.resolveNamed(inv.conf.clusterNetwork!)).list;
   const seen = new Set<string>();
   for (const list of [clusterNetwork, ...lists]) {
     const key = list.bytes.toString();

@@ -8,7 +8,7 @@ export const metaSchema = {
     name: { type: 'string' },
     type: { type: 'string' },
     clusterNetwork: { type: 'string', minLength: 1 },
-    delegates: { type: 'array', minItems: 1, items: { type: 'object' } },
+    delegates: { type: 'array', items: { type: 'object' } },
     defaultNetworks: stringList,
     systemNamespaces: stringList,
     multusNamespace: { type: 'string', minLength: 1 },

@@ -28,9 +28,20 @@ export interface StatusInput {
   deviceInfo?: Record<string, unknown>;
 }
 
-/** Default-route gateways in a result (routes to 0.0.0.0/0 or ::/0). */
+/**
+ * Default-route gateways in a result (routes to 0.0.0.0/0 or ::/0). A route without `gw` goes via the
+ * gateway of the result's IP of its family, as plugins install it (host-local's usual form:
+ * `routes: [{"dst": "0.0.0.0/0"}]` with the gateway in `ips[].gateway`).
+ */
 export function defaultGateways(result: Result): string[] {
-  return (result.routes ?? []).filter((r) => (r.dst === '0.0.0.0/0' || r.dst === '::/0') && r.gw).map((r) => r.gw!);
+  const out: string[] = [];
+  for (const r of result.routes ?? []) {
+    const family = r.dst === '0.0.0.0/0' ? '4' : r.dst === '::/0' ? '6' : undefined;
+    if (!family) continue;
+    const gw = r.gw ?? result.ips?.find((ip) => ip.gateway && ipFamily(ip.address) === family)?.gateway;
+    if (gw && !out.includes(gw)) out.push(gw);
+  }
+  return out;
 }
 
 /** One entry per attachment; a minimal map (name, interface, default) when the result says little. */
@@ -42,7 +53,9 @@ export function statusEntry(input: StatusInput, ifName: string, multusCompat = f
   if (index >= 0) {
     const iface = interfaces[index]!;
     entry.interface = iface.name;
-    const ips = (result?.ips ?? []).filter((ip) => ip.interface === index).map((ip) => ip.address);
+    // An IP without an interface index (Calico, older plugins: the index is optional in CNI) is the
+    // attachment's own: this entry stands for the attachment (Multus ≥ 4.1 drops them, its #1359).
+    const ips = (result?.ips ?? []).filter((ip) => ip.interface === index || ip.interface === undefined).map((ip) => ip.address);
     if (ips.length) entry.ips = ips;
     if (iface.mac) entry.mac = iface.mac;
     if (multusCompat && iface.mtu) entry.mtu = iface.mtu;

@@ -12,7 +12,15 @@ describe('CNI_ARGS', () => {
     assert.deepEqual(parseCniArgs(''), []);
   });
 
-  for (const bad of ['A=1;', 'A=b=c', 'novalue', '=x', 'A=1;;B=2']) {
+  it('a value may hold "=" (split at the first), as Multus accepts', () => {
+    assert.deepEqual(parseCniArgs('SEL=app=web;TOKEN=YWJj=='), [
+      ['SEL', 'app=web'],
+      ['TOKEN', 'YWJj=='],
+    ]);
+    assert.equal(formatCniArgs(parseCniArgs('SEL=app=web')), 'SEL=app=web');
+  });
+
+  for (const bad of ['A=1;', 'novalue', '=x', 'A=1;;B=2']) {
     it(`refuses "${bad}" with code 4 naming the pair`, () => {
       assert.throws(() => parseCniArgs(bad), (e: unknown) => e instanceof CniError && e.code === 4 && /invalid pair/.test(e.details ?? ''));
     });
@@ -31,7 +39,7 @@ describe('CNI_ARGS', () => {
   it('property: format then parse is the identity on valid pairs', () => {
     const token = fc.stringMatching(/^[A-Za-z0-9_.:-]{1,12}$/);
     fc.assert(
-      fc.property(fc.uniqueArray(fc.tuple(token, fc.stringMatching(/^[A-Za-z0-9_.:/-]{0,12}$/)), { selector: (p) => p[0] }), (pairs) => {
+      fc.property(fc.uniqueArray(fc.tuple(token, fc.stringMatching(/^[A-Za-z0-9_.:/=-]{0,12}$/)), { selector: (p) => p[0] }), (pairs) => {
         assert.deepEqual(parseCniArgs(formatCniArgs(pairs)), pairs);
       }),
     );

@@ -119,6 +119,58 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(hostState(), before, 'no link, IP, store entry or device-info file left');
   });
 
+  it("the cluster network's default-route in network-status is the pod's actual default route when the route has no gw (host-local's usual form)", async () => {
+    const ns = rig.netns('g');
+    const bridge = 'plx-nogw-br';
+    rig.ownLink(bridge);
+    const cluster = { cniVersion: '1.0.0', name: 'cluster-nogw', type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam-nogw'), ranges: [[{ subnet: '10.74.0.0/24', gateway: '10.74.0.1' }], [{ subnet: 'fd74::/64', gateway: 'fd74::1' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }] } };
+    const conf = runtimeConf({}, { clusterNetwork: undefined, delegates: [cluster] });
+    const env = podEnv('ADD', 'sb-nogw', ns.path, { name: 'nogw', namespace: 'default' });
+    node.api.put('v1', 'pods', { metadata: { name: 'nogw', namespace: 'default', uid: 'uid-nogw' }, spec: { nodeName: 'plx-node' } } as never);
+    const add = await node.exec(env, conf);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const actual = [4, 6].map((f) => ipJson<{ gateway?: string }[]>(['-n', ns.name, `-${f}`, 'route', 'show', 'default'])[0]?.gateway);
+    assert.deepEqual(actual, ['10.74.0.1', 'fd74::1'], 'the delegate installed the default routes via the ranges’ gateways');
+    const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'nogw')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string; 'default-route'?: string[] }[];
+    assert.deepEqual(status[0]!['default-route'], actual);
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf)).status, 0);
+  });
+
+  describe('Multus drop-in: Multus confs and inputs work by changing only the type', () => {
+    it('inline delegates without name or cniVersion, a CNI_ARGS value holding "=", and delegate IPs without an interface index', async () => {
+      const ns = rig.netns('md');
+      const bridge = 'plx-mdrop-br';
+      rig.ownLink(bridge);
+      // A delegate whose result's IPs carry no interface index (as Calico's do).
+      installShellPlugin(node.binDir, 'plx-noindex', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"cniVersion":"1.0.0","interfaces":[{"name":"net1","sandbox":"'$CNI_NETNS'"}],"ips":[{"address":"10.66.0.5/24"}]}'`);
+      node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'noindex-net', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","type":"plx-noindex"}' } } as never);
+      node.api.put('v1', 'pods', { metadata: { name: 'mdrop', namespace: 'default', uid: 'uid-mdrop' }, spec: { nodeName: 'plx-node' } } as never);
+      // As in Multus's own examples: {"type": ...} alone.
+      const delegate = { type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam-mdrop'), ranges: [[{ subnet: '10.73.0.0/24' }]] } };
+      const conf = runtimeConf({ [NETWORKS]: 'noindex-net' }, { clusterNetwork: undefined, delegates: [delegate] });
+      const env = podEnv('ADD', 'sb-mdrop', ns.path, { name: 'mdrop', namespace: 'default', uid: 'uid-mdrop' });
+      env.CNI_ARGS = `${env.CNI_ARGS};SELECTOR=app=web`;
+      const add = await node.exec(env, conf);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      assert.match(ipAddresses(ns.name, 'eth0')[0] ?? '', /^10\.73\.0\./);
+      const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'mdrop')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string; interface: string; ips?: string[] }[];
+      assert.deepEqual(status.map((e) => [e.name, e.interface]), [['plexus', 'eth0'], ['default/noindex-net', 'net1']], 'the nameless delegate is named after the meta conf');
+      assert.deepEqual(status[1]!.ips, ['10.66.0.5/24'], 'IPs without an index belong to the attachment');
+      assert.ok(existsSync(join(node.dir, 'ipam-mdrop', 'plexus')), "the delegate's IPAM state is keyed by that name");
+      assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf)).status, 0);
+      assert.deepEqual(reservations(join(node.dir, 'ipam-mdrop', 'plexus')), []);
+    });
+
+    it('"delegates": [] beside clusterNetwork is no delegates list', async () => {
+      const ns = rig.netns('me');
+      const env = podEnv('ADD', 'sb-mempty', ns.path, { name: 'mempty', namespace: 'default' });
+      const add = await node.exec(env, runtimeConf({}, { delegates: [] }));
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      assert.match(ipAddresses(ns.name, 'eth0')[0] ?? '', /^10\.76\.0\./, 'the clusterNetwork conf attached eth0');
+      assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({}, { delegates: [] }))).status, 0);
+    });
+  });
+
   it('DEL works with the API server stopped', async () => {
     const ns = rig.netns('d');
     const { meta } = twoNets();
