@@ -119,10 +119,24 @@ export async function vfTables(root: string): Promise<VfTable[]> {
 }
 
 /** `ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV]`, the address itself holding colons. */
+const PF_ARG_HELP = 'ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV][,numa=N][,offset=N][,stride=N][,real-pf]';
+
 export function parsePfArg(text: string): FakePfSpec {
-  const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)(?::([A-Za-z0-9_.-]{1,12}))?$/.exec(text);
-  if (!m) throw new Error(`--pf ${text}: expected ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV], e.g. 0000:5e:00.0:8086:158b:4:ens1f0`);
-  return { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, numVfs: Number(m[4]), totalVfs: Math.max(8, Number(m[4])), ...(m[5] ? { netdev: m[5] } : {}) };
+  const [head = '', ...options] = text.split(',');
+  const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\d+)(?::([A-Za-z0-9_.-]{1,12}))?$/.exec(head);
+  if (!m) throw new Error(`--pf ${text}: expected ${PF_ARG_HELP}, e.g. 0000:5e:00.0:8086:158b:4:ens1f0,numa=1`);
+  const spec: FakePfSpec = { address: m[1]!.toLowerCase(), vendor: m[2]!, device: m[3]!, numVfs: Number(m[4]), totalVfs: Math.max(8, Number(m[4])), ...(m[5] ? { netdev: m[5] } : {}) };
+  for (const option of options) {
+    const [key, value] = option.split('=');
+    const n = Number(value);
+    const integer = value !== undefined && /^\d{1,3}$/.test(value);
+    if (key === 'real-pf' && value === undefined) spec.realPfNetdev = true;
+    else if (key === 'numa' && integer) spec.numa = n;
+    else if (key === 'offset' && integer && n >= 1) spec.vfOffset = n;
+    else if (key === 'stride' && integer && n >= 1) spec.vfStride = n;
+    else throw new Error(`--pf ${text}: "${option}" is not one of numa=N, offset=N (≥ 1), stride=N (≥ 1), real-pf`);
+  }
+  return spec;
 }
 
 export function registerSriov(program: Command): void {
@@ -160,7 +174,7 @@ export function registerSriov(program: Command): void {
   host
     .command('create <dir>')
     .description(`build a simulated host (VF netdevs are real veth ends in this netns); point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
-    .option('--pf <spec...>', 'a PF ADDR:VENDOR:DEVICE:NUMVFS[:PF_NETDEV] (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0; its VF netdevs are <PF_NETDEV>v<N>')
+    .option('--pf <spec...>', `a PF ${PF_ARG_HELP} (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0,numa=1; its VF netdevs are <PF_NETDEV>v<N>; PFs on one bus get disjoint VF ranges unless offset/stride say otherwise; real-pf makes the PF netdev a real link too`)
     .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
     .action((dir: string, o: { pf?: string[]; nic?: string[] }) => {
       const nics = (o.nic ?? []).map((t) => {

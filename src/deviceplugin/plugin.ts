@@ -17,7 +17,7 @@ import { API_VERSION, type Device, HEALTHY, UNHEALTHY, grpc, kubeletApis, unary 
 import { deviceHealth } from './health.js';
 import { type Assignment, type DeviceVerdict, type RememberedDevice, assignPools } from './pools.js';
 import { PoolServer } from './server.js';
-import { BindError, bindVfio, releaseVfio } from './vfio.js';
+import { BindError, type NetdevUse, bindVfio, hostNetdevUse, releaseVfio } from './vfio.js';
 
 export interface DevicePluginOptions {
   configFile: string;
@@ -32,6 +32,8 @@ export interface DevicePluginOptions {
   /** Answer Allocate with CDI devices and keep CDI specs in this directory instead of device nodes. */
   cdiDir?: string;
   resyncMs?: number;
+  /** What holds the host's netdevs (addresses, routes) for the vfio preflight; default: rtnetlink. */
+  netdevUse?: () => Promise<NetdevUse>;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -59,6 +61,8 @@ export class SriovDevicePlugin {
   private remembered = new Map<string, RememberedDevice>();
   /** Devices this plugin bound to vfio-pci, to release them when they leave their pool. */
   private bound = new Set<string>();
+  /** Why a device of a pool with bindDriver is not bound to it (it is then advertised Unhealthy). */
+  private bindRefused = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private resyncing: Promise<void> = Promise.resolve();
   /** The last config error, kept for the debug endpoint. */
@@ -157,7 +161,7 @@ export class SriovDevicePlugin {
       this.assignment = assignPools(this.inventory, config.pools, this.remembered);
     };
     await scan();
-    if (this.bindPools(config)) await scan();
+    if (await this.bindPools(config)) await scan();
     this.releaseUnpooled();
     this.persist();
     const wanted = new Map(config.pools.map((p) => [resourceFullName(p), p]));
@@ -246,7 +250,10 @@ export class SriovDevicePlugin {
       // A device that is still here but left the pool (config change) is no longer advertised.
       if (dev && this.assignment.verdicts.find((v) => v.device.address === id)?.pool !== name) continue;
       let reason: string | undefined;
-      for (const m of units.get(id) ?? [id]) {
+      // A pool that binds its devices hands out only bound ones: a DPDK pod must never get a kernel netdev.
+      const bindDriver = state.pool.bindDriver;
+      if (dev && bindDriver && dev.driver !== bindDriver) reason = `not bound to ${bindDriver} (${dev.driver ?? 'no driver'}): ${this.bindRefused.get(id) ?? 'binding pending'}`;
+      for (const m of reason ? [] : (units.get(id) ?? [id])) {
         const verdict = deviceHealth(m, this.inventory.devices.some((d) => d.address === m) ? this.remembered.get(m)?.driver : undefined, state.pool, this.inventory);
         if (!verdict.healthy) {
           reason = m === id ? verdict.reason : `IOMMU group member ${m}: ${verdict.reason}`;
@@ -308,24 +315,31 @@ export class SriovDevicePlugin {
   }
 
   /** Binds devices of pools with `bindDriver` (each refusal logged with its reason); true when something changed. */
-  private bindPools(config: DevicePluginConfig): boolean {
+  private async bindPools(config: DevicePluginConfig): Promise<boolean> {
     let changed = false;
+    const refused = new Map<string, string>();
+    let use: NetdevUse | undefined;
     for (const pool of config.pools.filter((p) => p.bindDriver === 'vfio-pci')) {
       const ids = this.assignment.pools.find((p) => p.pool === pool)?.devices ?? [];
       const unit = new Set(ids);
       for (const id of ids) {
         const dev = this.inventory.devices.find((d) => d.address === id)!;
         if (dev.driver === 'vfio-pci') continue;
+        // One look at the host's addresses and routes per pass, and only when something is to be bound.
+        use ??= await (this.opts.netdevUse ?? hostNetdevUse)();
         try {
-          bindVfio(this.opts.host, dev, this.inventory, unit);
+          bindVfio(this.opts.host, dev, this.inventory, use, unit);
           this.bound.add(id);
           changed = true;
           this.log('info', 'bound to vfio-pci', { resource: resourceFullName(pool), device: id, was: dev.driver });
         } catch (err) {
-          this.log('warn', 'not bound to vfio-pci', { resource: resourceFullName(pool), device: id, reason: err instanceof BindError ? err.message : String(err) });
+          const reason = err instanceof BindError ? err.message : String(err);
+          refused.set(id, reason);
+          if (this.bindRefused.get(id) !== reason) this.log('warn', 'not bound to vfio-pci', { resource: resourceFullName(pool), device: id, reason });
         }
       }
     }
+    this.bindRefused = refused;
     return changed;
   }
 

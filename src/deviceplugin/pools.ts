@@ -115,8 +115,14 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[], previous: M
       continue;
     }
     const misses: string[] = [];
-    let joined: PoolConfig | undefined;
-    for (const pool of pools) {
+    const remembered = previous.get(dev.address);
+    const same = !!remembered && remembered.vendor === dev.vendor && remembered.device === dev.device && remembered.pf === dev.pf;
+    // In use by a pod: allocated (PodResources), or a kernel-driver VF whose netdev left the host (in a
+    // pod netns). It keeps its pool even when another pool's selectors match it too (a catch-all
+    // listed earlier, or after a config reload): else it would be advertised free elsewhere.
+    const inUse = same && (remembered.allocated === true || (dev.netdevs.length === 0 && !!dev.driver && !USERSPACE.has(dev.driver) && remembered.driver === dev.driver));
+    let joined: PoolConfig | undefined = inUse ? pools.find((p) => resourceFullName(p) === remembered.pool && classMatches(p, dev)) : undefined;
+    for (const pool of joined ? [] : pools) {
       if (!classMatches(pool, dev)) continue;
       for (const [k, sel] of pool.selectors.entries()) {
         // A pool that binds its devices to a userspace driver selects them by their kernel driver;
@@ -131,10 +137,8 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[], previous: M
       }
       if (joined) break;
     }
-    const remembered = previous.get(dev.address);
-    if (!joined && remembered && (dev.netdevs.length === 0 || remembered.allocated) && remembered.vendor === dev.vendor && remembered.device === dev.device && remembered.pf === dev.pf) {
-      joined = pools.find((p) => resourceFullName(p) === remembered.pool);
-    }
+    // A netdev-less function (netdev in a pod, or a driver without one) that no selector takes now.
+    if (!joined && same && dev.netdevs.length === 0) joined = pools.find((p) => resourceFullName(p) === remembered!.pool);
     if (!joined) {
       verdicts.push({ device: dev, reason: misses.length ? `no selector matched: ${misses.join('; ')}` : 'no pool of its device type' });
       continue;

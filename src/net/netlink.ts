@@ -297,17 +297,21 @@ export class NetHandle {
 
   async addresses(name: string): Promise<AddressInfo[]> {
     const index = await this.index(name);
-    const msgs = await this.call('list addresses', name, () => this.sock.getAddresses(undefined, undefined, this.opts()));
-    return msgs
-      .filter((m) => m.data.index === index)
-      .map((m) => {
-        const bytes = m.attrs.local ?? m.attrs.address;
-        return {
-          address: `${bytes ? ipString(bytes) : '?'}/${m.data.prefixlen ?? 0}`,
-          family: m.data.family === AF_INET ? 4 : 6,
-          scope: m.data.scope ?? 0,
-        } as AddressInfo;
-      });
+    return (await this.allAddresses()).filter((a) => a.index === index).map(({ index: _, ...a }) => a);
+  }
+
+  /** Every address of every link in this netns, with its link's index (one dump). */
+  async allAddresses(): Promise<(AddressInfo & { index: number })[]> {
+    const msgs = await this.call('list addresses', '', () => this.sock.getAddresses(undefined, undefined, this.opts()));
+    return msgs.map((m) => {
+      const bytes = m.attrs.local ?? m.attrs.address;
+      return {
+        index: m.data.index ?? 0,
+        address: `${bytes ? ipString(bytes) : '?'}/${m.data.prefixlen ?? 0}`,
+        family: m.data.family === AF_INET ? 4 : 6,
+        scope: routeScope(m.data.scope as number | string | undefined),
+      } as AddressInfo & { index: number };
+    });
   }
 
   private routeMessage(r: RouteSpec, oif: number) {

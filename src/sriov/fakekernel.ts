@@ -63,6 +63,14 @@ export interface FakePfSpec {
   vdpa?: Record<number, 'vhost' | 'virtio'>;
   carrier?: boolean;
   quirks?: PfQuirks;
+  /**
+   * First VF's routing-ID offset and stride (sriov_offset / sriov_stride). Default: 16 + devfn ×
+   * (totalVfs − 1) and 1, so PFs on one bus get disjoint VF ranges (fn 0: 02.0…, fn 1 with 8 VFs: 03.0…).
+   */
+  vfOffset?: number;
+  vfStride?: number;
+  /** With realNetdevs: the PF netdev is a real link too (a veth end), for tools that look it up. */
+  realPfNetdev?: boolean;
 }
 
 export interface FakeNicSpec {
@@ -141,6 +149,8 @@ interface State {
   defaultRoutes: { v4: string[]; v6: string[] };
   /** Writes that fail once with the given errno (test fault injection). */
   faults?: Record<string, string>;
+  /** Every real link this host made, so that destroy removes each one whatever became of its device. */
+  links?: string[];
 }
 
 /** The host-side peer of a VF stand-in veth. */
@@ -179,7 +189,14 @@ export class FakeKernel implements SysfsWriter {
       dev.netdevs = [k.netdev(nic.netdev, nic.address)];
       k.bind(dev, DEFAULT_DRIVERS[`${dev.vendor}:${dev.device}`] ?? 'igb');
     }
-    for (const pf of spec.pfs ?? []) k.addPf(pf);
+    try {
+      for (const pf of spec.pfs ?? []) k.addPf(pf);
+    } catch (err) {
+      // A host that cannot be built leaves nothing: no directory, no real link.
+      k.save();
+      k.destroy();
+      throw err;
+    }
     k.writeRoutes();
     k.save();
     return k;
@@ -327,6 +344,7 @@ export class FakeKernel implements SysfsWriter {
   destroy(): void {
     this.reload();
     for (const dev of Object.values(this.state.devices)) if (dev.pf) for (const n of dev.netdevs) this.deleteRealNetdev(n.name);
+    for (const name of this.state.links ?? []) this.deleteRealNetdev(name);
     rmSync(this.root, { recursive: true, force: true });
   }
 
@@ -334,6 +352,7 @@ export class FakeKernel implements SysfsWriter {
     if (!this.state.realNetdevs || existsSync(`/sys/class/net/${n.name}`)) return;
     // The fake kernel stands in for the kernel's driver here: iproute2 makes the stand-in link.
     execFileSync('ip', ['link', 'add', n.name, 'address', n.mac, 'mtu', String(n.mtu), 'type', 'veth', 'peer', 'name', peerName(n.name)], { stdio: 'ignore' });
+    if (!(this.state.links ??= []).includes(n.name)) this.state.links.push(n.name);
   }
 
   private deleteRealNetdev(name: string): void {
@@ -401,8 +420,11 @@ export class FakeKernel implements SysfsWriter {
     const device = hex4(spec.device);
     const key = `${vendor}:${device}`;
     const pf = this.addFunction(spec.address, { vendor, device, class: '0x020000', numa: spec.numa ?? 0, behindSwitch: spec.behindSwitch ?? false });
-    pf.sriov = { total: spec.totalVfs ?? 8, num: 0, offset: 16, stride: 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`, vfinfo: [], quirks: spec.quirks ?? {} };
+    const total = spec.totalVfs ?? 8;
+    const devfn = routingId(spec.address) & 0xff;
+    pf.sriov = { total, num: 0, offset: spec.vfOffset ?? 16 + devfn * (total - 1), stride: spec.vfStride ?? 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`, vfinfo: [], quirks: spec.quirks ?? {} };
     pf.netdevs = [this.netdev(pf.sriov.netdev, pf.address, spec.carrier ?? true)];
+    if (spec.realPfNetdev) this.createRealNetdev(pf.netdevs[0]!);
     if (spec.rdma ?? vendor === '15b3') pf.rdma = `mlx5_${this.state.nextRdma++}`;
     if (spec.pkey) pf.pkey = spec.pkey;
     if (spec.ddpProfile) pf.ddp = spec.ddpProfile;
@@ -507,8 +529,12 @@ export class FakeKernel implements SysfsWriter {
       for (let i = 0; i < pf.sriov.num; i++) rmSync(this.path(join(pf.dir, `virtfn${i}`)), { force: true });
     }
     const domain = parsePciAddress(pf.address)!.domain;
+    const addresses = Array.from({ length: n }, (_, i) => formatPciAddress(domain, routingId(pf.address) + pf.sriov!.offset + i * pf.sriov!.stride));
+    // Two functions at one address would silently replace each other (and leak the first's link).
+    const taken = addresses.find((a) => this.state.devices[a]);
+    if (taken) throw errno('EBUSY', `VF address ${taken} of ${pf.address} is taken by another function: give the PFs disjoint vfOffset/vfStride`);
     for (let i = 0; i < n; i++) {
-      const addr = formatPciAddress(domain, routingId(pf.address) + pf.sriov.offset + i * pf.sriov.stride);
+      const addr = addresses[i]!;
       const vf = this.addFunction(addr, { vendor: pf.vendor, device: pf.sriov.vfDevice, class: '0x020000', numa: pf.numa }, join(dirname(pf.dir), addr));
       vf.pf = pf.address;
       vf.vfIndex = i;

@@ -192,18 +192,44 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     assert.ok(alloc.response.devices.some((d) => d.host_path === '/dev/infiniband/rdma_cm'));
   });
 
+  /** a(1)'s netdev goes into a pod netns (sysfs shows none, so linkTypes no longer matches it), then a new plugin process on the same host and state dir. */
+  async function restartWithNetdevInPod(first: Setup): Promise<SriovDevicePlugin> {
+    first.kernel.moveNetdev(a(1), 'ens1f0v1', true);
+    await first.plugin.stop();
+    const plugin = new SriovDevicePlugin({ configFile: first.configFile, host: first.kernel.host(), kubeletDir: first.kubelet.dir, devinfoDir: first.devinfo, stateDir: join(first.kernel.root, '..', 'state'), resyncMs: 3_600_000 });
+    await plugin.start();
+    running.push({ ...first, plugin });
+    return plugin;
+  }
+
   it('a VF whose netdev is inside a pod keeps its pool across a restart (persisted inventory)', async () => {
     const byLink = { resourceName: 'ether_vfs', selectors: [{ devices: ['154c'], linkTypes: ['ether'] }] };
     const first = await setup({ resourceList: [byLink] });
     await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
-    first.kernel.moveNetdev(a(1), 'ens1f0v1', true);
-    await first.plugin.stop();
-    // Same host, same state dir, a new plugin process.
-    const plugin = new SriovDevicePlugin({ configFile: first.configFile, host: first.kernel.host(), kubeletDir: first.kubelet.dir, devinfoDir: first.devinfo, stateDir: join(first.kernel.root, '..', 'state'), resyncMs: 3_600_000 });
-    await plugin.start();
-    running.push({ ...first, plugin });
+    await restartWithNetdevInPod(first);
     const devices = await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
     assert.equal(devices.find((d) => d.ID === a(1))?.health, 'Healthy');
+  });
+
+  it('a VF in use by a pod keeps its pool when another pool also selects it: across a restart and a config reload', async () => {
+    const byLink = { resourceName: 'ether_vfs', selectors: [{ devices: ['154c'], linkTypes: ['ether'] }] };
+    const catchAll = { resourceName: 'any_vf', selectors: [{ vendors: ['8086'], devices: ['154c'] }] };
+    const first = await setup({ resourceList: [byLink, catchAll] });
+    await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
+    const plugin = await restartWithNetdevInPod(first);
+    const ether = await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
+    assert.equal(ether.find((d) => d.ID === a(1))?.health, 'Healthy', 'still in its pool');
+    const any = await first.kubelet.waitFor('intel.com/any_vf', () => true);
+    assert.equal(any.find((d) => d.ID === a(1)), undefined, 'not advertised free in the catch-all pool');
+    const saved = () => (JSON.parse(readFileSync(join(first.kernel.root, '..', 'state', 'inventory.json'), 'utf8')) as { devices: Record<string, { pool: string }> }).devices[a(1)]?.pool;
+    assert.equal(saved(), 'intel.com/ether_vfs');
+    // Reloaded with the catch-all first: the free VFs move to it, the one in use stays.
+    writeFileSync(first.configFile, JSON.stringify({ resourceList: [catchAll, byLink] }));
+    await plugin.resync();
+    const anyNow = await first.kubelet.waitFor('intel.com/any_vf', (d) => d.length === 7);
+    assert.equal(anyNow.find((d) => d.ID === a(1)), undefined);
+    assert.deepEqual((await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 1)).map((d) => [d.ID, d.health]), [[a(1), 'Healthy']]);
+    assert.equal(saved(), 'intel.com/ether_vfs');
   });
 
   it('a device kubelet has allocated (PodResources List) keeps its pool when sysfs no longer selects it', async () => {

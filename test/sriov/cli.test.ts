@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPlugin } from '../../src/cni/skel.js';
@@ -36,5 +36,37 @@ describe('plexusctl sriov host create | vfs | host destroy', function () {
     execFileSync(plexusctlPath, ['sriov', 'host', 'destroy', root]);
     assert.equal(existsSync(root), false);
     assert.equal(linkExists(`${pf}v0`), false);
+  });
+
+  it('two PFs on one bus get disjoint VFs, each PF its NUMA node, a PF netdev can be a real link; destroy leaves no link', () => {
+    const root = join(rig.dir('cli2'), 'host');
+    const [p0, p1] = [`plxd${process.pid % 1000}a`, `plxd${process.pid % 1000}b`];
+    execFileSync(plexusctlPath, ['sriov', 'host', 'create', root, '--pf', `0000:5e:00.0:8086:158b:2:${p0},numa=0,real-pf`, `0000:5e:00.1:8086:158b:2:${p1},numa=1`]);
+    try {
+      const report = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'discover', '--sysfs-root', root, '-o', 'json']).toString()) as { devices: { pciAddress: string; pf: string | null; numaNode: number; netdevs: string[] }[] };
+      const vfs = report.devices.filter((d) => d.pf).map((d) => [d.pciAddress, d.pf, d.numaNode, d.netdevs.join()]);
+      assert.deepEqual(vfs, [
+        ['0000:5e:02.0', '0000:5e:00.0', 0, `${p0}v0`],
+        ['0000:5e:02.1', '0000:5e:00.0', 0, `${p0}v1`],
+        ['0000:5e:03.0', '0000:5e:00.1', 1, `${p1}v0`],
+        ['0000:5e:03.1', '0000:5e:00.1', 1, `${p1}v1`],
+      ]);
+      assert.ok(linkExists(p0), 'real-pf: the PF netdev is a real link');
+      assert.equal(linkExists(p1), false);
+      for (const l of [`${p0}v0`, `${p0}v1`, `${p1}v0`, `${p1}v1`]) assert.ok(linkExists(l), l);
+    } finally {
+      execFileSync(plexusctlPath, ['sriov', 'host', 'destroy', root]);
+    }
+    for (const l of [p0, `${p0}v0`, `${p0}v1`, `${p1}v0`, `${p1}v1`]) assert.equal(linkExists(l), false, `${l} removed`);
+  });
+
+  it('VFs that would land on another function are refused (EBUSY) instead of replacing it', () => {
+    const root = join(rig.dir('cli3'), 'host');
+    const r = spawnSync(plexusctlPath, ['sriov', 'host', 'create', root, '--pf', '0000:5e:00.0:8086:158b:4:plxe0', '0000:5e:00.1:8086:158b:4:plxe1,offset=16'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /VF address 0000:5e:02\.1 of 0000:5e:00\.1 is taken by another function/);
+    const bad = spawnSync(plexusctlPath, ['sriov', 'host', 'create', join(rig.dir('cli4'), 'host'), '--pf', '0000:5e:00.0:8086:158b:4:plxe0,numa=x'], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /"numa=x" is not one of numa=N/);
   });
 });
