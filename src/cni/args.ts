@@ -17,6 +17,18 @@ export function parseCniArgs(text: string | undefined): CniArgs {
   });
 }
 
+/**
+ * CNI_ARGS for DEL: the pairs that parse, the rest dropped. A DEL must converge: CNI_ARGS the ADD
+ * refused come back unchanged on every DEL the runtime retries, and DEL needs none of them.
+ */
+export function parseCniArgsLenient(text: string | undefined): CniArgs {
+  if (!text) return [];
+  return text.split(';').flatMap((pair): CniArgs => {
+    const at = pair.indexOf('=');
+    return at > 0 ? [[pair.slice(0, at), pair.slice(at + 1)]] : [];
+  });
+}
+
 /** Writes CNI_ARGS; later duplicates of a key win and keep the first position. */
 export function formatCniArgs(args: CniArgs): string {
   return dedupe(args)

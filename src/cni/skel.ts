@@ -3,7 +3,7 @@
  * on stdout (logs belong on stderr). Behaves as the Go `skel` package where the spec is silent.
  */
 import { type Stats, statSync } from 'node:fs';
-import { type CniArgs, parseCniArgs } from './args.js';
+import { type CniArgs, parseCniArgs, parseCniArgsLenient } from './args.js';
 import { decodeJson } from './conf.js';
 import { decodePluginError } from './invoke.js';
 import { CniError, ErrorCode } from './errors.js';
@@ -28,6 +28,8 @@ export interface PluginRequest {
   netns: string;
   ifName: string;
   args: CniArgs;
+  /** With `Plugin.refusesBadArgs`: why CNI_ARGS does not parse (`args` then holds the pairs that do). */
+  argsError?: CniError;
   path: string[];
   stdin: Buffer;
   conf: PluginStdinConf;
@@ -44,6 +46,12 @@ export interface Plugin {
   check(req: PluginRequest): Promise<void>;
   status?(req: PluginRequest): Promise<void>;
   gc?(req: PluginRequest): Promise<void>;
+  /**
+   * The plugin refuses a CNI_ARGS that does not parse itself (`req.argsError`), after it has recorded
+   * that nothing is attached: else the skel refuses it before the plugin runs, and a DEL that follows
+   * finds no record.
+   */
+  refusesBadArgs?: boolean;
 }
 
 export interface PluginIO {
@@ -82,7 +90,7 @@ export function validateIfName(name: string): void {
   if (why) throw new CniError(ErrorCode.InvalidEnvironment, 'invalid CNI_IFNAME', `interface name "${name}" ${why}`);
 }
 
-export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniCommand, 'VERSION'>): Omit<PluginRequest, 'stdin' | 'conf' | 'env'> {
+export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniCommand, 'VERSION'>, pluginRefusesBadArgs = false): Omit<PluginRequest, 'stdin' | 'conf' | 'env'> {
   const table = ENV_TABLE[command];
   const missing = Object.entries(table)
     .filter(([name, need]) => need === 'req' && !env[name])
@@ -101,12 +109,25 @@ export function parseRequestEnv(env: NodeJS.ProcessEnv, command: Exclude<CniComm
   if (table.CNI_IFNAME) validateIfName(ifName);
   const netns = env.CNI_NETNS ?? '';
   if (netns && table.CNI_NETNS && command !== 'DEL') refuseOwnNetns(netns, env);
+  let args: CniArgs = [];
+  let argsError: CniError | undefined;
+  if (table.CNI_CONTAINERID && command === 'DEL') args = parseCniArgsLenient(env.CNI_ARGS);
+  else if (table.CNI_CONTAINERID) {
+    try {
+      args = parseCniArgs(env.CNI_ARGS);
+    } catch (err) {
+      if (!pluginRefusesBadArgs || !(err instanceof CniError)) throw err;
+      args = parseCniArgsLenient(env.CNI_ARGS);
+      argsError = err;
+    }
+  }
   return {
     command,
     containerID: table.CNI_CONTAINERID ? containerID : '',
     netns: table.CNI_NETNS ? netns : '',
     ifName: table.CNI_IFNAME ? ifName : '',
-    args: table.CNI_CONTAINERID ? parseCniArgs(env.CNI_ARGS) : [],
+    args,
+    ...(argsError ? { argsError } : {}),
     path: (env.CNI_PATH ?? '').split(':').filter(Boolean),
   };
 }
@@ -164,7 +185,7 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
       throw new CniError(ErrorCode.InvalidEnvironment, `unknown CNI_COMMAND: ${command}`);
     }
     const cmd = command as Exclude<CniCommand, 'VERSION'>;
-    const base = parseRequestEnv(io.env, cmd);
+    const base = parseRequestEnv(io.env, cmd, plugin.refusesBadArgs);
     let stdin: Buffer;
     try {
       stdin = await io.readStdin();

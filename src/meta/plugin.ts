@@ -82,6 +82,8 @@ export interface Plan {
   attachments: PlannedAttachment[];
   /** What could not be resolved (only collected when planning leniently, for DEL). */
   problems: string[];
+  /** Of the problems, those retrying may cure (the API unreachable, anything not a config error). */
+  retryable: string[];
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -247,12 +249,16 @@ export class MetaInvocation {
   /** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
   async plan(lenient = false): Promise<Plan> {
     const problems: string[] = [];
+    const retryable: string[] = [];
     const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
       try {
         return await fn();
       } catch (err) {
         if (!lenient) throw err;
-        problems.push(`${what}: ${(err as Error).message}`);
+        const text = `${what}: ${(err as Error).message}`;
+        problems.push(text);
+        // A config that does not decode or is invalid stays so; anything else (API, I/O) may pass.
+        if (!(err instanceof CniError && (err.code === ErrorCode.DecodingFailure || err.code === ErrorCode.InvalidNetworkConfig))) retryable.push(text);
         return undefined;
       }
     };
@@ -325,7 +331,7 @@ export class MetaInvocation {
       a.deviceInfoFile = cniDeviceInfoPath(this.conf.deviceInfoDir, a.network, this.req.containerID, a.ifName);
       if (declares(a.list, 'CNIDeviceInfoFile')) a.capabilityArgs.CNIDeviceInfoFile = a.deviceInfoFile;
     }
-    return { attachments, problems };
+    return { attachments, problems, retryable };
   }
 
   /**
@@ -585,6 +591,7 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
   let attachments: PlannedAttachment[];
   let lists: NetworkConfigList[];
   try {
+    if (req.argsError) throw req.argsError;
     readinessCheck(inv.conf);
     attachments = (await inv.plan()).attachments;
     lists = attachments.map((a) => inv.delegateList(a));
@@ -673,10 +680,12 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
     inv.store.pruneEmpty(EMPTY_RECORD_TTL_MS, EMPTY_RECORD_PRUNE_EVERY_MS);
     return;
   }
-  // No usable record: rebuild the plan from config and annotations, DEL every delegate it yields,
-  // and report what could not be rebuilt. Never success without trying.
-  const { attachments, problems } = await inv.plan(true);
-  const errors: string[] = [...problems];
+  // No usable record: rebuild the plan from config and annotations, DEL every delegate it yields.
+  // A delegate whose DEL fails fails this DEL (the runtime retries). What cannot be rebuilt at all (a
+  // NAD gone, an annotation that does not parse: most often an ADD refused before it recorded
+  // anything) cannot get better by retrying: said in the log and an Event, and the DEL converges.
+  const { attachments, problems, retryable } = await inv.plan(true);
+  const errors: string[] = [...retryable];
   for (const a of [...attachments].reverse()) {
     try {
       await inv.runtime.delNetworkList(inv.delegateList(a), inv.runtimeConf(a.ifName, a.capabilityArgs), { prevResult: undefined });
@@ -686,9 +695,15 @@ export async function cmdDel(req: PluginRequest): Promise<void> {
     }
   }
   if (!errors.length) {
+    if (problems.length) {
+      const message = `DEL without ${read.kind === 'corrupt' ? 'a readable' : 'an'} attachment record: could not rebuild ${problems.join('; ')}; whatever an earlier ADD attached for them is left as it is`;
+      inv.log(message, 'error');
+      await event(inv, 'Warning', 'NetworkAttachmentAbandoned', message);
+    }
     inv.store.write(emptyRecord(inv));
     return;
   }
+  errors.push(...problems.filter((p) => !retryable.includes(p)));
   const why = read.kind === 'corrupt' ? `the attachment record is corrupt (${read.reason})` : 'there is no attachment record';
   throw new CniError(ErrorCode.Internal, `DEL: ${why}; deleted ${attachments.length} reconstructed attachment(s), could not clean everything`, errors.join('; '));
 }
@@ -735,6 +750,7 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
 }
 
 export async function cmdCheck(req: PluginRequest): Promise<void> {
+  if (req.argsError) throw req.argsError;
   const inv = new MetaInvocation(req);
   const read = inv.store.read(req.containerID);
   if (read.kind !== 'ok') throw new CniError(ErrorCode.UnknownContainer, 'no attachment record for this container', read.kind === 'corrupt' ? read.reason : req.containerID);
@@ -822,6 +838,7 @@ export async function cmdGc(req: PluginRequest): Promise<void> {
 }
 
 export const metaPlugin: Plugin = {
+  refusesBadArgs: true,
   about: 'Plexus meta CNI plugin (NPWG multi-network)',
   supportedVersions: SUPPORTED_VERSIONS,
   add: (req) => cmdAdd(req),
