@@ -85,3 +85,21 @@ describe('plugin side (skel) through a real exec', () => {
     assert.equal(exec({ CNI_COMMAND: 'GC', CNI_PATH: '/usr/lib/cni' }, conf({ cniVersion: '1.1.0' })).status, 0);
   });
 });
+
+describe('errors as the spec codes them', () => {
+  it('a file system call failing on a path is an I/O failure (code 5) naming it, anything else stays 999', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { CniError } = await import('../../src/cni/errors.js');
+    let fsError: unknown;
+    try {
+      readFileSync('/plx-no-such-dir/file');
+    } catch (err) {
+      fsError = err;
+    }
+    const e = CniError.from(fsError);
+    assert.equal(e.code, 5);
+    assert.match(e.msg, /I\/O failure \(ENOENT\)/);
+    assert.match(String(e.details), /\/plx-no-such-dir\/file/);
+    assert.equal(CniError.from(new Error('netlink: EADDRNOTAVAIL')).code, 999);
+  });
+});
