@@ -31,7 +31,9 @@ export function registerDaemon(program: Command): void {
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
     .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated, the first being the conf\'s multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them', 'kube-system')
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
-    .action(async (o: { socket: string; maxConcurrent: number; maxQueued: number; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string }) => {
+    .option('--kubelet-dir <dir>', "for the generated conf: kubelet's --root-dir when not /var/lib/kubelet")
+    .option('--device-info-dir <dir>', 'for the generated conf: the device-info root when not /var/run/k8s.cni.cncf.io/devinfo')
+    .action(async (o: { socket: string; maxConcurrent: number; maxQueued: number; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string; kubeletDir?: string; deviceInfoDir?: string }) => {
       const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued };
       // Loaded only by the daemon, never by the per-pod executables.
       const pino = (await import('pino')).default;
@@ -111,7 +113,7 @@ export function registerDaemon(program: Command): void {
         const { ConfManager } = await import('../daemon/confmanager.js');
         const manager = new ConfManager(
           o.cniConfDir,
-          { mode: 'daemon', daemonSocket: o.socket, binDir: o.cniBinDir, cniDir: o.cniDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
+          { mode: 'daemon', daemonSocket: o.socket, binDir: o.cniBinDir, cniDir: o.cniDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}), ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}) },
           (msg, fields) => log.info(fields ?? {}, msg),
         );
         manager.start();

@@ -17,7 +17,9 @@ export function registerInstall(program: Command): void {
     .option('--kubeconfig <file>', 'kubeconfig for the plugin (default: in-cluster credentials)')
     .option('--cni-dir <dir>', 'where the plugin keeps its attachment records', '/var/lib/cni/plexus')
     .option('--multus-conf-dir <dir>', 'where NADs without spec.config find their conf files (Multus confDir)')
-    .action((o: { cniBinDir: string; cniConfDir: string; mode: string; daemonSocket?: string; kubeconfig?: string; cniDir: string; multusConfDir?: string }) =>
+    .option('--kubelet-dir <dir>', "kubelet's --root-dir when not /var/lib/kubelet (its PodResources socket and device-plugin checkpoint are below it)")
+    .option('--device-info-dir <dir>', 'device-info root when not /var/run/k8s.cni.cncf.io/devinfo (as the device plugin was given)')
+    .action((o: { cniBinDir: string; cniConfDir: string; mode: string; daemonSocket?: string; kubeconfig?: string; cniDir: string; multusConfDir?: string; kubeletDir?: string; deviceInfoDir?: string }) =>
       emit(async () => {
         if (o.mode !== 'oneshot' && o.mode !== 'daemon') throw new CniError(ErrorCode.InvalidEnvironment, 'invalid --mode', `"${o.mode}": expected oneshot or daemon`);
         return install({
@@ -28,6 +30,8 @@ export function registerInstall(program: Command): void {
           cniDir: o.cniDir,
           ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
           ...(o.multusConfDir ? { confDir: o.multusConfDir } : {}),
+          ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}),
+          ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
         });
       }),
     );

@@ -44,6 +44,10 @@ export interface MetaConfOptions {
   binDir: string;
   /** Where NADs without spec.config find their files (Multus confDir). */
   confDir?: string;
+  /** kubelet's --root-dir when not /var/lib/kubelet: PodResources socket and device-plugin checkpoint below it. */
+  kubeletDir?: string;
+  /** Device-info root when not /var/run/k8s.cni.cncf.io/devinfo (the device plugin's --devinfo-dir). */
+  deviceInfoDir?: string;
 }
 
 /** `00-plexus.conflist` for a cluster network conf: its version, its capabilities plus pod annotations. */
@@ -56,6 +60,11 @@ export function metaConflist(clusterConfPath: string, opts: MetaConfOptions): st
   if (opts.kubeconfig) plugin.kubeconfig = opts.kubeconfig;
   if (opts.cniDir) plugin.cniDir = opts.cniDir;
   if (opts.confDir) plugin.confDir = opts.confDir;
+  if (opts.kubeletDir) {
+    plugin.podResourcesSocket = join(opts.kubeletDir, 'pod-resources', 'kubelet.sock');
+    plugin.kubeletCheckpoint = join(opts.kubeletDir, 'device-plugins', 'kubelet_internal_checkpoint');
+  }
+  if (opts.deviceInfoDir) plugin.deviceInfoDir = opts.deviceInfoDir;
   return `${JSON.stringify({ cniVersion: cluster.cniVersion, name: 'plexus', plugins: [plugin] }, null, 2)}\n`;
 }
 

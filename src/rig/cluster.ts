@@ -261,8 +261,12 @@ export class LocalCluster {
       protectKernelDefaults: false,
     };
     writeFileSync(join(dir, 'kubelet-config.yaml'), stringify(config));
+    await this.startKubelet(state);
+  }
+
+  private async startKubelet(state: State): Promise<void> {
     const kubelet = this.start('kubelet', join(this.bin, 'kubelet'), [
-      `--config=${join(dir, 'kubelet-config.yaml')}`,
+      `--config=${join(this.opts.dir, 'kubelet-config.yaml')}`,
       `--kubeconfig=${this.nodeKubeconfig}`,
       `--root-dir=${this.kubeletDir}`,
       `--hostname-override=${this.nodeName}`,
@@ -270,16 +274,26 @@ export class LocalCluster {
       '--v=1',
     ], state);
     const admin = new ApiClient(await loadKubeconfig(this.adminKubeconfig), 5000);
+    const startedAt = Date.now();
     await this.waitFor(
       `node ${this.nodeName} Ready`,
       'kubelet',
       async () => {
-        const node = await admin.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/nodes/${this.nodeName}`);
-        return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+        const node = await admin.get<{ status?: { conditions?: { type: string; status: string; lastHeartbeatTime?: string }[] } }>(`/api/v1/nodes/${this.nodeName}`);
+        // Ready as reported by this kubelet, not the condition its predecessor left.
+        return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True' && Date.parse(c.lastHeartbeatTime ?? '') >= startedAt - 1000) ?? false;
       },
       120_000,
       kubelet,
     );
+  }
+
+  /** kubelet stopped and started again on the same root dir, as an upgrade or a crash restarts it. */
+  async restartKubelet(): Promise<void> {
+    const state = this.readState();
+    if (!state?.pids.kubelet) throw new Error(`no kubelet runs in ${this.opts.dir}`);
+    await stopPid(state.pids.kubelet);
+    await this.startKubelet(state);
   }
 
   /** Which components run, by their recorded pids. */

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -17,7 +17,9 @@ import { kubeadmKubeconfig } from '../../src/k8s/kubeconfig-file.js';
 import { LocalCluster, componentsDir, kubeletCgroups } from '../../src/rig/cluster.js';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { ApiServerDouble } from '../../src/k8s/apiserver.js';
-import { EXAMPLE_LINKS, exampleDocs, repoRoot } from '../../src/rig/simnode.js';
+import { EXAMPLE_LINKS, exampleDocs, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
+import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
+import { FakeKernel } from '../../src/sriov/fakekernel.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
@@ -263,4 +265,81 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       });
     });
   }
+  describe("SR-IOV through the real kubelet's device manager: device plugin → kubelet → scheduler → containerd → plexus → sriov", () => {
+    const PF = '0000:5e:00.0';
+    const RESOURCE = 'intel.com/rn_vf';
+    const pfName = `plxrn${process.pid % 100}`;
+    let kernel: FakeKernel;
+    let plugin: SriovDevicePlugin;
+    let cri: ContainerdRig;
+    const devinfo = () => join(dir, 'devinfo');
+    before(async () => {
+      kernel = FakeKernel.create(join(dir, 'sriov-host'), { realNetdevs: true, pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: pfName }] });
+      const configFile = join(dir, 'dp-config.json');
+      writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'rn_vf', selectors: [{ vendors: ['8086'], devices: ['154c'] }] }] }));
+      plugin = new SriovDevicePlugin({ configFile, host: kernel.host(), kubeletDir: cluster.kubeletDir, devinfoDir: devinfo(), stateDir: join(dir, 'dp-state'), resyncMs: 1000 });
+      await plugin.start();
+      // One-shot Plexus, told where this kubelet keeps its sockets; `sriov` acts on the simulated host.
+      execFileSync(plexusctlPath, ['install', '--mode', 'oneshot', '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', join(dir, 'plexus-sriov'), '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo()], { stdio: 'pipe' });
+      copyFileSync(simulatedSriovPlugin(join(dir, 'sriov-launcher'), kernel.root), join(cluster.cniBinDir, 'sriov'));
+      cri = ContainerdRig.attach(cluster.containerdDir, undefined);
+      await sleep(3000);
+    });
+    after(async () => {
+      cri?.close();
+      await plugin?.stop();
+      kernel?.destroy();
+    });
+
+    it('kubelet advertises the pool, admits a pod asking for a VF, and the pod gets exactly the VF kubelet allocated; deleting it gives the VF back', async () => {
+      const capacity = await until(`${RESOURCE} in the node's capacity`, async () => {
+        const nodeJson = JSON.parse(await kubectl(['get', 'node', cluster.nodeName, '-o', 'json'])) as { status: { capacity: Record<string, string>; allocatable: Record<string, string> } };
+        return nodeJson.status.allocatable[RESOURCE] === '2' ? nodeJson.status.capacity[RESOURCE] : undefined;
+      });
+      assert.equal(capacity, '2');
+      const nad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'rn-sriov', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': RESOURCE } }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'rn-sriov', type: 'sriov', vlan: 12, ipam: { type: 'static', addresses: [{ address: '10.78.0.5/24' }] } }) } };
+      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vf-pod', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { requests: { [RESOURCE]: '1' }, limits: { [RESOURCE]: '1' } } }] } };
+      await kubectl(['apply', '-f', '-'], [stringify(nad), stringify(pod)].join('---\n'));
+      await until('vf-pod Running', async () => (await getPod('vf-pod'))?.status?.phase === 'Running', 120_000);
+
+      // What the real kubelet allocated, as PodResources reports it, is the VF in the pod.
+      const devices = await podDevicesFromKubelet(join(cluster.kubeletDir, 'pod-resources', 'kubelet.sock'), 'default', 'vf-pod', 10_000);
+      const [vf] = devices.get(RESOURCE) ?? [];
+      assert.ok(vf, `kubelet allocated a VF: ${JSON.stringify([...devices])}`);
+      const index = Number(vf.split('.').pop());
+      const sandbox = (await cri.readySandbox('default', 'vf-pod'))!;
+      const ns = sandbox.netns!.split('/').pop()!;
+      assert.deepEqual(ipAddresses(ns, 'net1'), ['10.78.0.5/24']);
+      assert.equal(linkExists(`${pfName}v${index}`), false, 'the allocated VF left the host');
+      assert.ok(linkExists(`${pfName}v${1 - index}`), 'the other VF stayed');
+      assert.equal(kernel.pfVfs(pfName)[index]?.vlan, 12, 'the PF side of that VF carries the NAD settings');
+      const status = (await until('network-status of vf-pod', async () => {
+        const p = await getPod('vf-pod');
+        return p?.metadata.annotations?.[STATUS];
+      }))!;
+      const entry = (JSON.parse(status) as { name: string; 'device-info'?: { pci?: { 'pci-address'?: string } } }[]).find((e) => e.name === 'default/rn-sriov');
+      assert.equal(entry?.['device-info']?.pci?.['pci-address'], vf);
+
+      await kubectl(['delete', 'pod', 'vf-pod', '--wait=true', '--timeout=120s']);
+      await until('the VF back on the host', async () => linkExists(`${pfName}v${index}`) || undefined, 60_000);
+      assert.equal(kernel.pfVfs(pfName)[index]?.vlan, 0, 'the PF side reset');
+    });
+
+    it('kubelet restarts: the pool is registered again (plugin watcher) and the next pod gets a VF', async () => {
+      assert.equal(plugin.mode, 'watcher', 'kubelet 1.37 has plugins_registry: registration through its plugin watcher');
+      await cluster.restartKubelet();
+      await until(`${RESOURCE} allocatable again after the restart`, async () => {
+        const nodeJson = JSON.parse(await kubectl(['get', 'node', cluster.nodeName, '-o', 'json'])) as { status: { allocatable: Record<string, string> } };
+        return nodeJson.status.allocatable[RESOURCE] === '2' || undefined;
+      });
+      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vf-pod-2', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { limits: { [RESOURCE]: '1' } } }] } };
+      await kubectl(['apply', '-f', '-'], stringify(pod));
+      await until('vf-pod-2 Running', async () => (await getPod('vf-pod-2'))?.status?.phase === 'Running', 120_000);
+      const sandbox = (await cri.readySandbox('default', 'vf-pod-2'))!;
+      assert.deepEqual(ipAddresses(sandbox.netns!.split('/').pop()!, 'net1'), ['10.78.0.5/24']);
+      await kubectl(['delete', 'pod', 'vf-pod-2', '--wait=true', '--timeout=120s']);
+      await until('both VFs back on the host', async () => (linkExists(`${pfName}v0`) && linkExists(`${pfName}v1`)) || undefined, 60_000);
+      await kubectl(['delete', 'network-attachment-definition', 'rn-sriov']);
+    });
+  });
 });

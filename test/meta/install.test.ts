@@ -87,6 +87,15 @@ describe('plexusctl install (one-shot mode)', function () {
     assert.equal(plexusctl([...args(), '--mode', 'sideways']).json.code, 4);
   });
 
+  it("--kubelet-dir and --device-info-dir put kubelet's sockets and the device-info root of this node in the conf", () => {
+    clusterConf();
+    assert.equal(plexusctl([...args(), '--kubelet-dir', '/var/lib/k0s/kubelet', '--device-info-dir', '/run/devinfo']).status, 0);
+    const plugin = (JSON.parse(readFileSync(join(confDir, '00-plexus.conflist'), 'utf8')) as { plugins: Record<string, unknown>[] }).plugins[0]!;
+    assert.equal(plugin.podResourcesSocket, '/var/lib/k0s/kubelet/pod-resources/kubelet.sock');
+    assert.equal(plugin.kubeletCheckpoint, '/var/lib/k0s/kubelet/device-plugins/kubelet_internal_checkpoint');
+    assert.equal(plugin.deviceInfoDir, '/run/devinfo');
+  });
+
   it('replaces the plugin by rename while an old instance runs, and keeps only the previous version', async () => {
     clusterConf();
     assert.equal(plexusctl(args()).status, 0);
