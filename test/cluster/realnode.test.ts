@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseAllDocuments, stringify } from 'yaml';
+import { parse, parseAllDocuments, stringify } from 'yaml';
 import { ApiClient, ApiError } from '../../src/k8s/client.js';
 import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
@@ -161,6 +161,55 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const plexus = new ApiClient(await loadKubeconfig(plexusKubeconfig), 10_000);
       const nad = await plexus.get<{ metadata: { name: string } }>('/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/macvlan-a');
       assert.equal(nad.metadata.name, 'macvlan-a');
+    });
+  });
+
+  describe('kubeconfig forms against the real API server: the one-shot client and the daemon informers (client-node) both authenticate', () => {
+    const NAD_PATH = '/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/macvlan-a';
+    /** Every form a user has, written from the admin's client certificate and Plexus's ServiceAccount token. */
+    const forms = (): Record<string, string> => {
+      const base = join(dir, 'kubeconfig-forms');
+      mkdirSync(join(base, 'pki'), { recursive: true });
+      const admin = parse(readFileSync(cluster.adminKubeconfig, 'utf8')) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };
+      const ca = admin.clusters[0]!.cluster['certificate-authority-data']!;
+      const cert = admin.users[0]!.user['client-certificate-data']!;
+      const key = admin.users[0]!.user['client-key-data']!;
+      writeFileSync(join(base, 'pki', 'ca.crt'), Buffer.from(ca, 'base64'));
+      writeFileSync(join(base, 'pki', 'admin.crt'), Buffer.from(cert, 'base64'));
+      writeFileSync(join(base, 'pki', 'admin.key'), Buffer.from(key, 'base64'));
+      const token = (parse(readFileSync(plexusKubeconfig, 'utf8')) as { users: { user: { token: string } }[] }).users[0]!.user.token;
+      writeFileSync(join(base, 'token'), token);
+      const doc = (cluster_: Record<string, unknown>, user: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: cluster.server, ...cluster_ } }], users: [{ name: 'u', user }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' });
+      const embedded = doc({ 'certificate-authority-data': ca }, { 'client-certificate-data': cert, 'client-key-data': key });
+      const files: Record<string, string> = {
+        'kubeadm YAML, embedded client certificate': readFileSync(cluster.adminKubeconfig, 'utf8'),
+        'JSON': JSON.stringify(embedded),
+        'YAML flow style': stringify(embedded, { collectionStyle: 'flow' }),
+        'relative certificate and CA paths': stringify(doc({ 'certificate-authority': 'pki/ca.crt' }, { 'client-certificate': 'pki/admin.crt', 'client-key': 'pki/admin.key' })),
+        'ServiceAccount token': readFileSync(plexusKubeconfig, 'utf8'),
+        'relative tokenFile': stringify(doc({ 'certificate-authority': './pki/ca.crt' }, { tokenFile: 'token' })),
+      };
+      const out: Record<string, string> = {};
+      for (const [i, [form, text]] of Object.entries(files).entries()) {
+        const path = join(base, `form-${i}.kubeconfig`);
+        writeFileSync(path, text);
+        out[form] = path;
+      }
+      return out;
+    };
+
+    it('every form reads the same NAD with the one-shot client and with client-node', async () => {
+      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
+      const k8s = await import('@kubernetes/client-node');
+      const results: Record<string, [string, string]> = {};
+      for (const [form, path] of Object.entries(forms())) {
+        const cfg = await loadKubeconfig(path);
+        const lean = await new ApiClient(cfg, 10_000).get<{ metadata: { name: string } }>(NAD_PATH).then((n) => n.metadata.name, (e: Error) => e.message);
+        const custom = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
+        const informers = await custom.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then((n) => (n as { metadata: { name: string } }).metadata.name, (e: Error) => e.message);
+        results[form] = [lean, informers];
+      }
+      assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ['macvlan-a', 'macvlan-a']])));
     });
   });
 
