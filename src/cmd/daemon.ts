@@ -77,6 +77,7 @@ export function registerDaemon(program: Command): void {
         },
         inFlight: (n) => metrics.inFlight.set(n),
         readiness: () => cache?.health(),
+        cacheContents: () => cache?.contents(),
       });
       const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);

@@ -271,6 +271,12 @@ export class ClusterCache implements ObjectLookup {
     return { synced: unsynced.length === 0, unsynced, ...(this.lastError ? { lastError: this.lastError } : {}) };
   }
 
+  /** What the caches hold now, by namespace/name (GET /debug/cache of the daemon). */
+  contents(): { pods: string[]; nads: string[] } {
+    const key = (o: k8s.KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+    return { pods: this.pods.list().map(key).sort(), nads: [...this.nads.values()].flatMap((w) => w.informer.list().map(key)).sort() };
+  }
+
   /** Namespaces whose NADs are watched now. */
   watchedNamespaces(): string[] {
     return [...this.nads.keys()].sort();

@@ -1,6 +1,7 @@
 /**
  * The node daemon's CNI endpoint: POST /cni runs the same plugin core as the one-shot `plexus`,
- * in-process, with the request's env and stdin. GET /healthz (alive) and /readyz (serving ADD).
+ * in-process, with the request's env and stdin. GET /healthz (alive), /readyz (serving ADD) and
+ * /debug/cache (what the informer caches hold).
  * Operations on one sandbox run one at a time, in arrival order.
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
@@ -134,6 +135,8 @@ export interface DaemonHooks {
   inFlight?(count: number): void;
   /** What /readyz tells besides readiness (the informer caches' sync state). */
   readiness?(): object | undefined;
+  /** GET /debug/cache: what the informer caches hold. */
+  cacheContents?(): object | undefined;
 }
 
 /** The CNI error code in a plugin's stdout (0 when it succeeded). */
@@ -202,6 +205,7 @@ export class CniDaemon {
       const caches = this.hooks.readiness?.();
       return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(caches ? { caches } : {}) });
     }
+    if (req.url === '/debug/cache' && req.method === 'GET') return this.reply(res, 200, this.hooks.cacheContents?.() ?? { cached: false });
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });

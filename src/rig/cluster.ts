@@ -36,6 +36,8 @@ export interface ClusterOptions {
 
 interface State {
   pids: Record<string, number>;
+  /** Each component's command line, to restart it as it was started. */
+  commands?: Record<string, string[]>;
   nodeName: string;
   startedMs: number;
 }
@@ -102,6 +104,7 @@ export class LocalCluster {
     closeSync(logFd);
     child.unref();
     state.pids[name] = child.pid!;
+    (state.commands ??= {})[name] = [cmd, ...args];
     this.saveState(state);
     return child;
   }
@@ -157,8 +160,7 @@ export class LocalCluster {
       '--allow-privileged=true', '--enable-bootstrap-token-auth=false', '--profiling=false', `--cert-dir=${join(dir, 'pki')}`,
       '--endpoint-reconciler-type=none',
     ], state);
-    const admin = new ApiClient(await loadKubeconfig(this.adminKubeconfig), 5000);
-    await this.waitFor('kube-apiserver ready', 'kube-apiserver', async () => (await admin.get<string>('/readyz')) === 'ok', 90_000, apiserver);
+    await this.apiserverReady(apiserver);
     this.log(`kube-apiserver ready (${Date.now() - started} ms)`);
 
     this.start('kube-controller-manager', join(bin, 'kube-controller-manager'), [
@@ -286,6 +288,21 @@ export class LocalCluster {
       120_000,
       kubelet,
     );
+  }
+
+  private async apiserverReady(apiserver: ChildProcess): Promise<void> {
+    const admin = new ApiClient(await loadKubeconfig(this.adminKubeconfig), 5000);
+    await this.waitFor('kube-apiserver ready', 'kube-apiserver', async () => (await admin.get<string>('/readyz')) === 'ok', 90_000, apiserver);
+  }
+
+  /** kube-apiserver stopped and started again as it was (an upgrade, a crash): every watch breaks. */
+  async restartApiserver(): Promise<void> {
+    const state = this.readState();
+    const command = state?.commands?.['kube-apiserver'];
+    if (!state || !command) throw new Error(`no kube-apiserver runs in ${this.opts.dir}`);
+    await stopPid(state.pids['kube-apiserver']);
+    const [cmd, ...args] = command;
+    await this.apiserverReady(this.start('kube-apiserver', cmd!, args, state));
   }
 
   /** kubelet stopped and started again on the same root dir, as an upgrade or a crash restarts it. */

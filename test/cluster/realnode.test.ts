@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, parseAllDocuments, stringify } from 'yaml';
@@ -135,6 +136,9 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
     it('the real API server', async () => {
       await kubectl(['create', 'namespace', 'contract']);
+      // The ServiceAccount admission needs the namespace's default ServiceAccount, which the
+      // controller-manager makes a moment after the namespace.
+      await until('the default ServiceAccount of namespace contract', async () => (await kubectl(['get', 'serviceaccount', 'default', '-n', 'contract', '-o', 'name'])) || undefined, 60_000);
       assert.deepEqual(await contract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'contract'), expected);
     });
 
@@ -312,6 +316,34 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         assert.deepEqual(store.active(), [], 'no attachment left in the store');
         assert.ok(readdirSync(join(cniDir(), 'attachments')).length >= pods.length, 'the records were written where the install said');
       });
+
+      if (mode === 'daemon') {
+        it('kube-apiserver restarts: the informers list and watch again (a NAD made after the restart reaches the cache), and the next pod gets it', async () => {
+          const cached = (): Promise<{ nads?: string[] }> =>
+            new Promise((resolve, reject) => {
+              const req = httpRequest({ socketPath: join(dir, 'plexus.sock'), path: '/debug/cache' }, (res) => {
+                let body = '';
+                res.on('data', (c: Buffer) => (body += c.toString()));
+                res.on('end', () => resolve(JSON.parse(body) as { nads?: string[] }));
+              });
+              req.on('error', reject);
+              req.end();
+            });
+          await cluster.restartApiserver();
+          const nad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'after-restart', namespace: 'kube-system' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'after-restart', type: 'macvlan', master: EXAMPLE_LINKS.macvlanMaster, mode: 'bridge', ipam: { type: 'static', addresses: [{ address: '10.77.9.5/24' }] } }) } };
+          await until('the API server answering kubectl', async () => (await kubectl(['apply', '-f', '-'], stringify(nad))) || undefined, 60_000);
+          await until('the new NAD in the daemon cache', async () => (await cached()).nads?.includes('kube-system/after-restart') || undefined, 90_000);
+          const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'after-restart', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'kube-system/after-restart@net7' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } };
+          await kubectl(['apply', '-f', '-'], stringify(pod));
+          await until('after-restart Running', async () => (await getPod('after-restart'))?.status?.phase === 'Running', 120_000);
+          const sandbox = (await cri.readySandbox('default', 'after-restart'))!;
+          assert.deepEqual(ipAddresses(sandbox.netns!.split('/').pop()!, 'net7'), ['10.77.9.5/24']);
+          const status = await until('network-status of after-restart', async () => (await getPod('after-restart'))?.metadata.annotations?.[STATUS]);
+          assert.ok((JSON.parse(status) as { name: string }[]).some((e) => e.name === 'kube-system/after-restart'));
+          await kubectl(['delete', 'pod', 'after-restart', '--wait=true', '--timeout=120s']);
+          await kubectl(['delete', 'network-attachment-definition', '-n', 'kube-system', 'after-restart']);
+        });
+      }
     });
   }
   describe("SR-IOV through the real kubelet's device manager: device plugin → kubelet → scheduler → containerd → plexus → sriov", () => {
