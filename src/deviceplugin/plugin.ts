@@ -325,9 +325,12 @@ export class SriovDevicePlugin {
       for (const id of ids) {
         const dev = this.inventory.devices.find((d) => d.address === id)!;
         if (dev.driver === 'vfio-pci') continue;
-        // One look at the host's addresses and routes per pass, and only when something is to be bound.
-        use ??= await (this.opts.netdevUse ?? hostNetdevUse)();
         try {
+          // One look at the host's addresses and routes per pass, and only when something is to be bound;
+          // if the kernel cannot be asked, nothing is bound (the device is refused with that reason).
+          use ??= await (this.opts.netdevUse ?? hostNetdevUse)().catch((err: Error) => {
+            throw new BindError(id, `cannot read the host's addresses and routes: ${err.message}`);
+          });
           bindVfio(this.opts.host, dev, this.inventory, use, unit);
           this.bound.add(id);
           changed = true;
