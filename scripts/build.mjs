@@ -8,8 +8,9 @@ import * as esbuild from 'esbuild';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
 
-// Node's own headers: Debian's nodejs-dev path, or the tree next to the node binary.
-const headerDirs = ['/usr/include/node', join(dirname(process.execPath), '..', 'include', 'node')];
+// Node's own headers: Debian's nodejs-dev path, the tree next to the node binary, or (a node without
+// headers) the node-api-headers package, which holds just the Node-API ones the addon uses.
+const headerDirs = ['/usr/include/node', join(dirname(process.execPath), '..', 'include', 'node'), join(root, 'node_modules', 'node-api-headers', 'include')];
 const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
 if (!headers) throw new Error(`node_api.h not found in ${headerDirs.join(', ')}`);
 run('cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-Wextra', '-o', 'native/plexus.node', 'native/addon.c']);
