@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { BindError, type NetdevUse, bindVfio, hostNetdevUse, preflight, releaseVfio } from '../../src/deviceplugin/vfio.js';
@@ -74,7 +74,7 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     try {
       execFileSync('ip', ['addr', 'add', '192.0.2.9/24', 'dev', `${pf}v1`]);
       execFileSync('ip', ['-6', 'addr', 'add', 'fd00:77::9/64', 'dev', `${pf}v2`, 'nodad']);
-      assert.doesNotMatch(execFileSync('cat', ['/proc/net/route']).toString(), new RegExp(`${pf}v1`), 'procfs shows no route for the down link');
+      assert.doesNotMatch(readFileSync('/proc/net/route', 'utf8'), new RegExp(`${pf}v1`), 'procfs shows no route for the down link');
       const use = await hostNetdevUse();
       const { inv } = device(k, vf(0));
       const verdict = (i: number) => preflight(k.host(), inv.devices.find((d) => d.address === vf(i))!, inv, use);
