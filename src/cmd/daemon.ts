@@ -44,6 +44,8 @@ export function registerDaemon(program: Command): void {
       // cannot be used stops the daemon at once, saying why, instead of a daemon that silently reads nothing.
       const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
       if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
+      // network-status and Events of confs without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
+      (await import('../meta/lookup.js')).useHostApi(api);
       const metrics = new DaemonMetrics();
       // Nothing a request carries may end the daemon: every pod of the node depends on it. An error
       // that escaped its request (a bug) is logged and counted, and the daemon keeps serving.

@@ -3,6 +3,7 @@
  * caches. Only positive answers count; a miss is asked of the API (the object may be brand new).
  */
 import type { InProcessPlugin } from '../cni/runtime.js';
+import type { ApiConfig } from '../k8s/kubeconfig.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 
 export interface ObjectLookup {
@@ -29,4 +30,19 @@ export function useInProcessDelegates(plugins: Record<string, InProcessPlugin>):
 
 export function inProcessDelegates(): Record<string, InProcessPlugin> {
   return inProcess;
+}
+
+let hostApi: ApiConfig | undefined;
+
+/**
+ * The API credentials of the process hosting the plugin core, for confs that name no kubeconfig: the
+ * node daemon's own (its in-cluster ServiceAccount). A request's forwarded environment is the
+ * runtime's, which carries no in-cluster credentials, and must not pick the API server anyway.
+ */
+export function useHostApi(cfg: ApiConfig | undefined): void {
+  hostApi = cfg;
+}
+
+export function hostApiConfig(): ApiConfig | undefined {
+  return hostApi;
 }

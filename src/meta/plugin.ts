@@ -21,7 +21,7 @@ import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
 import { type LogOptions, type MetaConf, checkNamespaceAllowed, parseMetaConf } from './conf.js';
 import { cniDeviceInfoPath, copyDpDeviceInfo, readDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
-import { inProcessDelegates, objectLookup } from './lookup.js';
+import { hostApiConfig, inProcessDelegates, objectLookup } from './lookup.js';
 import { observed, observer } from './observe.js';
 import { waitForAddsInFlight } from './orphans.js';
 import { inlineDelegate, loadNetworkFromPath, nadToConfList } from './nad.js';
@@ -159,7 +159,8 @@ export class MetaInvocation {
     const stat = path ? statSync(path, { bigint: true, throwIfNoEntry: false }) : undefined;
     const key = stat && `${path}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${this.conf.apiTimeoutMs}`;
     if (key && sharedApi?.key === key && Date.now() - sharedApi.loaded < SHARED_API_TTL_MS) return (this.api = sharedApi.client);
-    const cfg = path ? await loadKubeconfig(path) : inClusterConfig(this.req.env);
+    // No kubeconfig in the conf: the hosting daemon's credentials, else in-cluster ones (one-shot).
+    const cfg = path ? await loadKubeconfig(path) : (hostApiConfig() ?? inClusterConfig(this.req.env));
     this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (verb) => observer()?.apiRequest(verb)) : undefined;
     if (key && this.api) sharedApi = { key, loaded: Date.now(), client: this.api };
     return this.api;
