@@ -207,6 +207,8 @@ export class ApiServerDouble {
   private readonly events: WatchEvent[] = [];
   private watchers: Watcher[] = [];
   private rv = 1;
+  /** The oldest revision whose events are kept (compact): a watch needing older ones is 410 Expired. */
+  private compactedRv = 0;
   private server: Server | undefined;
   url = '';
   /** Bearer tokens accepted; undefined accepts any request (the default). Others get 401. */
@@ -375,9 +377,20 @@ export class ApiServerDouble {
     return gone;
   }
 
+  /**
+   * Forgets the history before `rv` (default: all but the latest), as etcd compaction to that revision
+   * does: a watch that needs an older event is then answered 410 Expired, and the client lists again.
+   */
+  compact(rv = this.rv - 1): void {
+    this.compactedRv = Math.max(this.compactedRv, rv);
+    const keep = this.events.findIndex((e) => e.rv >= this.compactedRv);
+    this.events.splice(0, keep === -1 ? this.events.length : keep);
+  }
+
   private emit(e: WatchEvent): void {
     this.events.push(e);
-    if (this.events.length > 10000) this.events.splice(0, this.events.length - 10000);
+    // A bounded history, as the real server's: what falls out of it is compacted.
+    if (this.events.length > 10000) this.compact(this.events[this.events.length - 10000]!.rv);
     for (const w of this.watchers) {
       if (w.resource === e.resource && (!w.namespace || w.namespace === e.object.metadata.namespace) && w.matches(e.object)) {
         w.res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
@@ -551,6 +564,11 @@ export class ApiServerDouble {
     const since = Number(url.searchParams.get('resourceVersion') ?? '0');
     const resource = typeKey(t);
     const inScope = (o: Obj): boolean => (!namespace || o.metadata.namespace === namespace) && matches(o);
+    if (since > 0 && since + 1 < this.compactedRv) {
+      // What kube-apiserver sends when etcd has compacted the events a watch needs: a 200 stream with one ERROR event.
+      res.end(`${JSON.stringify({ type: 'ERROR', object: status(410, 'Expired', 'The resourceVersion for the provided watch is too old.') })}\n`);
+      return;
+    }
     if (since > 0) {
       for (const e of this.events) if (e.rv > since && e.resource === resource && inScope(e.object)) res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
     } else {
@@ -560,8 +578,19 @@ export class ApiServerDouble {
     this.watchers.push(w);
     const timeout = Number(url.searchParams.get('timeoutSeconds') ?? '0');
     const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
+    // Bookmarks as kube-apiserver's watch cache sends them to a watch that allows them: about a minute
+    // apart, and 2 s before the watch's timeout; the object is the kind with only the resourceVersion.
+    const bookmarks: NodeJS.Timeout[] = [];
+    if (url.searchParams.get('allowWatchBookmarks') === 'true') {
+      const bookmark = (): void => {
+        res.write(`${JSON.stringify({ type: 'BOOKMARK', object: { kind: t.kind, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.rv - 1) } } })}\n`);
+      };
+      bookmarks.push(setInterval(bookmark, 60_000));
+      if (timeout > 2) bookmarks.push(setTimeout(bookmark, (timeout - 2) * 1000));
+    }
     const done = (): void => {
       clearTimeout(timer);
+      for (const b of bookmarks) clearTimeout(b);
       this.watchers = this.watchers.filter((x) => x !== w);
     };
     req.on('close', done);

@@ -305,6 +305,15 @@ export class LocalCluster {
     await this.apiserverReady(this.start('kube-apiserver', cmd!, args, state));
   }
 
+  /**
+   * etcd forgets the history up to `revision` (a resourceVersion), as kube-apiserver's periodic
+   * compaction does: a watch from before it is answered 410 Expired (where no watch cache answers).
+   */
+  async compactEtcd(revision: string): Promise<void> {
+    const res = await fetch(`http://127.0.0.1:${CLUSTER_PORTS.etcdClient}/v3/kv/compaction`, { method: 'POST', body: JSON.stringify({ revision, physical: true }) });
+    if (!res.ok) throw new Error(`etcd compaction to ${revision}: ${res.status} ${await res.text()}`);
+  }
+
   /** kubelet stopped and started again on the same root dir, as an upgrade or a crash restarts it. */
   async restartKubelet(): Promise<void> {
     const state = this.readState();
