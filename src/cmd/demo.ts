@@ -10,14 +10,12 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { NetHandle } from '../net/netlink.js';
 import { ContainerdRig } from '../rig/containerd.js';
 import { AttachmentStore } from '../meta/store.js';
 import { hostLocalReservations } from '../rig/hostlocal.js';
 import { SimNode, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../rig/simnode.js';
+import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, showPod, tableHeader } from '../rig/demotable.js';
 
-const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in', 'sriov-pod'];
-const SRIOV_RESOURCE = 'intel.com/intel_sriov_netdevice';
 
 /**
  * The SR-IOV part of the node: a simulated host (a PF with two VFs whose netdevs are veth ends),
@@ -27,7 +25,7 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   const { FakeKernel } = await import('../sriov/fakekernel.js');
   const { KubeletDouble } = await import('../rig/kubelet.js');
   const { SriovDevicePlugin } = await import('../deviceplugin/plugin.js');
-  const kernel = FakeKernel.create(join(work, 'sriov-host'), { realNetdevs: true, pfs: [{ address: '0000:5e:00.0', vendor: '8086', device: '158b', numVfs: 2, netdev: 'plxdemopf' }] });
+  const kernel = FakeKernel.create(join(work, 'sriov-host'), { realNetdevs: true, pfs: [DEMO_PF] });
   const kubelet = new KubeletDouble(node.dir);
   await kubelet.start();
   const plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: kernel.host(), kubeletDir: node.dir, devinfoDir: node.deviceInfoDir, stateDir: join(work, 'device-plugin'), resyncMs: 3_600_000 });
@@ -57,13 +55,6 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   };
 }
 
-interface DemoPod {
-  name: string;
-  namespace: string;
-  netns: string;
-  sandbox: string;
-}
-
 function hasCommand(cmd: string): boolean {
   try {
     execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
@@ -86,21 +77,6 @@ function plexusLeftovers(storeDir: string): string[] {
   const links = (JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('plx'));
   const records = new AttachmentStore(storeDir).active();
   return [...netns.map((n) => `netns ${n}`), ...links.map((l) => `link ${l}`), ...records.map((r) => `store record ${r}`)];
-}
-
-async function showPod(log: (l: string) => void, pod: DemoPod, status: string | undefined): Promise<void> {
-  const h = await NetHandle.openPath(pod.netns);
-  try {
-    for (const link of (await h.links()).filter((l) => l.name !== 'lo')) {
-      const addrs = (await h.addresses(link.name)).filter((a) => a.scope === 0).map((a) => a.address);
-      log(`${`${pod.namespace}/${pod.name}`.padEnd(22)} ${link.name.padEnd(7)} ${(link.mac ?? '').padEnd(18)} ${addrs.join(', ')}`);
-    }
-  } finally {
-    h.close();
-  }
-  for (const e of JSON.parse(status ?? '[]') as { name: string; interface?: string; ips?: string[]; default: boolean }[]) {
-    log(`${''.padEnd(22)}   network-status: ${e.interface ?? '-'} ← ${e.name}${e.default ? ' (default)' : ''} ${(e.ips ?? []).join(', ')}`);
-  }
 }
 
 export async function runDemo(log: (line: string) => void, opts: { cri?: boolean } = {}): Promise<boolean> {
@@ -129,7 +105,7 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
       log('containerd not found: the pods are plain network namespaces, and plexus is called as a runtime would call it');
     }
     log('');
-    log(`${'pod'.padEnd(22)} ${'if'.padEnd(7)} ${'mac'.padEnd(18)} addresses`);
+    tableHeader(log);
     for (const name of DEMO_PODS) {
       if (name === 'sriov-pod') log(`${'default/sriov-pod'.padEnd(22)} (kubelet allocated VF ${await sriov.admit()})`);
       const doc = name === 'sriov-pod' ? (node.api.get('v1', 'pods', 'default', name) as unknown as ReturnType<SimNode['addExamplePod']>) : node.addExamplePod(name);
@@ -175,9 +151,12 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('a simulated node: API double + example NADs, annotated pods (one with an SR-IOV VF) through containerd with plexus as CNI, then teardown')
     .option('--no-cri', 'run the pods as plain network namespaces even when containerd is installed')
-    .action(async (o: { cri: boolean }) => {
+    .option('--cluster', 'the same pods on the real node (plexusctl cluster; needs sh scripts/build-cluster.sh once): scheduler, kubelet, containerd, the device plugin registered with the real kubelet')
+    .action(async (o: { cri: boolean; cluster?: boolean }) => {
+      const out = (l: string) => process.stdout.write(`${l}\n`);
       try {
-        if (!(await runDemo((l) => process.stdout.write(`${l}\n`), { cri: o.cri }))) process.exitCode = 1;
+        const ok = o.cluster ? await (await import('../rig/clusterdemo.js')).runClusterDemo(out) : await runDemo(out, { cri: o.cri });
+        if (!ok) process.exitCode = 1;
       } catch (err) {
         process.stderr.write(`plexusctl demo failed: ${(err as Error).stack ?? String(err)}\n`);
         process.exitCode = 1;

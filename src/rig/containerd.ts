@@ -3,13 +3,13 @@
  * dir), a pause image built locally from catatonit, and a small CRI client over gRPC.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { requireAbove } from '../util/find-above.js';
+import { importImage, ociImageTar } from './image.js';
 import { stopPid } from '../util/pid.js';
 
 /** The CRI subset proto next to the bundle (dist/) or in the source tree, whichever is above this module. */
@@ -36,51 +36,13 @@ export interface SandboxStatus {
 
 type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
 
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 /** A pause image as an OCI layout tar: /pause is catatonit, run as `catatonit -P`. */
 export function buildPauseImage(dir: string): string {
   const root = join(dir, 'pause-rootfs');
-  const layout = join(dir, 'pause-oci');
   mkdirSync(root, { recursive: true });
-  mkdirSync(join(layout, 'blobs', 'sha256'), { recursive: true });
   copyFileSync('/usr/bin/catatonit', join(root, 'pause'));
-  execFileSync('chmod', ['755', join(root, 'pause')]);
-  const layerPath = join(dir, 'layer.tar');
-  execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', root, '-cf', layerPath, 'pause']);
-  const layer = readFileSync(layerPath);
-  const blob = (data: Buffer): { digest: string; size: number } => {
-    const digest = sha256(data);
-    writeFileSync(join(layout, 'blobs', 'sha256', digest), data);
-    return { digest: `sha256:${digest}`, size: data.length };
-  };
-  const layerBlob = blob(layer);
-  const config = blob(
-    Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Entrypoint: ['/pause', '-P'] }, rootfs: { type: 'layers', diff_ids: [layerBlob.digest] } })),
-  );
-  const manifest = blob(
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layerBlob }],
-      }),
-    ),
-  );
-  writeFileSync(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'io.containerd.image.name': PAUSE_IMAGE } }],
-    }),
-  );
-  writeFileSync(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  const tar = join(dir, 'pause.tar');
-  execFileSync('tar', ['-C', layout, '-cf', tar, '.']);
-  return tar;
+  chmodSync(join(root, 'pause'), 0o755);
+  return ociImageTar(dir, 'pause.tar', { name: PAUSE_IMAGE, rootfs: root, entrypoint: ['/pause', '-P'] });
 }
 
 export class ContainerdRig {
@@ -133,7 +95,7 @@ state = "${join(dir, 'state')}"
     if (opts.detached) rig.proc.unref();
     for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
     if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
-    execFileSync('ctr', ['-a', rig.socket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', buildPauseImage(dir)], { stdio: 'pipe' });
+    importImage(rig.socket, buildPauseImage(dir));
     rig.connect();
     return rig;
   }

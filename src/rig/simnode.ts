@@ -21,6 +21,14 @@ function ip(args: string[]): void {
 
 export const EXAMPLE_LINKS = { macvlanMaster: 'plx-mv-master', vf: 'plx-vf0', bridgeB: 'plx-br-b' };
 
+/** The host links the example NADs name: a macvlan master and a veth end standing in for a VF. Returns what to delete. */
+export function addExampleLinks(): string[] {
+  ip(['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
+  ip(['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
+  ip(['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
+  return [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf];
+}
+
 export interface PluginRun {
   status: number | null;
   json: Record<string, unknown> | undefined;
@@ -69,11 +77,7 @@ export class SimNode {
     );
     // Bridges are made by the bridge plugin; the node removes them with its own links.
     this.links.push(this.clusterBridge, EXAMPLE_LINKS.bridgeB);
-    ip(['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
-    this.links.push(EXAMPLE_LINKS.macvlanMaster);
-    ip(['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
-    ip(['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
-    this.links.push(EXAMPLE_LINKS.vf);
+    this.links.push(...addExampleLinks());
   }
 
   /** Stops the API double and removes every link the node (or a plugin for it) made on the host. */

@@ -5,31 +5,35 @@
  * runtime's CNI dirs) and pods go scheduler → kubelet → containerd → plexus → delegates.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { ApiClient, ApiError } from '../../src/k8s/client.js';
-import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
+import { type ApiConfig, loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
-import { kubeadmKubeconfig } from '../../src/k8s/kubeconfig-file.js';
-import { LocalCluster, componentsDir, kubeletCgroups } from '../../src/rig/cluster.js';
+import { CLUSTER_PORTS, LocalCluster, kubeletCgroups } from '../../src/rig/cluster.js';
+import { buildPlexusImage, importImage } from '../../src/rig/image.js';
+import { deployManifest } from './daemonset.js';
+import { type Kubectl, kubectlFor, preparePlexus } from '../../src/rig/cluster-plexus.js';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { ApiServerDouble } from '../../src/k8s/apiserver.js';
-import { EXAMPLE_LINKS, exampleDocs, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
+import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
 import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { FakeKernel } from '../../src/sriov/fakekernel.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
 import { unary } from '../../src/util/grpc-unary.js';
-import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, linkExists, listNetns } from '../support/rig.js';
 
 const STATUS = 'k8s.v1.cni.cncf.io/network-status';
+/** Where deploy/plexus-daemon.yaml has the daemon serve the shim and keep its records (host paths). */
+const DAEMONSET_SOCKET = '/run/plexus/plexus.sock';
+const DAEMONSET_CNI_DIR = '/var/lib/cni/plexus';
 
 interface PodJson {
   metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string> };
@@ -41,14 +45,9 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
   const rig = new Rig();
   let cluster: LocalCluster;
   let dir: string;
-  let kubectlBin: string;
   let plexusKubeconfig: string;
   const netnsBefore = listNetns();
-  const kubectl = (args: string[], input?: string): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const child = execFile(kubectlBin, args, { env: { ...process.env, KUBECONFIG: cluster.adminKubeconfig } }, (err, stdout, stderr) => (err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout)));
-      if (input !== undefined) child.stdin!.end(input);
-    });
+  let kubectl: Kubectl;
   const getPod = async (name: string): Promise<PodJson | undefined> => {
     try {
       return JSON.parse(await kubectl(['get', 'pod', name, '-o', 'json'])) as PodJson;
@@ -68,24 +67,12 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   before(async () => {
     dir = rig.dir('realnode');
-    kubectlBin = join(componentsDir(), 'kubectl');
     cluster = new LocalCluster({ dir: join(dir, 'cluster'), log: (l) => process.stderr.write(`      cluster: ${l}\n`) });
     await cluster.up();
-    // The example NADs' host links (a macvlan master; a veth end standing in for a VF).
-    execFileSync('ip', ['link', 'add', EXAMPLE_LINKS.macvlanMaster, 'type', 'veth', 'peer', 'name', 'plx-mv-peer']);
-    execFileSync('ip', ['link', 'set', EXAMPLE_LINKS.macvlanMaster, 'up']);
-    execFileSync('ip', ['link', 'add', EXAMPLE_LINKS.vf, 'type', 'veth', 'peer', 'name', 'plx-vf0p']);
+    kubectl = kubectlFor(cluster);
+    addExampleLinks();
     // As a platform team installs it: the CRDs and Plexus's RBAC with kubectl, a ServiceAccount token.
-    await kubectl(['apply', '-f', join(repoRoot(), 'crds')]);
-    const rbac = parseAllDocuments(readFileSync(join(repoRoot(), 'deploy', 'plexus-daemon.yaml'), 'utf8'))
-      .map((d) => d.toJS() as { kind: string })
-      .filter((d) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(d.kind));
-    await kubectl(['apply', '-f', '-'], rbac.map((d) => stringify(d)).join('---\n'));
-    await kubectl(['wait', '--for=condition=Established', 'crd/network-attachment-definitions.k8s.cni.cncf.io', '--timeout=60s']);
-    const token = (await kubectl(['create', 'token', 'plexus', '-n', 'kube-system', '--duration=2h'])).trim();
-    plexusKubeconfig = join(dir, 'plexus.kubeconfig');
-    writeFileSync(plexusKubeconfig, kubeadmKubeconfig(cluster.server, readFileSync(join(dir, 'cluster', 'pki', 'ca.crt')), 'plexus', { token }));
-    await kubectl(['apply', '-f', join(repoRoot(), 'examples', 'network-attachment-definitions.yaml')]);
+    plexusKubeconfig = await preparePlexus(cluster, kubectl, dir);
   });
 
   after(async () => {
@@ -101,7 +88,21 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   describe('API contract: the double and the real API server answer alike', () => {
     /** The same requests against both; each returns what the test compares. */
-    const contract = async (api: ApiClient, ns: string): Promise<Record<string, unknown>> => {
+    /** Every event of one watch through client-node's Watch (what the daemon's informers use), until the server ends it. */
+    const watchEvents = async (cfg: ApiConfig, path: string, query: Record<string, string | number | boolean>): Promise<{ type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { resourceVersion?: string } } }[]> => {
+      const k8s = await import('@kubernetes/client-node');
+      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
+      const events: { type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { resourceVersion?: string } } }[] = [];
+      await new Promise<void>((resolve, reject) => {
+        new k8s.Watch(kubeConfigFor(cfg))
+          .watch(path, query, (type: string, object: (typeof events)[number]['object']) => events.push({ type, object }), (err: unknown) => (err ? reject(err as Error) : resolve()))
+          .catch(reject);
+      });
+      return events;
+    };
+    /** The same requests against both; each returns what the test compares. `compact` forgets the history up to a resourceVersion. */
+    const contract = async (cfg: ApiConfig, ns: string, compact: (rv: string) => Promise<void>): Promise<Record<string, unknown>> => {
+      const api = new ApiClient(cfg, 10_000);
       const out: Record<string, unknown> = {};
       const code = async (p: Promise<unknown>): Promise<number> =>
         p.then(
@@ -130,16 +131,40 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       await api.patch(`/api/v1/namespaces/${ns}/pods/contract`, { metadata: { labels: { bump: '1' } } });
       out.staleUpdate = await code(api.put(`/api/v1/namespaces/${ns}/pods/contract`, { ...fresh, metadata: { ...fresh.metadata, labels: { bump: '2' } } }));
       out.createExisting = await code(api.post(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { containers: [{ name: 'c', image: 'x' }] } }));
+      // A watch that allows bookmarks is told, shortly before its timeout, how far the resource has come
+      // while nothing it watches changed: a BOOKMARK, the kind with only a resourceVersion. (kube-apiserver's
+      // watch cache sends one ~2 s before the timeout, only when pods changed elsewhere since the watch began.)
+      const listed2 = await api.get<{ metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/pods`);
+      const watching = watchEvents(cfg, `/api/v1/namespaces/${ns}/pods`, { allowWatchBookmarks: true, timeoutSeconds: 10, resourceVersion: listed2.metadata.resourceVersion });
+      await sleep(1000);
+      const elsewhere = await api.post<PodJson & { metadata: { resourceVersion: string } }>('/api/v1/namespaces/default/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract-elsewhere' }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      const bookmarks = (await watching).filter((e) => e.type === 'BOOKMARK');
+      out.bookmark = bookmarks.slice(0, 1).flatMap((b) => [b.object.kind, Number(b.object.metadata?.resourceVersion) >= Number(elsewhere.metadata.resourceVersion)]);
+      out.watchedNothing = (await watching).filter((e) => e.type !== 'BOOKMARK').length;
+      // A watch from a compacted resourceVersion: one ERROR event, 410 Expired (an informer lists again).
+      // Events: kube-apiserver keeps no watch cache of them, so etcd's compaction is what answers.
+      const eventOf = (name: string) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns }, involvedObject: { apiVersion: 'v1', kind: 'Pod', name: 'contract', namespace: ns }, reason: 'Contract', message: name, type: 'Normal', source: { component: 'plexus-test' } });
+      const rvs: string[] = [];
+      for (const name of ['first', 'second', 'third']) rvs.push((await api.post<{ metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/events`, eventOf(name))).metadata.resourceVersion);
+      // Compaction to a revision keeps that revision: a watch from the one before it still works.
+      await compact(rvs[2]!);
+      const kept = await watchEvents(cfg, `/api/v1/namespaces/${ns}/events`, { resourceVersion: rvs[1]!, timeoutSeconds: 2 });
+      out.watchAtCompaction = kept.map((e) => [e.type, (e.object as { metadata?: { name?: string } }).metadata?.name]);
+      const expired = await watchEvents(cfg, `/api/v1/namespaces/${ns}/events`, { resourceVersion: rvs[0]!, timeoutSeconds: 2 });
+      out.watchExpired = expired.map((e) => [e.type, e.object.code, e.object.reason]);
       return out;
     };
-    const expected = { getMissing: 404, statusAnnotation: '[]', specUnchanged: 'nowhere', uidPrecondition: 422, uidMatches: 200, fieldSelector: ['contract'], fieldSelectorNone: 0, nadCreate: 200, nadInvalid: 422, staleUpdate: 409, createExisting: 409 };
+    const expected = {
+      getMissing: 404, statusAnnotation: '[]', specUnchanged: 'nowhere', uidPrecondition: 422, uidMatches: 200, fieldSelector: ['contract'], fieldSelectorNone: 0, nadCreate: 200, nadInvalid: 422, staleUpdate: 409, createExisting: 409,
+      bookmark: ['Pod', true], watchedNothing: 0, watchAtCompaction: [['ADDED', 'third']], watchExpired: [['ERROR', 410, 'Expired']],
+    };
 
     it('the real API server', async () => {
       await kubectl(['create', 'namespace', 'contract']);
       // The ServiceAccount admission needs the namespace's default ServiceAccount, which the
       // controller-manager makes a moment after the namespace.
       await until('the default ServiceAccount of namespace contract', async () => (await kubectl(['get', 'serviceaccount', 'default', '-n', 'contract', '-o', 'name'])) || undefined, 60_000);
-      assert.deepEqual(await contract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'contract'), expected);
+      assert.deepEqual(await contract(await loadKubeconfig(cluster.adminKubeconfig), 'contract', (rv) => cluster.compactEtcd(rv)), expected);
     });
 
     it('the API double', async () => {
@@ -148,7 +173,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       try {
         const path = join(dir, 'double.kubeconfig');
         writeFileSync(path, double.kubeconfig());
-        assert.deepEqual(await contract(new ApiClient(await loadKubeconfig(path), 10_000), 'contract'), expected);
+        assert.deepEqual(await contract(await loadKubeconfig(path), 'contract', async (rv) => double.compact(Number(rv))), expected);
       } finally {
         await double.stop();
       }
@@ -215,6 +240,44 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       }
       assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ['macvlan-a', 'macvlan-a']])));
     });
+
+    it('a rotated token file is read again: after the old token is revoked both clients still authenticate, a client that kept the old token gets 401', async () => {
+      // Two tokens of Plexus's ServiceAccount, each bound to a Secret of its own: deleting the Secret
+      // revokes the token, as a pod's token dies with the pod. kubelet rotates a projected token by
+      // swapping the file under the reader; so does this test.
+      const base = join(dir, 'rotation');
+      mkdirSync(base, { recursive: true });
+      const tokenBoundTo = async (secret: string): Promise<string> => {
+        await kubectl(['create', 'secret', 'generic', secret, '-n', 'kube-system']);
+        return (await kubectl(['create', 'token', 'plexus', '-n', 'kube-system', '--bound-object-kind', 'Secret', '--bound-object-name', secret])).trim();
+      };
+      const [oldToken, newToken] = [await tokenBoundTo('plx-token-old'), await tokenBoundTo('plx-token-new')];
+      const tokenFile = join(base, 'token');
+      const swapIn = (token: string): void => {
+        writeFileSync(`${tokenFile}.next`, token);
+        execFileSync('mv', ['-f', `${tokenFile}.next`, tokenFile]);
+      };
+      swapIn(oldToken);
+      writeFileSync(join(base, 'ca.crt'), readFileSync(join(dir, 'cluster', 'pki', 'ca.crt')));
+      writeFileSync(join(base, 'kubeconfig'), stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: cluster.server, 'certificate-authority': 'ca.crt' } }], users: [{ name: 'u', user: { tokenFile: 'token' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
+      const cfg = await loadKubeconfig(join(base, 'kubeconfig'));
+      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
+      const k8s = await import('@kubernetes/client-node');
+      const lean = new ApiClient(cfg, 10_000);
+      const informers = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
+      const pinned = new ApiClient({ server: cfg.server, ...(cfg.ca ? { ca: cfg.ca } : {}), token: oldToken }, 10_000);
+      const readBoth = async (): Promise<[string, string]> => [
+        await lean.get<{ metadata: { name: string } }>(NAD_PATH).then((n) => n.metadata.name, (e: Error) => e.message),
+        await informers.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then((n) => (n as { metadata: { name: string } }).metadata.name, (e: Error) => e.message),
+      ];
+      assert.deepEqual(await readBoth(), ['macvlan-a', 'macvlan-a']);
+      swapIn(newToken);
+      await kubectl(['delete', 'secret', '-n', 'kube-system', 'plx-token-old']);
+      const refused = await until('the old token refused', async () => pinned.get(NAD_PATH).then(() => undefined, (e: unknown) => (e instanceof ApiError && e.status === 401 ? e.status : undefined)), 60_000);
+      assert.equal(refused, 401);
+      assert.deepEqual(await readBoth(), ['macvlan-a', 'macvlan-a']);
+      await kubectl(['delete', 'secret', '-n', 'kube-system', 'plx-token-new']);
+    });
   });
 
   describe('PodResources contract: the kubelet double and the real kubelet answer alike', () => {
@@ -254,25 +317,78 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
   });
 
   for (const mode of ['oneshot', 'daemon'] as const) {
-    describe(`pods through kubelet → containerd → plexus (${mode === 'oneshot' ? 'one-shot plugin' : 'node daemon + shim'}), YAML ServiceAccount kubeconfig`, () => {
-      let daemon: DaemonProcess | undefined;
+    describe(`pods through kubelet → containerd → plexus (${mode === 'oneshot' ? 'one-shot plugin, YAML ServiceAccount kubeconfig' : "node daemon + shim from deploy/'s DaemonSet and a locally built image, in-cluster credentials"})`, () => {
       let cri: ContainerdRig;
-      const cniDir = () => join(dir, `plexus-${mode}`);
+      /** The daemon keeps its records where deploy/ says (/var/lib/cni/plexus of the host). */
+      const cniDir = () => (mode === 'daemon' ? DAEMONSET_CNI_DIR : join(dir, `plexus-${mode}`));
+      let cniDirExisted = true;
+      let runDirExisted = true;
+      const daemonPod = async (): Promise<{ metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } } | undefined> =>
+        (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=plexus', '-o', 'json'])) as { items: { metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items[0];
+      /** The DaemonSet pod's container logs, from kubelet's pod log dir (kubectl logs needs a node address this loopback node does not report). */
+      const daemonLogs = (): string => {
+        const logDir = join(dir, 'cluster', 'pod-logs');
+        return readdirSync(logDir)
+          .filter((d) => d.startsWith('kube-system_plexus-'))
+          .flatMap((d) => readdirSync(join(logDir, d)).map((c) => `${c}: ${execFileSync('sh', ['-c', `tail -n 30 ${join(logDir, d, c)}/*.log`], { encoding: 'utf8' })}`))
+          .join('\n');
+      };
       before(async () => {
-        const args = ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()];
-        if (mode === 'daemon') {
-          const socket = join(dir, 'plexus.sock');
-          args.push('--daemon-socket', socket);
-          daemon = await startDaemon(socket, ['--kubeconfig', plexusKubeconfig, '--node-name', cluster.nodeName, '--cni-dir', cniDir()]);
+        if (mode === 'oneshot') {
+          execFileSync(plexusctlPath, ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()], { stdio: 'pipe' });
+        } else {
+          // The image of deploy/, built as the pause image is (plexusctl image), in the node's containerd.
+          const image = buildPlexusImage(repoRoot(), dir);
+          assert.equal(image.name, 'docker.io/library/plexus:dev', 'the name kubelet resolves plexus:dev to');
+          importImage(cluster.containerdSocket, image.tar);
+          cniDirExisted = existsSync(DAEMONSET_CNI_DIR);
+          runDirExisted = existsSync(dirname(DAEMONSET_SOCKET));
+          const manifest = deployManifest('plexus-daemon.yaml', {
+            hostPaths: {
+              '/opt/cni/bin': cluster.cniBinDir,
+              '/etc/cni/net.d': cluster.cniConfDir,
+              '/var/lib/kubelet/pod-resources': join(cluster.kubeletDir, 'pod-resources'),
+              '/var/run/k8s.cni.cncf.io/devinfo': join(dir, 'devinfo'),
+            },
+            // No kube-proxy on this node: the kubernetes Service's ClusterIP leads nowhere, so the
+            // in-cluster client is pointed at the API server itself (the token and CA stay kubelet's).
+            env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(CLUSTER_PORTS.apiserver) },
+            // The rig's CNI bin dir links Debian's reference plugins from /usr/lib/cni.
+            extraHostMounts: ['/usr/lib/cni'],
+          });
+          await kubectl(['apply', '-f', '-'], manifest);
+          await until(
+            'the plexus DaemonSet pod Running',
+            async () => {
+              const p = await daemonPod();
+              return p?.status.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready) ? p : undefined;
+            },
+            120_000,
+          ).catch(async (err: Error) => {
+            throw new Error(`${err.message}; ${JSON.stringify((await daemonPod())?.status)}; logs: ${daemonLogs()}`);
+          });
+          // The init container installed the shim and the conf; the daemon serves the shim's socket.
+          const conf = JSON.parse(readFileSync(join(cluster.cniConfDir, '00-plexus.conflist'), 'utf8')) as { plugins: { type: string; daemonSocket?: string }[] };
+          assert.equal(conf.plugins[0]?.type, 'plexus-shim');
+          assert.equal(conf.plugins[0]?.daemonSocket, DAEMONSET_SOCKET);
+          assert.ok(existsSync(join(cluster.cniBinDir, 'plexus-shim')));
+          await until('the daemon socket', async () => existsSync(DAEMONSET_SOCKET) || undefined, 30_000);
         }
-        execFileSync(plexusctlPath, args, { stdio: 'pipe' });
         cri = ContainerdRig.attach(cluster.containerdDir, undefined);
         // containerd picks up the new first conf within ~2 s.
         await sleep(3000);
       });
-      after(async () => {
+      after(async function () {
         cri?.close();
-        await stopDaemon(daemon);
+        if (mode === 'daemon') {
+          if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      daemon pod logs:\n${daemonLogs()}\n`);
+          const p = await daemonPod().catch(() => undefined);
+          if (p) assert.equal(p.status.containerStatuses?.[0]?.restartCount, 0, 'the daemon never restarted');
+          await kubectl(['delete', 'daemonset', '-n', 'kube-system', 'plexus', '--wait=true', '--timeout=60s']);
+          await until('the daemon pod gone', async () => ((await daemonPod()) ? undefined : true), 60_000);
+          if (!cniDirExisted) rmSync(DAEMONSET_CNI_DIR, { recursive: true, force: true });
+          if (!runDirExisted) rmSync(dirname(DAEMONSET_SOCKET), { recursive: true, force: true });
+        }
       });
 
       it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
@@ -306,10 +422,8 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         assert.equal(events.items.length, 3, events.items.map((e) => e.message).join('; '));
 
         await kubectl(['delete', 'pod', 'two-nets', 'vf-stand-in', '--wait=true', '--timeout=120s']);
-        await until('the sandboxes gone', async () => (await cri.listPods()).length === 0 || undefined, 60_000).catch(async () => {
-          // kubelet keeps stopped sandboxes for a while; what matters is that they are not ready.
-          for (const p of pods) assert.equal(await cri.readySandbox('default', p.metadata.name), undefined);
-        });
+        // kubelet keeps stopped sandboxes for a while (and the DaemonSet's own runs on): what matters is that none of these is ready.
+        for (const p of pods) await until(`the sandbox of ${p.metadata.name} stopped`, async () => ((await cri.readySandbox('default', p.metadata.name)) ? undefined : true), 60_000);
         assert.ok(linkExists(EXAMPLE_LINKS.vf), 'the VF stand-in is back on the host');
         assert.deepEqual(hostLocalReservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore, 'macvlan IP released');
         const store = new AttachmentStore(join(cniDir(), 'attachments'));
@@ -321,7 +435,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         it('kube-apiserver restarts: the informers list and watch again (a NAD made after the restart reaches the cache), and the next pod gets it', async () => {
           const cached = (): Promise<{ nads?: string[] }> =>
             new Promise((resolve, reject) => {
-              const req = httpRequest({ socketPath: join(dir, 'plexus.sock'), path: '/debug/cache' }, (res) => {
+              const req = httpRequest({ socketPath: DAEMONSET_SOCKET, path: '/debug/cache' }, (res) => {
                 let body = '';
                 res.on('data', (c: Buffer) => (body += c.toString()));
                 res.on('end', () => resolve(JSON.parse(body) as { nads?: string[] }));
