@@ -5,7 +5,7 @@
  * runtime's CNI dirs) and pods go scheduler → kubelet → containerd → plexus → delegates.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -20,13 +20,14 @@ import { deployManifest } from './daemonset.js';
 import { type Kubectl, kubectlFor, preparePlexus } from '../../src/rig/cluster-plexus.js';
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { ApiServerDouble } from '../../src/k8s/apiserver.js';
-import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
+import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
 import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { FakeKernel } from '../../src/sriov/fakekernel.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
 import { unary } from '../../src/util/grpc-unary.js';
+import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, linkExists, listNetns } from '../support/rig.js';
 
@@ -239,6 +240,47 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         results[form] = [lean, informers];
       }
       assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ['macvlan-a', 'macvlan-a']])));
+    });
+
+    it('every form carries a full ADD and DEL, one-shot and through the daemon: pod and NAD read, network-status written with it', async () => {
+      // A pod on no node (nothing else runs it): the ADDs read it and its NAD, and write its network-status.
+      const podPath = '/api/v1/namespaces/default/pods/kubeconfig-forms';
+      const admin = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000);
+      await admin.post('/api/v1/namespaces/default/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kubeconfig-forms', annotations: { 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' } }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      const uid = (await admin.get<PodJson>(podPath)).metadata.uid;
+      const clusterNetwork = join(cluster.cniConfDir, '10-cluster.conflist');
+      const results: Record<string, Record<string, string>> = {};
+      for (const [i, [form, kubeconfig]] of Object.entries(forms()).entries()) {
+        results[form] = {};
+        for (const mode of ['oneshot', 'daemon'] as const) {
+          const netns = `plx-kf-${i}-${mode}`;
+          execFileSync('ip', ['netns', 'add', netns]);
+          const socket = join(dir, `kf-${i}.sock`);
+          const daemon = mode === 'daemon' ? await startDaemon(socket, ['--kubeconfig', kubeconfig, '--node-name', cluster.nodeName, '--cni-dir', join(dir, `kf-${i}-daemon`)]) : undefined;
+          try {
+            await admin.patch(`${podPath}/status`, { metadata: { annotations: { [STATUS]: '[]' } } });
+            // One-shot: the form is the conf's kubeconfig. Daemon: the conf names none; the daemon's --kubeconfig is the form.
+            const conf = mode === 'oneshot' ? { cniVersion: '1.0.0', name: 'plexus', type: 'plexus', kubeconfig, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-oneshot`) } : { cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, clusterNetwork, binDir: '/usr/lib/cni' };
+            const bin = mode === 'oneshot' ? join(repoRoot(), 'bin', 'plexus') : join(repoRoot(), 'native', 'plexus-shim');
+            const call = (command: string) => spawnSync(bin, [], { input: JSON.stringify(conf), encoding: 'utf8', env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv(command, `kf${i}${mode}`, `/var/run/netns/${netns}`, { name: 'kubeconfig-forms', namespace: 'default', uid }) } });
+            const add = call('ADD');
+            results[form]![`${mode} ADD`] = add.status === 0 ? 'ok' : add.stdout || add.stderr;
+            const status = await until(`network-status by ${form} (${mode})`, async () => {
+              const s = (await admin.get<PodJson>(podPath)).metadata.annotations?.[STATUS];
+              return s && s !== '[]' ? s : undefined;
+            }, 20_000).catch((e: Error) => e.message);
+            results[form]![`${mode} status`] = status.includes('"default/macvlan-a"') ? 'ok' : status;
+            const del = call('DEL');
+            results[form]![`${mode} DEL`] = del.status === 0 ? 'ok' : del.stdout || del.stderr;
+          } finally {
+            await stopDaemon(daemon);
+            execFileSync('ip', ['netns', 'del', netns]);
+          }
+        }
+      }
+      const ok = { 'oneshot ADD': 'ok', 'oneshot status': 'ok', 'oneshot DEL': 'ok', 'daemon ADD': 'ok', 'daemon status': 'ok', 'daemon DEL': 'ok' };
+      assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ok])));
+      await kubectl(['delete', 'pod', 'kubeconfig-forms', '--grace-period=0', '--force']);
     });
 
     it('a rotated token file is read again: after the old token is revoked both clients still authenticate, a client that kept the old token gets 401', async () => {
