@@ -14,6 +14,7 @@ interface Volume {
 }
 interface Container {
   name: string;
+  command?: string[];
   imagePullPolicy?: string;
   env?: { name: string; value?: string }[];
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
@@ -31,7 +32,16 @@ export interface NodeLayout {
   env?: Record<string, string>;
   /** Extra read-only host mounts of the main containers, at the same path. */
   extraHostMounts?: string[];
+  /**
+   * kubelet's root dir when not /var/lib/kubelet: mounted at the same path inside (a device plugin's
+   * endpoint is a path kubelet dials on the host) and passed as --kubelet-dir.
+   */
+  kubeletDir?: string;
+  /** The host root the device plugin reads (a simulated SR-IOV host): one volume at /host instead of /host/sys, /host/proc/net, /host/dev. */
+  hostRoot?: string;
 }
+
+const STOCK_KUBELET_DIR = '/var/lib/kubelet';
 
 /** The manifests of deploy/<file>, moved onto this node's layout, as YAML for kubectl apply. */
 export function deployManifest(file: string, layout: NodeLayout, kinds?: string[]): string {
@@ -42,6 +52,25 @@ export function deployManifest(file: string, layout: NodeLayout, kinds?: string[
     const pod = doc.spec?.template.spec;
     if (pod) {
       for (const v of pod.volumes) if (v.hostPath && layout.hostPaths[v.hostPath.path]) v.hostPath.path = layout.hostPaths[v.hostPath.path]!;
+      if (layout.kubeletDir) {
+        const dir = layout.kubeletDir;
+        const moved = (p: string) => (p === STOCK_KUBELET_DIR || p.startsWith(`${STOCK_KUBELET_DIR}/`) ? dir + p.slice(STOCK_KUBELET_DIR.length) : p);
+        for (const v of pod.volumes) if (v.hostPath) v.hostPath.path = moved(v.hostPath.path);
+        for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+          for (const m of c.volumeMounts ?? []) m.mountPath = moved(m.mountPath);
+          c.command = c.command?.map((a) => (a.startsWith('--kubelet-dir=') ? `--kubelet-dir=${moved(a.slice('--kubelet-dir='.length))}` : a));
+        }
+      }
+      if (layout.hostRoot) {
+        const under = new Set(pod.containers.flatMap((c) => (c.volumeMounts ?? []).filter((m) => m.mountPath.startsWith('/host/')).map((m) => m.name)));
+        pod.volumes = pod.volumes.filter((v) => !under.has(v.name));
+        pod.volumes.push({ name: 'node-host-root', hostPath: { path: layout.hostRoot } });
+        for (const c of pod.containers) {
+          const had = (c.volumeMounts ?? []).some((m) => under.has(m.name));
+          c.volumeMounts = (c.volumeMounts ?? []).filter((m) => !under.has(m.name));
+          if (had) c.volumeMounts.push({ name: 'node-host-root', mountPath: '/host' });
+        }
+      }
       for (const [i, path] of (layout.extraHostMounts ?? []).entries()) {
         pod.volumes.push({ name: `node-extra-${i}`, hostPath: { path } });
         for (const c of pod.containers) (c.volumeMounts ??= []).push({ name: `node-extra-${i}`, mountPath: path, readOnly: true });

@@ -21,7 +21,6 @@ import { type Kubectl, kubectlFor, preparePlexus } from '../../src/rig/cluster-p
 import { ContainerdRig } from '../../src/rig/containerd.js';
 import { ApiServerDouble } from '../../src/k8s/apiserver.js';
 import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
-import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { FakeKernel } from '../../src/sriov/fakekernel.js';
 import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
@@ -66,6 +65,15 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     }
   };
 
+  /** A pod's container logs, from kubelet's pod log dir (kubectl logs needs a node address this loopback node does not report). */
+  const podLogs = (prefix: string): string => {
+    const logDir = join(dir, 'cluster', 'pod-logs');
+    return readdirSync(logDir)
+      .filter((d) => d.startsWith(prefix))
+      .flatMap((d) => readdirSync(join(logDir, d)).map((c) => `${c}: ${execFileSync('sh', ['-c', `tail -n 30 ${join(logDir, d, c)}/*.log`], { encoding: 'utf8' })}`))
+      .join('\n');
+  };
+
   before(async () => {
     dir = rig.dir('realnode');
     cluster = new LocalCluster({ dir: join(dir, 'cluster'), log: (l) => process.stderr.write(`      cluster: ${l}\n`) });
@@ -74,6 +82,10 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     addExampleLinks();
     // As a platform team installs it: the CRDs and Plexus's RBAC with kubectl, a ServiceAccount token.
     plexusKubeconfig = await preparePlexus(cluster, kubectl, dir);
+    // The image deploy/'s DaemonSets run, built as the pause image is (plexusctl image), in the node's containerd.
+    const image = buildPlexusImage(repoRoot(), dir);
+    assert.equal(image.name, 'docker.io/library/plexus:dev', 'the name kubelet resolves plexus:dev to');
+    importImage(cluster.containerdSocket, image.tar);
   });
 
   after(async () => {
@@ -367,22 +379,11 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       let runDirExisted = true;
       const daemonPod = async (): Promise<{ metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } } | undefined> =>
         (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=plexus', '-o', 'json'])) as { items: { metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items[0];
-      /** The DaemonSet pod's container logs, from kubelet's pod log dir (kubectl logs needs a node address this loopback node does not report). */
-      const daemonLogs = (): string => {
-        const logDir = join(dir, 'cluster', 'pod-logs');
-        return readdirSync(logDir)
-          .filter((d) => d.startsWith('kube-system_plexus-'))
-          .flatMap((d) => readdirSync(join(logDir, d)).map((c) => `${c}: ${execFileSync('sh', ['-c', `tail -n 30 ${join(logDir, d, c)}/*.log`], { encoding: 'utf8' })}`))
-          .join('\n');
-      };
+      const daemonLogs = (): string => podLogs('kube-system_plexus-');
       before(async () => {
         if (mode === 'oneshot') {
           execFileSync(plexusctlPath, ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()], { stdio: 'pipe' });
         } else {
-          // The image of deploy/, built as the pause image is (plexusctl image), in the node's containerd.
-          const image = buildPlexusImage(repoRoot(), dir);
-          assert.equal(image.name, 'docker.io/library/plexus:dev', 'the name kubelet resolves plexus:dev to');
-          importImage(cluster.containerdSocket, image.tar);
           cniDirExisted = existsSync(DAEMONSET_CNI_DIR);
           runDirExisted = existsSync(dirname(DAEMONSET_SOCKET));
           const manifest = deployManifest('plexus-daemon.yaml', {
@@ -502,29 +503,38 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       }
     });
   }
-  describe("SR-IOV through the real kubelet's device manager: device plugin → kubelet → scheduler → containerd → plexus → sriov", () => {
+  describe("SR-IOV through the real kubelet's device manager: device plugin (deploy/'s DaemonSet) → kubelet → scheduler → containerd → plexus → sriov", () => {
     const PF = '0000:5e:00.0';
-    const RESOURCE = 'intel.com/rn_vf';
+    // The pool of deploy/'s ConfigMap that an X710 VF (8086:154c, iavf) falls in.
+    const RESOURCE = 'intel.com/intel_sriov_netdevice';
     const pfName = `plxrn${process.pid % 100}`;
     let kernel: FakeKernel;
-    let plugin: SriovDevicePlugin;
     let cri: ContainerdRig;
     const devinfo = () => join(dir, 'devinfo');
+    const pluginPods = async (): Promise<{ status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[]> =>
+      (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=plexus-device-plugin', '-o', 'json'])) as { items: { status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items;
     before(async () => {
       kernel = FakeKernel.create(join(dir, 'sriov-host'), { realNetdevs: true, pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: pfName }] });
-      const configFile = join(dir, 'dp-config.json');
-      writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'rn_vf', selectors: [{ vendors: ['8086'], devices: ['154c'] }] }] }));
-      plugin = new SriovDevicePlugin({ configFile, host: kernel.host(), kubeletDir: cluster.kubeletDir, devinfoDir: devinfo(), stateDir: join(dir, 'dp-state'), resyncMs: 1000 });
-      await plugin.start();
+      // deploy/'s device plugin DaemonSet and ConfigMap as they are, on this node's layout: kubelet's
+      // dir under the cluster's private dir, and the simulated host as the host root it reads.
+      await kubectl(['label', 'node', cluster.nodeName, 'feature.node.kubernetes.io/network-sriov.capable=true', '--overwrite']);
+      await kubectl(['apply', '-f', '-'], deployManifest('plexus-device-plugin.yaml', { hostPaths: { '/var/run/k8s.cni.cncf.io/devinfo': devinfo(), '/var/lib/plexus/device-plugin': join(dir, 'dp-state') }, kubeletDir: cluster.kubeletDir, hostRoot: kernel.root }));
+      await until('the device plugin DaemonSet pod Running', async () => ((await pluginPods())[0]?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(async (err: Error) => {
+        throw new Error(`${err.message}; ${JSON.stringify((await pluginPods())[0]?.status)}; logs: ${podLogs('kube-system_plexus-device-plugin-')}`);
+      });
       // One-shot Plexus, told where this kubelet keeps its sockets; `sriov` acts on the simulated host.
       execFileSync(plexusctlPath, ['install', '--mode', 'oneshot', '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', join(dir, 'plexus-sriov'), '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo()], { stdio: 'pipe' });
       copyFileSync(simulatedSriovPlugin(join(dir, 'sriov-launcher'), kernel.root), join(cluster.cniBinDir, 'sriov'));
       cri = ContainerdRig.attach(cluster.containerdDir, undefined);
       await sleep(3000);
     });
-    after(async () => {
+    after(async function () {
       cri?.close();
-      await plugin?.stop();
+      if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      device plugin pod logs:\n${podLogs('kube-system_plexus-device-plugin-')}\n`);
+      const [pod] = await pluginPods().catch(() => []);
+      if (pod) assert.equal(pod.status.containerStatuses?.[0]?.restartCount, 0, 'the device plugin never restarted');
+      await kubectl(['delete', 'daemonset', '-n', 'kube-system', 'plexus-device-plugin', '--wait=true', '--timeout=60s']);
+      await until('the device plugin pod gone', async () => ((await pluginPods()).length ? undefined : true), 60_000);
       kernel?.destroy();
     });
 
@@ -563,7 +573,8 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     });
 
     it('kubelet restarts: the pool is registered again (plugin watcher) and the next pod gets a VF', async () => {
-      assert.equal(plugin.mode, 'watcher', 'kubelet 1.37 has plugins_registry: registration through its plugin watcher');
+      // kubelet 1.37 has plugins_registry: the plugin registered through kubelet's plugin watcher.
+      assert.ok(readdirSync(join(cluster.kubeletDir, 'plugins_registry')).some((f) => f.endsWith('.sock')), 'a registration socket in plugins_registry');
       await cluster.restartKubelet();
       await until(`${RESOURCE} allocatable again after the restart`, async () => {
         const nodeJson = JSON.parse(await kubectl(['get', 'node', cluster.nodeName, '-o', 'json'])) as { status: { allocatable: Record<string, string> } };
