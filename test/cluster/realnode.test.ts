@@ -28,12 +28,14 @@ import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
 import { unary } from '../../src/util/grpc-unary.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
-import { Rig, ipAddresses, linkExists, listNetns } from '../support/rig.js';
+import { Rig, ipAddresses, ipJson, linkExists, listNetns } from '../support/rig.js';
 
 const STATUS = 'k8s.v1.cni.cncf.io/network-status';
 /** Where deploy/plexus-daemon.yaml has the daemon serve the shim and keep its records (host paths). */
 const DAEMONSET_SOCKET = '/run/plexus/plexus.sock';
 const DAEMONSET_CNI_DIR = '/var/lib/cni/plexus';
+/** The bridge of the bridge + tuning chain NAD. */
+const TUNED_BRIDGE = 'plx-br-t';
 
 interface PodJson {
   metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string> };
@@ -90,7 +92,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   after(async () => {
     await cluster?.down();
-    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
+    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB, TUNED_BRIDGE]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
     rig.cleanup();
     // Nothing of the cluster is left: processes, mounts, cgroups, netns.
     assert.deepEqual(readFileSync('/proc/mounts', 'utf8').split('\n').filter((m) => m.includes(dir)), [], 'no mount left');
@@ -436,8 +438,11 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
       it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
         const macvlanBefore = hostLocalReservations('/var/lib/cni/networks/macvlan-a');
-        const pods = exampleDocs('pods.yaml').filter((p) => ['two-nets', 'vf-stand-in'].includes(p.metadata.name));
-        const manifest = pods.map((p) => stringify({ ...p, spec: { ...(p.spec as object), containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } })).join('---\n');
+        // A chain as well: bridge, then tuning (MTU and MAC on the pod's side).
+        const tunedNad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'bridge-tuned', namespace: 'default' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'bridge-tuned', plugins: [{ type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } }, { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' }] }) } };
+        const tunedPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'tuned', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"bridge-tuned","interface":"tuned0"}]' } }, spec: {} };
+        const pods = [...exampleDocs('pods.yaml').filter((p) => ['two-nets', 'vf-stand-in'].includes(p.metadata.name)), tunedPod];
+        const manifest = [stringify(tunedNad), ...pods.map((p) => stringify({ ...p, spec: { ...(p.spec as object), containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } }))].join('---\n');
         await kubectl(['apply', '-f', '-'], manifest);
         for (const p of pods) await until(`${p.metadata.name} Running`, async () => (await getPod(p.metadata.name))?.status?.phase === 'Running', 120_000);
 
@@ -446,6 +451,9 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
         assert.match(ipAddresses(ns, 'net1')[0] ?? '', /^10\.77\.1\./);
         assert.match(ipAddresses(ns, 'eth0')[0] ?? '', /^10\.244\.0\./, 'eth0 from the cluster network');
+        const tuned = (await cri.readySandbox('default', 'tuned'))!.netns!.split('/').pop()!;
+        const tunedLink = ipJson<{ mtu: number; address: string }[]>(['-n', tuned, 'link', 'show', 'tuned0'])[0]!;
+        assert.deepEqual([tunedLink.mtu, tunedLink.address, ipAddresses(tuned, 'tuned0')], [1400, '02:00:0a:4d:05:07', ['10.77.5.7/24']], 'the chain ran: bridge, then tuning');
         const vf = (await cri.readySandbox('default', 'vf-stand-in'))!;
         assert.deepEqual(ipAddresses(vf.netns!.split('/').pop()!, 'vf0'), ['10.77.3.10/24']);
         assert.equal(linkExists(EXAMPLE_LINKS.vf), false, 'the VF stand-in left the host');
@@ -464,7 +472,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         const events = JSON.parse(await kubectl(['get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid},reason=AddedInterface`, '-o', 'json'])) as { items: { message: string }[] };
         assert.equal(events.items.length, 3, events.items.map((e) => e.message).join('; '));
 
-        await kubectl(['delete', 'pod', 'two-nets', 'vf-stand-in', '--wait=true', '--timeout=120s']);
+        await kubectl(['delete', 'pod', ...pods.map((p) => p.metadata.name), '--wait=true', '--timeout=120s']);
         // kubelet keeps stopped sandboxes for a while (and the DaemonSet's own runs on): what matters is that none of these is ready.
         for (const p of pods) await until(`the sandbox of ${p.metadata.name} stopped`, async () => ((await cri.readySandbox('default', p.metadata.name)) ? undefined : true), 60_000);
         assert.ok(linkExists(EXAMPLE_LINKS.vf), 'the VF stand-in is back on the host');
