@@ -16,7 +16,8 @@ import { loadKubeconfig } from '../src/k8s/kubeconfig.js';
 import { CniDaemon, DEFAULT_LIMITS } from '../src/daemon/server.js';
 import { useObjectLookup } from '../src/meta/lookup.js';
 import { useObserver } from '../src/meta/observe.js';
-import { MetaInvocation } from '../src/meta/plugin.js';
+import { MetaInvocation } from '../src/meta/invocation.js';
+import { planAttachments } from '../src/meta/plan.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
 import { spawnCollect } from '../src/util/native.js';
 
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
       const env = podEnv('ADD', 'bench-sandbox', nsPath, pod);
       const req: PluginRequest = { command: 'ADD', containerID: 'bench-base', netns: nsPath, ifName: 'eth0', args: [['K8S_POD_NAMESPACE', 'default'], ['K8S_POD_NAME', 'bench']], path: ['/usr/lib/cni'], stdin: Buffer.alloc(0), conf: conf as unknown as PluginStdinConf, env: process.env };
       const inv = new MetaInvocation(req);
-      const planned = (await inv.plan()).attachments.map((a) => ({ list: inv.delegateList(a), rt: inv.runtimeConf(a.ifName, a.capabilityArgs) }));
+      const planned = (await planAttachments(inv)).attachments.map((a) => ({ list: inv.delegateList(a), rt: inv.runtimeConf(a.ifName, a.capabilityArgs) }));
       // The API cost of one ADD, counted by the API double.
       const before = node.api.requests.length;
       const probe = await node.exec(env, conf);

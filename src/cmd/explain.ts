@@ -11,7 +11,8 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { buildPluginConf, runtimeConfigFor } from '../cni/runtime.js';
 import type { PluginRequest, PluginStdinConf } from '../cni/skel.js';
 import type { Pod } from '../k8s/types.js';
-import { MetaInvocation } from '../meta/plugin.js';
+import { MetaInvocation } from '../meta/invocation.js';
+import { planAttachments } from '../meta/plan.js';
 import { emit } from './cni.js';
 
 interface ExplainOptions {
@@ -55,7 +56,7 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
   ];
   const req: PluginRequest = { command: 'ADD', containerID: o.containerId, netns: o.netns, ifName: 'eth0', args, path: [], stdin: Buffer.alloc(0), conf, env: process.env };
   const inv = new MetaInvocation(req);
-  const { attachments } = await inv.plan();
+  const { attachments } = await planAttachments(inv);
   return {
     pod: `${namespace}/${name}`,
     attachments: attachments.map((a) => {

@@ -10,6 +10,7 @@ import {
   compareVersions,
   isSupportedVersion,
 } from './types.js';
+import { isObject } from '../util/object.js';
 
 /** JSON.parse with the spec's decode error (code 6). */
 export function decodeJson(bytes: Buffer | string, what: string): unknown {
@@ -20,9 +21,6 @@ export function decodeJson(bytes: Buffer | string, what: string): unknown {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function bool(v: unknown): boolean {
   return v === true || (typeof v === 'string' && v.toLowerCase() === 'true');

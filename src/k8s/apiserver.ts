@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml';
 import { findAbove } from '../util/find-above.js';
 import { kubeadmKubeconfig } from './kubeconfig-file.js';
 import { Pki } from './pki.js';
+import { isObject } from '../util/object.js';
 
 const Ajv = AjvModule as unknown as typeof AjvModule.default;
 
@@ -83,9 +84,6 @@ class HttpError extends Error {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** RFC 7386 JSON merge patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

@@ -15,6 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
+import { isObject } from '../util/object.js';
 
 /** What a client needs to talk to one API server as one user. */
 export interface ApiConfig {
@@ -51,9 +52,6 @@ export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, saDir = SA
 
 type Obj = Record<string, unknown>;
 
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** YAML, and JSON without loading the YAML parser (flow-style YAML also starts with "{"). */
 async function parseDocument(text: string): Promise<unknown> {
@@ -84,14 +82,14 @@ export async function loadKubeconfig(path: string): Promise<ApiConfig> {
 /** The current context of a parsed kubeconfig; `path` names it in errors and anchors relative paths. */
 export function kubeconfigToApiConfig(doc: unknown, path: string): ApiConfig {
   const fail = (msg: string, details?: string): CniError => new CniError(ErrorCode.InvalidNetworkConfig, `kubeconfig ${path}: ${msg}`, details);
-  if (!isObj(doc)) throw fail('is not a kubeconfig', 'expected a mapping with clusters, contexts and users');
+  if (!isObject(doc)) throw fail('is not a kubeconfig', 'expected a mapping with clusters, contexts and users');
   const named = (list: string): Map<string, Obj> => {
     const v = doc[list];
     if (v === undefined || v === null) return new Map();
     if (!Array.isArray(v)) throw fail(`"${list}" must be a list`);
     const out = new Map<string, Obj>();
     for (const [i, e] of v.entries()) {
-      if (!isObj(e) || typeof e.name !== 'string') throw fail(`${list}[${i}] has no name`);
+      if (!isObject(e) || typeof e.name !== 'string') throw fail(`${list}[${i}] has no name`);
       out.set(e.name, e);
     }
     return out;
@@ -108,7 +106,7 @@ export function kubeconfigToApiConfig(doc: unknown, path: string): ApiConfig {
   }
   const ctxEntry = contexts.get(ctxName);
   if (!ctxEntry) throw fail(`current-context "${ctxName}" does not exist`, `contexts: ${[...contexts.keys()].join(', ') || 'none'}`);
-  const ctx = isObj(ctxEntry.context) ? ctxEntry.context : {};
+  const ctx = isObject(ctxEntry.context) ? ctxEntry.context : {};
   if (typeof ctx.cluster !== 'string' || !ctx.cluster) throw fail(`context "${ctxName}" names no cluster`);
   const clusterEntry = clusters.get(ctx.cluster);
   if (!clusterEntry) throw fail(`cluster "${ctx.cluster}" of context "${ctxName}" does not exist`, `clusters: ${[...clusters.keys()].join(', ') || 'none'}`);
@@ -118,8 +116,8 @@ export function kubeconfigToApiConfig(doc: unknown, path: string): ApiConfig {
     userEntry = users.get(ctx.user);
     if (!userEntry) throw fail(`user "${ctx.user}" of context "${ctxName}" does not exist`, `users: ${[...users.keys()].join(', ') || 'none'}`);
   }
-  const cluster = isObj(clusterEntry.cluster) ? clusterEntry.cluster : {};
-  const user = userEntry && isObj(userEntry.user) ? userEntry.user : {};
+  const cluster = isObject(clusterEntry.cluster) ? clusterEntry.cluster : {};
+  const user = userEntry && isObject(userEntry.user) ? userEntry.user : {};
   const where = (kind: string, name: string, key: string) => `${kind} "${name}": ${key}`;
   const str = (o: Obj, key: string, at: string): string | undefined => {
     const v = o[key];

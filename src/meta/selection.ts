@@ -7,6 +7,7 @@
 import { isIpOrCidr, isMac, isPlainIp, macNotAssignable } from '../net/addr.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { validateIfName } from '../cni/skel.js';
+import { isObject } from '../util/object.js';
 
 export const NETWORKS_ANNOTATION = 'k8s.v1.cni.cncf.io/networks';
 export const DEFAULT_NETWORK_ANNOTATION = 'v1.multus-cni.io/default-network';
@@ -48,9 +49,6 @@ function bad(index: number, field: string, why: string): CniError {
   return new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${NETWORKS_ANNOTATION} annotation`, `element ${index}: ${field} ${why}`);
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function checkName(index: number, field: string, v: unknown): string {
   if (typeof v !== 'string' || !DNS_LABEL.test(v) || v.length > 253) throw bad(index, field, `must be a DNS-1123 label, got ${JSON.stringify(v)}`);

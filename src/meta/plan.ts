@@ -1,0 +1,194 @@
+/**
+ * Planning: the meta conf, the pod's annotations, its NADs and its devices become the list of
+ * attachments to make, in order (cluster network, inline delegates, default networks, selections,
+ * the auxiliary chain). Lenient planning (DEL without a record) collects problems instead of failing.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import { confFiles, parseNetworkConfig } from '../cni/conf.js';
+import type { NetworkConfigList } from '../cni/types.js';
+import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
+import { isObject } from '../util/object.js';
+import { type MetaConf, checkNamespaceAllowed } from './conf.js';
+import { cniDeviceInfoPath } from './deviceinfo.js';
+import type { MetaInvocation, Plan, PlannedAttachment } from './invocation.js';
+import { inlineDelegate } from './nad.js';
+import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
+
+/** Capabilities a selection may ask for, and the annotation key that asked (NPWG: fail if undeclared). */
+const REQUESTED_CAPABILITIES: [keyof NetworkSelection, string, string][] = [
+  ['ips', 'ips', 'ips'],
+  ['mac', 'mac', 'mac'],
+  ['infinibandGUID', 'infinibandGUID', 'infiniband-guid'],
+  ['portMappings', 'portMappings', 'portMappings'],
+  ['bandwidth', 'bandwidth', 'bandwidth'],
+];
+
+/** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
+export async function planAttachments(inv: MetaInvocation, lenient = false): Promise<Plan> {
+  const problems: string[] = [];
+  const retryable: string[] = [];
+  const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!lenient) throw err;
+      const text = `${what}: ${(err as Error).message}`;
+      problems.push(text);
+      // A config that does not decode or is invalid stays so; anything else (API, I/O) may pass.
+      if (!(err instanceof CniError && (err.code === ErrorCode.DecodingFailure || err.code === ErrorCode.InvalidNetworkConfig))) retryable.push(text);
+      return undefined;
+    }
+  };
+  const podNamespace = inv.pod?.namespace ?? 'default';
+  // An API failure here leaves the secondaries unknown; attempt() reports it when reconstructing.
+  const annotations = await attempt('pod annotations (secondary networks cannot be reconstructed)', () => inv.podAnnotations());
+  const selections = (await attempt('networks annotation', async () => parseNetworksAnnotation(annotations?.[NETWORKS_ANNOTATION], podNamespace))) ?? [];
+  const defaultOverride = await attempt('default-network annotation', async () => parseDefaultNetworkAnnotation(annotations?.[DEFAULT_NETWORK_ANNOTATION], inv.conf.multusNamespace));
+
+  const attachments: PlannedAttachment[] = [];
+  // The cluster network: the pod's default-network override, inline delegates, or clusterNetwork.
+  const cluster = await attempt('cluster network', async () => {
+    if (defaultOverride) {
+      checkNamespaceAllowed(inv.conf, podNamespace, defaultOverride.namespace, defaultOverride.name);
+      const { list } = await inv.resolveSelection(defaultOverride);
+      return { display: `${defaultOverride.namespace}/${defaultOverride.name}`, list, ifName: defaultOverride.interface ?? inv.req.ifName };
+    }
+    if (inv.conf.delegates) {
+      const list = inlineDelegate(inv.conf.delegates[0]!, 0, inv.conf);
+      return { display: list.name, list, ifName: inv.req.ifName };
+    }
+    return { ...(await inv.resolveNamed(inv.conf.clusterNetwork!)), ifName: inv.req.ifName };
+  });
+  if (cluster) {
+    // NPWG §7.5: the runtime's own runtimeConfig goes to the cluster network only, all of it.
+    attachments.push({ network: cluster.display, list: cluster.list, ifName: cluster.ifName, isDefault: true, capabilityArgs: { ...(inv.req.conf.runtimeConfig ?? {}) } });
+  }
+  const extraDelegates = (inv.conf.delegates ?? []).slice(1).map((d, i) => inlineDelegate(d, i + 1, inv.conf));
+  const defaultNetworks = inv.conf.systemNamespaces.includes(podNamespace) ? [] : inv.conf.defaultNetworks;
+  for (const list of extraDelegates) attachments.push({ network: list.name, list, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {} });
+  for (const name of defaultNetworks) {
+    const resolved = await attempt(`default network ${name}`, () => inv.resolveNamed(name));
+    if (resolved) attachments.push({ network: resolved.display, list: resolved.list, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {} });
+  }
+  for (const sel of selections) {
+    const index = attachments.length;
+    const planned = await attempt(`network ${sel.namespace}/${sel.name}`, async () => {
+      checkNamespaceAllowed(inv.conf, podNamespace, sel.namespace, sel.name);
+      const { list, resourceName } = await inv.resolveSelection(sel)
+        .then((r) => (checkPluginNames(r.list), r))
+        .catch((err: unknown) => {
+          // A NAD that does not parse: which one, and for which interface (NAD errors name only the field).
+          const e = CniError.from(err);
+          const where = `network ${sel.namespace}/${sel.name} (NAD) as ${sel.interface ?? `net${index}`}`;
+          throw new CniError(e.code, e.msg, e.details ? `${e.details}; ${where}` : where);
+        });
+      checkCapabilities(list, sel);
+      const att: PlannedAttachment = { network: `${sel.namespace}/${sel.name}`, list, ifName: sel.interface ?? `net${index}`, isDefault: false, capabilityArgs: selectionCapabilityArgs(sel), selection: sel };
+      if (resourceName) att.resourceName = resourceName;
+      if (sel.deviceID) att.deviceID = sel.deviceID;
+      return att;
+    });
+    if (planned) attachments.push(planned);
+  }
+  const aux = await attempt('auxiliary chain', async () => auxiliaryChain(inv.conf, attachments[0]?.list.cniVersion));
+  if (aux) attachments.push({ network: aux.name, list: aux, ifName: `net${attachments.length}`, isDefault: false, capabilityArgs: {}, auxiliary: true });
+  const seen = new Map<string, string>();
+  for (const a of attachments) {
+    const other = seen.get(a.ifName);
+    if (other !== undefined) {
+      const err = new CniError(ErrorCode.InvalidNetworkConfig, 'duplicate interface name', `"${a.ifName}" is requested by ${other} and ${a.network}`);
+      if (!lenient) throw err;
+      problems.push(err.message);
+    }
+    seen.set(a.ifName, a.network);
+  }
+  await attempt('devices', () => assignDevices(inv, attachments));
+  for (const a of attachments) {
+    if (a.deviceID) a.capabilityArgs.deviceID = a.deviceID;
+    a.deviceInfoFile = cniDeviceInfoPath(inv.conf.deviceInfoDir, a.network, inv.req.containerID, a.ifName);
+    if (declares(a.list, 'CNIDeviceInfoFile')) a.capabilityArgs.CNIDeviceInfoFile = a.deviceInfoFile;
+  }
+  return { attachments, problems, retryable };
+}
+
+/**
+ * Multus `auxiliaryCNIChainName`: the plugins in `<dir of clusterNetwork>/<chain>/*.conf`, run for
+ * every pod after its networks. Multus puts its `passthru` plugin first to give them an empty
+ * prevResult; as the runtime, Plexus hands them that empty result directly.
+ */
+function auxiliaryChain(conf: MetaConf, cniVersion = '1.0.0'): NetworkConfigList | undefined {
+  const chain = conf.auxiliaryCNIChainName;
+  if (!chain) return undefined;
+  const dir = join(dirname(conf.clusterNetwork!), chain);
+  const plugins = confFiles(dir, ['.conf']).map((f) => parseNetworkConfig(readFileSync(f), f).plugins[0]!);
+  if (!plugins.length) return undefined;
+  return parseNetworkConfig(Buffer.from(JSON.stringify({ cniVersion, name: chain, plugins })), `auxiliary chain ${dir}`);
+}
+
+/** resourceName → the pod's device IDs from kubelet; the Nth network of a resource takes the Nth ID. */
+async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment[]): Promise<void> {
+  const needing = attachments.filter((a) => a.resourceName && !a.deviceID);
+  if (!needing.length || !inv.pod) return;
+  let devices: PodDevices;
+  if (existsSync(inv.conf.podResourcesSocket)) {
+    try {
+      devices = await podDevicesFromKubelet(inv.conf.podResourcesSocket, inv.pod.namespace, inv.pod.name, inv.conf.apiTimeoutMs);
+    } catch (err) {
+      throw new CniError(ErrorCode.TryAgainLater, 'kubelet PodResources failed', (err as Error).message);
+    }
+  } else if (existsSync(inv.conf.kubeletCheckpoint)) {
+    devices = podDevicesFromCheckpoint(inv.conf.kubeletCheckpoint, inv.pod.uid);
+  } else {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, 'no source of device allocations', `neither ${inv.conf.podResourcesSocket} nor ${inv.conf.kubeletCheckpoint} exists`);
+  }
+  const taken = new Map<string, number>();
+  for (const a of needing) {
+    const ids = devices.get(a.resourceName!) ?? [];
+    const n = taken.get(a.resourceName!) ?? 0;
+    const id = ids[n];
+    if (!id) throw new CniError(ErrorCode.InvalidNetworkConfig, `no ${a.resourceName} device left for ${a.network}`, `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}); request one per network`);
+    taken.set(a.resourceName!, n + 1);
+    a.deviceID = id;
+  }
+}
+
+/**
+ * Refused at ADD what DEL would refuse: a plugin `type` or `ipam.type` that is not a plain file name
+ * (a path would choose a binary outside the CNI path, and the ADD that ran the rest would never be undone).
+ */
+function checkPluginNames(list: NetworkConfigList): void {
+  for (const p of list.plugins) {
+    const ipamType = isObject(p.ipam) ? p.ipam.type : undefined;
+    for (const [key, v] of [['type', p.type], ['ipam.type', ipamType]] as const) {
+      if (key === 'ipam.type' && v === undefined) continue;
+      if (typeof v !== 'string' || !v || /[/\\]/.test(v) || v === '.' || v === '..') {
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid plugin ${key} in "${list.name}"`, `${JSON.stringify(v)} must be a plain plugin name`);
+      }
+    }
+  }
+}
+
+/** NPWG: a requested ips/mac/guid/portMappings/bandwidth needs a plugin that declares it. */
+function checkCapabilities(list: NetworkConfigList, sel: NetworkSelection): void {
+  for (const [field, capability, key] of REQUESTED_CAPABILITIES) {
+    if (sel[field] !== undefined && !declares(list, capability)) {
+      throw new CniError(ErrorCode.InvalidNetworkConfig, `network ${sel.namespace}/${sel.name} cannot take "${key}"`, `no plugin in "${list.name}" declares the "${capability}" capability`);
+    }
+  }
+}
+
+function declares(list: NetworkConfigList, capability: string): boolean {
+  return list.plugins.some((p) => p.capabilities?.[capability] === true);
+}
+
+function selectionCapabilityArgs(sel: NetworkSelection): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (sel.ips) out.ips = sel.ips;
+  if (sel.mac) out.mac = sel.mac;
+  if (sel.infinibandGUID) out.infinibandGUID = sel.infinibandGUID;
+  if (sel.portMappings) out.portMappings = sel.portMappings;
+  if (sel.bandwidth) out.bandwidth = sel.bandwidth;
+  return out;
+}

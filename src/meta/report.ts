@@ -1,0 +1,106 @@
+/**
+ * Reporting an ADD: the default route moved onto the attachment that asks for it, network-status
+ * (one PATCH) and one AddedInterface Event per attachment, sent together. Nothing here fails an ADD.
+ */
+import { ipFamily, toCanonical } from '../cni/version.js';
+import { readDeviceInfo } from './deviceinfo.js';
+import type { MetaInvocation } from './invocation.js';
+import { observer } from './observe.js';
+import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry, writeNetworkStatus } from './status.js';
+import type { AttachmentRecord, StoredAttachment } from './store.js';
+
+/** Moves the default route onto the attachment that asked for it (NPWG `default-route`). */
+export async function applyDefaultRoute(netns: string, carrier: StoredAttachment, others: StoredAttachment[]): Promise<string[]> {
+  const gateways = chooseGateways(carrier.defaultRoute ?? [], carrier.result);
+  if (!gateways.length) return [];
+  const { NetHandle } = await import('../net/netlink.js');
+  const pod = await NetHandle.openPath(netns);
+  try {
+    for (const family of [...new Set(gateways.map(ipFamily))]) {
+      const fam = family === '4' ? 4 : 6;
+      const dst = fam === 4 ? '0.0.0.0/0' : '::/0';
+      for (const route of await pod.routes(fam)) {
+        if (route.dst !== dst || route.table !== 254 || route.ifindex === undefined) continue;
+        const dev = (await pod.links()).find((l) => l.index === route.ifindex)?.name;
+        if (dev && dev !== carrier.ifName && others.some((o) => o.ifName === dev)) await pod.delRoute({ dst, dev, ...(route.gw ? { gw: route.gw } : {}) });
+      }
+      for (const gw of gateways.filter((g) => ipFamily(g) === family)) await pod.replaceRoute({ dst, gw, dev: carrier.ifName });
+    }
+  } finally {
+    pod.close();
+  }
+  return gateways;
+}
+
+export function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatusEntry[] {
+  const carrier = record.attachments.find((a) => a.defaultRoute !== undefined);
+  return record.attachments.filter((a) => !a.auxiliary).map((a) => {
+    let defaultRoute: string[] | undefined;
+    if (carrier) defaultRoute = a === carrier ? chooseGateways(a.defaultRoute ?? [], a.result) : undefined;
+    else if (a.isDefault && a.result) defaultRoute = defaultGateways(toCanonical(a.result));
+    const deviceInfo = readDeviceInfo(a.deviceInfoFile);
+    return statusEntry({ network: a.network, isDefault: a.isDefault, ...(defaultRoute?.length ? { defaultRoute } : {}), ...(a.result ? { result: a.result } : {}), ...(deviceInfo ? { deviceInfo } : {}) }, a.ifName, compat);
+  });
+}
+
+/**
+ * network-status and one AddedInterface event per attachment, sent together: the pod waits for the
+ * slowest, not for their sum. Nothing about reporting (not even a broken kubeconfig) fails the ADD.
+ * After the reply (node daemon) the PATCH is retried a few times; a 404 means the pod is gone.
+ */
+export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string, attempts = 1): Promise<boolean> {
+  const api = await inv.apiClient().catch((err: Error) => {
+    inv.log(`no API client for network-status: ${err.message}`, 'error');
+    if (inv.pod) observer()?.statusWrite?.('failed', `${inv.pod.namespace}/${inv.pod.name}`, err.message);
+    return undefined;
+  });
+  if (!api || !inv.pod) return false;
+  const pod = inv.pod;
+  const podName = `${pod.namespace}/${pod.name}`;
+  const patch = async (): Promise<boolean> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const written = await writeNetworkStatus(api, pod, status);
+        if (written === 'stale') inv.log(`network-status of ${podName} dropped: the pod is gone or was replaced`, 'verbose');
+        observer()?.statusWrite?.(written, podName);
+        return true;
+      } catch (err) {
+        if (attempt >= attempts) {
+          inv.log(`writing network-status of ${podName} failed: ${(err as Error).message}`, 'error');
+          observer()?.statusWrite?.('failed', podName, (err as Error).message);
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
+      }
+    }
+  };
+  const events = record.attachments.filter((a) => !a.auxiliary).map((a) => {
+    const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
+    return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
+  });
+  const [written] = await Promise.all([patch(), ...events]);
+  return written;
+}
+
+export async function event(inv: MetaInvocation, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+  const api = await inv.apiClient().catch(() => undefined);
+  if (!api || !inv.pod) return;
+  const now = new Date().toISOString();
+  try {
+    await api.post(`/api/v1/namespaces/${encodeURIComponent(inv.pod.namespace)}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { generateName: `${inv.pod.name}.`, namespace: inv.pod.namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', name: inv.pod.name, namespace: inv.pod.namespace, ...(inv.pod.uid ? { uid: inv.pod.uid } : {}) },
+      reason,
+      message,
+      type,
+      source: { component: 'plexus' },
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    });
+  } catch {
+    /* events are best effort */
+  }
+}
