@@ -14,8 +14,7 @@ import type { PluginRequest, PluginStdinConf } from '../src/cni/skel.js';
 import { ClusterCache } from '../src/daemon/cache.js';
 import { loadKubeconfig } from '../src/k8s/kubeconfig.js';
 import { CniDaemon, DEFAULT_LIMITS } from '../src/daemon/server.js';
-import { useObjectLookup } from '../src/meta/lookup.js';
-import { useObserver } from '../src/meta/observe.js';
+import type { Observer } from '../src/meta/context.js';
 import { MetaInvocation } from '../src/meta/invocation.js';
 import { planAttachments } from '../src/meta/plan.js';
 import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
@@ -73,18 +72,17 @@ async function main(): Promise<void> {
   // ...and, within it, the time of its delegates: what is left is plexus's own work (the runs are sequential).
   let delegatesMs = 0;
   let ownWork: number[] = [];
-  useObserver({ delegate: (_network, command, seconds) => void (command === 'ADD' && (delegatesMs += seconds * 1000)), apiRequest: () => undefined });
+  const observer: Observer = { delegate: (_network, command, seconds) => void (command === 'ADD' && (delegatesMs += seconds * 1000)), apiRequest: () => undefined };
   const onServed = (command: string, seconds: number) => {
     if (command !== 'ADD') return;
     served.push(seconds * 1000);
     ownWork.push(seconds * 1000 - delegatesMs);
     delegatesMs = 0;
   };
-  const daemon = new CniDaemon(join(work, 'plexus.sock'), DEFAULT_LIMITS, { served: (command, _exit, _code, seconds) => onServed(command, seconds) });
-  await daemon.start();
   // As `plexusctl daemon` runs it: pods and NADs from informer caches.
   const cache = await ClusterCache.start(await loadKubeconfig(node.kubeconfig), 'plx-node');
-  useObjectLookup(cache);
+  const daemon = new CniDaemon(join(work, 'plexus.sock'), DEFAULT_LIMITS, { served: (command, _exit, _code, seconds) => onServed(command, seconds) }, { observer, lookup: cache });
+  await daemon.start();
 
   const shim = join(repoRoot(), 'native', 'plexus-shim');
   const netns = 'plx-bench';
@@ -144,7 +142,6 @@ async function main(): Promise<void> {
   } finally {
     execFileSync('ip', ['netns', 'del', netns]);
     await daemon.stop();
-    useObjectLookup(undefined);
     await cache.stop();
     await node.stop();
     rmSync(work, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { CniDaemon, DEFAULT_LIMITS } from '../daemon/server.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
 import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
+import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
 
 /** network-status a previous daemon answered ADD for but did not get written (it died first). */
@@ -38,14 +39,12 @@ export function registerDaemon(program: Command): void {
       // Loaded only by the daemon, never by the per-pod executables.
       const pino = (await import('pino')).default;
       const { DaemonMetrics } = await import('../daemon/metrics.js');
-      const { useObserver } = await import('../meta/observe.js');
+      const { ApiClientCache } = await import('../meta/context.js');
       const log = pino({ level: o.logLevel, base: { component: 'plexus-daemon' } }, pino.destination(2));
       // One reading of the credentials for the informers and the owed-status resend: a kubeconfig that
       // cannot be used stops the daemon at once, saying why, instead of a daemon that silently reads nothing.
       const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
       if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
-      // network-status and Events of confs without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
-      (await import('../meta/lookup.js')).useHostApi(api);
       const metrics = new DaemonMetrics();
       // Nothing a request carries may end the daemon: every pod of the node depends on it. An error
       // that escaped its request (a bug) is logged and counted, and the daemon keeps serving.
@@ -55,7 +54,7 @@ export function registerDaemon(program: Command): void {
       };
       process.on('unhandledRejection', escaped('unhandledRejection'));
       process.on('uncaughtException', escaped('uncaughtException'));
-      useObserver({
+      const observer: Observer = {
         delegate: (network, command, seconds, ok) => metrics.delegate(network, command, seconds, ok),
         apiRequest: (verb) => metrics.apiRequest(verb),
         statusWrite: (result, pod, detail) => {
@@ -63,8 +62,37 @@ export function registerDaemon(program: Command): void {
           if (result === 'failed') log.warn({ pod, error: detail }, 'network-status not written');
           else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
         },
-      });
+      };
       let cache: import('../daemon/cache.js').ClusterCache | undefined;
+      const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
+      for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
+      let inProcess: MetaContext['inProcess'];
+      if (types.length) {
+        const { inProcessPlugin } = await import('../cni/skel.js');
+        const { sriovPlugin } = await import('../sriov/plugin.js');
+        const { HOST_ROOT_ENV } = await import('../sriov/host.js');
+        // The daemon's own choice of host root, whatever the forwarded request environment says.
+        inProcess = { sriov: inProcessPlugin(sriovPlugin, { [HOST_ROOT_ENV]: o.sriovHostRoot || undefined }) };
+      }
+      const served = await metrics.serve(o.metricsAddress);
+      log.info({ url: served.url }, 'metrics');
+      if (o.nodeName) {
+        // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
+        const { ClusterCache } = await import('../daemon/cache.js');
+        const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
+        const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
+          metrics.informerErrors.inc({ informer: what.split('/')[0]! });
+          log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
+        });
+        cache = started;
+        metrics.cachesSynced = () => started.health().synced;
+        const health = started.health();
+        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
+        else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
+      }
+      // What the plugin core gets for every request. hostApi: network-status and Events of confs
+      // without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
+      const context: MetaContext = { observer, apiCache: new ApiClientCache(), ...(api ? { hostApi: api } : {}), ...(inProcess ? { inProcess } : {}), ...(cache ? { lookup: cache } : {}) };
       const daemon = new CniDaemon(o.socket, limits, {
         served: (command, exitCode, code, seconds, env) => {
           metrics.requests.observe({ command, code: String(code) }, seconds);
@@ -80,35 +108,7 @@ export function registerDaemon(program: Command): void {
         inFlight: (n) => metrics.inFlight.set(n),
         readiness: () => cache?.health(),
         cacheContents: () => cache?.contents(),
-      });
-      const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
-      for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
-      if (types.length) {
-        const { inProcessPlugin } = await import('../cni/skel.js');
-        const { sriovPlugin } = await import('../sriov/plugin.js');
-        const { useInProcessDelegates } = await import('../meta/lookup.js');
-        const { HOST_ROOT_ENV } = await import('../sriov/host.js');
-        // The daemon's own choice of host root, whatever the forwarded request environment says.
-        useInProcessDelegates({ sriov: inProcessPlugin(sriovPlugin, { [HOST_ROOT_ENV]: o.sriovHostRoot || undefined }) });
-      }
-      const served = await metrics.serve(o.metricsAddress);
-      log.info({ url: served.url }, 'metrics');
-      if (o.nodeName) {
-        // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
-        const { ClusterCache } = await import('../daemon/cache.js');
-        const { useObjectLookup } = await import('../meta/lookup.js');
-        const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
-        const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
-          metrics.informerErrors.inc({ informer: what.split('/')[0]! });
-          log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
-        });
-        cache = started;
-        useObjectLookup(started);
-        metrics.cachesSynced = () => started.health().synced;
-        const health = started.health();
-        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
-        else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
-      }
+      }, context);
       await daemon.start();
       log.info({ socket: o.socket }, 'serving');
       if (api) void resendOwedStatus(o.cniDir, api, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
-import type { ObjectLookup } from '../meta/lookup.js';
+import type { ObjectLookup } from '../meta/context.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
 
 const NAD = { group: 'k8s.cni.cncf.io', version: 'v1', plural: 'network-attachment-definitions' };

@@ -2,7 +2,7 @@
 import type { Server } from 'node:http';
 import { listenHttp } from '../util/listen.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Observer } from '../meta/observe.js';
+import type { Observer } from '../meta/context.js';
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 

@@ -7,8 +7,9 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { dirname } from 'node:path';
-import { type PluginRequest, runPlugin } from '../cni/skel.js';
-import { cmdAdd, metaPlugin } from '../meta/plugin.js';
+import { runPlugin } from '../cni/skel.js';
+import type { MetaContext } from '../meta/context.js';
+import { metaPluginWith } from '../meta/plugin.js';
 import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from './protocol.js';
 
 const MAX_BODY = 4 * 1024 * 1024;
@@ -164,6 +165,8 @@ export class CniDaemon {
     readonly socket: string,
     private readonly limits: DaemonLimits = DEFAULT_LIMITS,
     private readonly hooks: DaemonHooks = {},
+    /** What the plugin core is given for every request: caches, in-process delegates, metrics, credentials. */
+    private readonly context: MetaContext = {},
   ) {
     this.slots = new PrioritySlots(limits.maxConcurrent);
   }
@@ -263,7 +266,7 @@ export class CniDaemon {
     let stderr = '';
     // Reporting (network-status, events) runs once the runtime has the reply, ahead of the sandbox's next operation.
     const afterReply = (work: () => Promise<void>) => () => reportable.then(work);
-    const plugin = { ...metaPlugin, add: (req: PluginRequest) => cmdAdd(req, (id, work) => void this.serialized(id, afterReply(work)).catch(() => undefined)) };
+    const plugin = metaPluginWith(this.context, (id, work) => void this.serialized(id, afterReply(work)).catch(() => undefined));
     const exitCode = await runPlugin(plugin, {
       env: body.env,
       readStdin: async () => Buffer.from(body.stdin, 'base64'),

@@ -16,21 +16,13 @@ import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '..
 import { isObject } from '../util/object.js';
 import { type MetaConf, parseMetaConf } from './conf.js';
 import { rotateLog } from './logfile.js';
-import { hostApiConfig, inProcessDelegates, objectLookup } from './lookup.js';
+import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
-import { observer } from './observe.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
 import { AttachmentStore } from './store.js';
 
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 const LOG_LEVELS = ['panic', 'error', 'verbose', 'debug'] as const;
-
-/**
- * The node daemon serves many invocations with one kubeconfig: it is parsed again when the file changes,
- * and at least every 10 s (the certificate or token files it names may be rotated in place).
- */
-let sharedApi: { key: string; loaded: number; client: ApiClient } | undefined;
-const SHARED_API_TTL_MS = 10_000;
 
 export interface PodRef {
   namespace: string;
@@ -86,12 +78,15 @@ export class MetaInvocation {
   private podObject: Pod | undefined;
   private nads = new Map<string, NetworkAttachmentDefinition | undefined>();
 
-  constructor(readonly req: PluginRequest) {
+  constructor(
+    readonly req: PluginRequest,
+    readonly ctx: MetaContext = {},
+  ) {
     this.conf = parseMetaConf(req.conf);
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
-    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c), inProcess: inProcessDelegates() });
+    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c), inProcess: ctx.inProcess ?? {} });
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
   }
 
@@ -116,11 +111,12 @@ export class MetaInvocation {
     const path = this.conf.kubeconfig;
     const stat = path ? statSync(path, { bigint: true, throwIfNoEntry: false }) : undefined;
     const key = stat && `${path}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${this.conf.apiTimeoutMs}`;
-    if (key && sharedApi?.key === key && Date.now() - sharedApi.loaded < SHARED_API_TTL_MS) return (this.api = sharedApi.client);
+    const cached = key ? this.ctx.apiCache?.get(key) : undefined;
+    if (cached) return (this.api = cached);
     // No kubeconfig in the conf: the hosting daemon's credentials, else in-cluster ones (one-shot).
-    const cfg = path ? await loadKubeconfig(path) : (hostApiConfig() ?? inClusterConfig(this.req.env));
-    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (verb) => observer()?.apiRequest(verb)) : undefined;
-    if (key && this.api) sharedApi = { key, loaded: Date.now(), client: this.api };
+    const cfg = path ? await loadKubeconfig(path) : (this.ctx.hostApi ?? inClusterConfig(this.req.env));
+    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (verb) => this.ctx.observer?.apiRequest(verb)) : undefined;
+    if (key && this.api) this.ctx.apiCache?.set(key, this.api);
     return this.api;
   }
 
@@ -144,7 +140,7 @@ export class MetaInvocation {
 
   async getPod(): Promise<Pod | undefined> {
     if (this.podObject || !this.pod) return this.podObject;
-    this.podObject = objectLookup()?.pod(this.pod.namespace, this.pod.name);
+    this.podObject = this.ctx.lookup?.pod(this.pod.namespace, this.pod.name);
     if (this.podObject) return this.checkUid(this.podObject);
     const api = await this.apiClient();
     if (!api) return undefined;
@@ -167,7 +163,7 @@ export class MetaInvocation {
   async getNad(namespace: string, name: string): Promise<NetworkAttachmentDefinition | undefined> {
     const key = `${namespace}/${name}`;
     if (this.nads.has(key)) return this.nads.get(key);
-    let nad = objectLookup()?.nad(namespace, name);
+    let nad = this.ctx.lookup?.nad(namespace, name);
     const api = nad ? undefined : await this.apiClient();
     if (api) {
       try {

@@ -14,10 +14,10 @@ import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, type NetworkConfigList, SUPPORTED_VERSIONS, versionAtLeast } from '../cni/types.js';
 import { nativeAddon } from '../util/native.js';
 import type { MetaConf } from './conf.js';
+import { type MetaContext, observed } from './context.js';
 import { copyDpDeviceInfo, removeDeviceInfo } from './deviceinfo.js';
 import { MetaInvocation, type PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
-import { observed } from './observe.js';
 import { waitForAddsInFlight } from './orphans.js';
 import { planAttachments } from './plan.js';
 import { applyDefaultRoute, event, reportAdd, statusEntries } from './report.js';
@@ -69,8 +69,8 @@ const ORPHAN_WAIT_MS = 10_000;
  */
 export type DeferredRunner = (containerID: string, work: () => Promise<void>) => void;
 
-export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promise<AnyResult> {
-  const inv = new MetaInvocation(req);
+export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?: DeferredRunner): Promise<AnyResult> {
+  const inv = new MetaInvocation(req, ctx);
   const record = emptyRecord(inv);
   let attachments: PlannedAttachment[];
   let lists: NetworkConfigList[];
@@ -96,7 +96,7 @@ export async function cmdAdd(req: PluginRequest, runner?: DeferredRunner): Promi
       if (a.deviceID && a.resourceName && a.deviceInfoFile) copyDpDeviceInfo(inv.conf.deviceInfoDir, a.resourceName, a.deviceID, a.deviceInfoFile);
       tried = i + 1;
       const chained = a.auxiliary ? { prevResult: { cniVersion: lists[i]!.cniVersion, interfaces: [], ips: [] } } : undefined;
-      const result = await observed(a.network, 'ADD', () => inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained)).catch((err: unknown) => {
+      const result = await observed(inv.ctx.observer, a.network, 'ADD', () => inv.runtime.addNetworkList(lists[i]!, inv.runtimeConf(a.ifName, a.capabilityArgs), chained)).catch((err: unknown) => {
         // The delegate's code and message, and which attachment it was: the runtime shows only this.
         const e = CniError.from(err);
         const where = `network ${a.network} (${a.isDefault ? 'the cluster network' : 'NAD'}) as ${a.ifName}`;
@@ -163,8 +163,8 @@ async function deleteInReverse<T>(items: readonly T[], del: (item: T, index: num
   return failed;
 }
 
-export async function cmdDel(req: PluginRequest): Promise<void> {
-  const inv = new MetaInvocation(req);
+export async function cmdDel(req: PluginRequest, ctx: MetaContext = {}): Promise<void> {
+  const inv = new MetaInvocation(req, ctx);
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
     await delRecord(inv, read.record);
@@ -206,7 +206,7 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   const kept: StoredAttachment[] = [];
   const failed = await deleteInReverse(record.attachments, async (s) => {
     const rt: RuntimeConf = { containerID: record.containerID, netns: inv.req.netns, ifName: s.ifName, args: argsForDelegates(inv.req.args), capabilityArgs: s.capabilityArgs };
-    await observed(s.network, 'DEL', () => inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result }));
+    await observed(inv.ctx.observer, s.network, 'DEL', () => inv.runtime.delNetworkList(storedList(s), rt, { prevResult: s.result }));
     removeDeviceInfo(s.deviceInfoFile);
   });
   for (const { item: s, reason } of failed) {
@@ -234,16 +234,16 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
   if (record.attachments.length || _dropped !== undefined) inv.store.write({ ...rest, attachments: [], ...(abandoned.length ? { abandoned: [...(record.abandoned ?? []), ...abandoned] } : {}) });
 }
 
-export async function cmdCheck(req: PluginRequest): Promise<void> {
+export async function cmdCheck(req: PluginRequest, ctx: MetaContext = {}): Promise<void> {
   if (req.argsError) throw req.argsError;
-  const inv = new MetaInvocation(req);
+  const inv = new MetaInvocation(req, ctx);
   const read = inv.store.read(req.containerID);
   if (read.kind !== 'ok') throw new CniError(ErrorCode.UnknownContainer, 'no attachment record for this container', read.kind === 'corrupt' ? read.reason : req.containerID);
   for (const s of read.record.attachments) {
     const list = storedList(s);
     if (list.disableCheck || !versionAtLeast(list.cniVersion, '0.4.0')) continue;
     if (s.state !== 'added') throw new CniError(ErrorCode.UnknownContainer, `${s.network} (${s.ifName}) was never added`);
-    await observed(s.network, 'CHECK', () => inv.runtime.checkNetworkList(list, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result }));
+    await observed(inv.ctx.observer, s.network, 'CHECK', () => inv.runtime.checkNetworkList(list, inv.runtimeConf(s.ifName, s.capabilityArgs), { prevResult: s.result }));
   }
 }
 
@@ -267,8 +267,8 @@ function readRecords(inv: MetaInvocation): AttachmentRecord[] {
     .flatMap((r) => (r.kind === 'ok' ? [r.record] : []));
 }
 
-export async function cmdStatus(req: PluginRequest): Promise<void> {
-  const inv = new MetaInvocation(req);
+export async function cmdStatus(req: PluginRequest, ctx: MetaContext = {}): Promise<void> {
+  const inv = new MetaInvocation(req, ctx);
   try {
     readinessCheck(inv.conf);
   } catch (err) {
@@ -285,8 +285,8 @@ export async function cmdStatus(req: PluginRequest): Promise<void> {
   }
 }
 
-export async function cmdGc(req: PluginRequest): Promise<void> {
-  const inv = new MetaInvocation(req);
+export async function cmdGc(req: PluginRequest, ctx: MetaContext = {}): Promise<void> {
+  const inv = new MetaInvocation(req, ctx);
   const valid = (req.conf['cni.dev/valid-attachments'] ?? []) as Attachment[];
   const keep = new Set(valid.map((a) => `${a.containerID}\u0000${a.ifname}`));
   const errors: string[] = [];
@@ -305,7 +305,7 @@ export async function cmdGc(req: PluginRequest): Promise<void> {
       // Stale attachment: usually its netns is gone and plugins release what they hold without it;
       // if the netns is still there, DEL inside it so its interfaces go too.
       const netns = read.record.netns && existsSync(read.record.netns) ? read.record.netns : '';
-      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args });
+      const gcInv = new MetaInvocation({ ...req, command: 'DEL', containerID: read.record.containerID, netns, ifName: read.record.ifName, args: read.record.args }, ctx);
       await delRecord(gcInv, read.record);
       inv.store.delete(id);
     } catch (err) {
@@ -322,14 +322,19 @@ export async function cmdGc(req: PluginRequest): Promise<void> {
   if (errors.length) throw new CniError(ErrorCode.Internal, `GC had ${errors.length} error(s)`, errors.join('; '));
 }
 
-export const metaPlugin: Plugin = {
-  refusesBadArgs: true,
-  about: 'Plexus meta CNI plugin (NPWG multi-network)',
-  supportedVersions: SUPPORTED_VERSIONS,
-  add: (req) => cmdAdd(req),
-  del: (req) => cmdDel(req),
-  check: (req) => cmdCheck(req),
-  status: (req) => cmdStatus(req),
-  gc: (req) => cmdGc(req),
-};
+/** The meta plugin as hosted by `ctx` (the daemon's); `runner` defers reporting until after the reply. */
+export function metaPluginWith(ctx: MetaContext, runner?: DeferredRunner): Plugin {
+  return {
+    refusesBadArgs: true,
+    about: 'Plexus meta CNI plugin (NPWG multi-network)',
+    supportedVersions: SUPPORTED_VERSIONS,
+    add: (req) => cmdAdd(req, ctx, runner),
+    del: (req) => cmdDel(req, ctx),
+    check: (req) => cmdCheck(req, ctx),
+    status: (req) => cmdStatus(req, ctx),
+    gc: (req) => cmdGc(req, ctx),
+  };
+}
 
+/** The one-shot plugin: hosted by nothing. */
+export const metaPlugin: Plugin = metaPluginWith({});

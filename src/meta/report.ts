@@ -5,7 +5,6 @@
 import { ipFamily, toCanonical } from '../cni/version.js';
 import { readDeviceInfo } from './deviceinfo.js';
 import type { MetaInvocation } from './invocation.js';
-import { observer } from './observe.js';
 import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry, writeNetworkStatus } from './status.js';
 import type { AttachmentRecord, StoredAttachment } from './store.js';
 
@@ -51,7 +50,7 @@ export function statusEntries(record: AttachmentRecord, compat: boolean): Networ
 export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string, attempts = 1): Promise<boolean> {
   const api = await inv.apiClient().catch((err: Error) => {
     inv.log(`no API client for network-status: ${err.message}`, 'error');
-    if (inv.pod) observer()?.statusWrite?.('failed', `${inv.pod.namespace}/${inv.pod.name}`, err.message);
+    if (inv.pod) inv.ctx.observer?.statusWrite?.('failed', `${inv.pod.namespace}/${inv.pod.name}`, err.message);
     return undefined;
   });
   if (!api || !inv.pod) return false;
@@ -62,12 +61,12 @@ export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, s
       try {
         const written = await writeNetworkStatus(api, pod, status);
         if (written === 'stale') inv.log(`network-status of ${podName} dropped: the pod is gone or was replaced`, 'verbose');
-        observer()?.statusWrite?.(written, podName);
+        inv.ctx.observer?.statusWrite?.(written, podName);
         return true;
       } catch (err) {
         if (attempt >= attempts) {
           inv.log(`writing network-status of ${podName} failed: ${(err as Error).message}`, 'error');
-          observer()?.statusWrite?.('failed', podName, (err as Error).message);
+          inv.ctx.observer?.statusWrite?.('failed', podName, (err as Error).message);
           return false;
         }
         await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
