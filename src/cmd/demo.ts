@@ -11,10 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ContainerdRig } from '../rig/containerd.js';
-import { AttachmentStore } from '../meta/store.js';
-import { hostLocalReservations } from '../rig/hostlocal.js';
 import { SimNode, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../rig/simnode.js';
-import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, showPod, tableHeader } from '../rig/demotable.js';
+import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from '../rig/demotable.js';
 
 
 /**
@@ -64,21 +62,6 @@ function hasCommand(cmd: string): boolean {
   }
 }
 
-/** IP reservations of host-local in the given data dirs (files named by address). */
-function reservations(dirs: string[]): string[] {
-  return dirs.flatMap((d) => hostLocalReservations(d).map((f) => `IP ${join(d, f)}`));
-}
-
-function plexusLeftovers(storeDir: string): string[] {
-  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .split('\n')
-    .map((l) => l.split(' ')[0] ?? '')
-    .filter((n) => n.startsWith('plx'));
-  const links = (JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('plx'));
-  const records = new AttachmentStore(storeDir).active();
-  return [...netns.map((n) => `netns ${n}`), ...links.map((l) => `link ${l}`), ...records.map((r) => `store record ${r}`)];
-}
-
 export async function runDemo(log: (line: string) => void, opts: { cri?: boolean } = {}): Promise<boolean> {
   const work = mkdtempSync(join(tmpdir(), 'plexus-demo-'));
   const node = new SimNode(join(work, 'node'));
@@ -89,6 +72,7 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
   // host), and the cluster network's: only reservations that appear during the demo are its own.
   const ipamDirs = [join(node.dir, 'ipam'), join(node.dir, 'ipam', 'sriov-a'), ...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`)];
   const reservedBefore = new Set(reservations(ipamDirs));
+  const netnsBefore = new Set(netnsNames());
   let sriov: Awaited<ReturnType<typeof startSriov>> | undefined;
   let sriovLeft: string[] = [];
   try {
@@ -140,7 +124,7 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
     await sriov?.stop();
     await node.stop();
   }
-  const left = [...sriovLeft, ...plexusLeftovers(join(node.cniDir, 'attachments')), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r))];
+  const left = [...sriovLeft, ...plexusLeftovers(join(node.cniDir, 'attachments'), netnsBefore), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r))];
   rmSync(work, { recursive: true, force: true });
   log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${pods.length} pods removed, the VF back on the host as it was; no netns, link, IP reservation or attachment record left.`);
   return left.length === 0;

@@ -6,46 +6,31 @@
  * kubelet and containerd; the same table is printed; then the pods are deleted and the node taken down.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { ApiClient } from '../k8s/client.js';
 import { loadKubeconfig } from '../k8s/kubeconfig.js';
 import { install } from '../meta/install.js';
-import { AttachmentStore } from '../meta/store.js';
+import { NETWORK_STATUS_ANNOTATION } from '../meta/selection.js';
+import { pollUntil } from '../util/poll.js';
 import { LocalCluster } from './cluster.js';
 import { kubectlFor, preparePlexus } from './cluster-plexus.js';
 import { ContainerdRig, PAUSE_IMAGE } from './containerd.js';
-import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, showPod, tableHeader } from './demotable.js';
-import { hostLocalReservations } from './hostlocal.js';
+import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
 import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, repoRoot, simulatedSriovPlugin } from './simnode.js';
 
-const STATUS = 'k8s.v1.cni.cncf.io/network-status';
 type PodJson = { metadata: { name: string; namespace: string; annotations?: Record<string, string> }; status?: { phase?: string } };
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
-function netnsNames(): string[] {
-  return existsSync('/run/netns') ? readdirSync('/run/netns') : [];
-}
 
 export async function runClusterDemo(log: (line: string) => void): Promise<boolean> {
   const work = mkdtempSync(join(tmpdir(), 'plexus-demo-cluster-'));
   const cluster = new LocalCluster({ dir: join(work, 'cluster') });
   const links: string[] = [];
   const cniDir = join(work, 'plexus');
-  const ipamDirs = [...exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name), 'sriov-a'].map((n) => `/var/lib/cni/networks/${n}`);
-  const reservedBefore = new Set(ipamDirs.flatMap((d) => hostLocalReservations(d).map((f) => join(d, f))));
+  // host-local's default data dir for the example NADs (shared with anything else on the host), and the SR-IOV NAD's own.
+  const ipamDirs = [...exampleDocs('network-attachment-definitions.yaml').map((d) => `/var/lib/cni/networks/${d.metadata.name}`), join(work, 'ipam', 'sriov-a')];
+  const reservedBefore = new Set(reservations(ipamDirs));
   const { FakeKernel } = await import('../sriov/fakekernel.js');
   const { SriovDevicePlugin } = await import('../deviceplugin/plugin.js');
   let kernel: import('../sriov/fakekernel.js').FakeKernel | undefined;
@@ -70,7 +55,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
     await plugin.start();
     install({ mode: 'oneshot', cniBinDir: cluster.cniBinDir, cniConfDir: cluster.cniConfDir, kubeconfig, cniDir, kubeletDir: cluster.kubeletDir, deviceInfoDir: devinfoDir });
     copyFileSync(simulatedSriovPlugin(join(work, 'sriov-bin'), kernel.root), join(cluster.cniBinDir, 'sriov'));
-    const allocatable = await until(
+    const allocatable = await pollUntil(
       `${SRIOV_RESOURCE} on the node`,
       async () => {
         const n = (await admin.get<{ status: { allocatable: Record<string, string> } }>(`/api/v1/nodes/${cluster.nodeName}`)).status.allocatable[SRIOV_RESOURCE];
@@ -84,7 +69,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
       apiVersion: 'k8s.cni.cncf.io/v1',
       kind: 'NetworkAttachmentDefinition',
       metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]] } }) },
+      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(work, 'ipam') } }) },
     };
     const container = (limits?: Record<string, string>) => [{ name: 'app', image: PAUSE_IMAGE, imagePullPolicy: 'Never', ...(limits ? { resources: { limits } } : {}) }];
     const pods = [
@@ -97,18 +82,18 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
     log('');
     tableHeader(log);
     for (const name of DEMO_PODS) {
-      const pod = await until(`pod ${name} Running`, async () => {
+      const pod = await pollUntil(`pod ${name} Running`, async () => {
         const p = await admin.get<PodJson>(`/api/v1/namespaces/default/pods/${name}`);
-        return p.status?.phase === 'Running' && p.metadata.annotations?.[STATUS] ? p : undefined;
+        return p.status?.phase === 'Running' && p.metadata.annotations?.[NETWORK_STATUS_ANNOTATION] ? p : undefined;
       }, 120_000);
-      const sandbox = await until(`the sandbox of ${name}`, async () => cri!.readySandbox('default', name), 30_000);
+      const sandbox = await pollUntil(`the sandbox of ${name}`, async () => cri!.readySandbox('default', name), 30_000);
       const row: DemoPod = { name, namespace: 'default', netns: sandbox.netns!, sandbox: sandbox.id };
       if (name === 'sriov-pod') {
         const { podDevicesFromKubelet } = await import('../k8s/podresources.js');
         const devices = await podDevicesFromKubelet(join(cluster.kubeletDir, 'pod-resources', 'kubelet.sock'), 'default', name, 10_000);
         log(`${'default/sriov-pod'.padEnd(22)} (kubelet allocated VF ${(devices.get(SRIOV_RESOURCE) ?? []).join(', ')})`);
       }
-      await showPod(log, row, pod.metadata.annotations?.[STATUS]);
+      await showPod(log, row, pod.metadata.annotations?.[NETWORK_STATUS_ANNOTATION]);
     }
     log('');
     const events = await admin.get<{ items: unknown[] }>(`/api/v1/namespaces/default/events?fieldSelector=${encodeURIComponent('reason=AddedInterface')}`);
@@ -118,7 +103,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
       await kubectl(['delete', 'pod', ...started, '--wait=true', '--timeout=120s']).catch((e: Error) => left.push(`pods not deleted: ${e.message}`));
     }
     if (kernel) {
-      const vfHome = await until('the VF back on the host', async () => (JSON.stringify(kernel!.pfVfs(DEMO_PF.netdev)) === vfTable ? true : undefined), 30_000).catch(() => false);
+      const vfHome = await pollUntil('the VF back on the host', async () => (JSON.stringify(kernel!.pfVfs(DEMO_PF.netdev)) === vfTable ? true : undefined), 30_000).catch(() => false);
       if (!vfHome) left.push(`VF table of ${DEMO_PF.netdev}`);
     }
     cri?.close();
@@ -133,11 +118,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
       }
     }
   }
-  left.push(...netnsNames().filter((n) => !netnsBefore.has(n)).map((n) => `netns ${n}`));
-  const plxLinks = (JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('plx'));
-  left.push(...plxLinks.map((l) => `link ${l}`));
-  if (existsSync(join(cniDir, 'attachments'))) left.push(...new AttachmentStore(join(cniDir, 'attachments')).active().map((r) => `store record ${r}`));
-  left.push(...ipamDirs.flatMap((d) => hostLocalReservations(d).map((f) => join(d, f))).filter((r) => !reservedBefore.has(r)).map((r) => `IP ${r}`));
+  left.push(...plexusLeftovers(join(cniDir, 'attachments'), netnsBefore), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r)));
   rmSync(work, { recursive: true, force: true });
   log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${started.length} pods deleted with kubectl, the VF back on the host as it was, the node down; no netns, link, IP reservation or attachment record left.`);
   return left.length === 0;

@@ -189,8 +189,14 @@ state = "${join(dir, 'state')}"
    * its netns), stops containerd by its PID and removes its state; leftover shims are killed.
    */
   async stop(): Promise<void> {
+    // A sandbox whose CNI DEL fails keeps its netns through StopPodSandbox: noted here, removed below.
+    const netns: string[] = [];
     try {
-      for (const pod of await this.listPods()) await this.removePod(pod.id).catch(() => undefined);
+      for (const pod of await this.listPods()) {
+        const path = (await this.podStatus(pod.id).catch(() => undefined))?.netns;
+        if (path) netns.push(path);
+        await this.removePod(pod.id).catch(() => undefined);
+      }
     } catch {
       /* containerd already gone */
     }
@@ -213,6 +219,18 @@ state = "${join(dir, 'state')}"
     } catch {
       /* nothing mounted */
     }
+    for (const path of netns) removeNetnsMount(path);
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A runtime's named netns (a bind mount on a file): unmounted and removed; the interfaces in it go with it. */
+function removeNetnsMount(path: string): void {
+  if (!existsSync(path)) return;
+  try {
+    execFileSync('umount', ['-l', path], { stdio: 'ignore' });
+  } catch {
+    /* not mounted any more */
+  }
+  rmSync(path, { force: true });
 }

@@ -1,5 +1,10 @@
 /** The table both demos print (`plexusctl demo`, `plexusctl demo --cluster`): each pod's interfaces read back over netlink, then its network-status. */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { AttachmentStore } from '../meta/store.js';
 import { NetHandle } from '../net/netlink.js';
+import { hostLocalReservations } from './hostlocal.js';
 
 export const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in', 'sriov-pod'];
 export const SRIOV_RESOURCE = 'intel.com/intel_sriov_netdevice';
@@ -30,4 +35,22 @@ export async function showPod(log: (l: string) => void, pod: DemoPod, status: st
   for (const e of JSON.parse(status ?? '[]') as { name: string; interface?: string; ips?: string[]; default: boolean }[]) {
     log(`${''.padEnd(22)}   network-status: ${e.interface ?? '-'} ← ${e.name}${e.default ? ' (default)' : ''} ${(e.ips ?? []).join(', ')}`);
   }
+}
+
+/** The named netns of the host (/run/netns). */
+export function netnsNames(): string[] {
+  return existsSync('/run/netns') ? readdirSync('/run/netns') : [];
+}
+
+/** host-local's IP reservations in the given data dirs, one `IP <file>` each. */
+export function reservations(dirs: string[]): string[] {
+  return dirs.flatMap((d) => hostLocalReservations(d).map((f) => `IP ${join(d, f)}`));
+}
+
+/** What a demo may leave on the host: netns that were not there before it, plx links, attachment records still active. */
+export function plexusLeftovers(storeDir: string, netnsBefore: ReadonlySet<string>): string[] {
+  const netns = netnsNames().filter((n) => !netnsBefore.has(n));
+  const links = (JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('plx'));
+  const records = existsSync(storeDir) ? new AttachmentStore(storeDir).active() : [];
+  return [...netns.map((n) => `netns ${n}`), ...links.map((l) => `link ${l}`), ...records.map((r) => `store record ${r}`)];
 }

@@ -26,14 +26,14 @@ import { hostLocalReservations } from '../../src/rig/hostlocal.js';
 import { KubeletDouble } from '../../src/rig/kubelet.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
 import { unary } from '../../src/util/grpc-unary.js';
+import { pollUntil } from '../../src/util/poll.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists, listNetns } from '../support/rig.js';
 
 const STATUS = 'k8s.v1.cni.cncf.io/network-status';
-/** Where deploy/plexus-daemon.yaml has the daemon serve the shim and keep its records (host paths). */
+/** Where deploy/plexus-daemon.yaml has the daemon serve the shim (the same path inside and out: the conf names it). */
 const DAEMONSET_SOCKET = '/run/plexus/plexus.sock';
-const DAEMONSET_CNI_DIR = '/var/lib/cni/plexus';
 /** The bridge of the bridge + tuning chain NAD. */
 const TUNED_BRIDGE = 'plx-br-t';
 
@@ -57,15 +57,11 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       return undefined;
     }
   };
-  const until = async <T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const v = await probe().catch(() => undefined);
-      if (v !== undefined && v !== false) return v;
-      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      await sleep(250);
-    }
-  };
+  const until = <T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> => pollUntil(what, probe, ms);
+
+  /** The pod of one of deploy/'s DaemonSets (label app=<app>) on this one node, if there is one. */
+  const daemonSetPod = async (app: string): Promise<{ status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } } | undefined> =>
+    (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', `app=${app}`, '-o', 'json'])) as { items: { status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items[0];
 
   /** A pod's container logs, from kubelet's pod log dir (kubectl logs needs a node address this loopback node does not report). */
   const podLogs = (prefix: string): string => {
@@ -104,13 +100,14 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
   describe('API contract: the double and the real API server answer alike', () => {
     /** The same requests against both; each returns what the test compares. */
     /** Every event of one watch through client-node's Watch (what the daemon's informers use), until the server ends it. */
-    const watchEvents = async (cfg: ApiConfig, path: string, query: Record<string, string | number | boolean>): Promise<{ type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { resourceVersion?: string } } }[]> => {
+    type WatchEvent = { type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { name?: string; resourceVersion?: string } } };
+    const watchEvents = async (cfg: ApiConfig, path: string, query: Record<string, string | number | boolean>): Promise<WatchEvent[]> => {
       const k8s = await import('@kubernetes/client-node');
       const { kubeConfigFor } = await import('../../src/daemon/cache.js');
-      const events: { type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { resourceVersion?: string } } }[] = [];
+      const events: WatchEvent[] = [];
       await new Promise<void>((resolve, reject) => {
         new k8s.Watch(kubeConfigFor(cfg))
-          .watch(path, query, (type: string, object: (typeof events)[number]['object']) => events.push({ type, object }), (err: unknown) => (err ? reject(err as Error) : resolve()))
+          .watch(path, query, (type: string, object: WatchEvent['object']) => events.push({ type, object }), (err: unknown) => (err ? reject(err as Error) : resolve()))
           .catch(reject);
       });
       return events;
@@ -164,7 +161,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       // Compaction to a revision keeps that revision: a watch from the one before it still works.
       await compact(rvs[2]!);
       const kept = await watchEvents(cfg, `/api/v1/namespaces/${ns}/events`, { resourceVersion: rvs[1]!, timeoutSeconds: 2 });
-      out.watchAtCompaction = kept.map((e) => [e.type, (e.object as { metadata?: { name?: string } }).metadata?.name]);
+      out.watchAtCompaction = kept.map((e) => [e.type, e.object.metadata?.name]);
       const expired = await watchEvents(cfg, `/api/v1/namespaces/${ns}/events`, { resourceVersion: rvs[0]!, timeoutSeconds: 2 });
       out.watchExpired = expired.map((e) => [e.type, e.object.code, e.object.reason]);
       return out;
@@ -274,7 +271,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           try {
             await admin.patch(`${podPath}/status`, { metadata: { annotations: { [STATUS]: '[]' } } });
             // One-shot: the form is the conf's kubeconfig. Daemon: the conf names none; the daemon's --kubeconfig is the form.
-            const conf = mode === 'oneshot' ? { cniVersion: '1.0.0', name: 'plexus', type: 'plexus', kubeconfig, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-oneshot`) } : { cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, clusterNetwork, binDir: '/usr/lib/cni' };
+            const conf = mode === 'oneshot' ? { cniVersion: '1.0.0', name: 'plexus', type: 'plexus', kubeconfig, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-oneshot`) } : { cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-daemon`) };
             const bin = mode === 'oneshot' ? join(repoRoot(), 'bin', 'plexus') : join(repoRoot(), 'native', 'plexus-shim');
             const call = (command: string) => spawnSync(bin, [], { input: JSON.stringify(conf), encoding: 'utf8', env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv(command, `kf${i}${mode}`, `/var/run/netns/${netns}`, { name: 'kubeconfig-forms', namespace: 'default', uid }) } });
             const add = call('ADD');
@@ -375,18 +372,17 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
   for (const mode of ['oneshot', 'daemon'] as const) {
     describe(`pods through kubelet → containerd → plexus (${mode === 'oneshot' ? 'one-shot plugin, YAML ServiceAccount kubeconfig' : "node daemon + shim from deploy/'s DaemonSet and a locally built image, in-cluster credentials"})`, () => {
       let cri: ContainerdRig;
-      /** The daemon keeps its records where deploy/ says (/var/lib/cni/plexus of the host). */
-      const cniDir = () => (mode === 'daemon' ? DAEMONSET_CNI_DIR : join(dir, `plexus-${mode}`));
-      let cniDirExisted = true;
+      /** The DaemonSet's /var/lib/cni (its records under plexus/, host-local's leases under networks/): in the test's dir. */
+      const daemonCniState = () => join(dir, 'daemonset-cni-state');
+      const cniDir = () => (mode === 'daemon' ? join(daemonCniState(), 'plexus') : join(dir, `plexus-${mode}`));
+      const leases = (network: string) => join(mode === 'daemon' ? daemonCniState() : '/var/lib/cni', 'networks', network);
       let runDirExisted = true;
-      const daemonPod = async (): Promise<{ metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } } | undefined> =>
-        (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=plexus', '-o', 'json'])) as { items: { metadata: { name: string }; status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items[0];
+      const daemonPod = () => daemonSetPod('plexus');
       const daemonLogs = (): string => podLogs('kube-system_plexus-');
       before(async () => {
         if (mode === 'oneshot') {
           execFileSync(plexusctlPath, ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()], { stdio: 'pipe' });
         } else {
-          cniDirExisted = existsSync(DAEMONSET_CNI_DIR);
           runDirExisted = existsSync(dirname(DAEMONSET_SOCKET));
           const manifest = deployManifest('plexus-daemon.yaml', {
             hostPaths: {
@@ -394,6 +390,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
               '/etc/cni/net.d': cluster.cniConfDir,
               '/var/lib/kubelet/pod-resources': join(cluster.kubeletDir, 'pod-resources'),
               '/var/run/k8s.cni.cncf.io/devinfo': join(dir, 'devinfo'),
+              '/var/lib/cni': daemonCniState(),
             },
             // No kube-proxy on this node: the kubernetes Service's ClusterIP leads nowhere, so the
             // in-cluster client is pointed at the API server itself (the token and CA stay kubelet's).
@@ -429,15 +426,16 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      daemon pod logs:\n${daemonLogs()}\n`);
           const p = await daemonPod().catch(() => undefined);
           if (p) assert.equal(p.status.containerStatuses?.[0]?.restartCount, 0, 'the daemon never restarted');
+          // Pods a failed test left go while the daemon still serves their DELs (the shim fails closed without it).
+          await kubectl(['delete', 'pods', '-n', 'default', '--field-selector', `spec.nodeName=${cluster.nodeName}`, '--wait=true', '--timeout=120s']);
           await kubectl(['delete', 'daemonset', '-n', 'kube-system', 'plexus', '--wait=true', '--timeout=60s']);
           await until('the daemon pod gone', async () => ((await daemonPod()) ? undefined : true), 60_000);
-          if (!cniDirExisted) rmSync(DAEMONSET_CNI_DIR, { recursive: true, force: true });
           if (!runDirExisted) rmSync(dirname(DAEMONSET_SOCKET), { recursive: true, force: true });
         }
       });
 
       it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
-        const macvlanBefore = hostLocalReservations('/var/lib/cni/networks/macvlan-a');
+        const macvlanBefore = hostLocalReservations(leases('macvlan-a'));
         // A chain as well: bridge, then tuning (MTU and MAC on the pod's side).
         const tunedNad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'bridge-tuned', namespace: 'default' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'bridge-tuned', plugins: [{ type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } }, { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' }] }) } };
         const tunedPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'tuned', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"bridge-tuned","interface":"tuned0"}]' } }, spec: {} };
@@ -446,6 +444,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         await kubectl(['apply', '-f', '-'], manifest);
         for (const p of pods) await until(`${p.metadata.name} Running`, async () => (await getPod(p.metadata.name))?.status?.phase === 'Running', 120_000);
 
+        assert.equal(hostLocalReservations(leases('macvlan-a')).length, macvlanBefore.length + 1, 'the macvlan lease is where the test looks for it');
         const twoNets = (await cri.readySandbox('default', 'two-nets'))!;
         const ns = twoNets.netns!.split('/').pop()!;
         assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
@@ -476,7 +475,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         // kubelet keeps stopped sandboxes for a while (and the DaemonSet's own runs on): what matters is that none of these is ready.
         for (const p of pods) await until(`the sandbox of ${p.metadata.name} stopped`, async () => ((await cri.readySandbox('default', p.metadata.name)) ? undefined : true), 60_000);
         assert.ok(linkExists(EXAMPLE_LINKS.vf), 'the VF stand-in is back on the host');
-        assert.deepEqual(hostLocalReservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore, 'macvlan IP released');
+        assert.deepEqual(hostLocalReservations(leases('macvlan-a')), macvlanBefore, 'macvlan IP released');
         const store = new AttachmentStore(join(cniDir(), 'attachments'));
         assert.deepEqual(store.active(), [], 'no attachment left in the store');
         assert.ok(readdirSync(join(cniDir(), 'attachments')).length >= pods.length, 'the records were written where the install said');
@@ -519,16 +518,15 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     let kernel: FakeKernel;
     let cri: ContainerdRig;
     const devinfo = () => join(dir, 'devinfo');
-    const pluginPods = async (): Promise<{ status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[]> =>
-      (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=plexus-device-plugin', '-o', 'json'])) as { items: { status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items;
+    const pluginPod = () => daemonSetPod('plexus-device-plugin');
     before(async () => {
       kernel = FakeKernel.create(join(dir, 'sriov-host'), { realNetdevs: true, pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: pfName }] });
       // deploy/'s device plugin DaemonSet and ConfigMap as they are, on this node's layout: kubelet's
       // dir under the cluster's private dir, and the simulated host as the host root it reads.
       await kubectl(['label', 'node', cluster.nodeName, 'feature.node.kubernetes.io/network-sriov.capable=true', '--overwrite']);
       await kubectl(['apply', '-f', '-'], deployManifest('plexus-device-plugin.yaml', { hostPaths: { '/var/run/k8s.cni.cncf.io/devinfo': devinfo(), '/var/lib/plexus/device-plugin': join(dir, 'dp-state') }, kubeletDir: cluster.kubeletDir, hostRoot: kernel.root }));
-      await until('the device plugin DaemonSet pod Running', async () => ((await pluginPods())[0]?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(async (err: Error) => {
-        throw new Error(`${err.message}; ${JSON.stringify((await pluginPods())[0]?.status)}; logs: ${podLogs('kube-system_plexus-device-plugin-')}`);
+      await until('the device plugin DaemonSet pod Running', async () => ((await pluginPod())?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(async (err: Error) => {
+        throw new Error(`${err.message}; ${JSON.stringify((await pluginPod())?.status)}; logs: ${podLogs('kube-system_plexus-device-plugin-')}`);
       });
       // One-shot Plexus, told where this kubelet keeps its sockets; `sriov` acts on the simulated host.
       execFileSync(plexusctlPath, ['install', '--mode', 'oneshot', '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', join(dir, 'plexus-sriov'), '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo()], { stdio: 'pipe' });
@@ -539,10 +537,10 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     after(async function () {
       cri?.close();
       if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      device plugin pod logs:\n${podLogs('kube-system_plexus-device-plugin-')}\n`);
-      const [pod] = await pluginPods().catch(() => []);
+      const pod = await pluginPod().catch(() => undefined);
       if (pod) assert.equal(pod.status.containerStatuses?.[0]?.restartCount, 0, 'the device plugin never restarted');
       await kubectl(['delete', 'daemonset', '-n', 'kube-system', 'plexus-device-plugin', '--wait=true', '--timeout=60s']);
-      await until('the device plugin pod gone', async () => ((await pluginPods()).length ? undefined : true), 60_000);
+      await until('the device plugin pod gone', async () => ((await pluginPod()) ? undefined : true), 60_000);
       kernel?.destroy();
     });
 
