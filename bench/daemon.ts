@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
+import { SimNode, podEnv, repoRoot } from '../src/sim/simnode.js';
 import { startDaemon, stopDaemon } from '../test/support/daemon.js';
 
 const PODS = Number(process.env.BENCH_PODS ?? 200);

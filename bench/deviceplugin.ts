@@ -11,10 +11,11 @@ import { assignPools } from '../src/deviceplugin/pools.js';
 import { parseConfig } from '../src/deviceplugin/config.js';
 import { unary } from '../src/deviceplugin/grpc.js';
 import { SriovDevicePlugin } from '../src/deviceplugin/plugin.js';
-import { KubeletDouble } from '../src/rig/kubelet.js';
-import { repoRoot } from '../src/rig/simnode.js';
+import { KubeletDouble } from '../src/sim/kubelet.js';
+import { repoRoot } from '../src/sim/simnode.js';
 import { discover } from '../src/sriov/discover.js';
-import { FakeKernel } from '../src/sriov/fakekernel.js';
+import { FakeKernel } from '../src/sim/fakekernel.js';
+import { sriovHostOf } from '../src/sim/sriov-host.js';
 
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
@@ -43,7 +44,7 @@ async function main(): Promise<void> {
     await kubelet.start();
     const configFile = join(work, 'config.json');
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'vfs', allocationPolicy: 'pack-pf', selectors: [{ devices: ['154c'] }] }] }));
-    const plugin = new SriovDevicePlugin({ configFile, host, kubeletDir: kubelet.dir, devinfoDir: join(work, 'devinfo'), stateDir: join(work, 'state'), resyncMs: 3_600_000 });
+    const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(kernel), kubeletDir: kubelet.dir, devinfoDir: join(work, 'devinfo'), stateDir: join(work, 'state'), resyncMs: 3_600_000 });
     const t0 = process.hrtime.bigint();
     await plugin.start();
     await kubelet.waitFor('intel.com/vfs', (d) => d.length === 512);

@@ -17,7 +17,7 @@ import { CniDaemon, DEFAULT_LIMITS } from '../src/daemon/server.js';
 import type { Observer } from '../src/meta/context.js';
 import { MetaInvocation } from '../src/meta/invocation.js';
 import { planAttachments } from '../src/meta/plan.js';
-import { SimNode, podEnv, repoRoot } from '../src/rig/simnode.js';
+import { SimNode, podEnv, repoRoot } from '../src/sim/simnode.js';
 import { spawnCollect } from '../src/util/native.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 150);

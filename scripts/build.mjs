@@ -1,6 +1,6 @@
 // One command builds everything: the N-API addon, TypeScript (for tests) and the bundled executables.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -36,7 +36,7 @@ const version = commit ? `${pkgVersion} (${commit})` : pkgVersion;
 // Stale chunks of earlier builds would linger in dist/ otherwise.
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 mkdirSync(join(root, 'dist'), { recursive: true });
-await esbuild.build({
+const bundles = await esbuild.build({
   entryPoints: { plexusctl: 'src/cmd/plexusctl.ts', plexus: 'src/cmd/plexus.ts', 'plexus-shim': 'src/cmd/plexus-shim.ts', sriov: 'src/cmd/sriov-cni.ts' },
   absWorkingDir: root,
   outdir: 'dist',
@@ -53,8 +53,11 @@ await esbuild.build({
   sourcemap: 'linked',
   define: { PLEXUS_VERSION: JSON.stringify(version) },
   logLevel: 'warning',
+  metafile: true,
 });
+// What each executable loads, statically and on demand (test/build/bundles.unit.test.ts reads it).
+writeFileSync(join(root, 'build/bundles.json'), JSON.stringify(bundles.metafile));
 // Files the bundles read at run time.
 copyFileSync(join(root, 'src/k8s/podresources-v1.proto'), join(root, 'dist/podresources-v1.proto'));
-copyFileSync(join(root, 'src/rig/cri-runtime-v1.proto'), join(root, 'dist/cri-runtime-v1.proto'));
+copyFileSync(join(root, 'src/sim/cri-runtime-v1.proto'), join(root, 'dist/cri-runtime-v1.proto'));
 for (const p of ['deviceplugin-v1beta1.proto', 'pluginregistration-v1.proto']) copyFileSync(join(root, 'src/deviceplugin', p), join(root, 'dist', p));

@@ -1,4 +1,4 @@
-/** `plexusctl cluster up|down|status`: a real single-node Kubernetes cluster on loopback (src/rig/cluster.ts). */
+/** `plexusctl cluster up|down|status`: a real single-node Kubernetes cluster on loopback (src/sim/cluster.ts). */
 import type { Command } from 'commander';
 
 const DEFAULT_DIR = '/var/tmp/plexus-cluster';
@@ -12,7 +12,7 @@ export function registerCluster(program: Command): void {
     .option('--node-name <name>', 'the node name', 'plexus-node')
     .option('--no-kubelet', 'control plane only')
     .action(async (o: { dir: string; nodeName: string; kubelet: boolean }) => {
-      const { LocalCluster } = await import('../rig/cluster.js');
+      const { LocalCluster } = await import('../sim/cluster.js');
       const c = new LocalCluster({ dir: o.dir, nodeName: o.nodeName, kubelet: o.kubelet, log: (l) => process.stderr.write(`cluster: ${l}\n`) });
       const start = Date.now();
       try {
@@ -38,7 +38,7 @@ export function registerCluster(program: Command): void {
     .description('stop everything the cluster runs and remove its processes, mounts, cgroups, links and directory')
     .option('--dir <dir>', 'the cluster directory', DEFAULT_DIR)
     .action(async (o: { dir: string }) => {
-      const { LocalCluster } = await import('../rig/cluster.js');
+      const { LocalCluster } = await import('../sim/cluster.js');
       await new LocalCluster({ dir: o.dir }).down();
     });
   cluster
@@ -46,7 +46,7 @@ export function registerCluster(program: Command): void {
     .description('which components run')
     .option('--dir <dir>', 'the cluster directory', DEFAULT_DIR)
     .action(async (o: { dir: string }) => {
-      const { LocalCluster } = await import('../rig/cluster.js');
+      const { LocalCluster } = await import('../sim/cluster.js');
       const s = new LocalCluster({ dir: o.dir }).status();
       process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
       process.exitCode = s.up ? 0 : 1;

@@ -69,10 +69,11 @@ export function registerDaemon(program: Command): void {
       let inProcess: MetaContext['inProcess'];
       if (types.length) {
         const { inProcessPlugin } = await import('../cni/skel.js');
-        const { sriovPlugin } = await import('../sriov/plugin.js');
-        const { HOST_ROOT_ENV } = await import('../sriov/host.js');
+        const { sriovPluginWith } = await import('../sriov/plugin.js');
+        const { openSriovHost } = await import('./sriov-host.js');
         // The daemon's own choice of host root, whatever the forwarded request environment says.
-        inProcess = { sriov: inProcessPlugin(sriovPlugin, { [HOST_ROOT_ENV]: o.sriovHostRoot || undefined }) };
+        const hostRoot = o.sriovHostRoot || '/';
+        inProcess = { sriov: inProcessPlugin(sriovPluginWith(() => openSriovHost(hostRoot))) };
       }
       const served = await metrics.serve(o.metricsAddress);
       log.info({ url: served.url }, 'metrics');

@@ -36,13 +36,13 @@ export function registerDevicePlugin(program: Command): void {
       // Loaded only by this daemon.
       const pino = (await import('pino')).default;
       const { SriovDevicePlugin } = await import('../deviceplugin/plugin.js');
-      const { openHost } = await import('../sriov/discover.js');
+      const { openSriovHost } = await import('./sriov-host.js');
       const { serveDevicePluginMetrics } = await import('../deviceplugin/metrics.js');
       const log = pino({ level: o.logLevel, base: { component: 'plexus-device-plugin' } }, pino.destination(2));
       const configFile = o.config ?? defaultConfigPath();
       if (!configFile) throw new Error('no --config and no device-plugin/config.json next to plexusctl');
       if (!existsSync(configFile)) throw new Error(`--config ${configFile}: no such file`);
-      const host = openHost(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/');
+      const host = await openSriovHost(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/');
       const plugin = new SriovDevicePlugin({
         configFile,
         host,
@@ -56,7 +56,7 @@ export function registerDevicePlugin(program: Command): void {
       });
       await plugin.start();
       const served = await serveDevicePluginMetrics(plugin, o.metricsAddress);
-      log.info({ mode: plugin.mode, hostRoot: host.root, url: served.url }, 'serving');
+      log.info({ mode: plugin.mode, hostRoot: host.sysfs.root, url: served.url }, 'serving');
       const stop = (): void => {
         void plugin.stop().then(() => process.exit(0));
       };

@@ -1,4 +1,4 @@
-/** `plexusctl image`: the Plexus image of deploy/, built without Docker or a registry (src/rig/image.ts). */
+/** `plexusctl image`: the Plexus image of deploy/, built without Docker or a registry (src/sim/image.ts). */
 import type { Command } from 'commander';
 
 export function registerImage(program: Command): void {
@@ -10,8 +10,8 @@ export function registerImage(program: Command): void {
     .option('--import <socket>', "import it into this containerd's k8s.io namespace (ctr images import)")
     .action(async (o: { name: string; out: string; import?: string }) => {
       const { mkdirSync } = await import('node:fs');
-      const { repoRoot } = await import('../rig/simnode.js');
-      const { buildPlexusImage, importImage } = await import('../rig/image.js');
+      const { repoRoot } = await import('../sim/simnode.js');
+      const { buildPlexusImage, importImage } = await import('../sim/image.js');
       mkdirSync(o.out, { recursive: true });
       const image = buildPlexusImage(repoRoot(), o.out, o.name);
       if (o.import) importImage(o.import, image.tar);

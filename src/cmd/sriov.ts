@@ -5,10 +5,11 @@ import type { Command } from 'commander';
 import type { VfInfo } from '../net/vf.js';
 import { type DevicePluginConfig, parseConfig, resourceFullName } from '../deviceplugin/config.js';
 import { assignPools } from '../deviceplugin/pools.js';
-import { discover, openHost } from '../sriov/discover.js';
-import { FakeKernel, type FakePfSpec } from '../sriov/fakekernel.js';
+import { discover } from '../sriov/discover.js';
+import type { FakePfSpec } from '../sim/fakekernel.js';
 import { HOST_ROOT_ENV } from '../sriov/host.js';
 import { findAbove } from '../util/find-above.js';
+import { openSriovHost } from './sriov-host.js';
 
 /** The `plexusctl sriov discover -o json` document (schema: device-plugin/discover.schema.json). */
 export interface DiscoverReport {
@@ -41,16 +42,16 @@ export function defaultConfigPath(): string | undefined {
 }
 
 export async function discoverReport(root: string, config: DevicePluginConfig): Promise<DiscoverReport> {
-  const host = openHost(root);
-  const inv = discover(host);
+  const host = await openSriovHost(root);
+  const inv = discover(host.sysfs);
   if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) {
     const { addDdpProfiles } = await import('../sriov/ddp.js');
-    await addDdpProfiles(host, inv);
+    await addDdpProfiles(host.openDdp(), inv);
   }
   const { pools, verdicts } = assignPools(inv, config.pools);
   return {
     schemaVersion: 1,
-    hostRoot: host.root,
+    hostRoot: host.sysfs.root,
     iommu: inv.iommuEnabled,
     defaultRoutes: inv.defaultRouteNetdevs,
     pools: pools.map((p) => ({ resourceName: resourceFullName(p.pool), deviceType: p.pool.deviceType, devices: p.devices })),
@@ -90,13 +91,12 @@ export interface VfTable {
 
 /** Every PF's VF table (rtnetlink, or the fake kernel), each VF with where its netdev is. */
 export async function vfTables(root: string): Promise<VfTable[]> {
-  const host = openHost(root);
-  const inv = discover(host);
-  const { openPfOps } = await import('../sriov/pfops.js');
+  const host = await openSriovHost(root);
+  const inv = discover(host.sysfs);
   const { SriovState } = await import('../sriov/state.js');
   const { stateDir } = await import('../sriov/plugin.js');
-  const held = new SriovState(stateDir(host)).all();
-  const pf = await openPfOps(host);
+  const held = new SriovState(stateDir(host.sysfs)).all();
+  const pf = await host.openPfOps();
   try {
     const out: VfTable[] = [];
     for (const dev of inv.devices.filter((d) => d.sriov && d.sriov.numVfs > 0 && d.netdevs[0])) {
@@ -176,7 +176,8 @@ export function registerSriov(program: Command): void {
     .description(`build a simulated host (VF netdevs are real veth ends in this netns); point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
     .option('--pf <spec...>', `a PF ${PF_ARG_HELP} (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0,numa=1; its VF netdevs are <PF_NETDEV>v<N>; PFs on one bus get disjoint VF ranges unless offset/stride say otherwise; real-pf makes the PF netdev a real link too`)
     .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
-    .action((dir: string, o: { pf?: string[]; nic?: string[] }) => {
+    .action(async (dir: string, o: { pf?: string[]; nic?: string[] }) => {
+      const { FakeKernel } = await import('../sim/fakekernel.js');
       const nics = (o.nic ?? []).map((t) => {
         const m = /^([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]):([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(\S+)$/.exec(t);
         if (!m) throw new Error(`--nic ${t}: expected ADDR:VENDOR:DEVICE:NETDEV`);
@@ -188,7 +189,8 @@ export function registerSriov(program: Command): void {
   host
     .command('destroy <dir>')
     .description('remove a simulated host and every link it made')
-    .action((dir: string) => {
+    .action(async (dir: string) => {
+      const { FakeKernel } = await import('../sim/fakekernel.js');
       const kernel = FakeKernel.open(dir);
       if (!kernel) throw new Error(`${dir} is not a simulated host`);
       kernel.destroy();

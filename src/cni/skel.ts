@@ -242,16 +242,11 @@ export function processIO(): PluginIO {
 
 /**
  * A plugin as an in-process delegate (CniRuntime's `inProcess`): stdout, or its error as a CniError.
- * `envOverride` replaces variables of the request's environment (undefined removes one): what the host
- * process decides, which the forwarded environment of a request must not.
+ * What the host process decides (e.g. the SR-IOV host) is bound into `plugin`, not read from the
+ * forwarded environment of a request.
  */
-export function inProcessPlugin(plugin: Plugin, envOverride: Record<string, string | undefined> = {}): (stdin: string, env: NodeJS.ProcessEnv) => Promise<Buffer> {
-  return async (stdin, requestEnv) => {
-    const env = { ...requestEnv };
-    for (const [k, v] of Object.entries(envOverride)) {
-      if (v === undefined) delete env[k];
-      else env[k] = v;
-    }
+export function inProcessPlugin(plugin: Plugin): (stdin: string, env: NodeJS.ProcessEnv) => Promise<Buffer> {
+  return async (stdin, env) => {
     let stdout = '';
     let stderr = '';
     const code = await runPlugin(plugin, { env, readStdin: async () => Buffer.from(stdin), stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });

@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../cni/cache.js';
 import { basename, join } from 'node:path';
 import { type HostInventory, type PciDevice, discover, rediscover } from '../sriov/discover.js';
 import { addDdpProfiles } from '../sriov/ddp.js';
-import type { HostRoot } from '../sriov/host.js';
+import type { SriovHost } from '../sriov/backend.js';
 import { cdiSpec, containerResponse, preferredAllocation, removeStaleDeviceInfo, withCdi, writeDpDeviceInfo } from './allocate.js';
 import { type DevicePluginConfig, type PoolConfig, parseConfig, resourceFullName } from './config.js';
 import { API_VERSION, type Device, HEALTHY, UNHEALTHY, grpc, kubeletApis, unary } from './grpc.js';
@@ -21,7 +21,8 @@ import { BindError, type NetdevUse, bindVfio, hostNetdevUse, releaseVfio } from 
 
 export interface DevicePluginOptions {
   configFile: string;
-  host: HostRoot;
+  /** Sysfs, and DDP names for `ddpProfiles` selectors. */
+  host: SriovHost;
   /** Holds device-plugins/, plugins_registry/ and pod-resources/ (default /var/lib/kubelet). */
   kubeletDir: string;
   /** Device-info root; files go to <dir>/dp/ (default /var/run/k8s.cni.cncf.io/devinfo). */
@@ -155,9 +156,9 @@ export class SriovDevicePlugin {
     const allocated = await this.allocated();
     for (const [id, r] of this.remembered) r.allocated = allocated.has(id);
     const scan = async (): Promise<void> => {
-      this.inventory = discover(this.opts.host);
+      this.inventory = discover(this.opts.host.sysfs);
       // DDP package names cost a devlink query per PF: only when a selector asks for them.
-      if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) await addDdpProfiles(this.opts.host, this.inventory);
+      if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) await addDdpProfiles(this.opts.host.openDdp(), this.inventory);
       this.assignment = assignPools(this.inventory, config.pools, this.remembered);
     };
     await scan();
@@ -292,7 +293,7 @@ export class SriovDevicePlugin {
     const state = this.pools.get(resource);
     if (!state) throw new Error(`no pool ${resource}`);
     // Fresh facts for what is handed out: a device may have changed since the last resync.
-    this.inventory = rediscover(this.opts.host, this.inventory, containers.flat().flatMap((id) => state.units.get(id) ?? [id]));
+    this.inventory = rediscover(this.opts.host.sysfs, this.inventory, containers.flat().flatMap((id) => state.units.get(id) ?? [id]));
     return containers.map((ids) => {
       const devices = ids.flatMap((id) => {
         const unhealthy = state.health.get(id);
@@ -331,7 +332,7 @@ export class SriovDevicePlugin {
           use ??= await (this.opts.netdevUse ?? hostNetdevUse)().catch((err: Error) => {
             throw new BindError(id, `cannot read the host's addresses and routes: ${err.message}`);
           });
-          bindVfio(this.opts.host, dev, this.inventory, use, unit);
+          bindVfio(this.opts.host.sysfs, dev, this.inventory, use, unit);
           this.bound.add(id);
           changed = true;
           this.log('info', 'bound to vfio-pci', { resource: resourceFullName(pool), device: id, was: dev.driver });
@@ -353,7 +354,7 @@ export class SriovDevicePlugin {
       const pool = v?.pool ? this.config!.pools.find((p) => resourceFullName(p) === v.pool) : undefined;
       if (pool?.bindDriver === 'vfio-pci') continue;
       try {
-        if (v) releaseVfio(this.opts.host, id);
+        if (v) releaseVfio(this.opts.host.sysfs, id);
         this.bound.delete(id);
         this.log('info', 'released from vfio-pci', { device: id });
       } catch (err) {

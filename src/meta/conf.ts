@@ -82,7 +82,6 @@ export function parseMetaConf(conf: PluginStdinConf): MetaConf {
     deviceInfoDir: raw.deviceInfoDir ?? '/var/run/k8s.cni.cncf.io/devinfo',
     multusStatusCompat: raw.multusStatusCompat ?? false,
   };
-  for (const key of ['cniDir', 'deviceInfoDir', 'confDir', 'binDir'] as const) requireDirectoryOrAbsent(key, out[key]);
   for (const key of ['clusterNetwork', 'delegates', 'readinessindicatorfile', 'kubeconfig', 'logFile', 'logOptions', 'auxiliaryCNIChainName'] as const) {
     // Multus writes `"delegates": []` beside clusterNetwork: an empty list is no list.
     if (raw[key] !== undefined && raw[key] !== '' && !(key === 'delegates' && !raw.delegates?.length)) (out as unknown as Record<string, unknown>)[key] = raw[key];
@@ -90,7 +89,14 @@ export function parseMetaConf(conf: PluginStdinConf): MetaConf {
   return out;
 }
 
-/** A directory the plugin reads or creates must not be something else (a file there is a config mistake). */
+/**
+ * The host side of the meta conf, apart from parsing it: each directory the plugin reads or creates
+ * must not be something else (a file there is a config mistake) and must be usable.
+ */
+export function checkMetaConfDirs(conf: MetaConf): void {
+  for (const key of ['cniDir', 'deviceInfoDir', 'confDir', 'binDir'] as const) requireDirectoryOrAbsent(key, conf[key]);
+}
+
 function requireDirectoryOrAbsent(key: string, path: string): void {
   let why: string | undefined;
   try {

@@ -14,7 +14,7 @@ import { ApiClient, ApiError, apiFailure } from '../k8s/client.js';
 import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
 import { isObject } from '../util/object.js';
-import { type MetaConf, parseMetaConf } from './conf.js';
+import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
 import { rotateLog } from './logfile.js';
 import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
@@ -83,6 +83,7 @@ export class MetaInvocation {
     readonly ctx: MetaContext = {},
   ) {
     this.conf = parseMetaConf(req.conf);
+    checkMetaConfDirs(this.conf);
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);

@@ -1,12 +1,10 @@
 /**
  * DDP (Dynamic Device Personalization) package names of Intel PFs, for the `ddpProfiles` selector:
  * devlink's "info" running version `fw.app.name` (generic netlink, as sriov-network-device-plugin reads
- * it), or the fake kernel's on a simulated host. A PF without devlink info has none.
+ * it); a simulated host has its own source. A PF without devlink info has none.
  */
 import { createRequire } from 'node:module';
-import { FakeKernel } from './fakekernel.js';
 import type { HostInventory } from './discover.js';
-import type { HostRoot } from './host.js';
 import { attr, parseAttrs } from '../net/vf.js';
 
 const GENL_ID_CTRL = 16;
@@ -37,7 +35,7 @@ interface GenlSocket {
 }
 
 /** devlink over generic netlink: the family id is resolved once, then one INFO_GET per PF. */
-function devlinkSource(): DdpSource {
+export function devlinkSource(): DdpSource {
   const { createGenericNetlink } = createRequire(import.meta.url)('netlink/dist/genl/genl.js') as { createGenericNetlink(): GenlSocket };
   const sock = createGenericNetlink();
   let family: Promise<number | undefined> | undefined;
@@ -73,15 +71,8 @@ function devlinkSource(): DdpSource {
   };
 }
 
-export function openDdpSource(host: HostRoot): DdpSource {
-  const fake = FakeKernel.open(host.root);
-  if (fake) return { profile: async (pf) => fake.ddpProfile(pf), close: () => undefined };
-  return devlinkSource();
-}
-
-/** Sets `ddpProfile` on every PF and VF (a VF's is its PF's), one query per PF. */
-export async function addDdpProfiles(host: HostRoot, inv: HostInventory): Promise<void> {
-  const source = openDdpSource(host);
+/** Sets `ddpProfile` on every PF and VF (a VF's is its PF's), one query per PF; closes `source`. */
+export async function addDdpProfiles(source: DdpSource, inv: HostInventory): Promise<void> {
   try {
     const byPf = new Map<string, string | undefined>();
     for (const dev of inv.devices) {

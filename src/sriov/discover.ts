@@ -4,10 +4,7 @@
  * plus the default routes from the root's procfs. Each device is read on its own: one unreadable
  * device is reported with its error and never hides the others (unlike ghw's all-or-nothing).
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { FakeKernel } from './fakekernel.js';
-import { HOST_ROOT_ENV, HostRoot, routingId } from './host.js';
+import { type HostRoot, routingId } from './host.js';
 
 export interface NetdevInfo {
   name: string;
@@ -68,19 +65,6 @@ export interface HostInventory {
   devices: PciDevice[];
   defaultRouteNetdevs: { v4: string[]; v6: string[] };
   iommuEnabled: boolean;
-}
-
-/** The host for SR-IOV work: the simulated one when PLEXUS_SRIOV_HOST_ROOT names one, else `root`. */
-export function openHost(root: string = process.env[HOST_ROOT_ENV] || '/'): HostRoot {
-  // A wrong root would read as a host without devices: empty pools, and no error anywhere.
-  if (!existsSync(join(root, 'sys', 'bus', 'pci', 'devices'))) {
-    throw new Error(`${root} holds no PCI sysfs (${join(root, 'sys/bus/pci/devices')} is missing): the host root is / or a simulated host made by plexusctl sriov host create`);
-  }
-  const fake = FakeKernel.open(root);
-  if (!fake) return new HostRoot(root);
-  // Its sysfs follows the real stand-in netdevs (moved into pods, or back).
-  fake.refresh();
-  return fake.host();
 }
 
 const ARPHRD: Record<string, string> = { '1': 'ether', '32': 'infiniband', '772': 'loopback' };

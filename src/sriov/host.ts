@@ -19,7 +19,7 @@ const PAGE = Buffer.alloc(4096);
 
 export class HostRoot {
   constructor(
-    readonly root: string = process.env[HOST_ROOT_ENV] || '/',
+    readonly root: string = '/',
     readonly writer: SysfsWriter = realWriter(root),
     private readonly onRefresh: () => void = () => undefined,
   ) {}

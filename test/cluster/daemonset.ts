@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import { repoRoot } from '../../src/rig/simnode.js';
+import { repoRoot } from '../../src/sim/simnode.js';
 
 interface Volume {
   name: string;

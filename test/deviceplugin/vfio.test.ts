@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { BindError, type NetdevUse, bindVfio, hostNetdevUse, preflight, releaseVfio } from '../../src/deviceplugin/vfio.js';
 import { discover } from '../../src/sriov/discover.js';
-import { FakeKernel, type FakeHostSpec } from '../../src/sriov/fakekernel.js';
-import { KubeletDouble } from '../../src/rig/kubelet.js';
+import { FakeKernel, type FakeHostSpec } from '../../src/sim/fakekernel.js';
+import { sriovHostOf } from '../../src/sim/sriov-host.js';
+import { KubeletDouble } from '../../src/sim/kubelet.js';
 import { Rig } from '../support/rig.js';
 
 const PF = '0000:5e:00.0';
@@ -105,7 +106,7 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     const configFile = join(rig.dir('vfc'), 'config.json');
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], drivers: ['iavf'] }] }] }));
     const logs: { msg: string; fields?: Record<string, unknown> }[] = [];
-    const plugin = new SriovDevicePlugin({ configFile, host: k.host(), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd'), stateDir: rig.dir('vfs'), resyncMs: 3_600_000, log: (_l, msg, fields) => logs.push({ msg, ...(fields ? { fields } : {}) }) });
+    const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(k), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd'), stateDir: rig.dir('vfs'), resyncMs: 3_600_000, log: (_l, msg, fields) => logs.push({ msg, ...(fields ? { fields } : {}) }) });
     try {
       await plugin.start();
       const inv = discover(k.host());
@@ -139,7 +140,7 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], drivers: ['iavf'], pciAddresses: [vf(0), vf(1)] }] }] }));
     // VF 1's netdev holds an address on the host.
     const netdevUse = async (): Promise<NetdevUse> => new Map([['ens1f0v1', ['192.0.2.1/24']]]);
-    const plugin = new SriovDevicePlugin({ configFile, host: k.host(), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd2'), stateDir: rig.dir('vfs2'), resyncMs: 3_600_000, netdevUse });
+    const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(k), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd2'), stateDir: rig.dir('vfs2'), resyncMs: 3_600_000, netdevUse });
     try {
       await plugin.start();
       const devices = await kubelet.waitFor('intel.com/dpdk', (d) => d.length === 2);

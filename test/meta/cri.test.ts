@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { ContainerdRig } from '../../src/rig/containerd.js';
+import { ContainerdRig } from '../../src/sim/containerd.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin, repoRoot } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, listNetns } from '../support/rig.js';
 import { waitFor } from '../support/wait.js';
-import { AttachmentStore } from '../../src/meta/store.js';
-import { hostLocalReservations } from '../../src/rig/hostlocal.js';
-import { SimNode } from '../../src/rig/simnode.js';
+import { hostLocalReservations } from '../../src/sim/hostlocal.js';
+import { SimNode } from '../../src/sim/simnode.js';
 
 for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as const) describe(`meta plugin under containerd 1.6 (CRI): ${mode}`, function () {
   this.timeout(120000);
@@ -45,7 +44,7 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
       netns: listNetns().sort(),
       ips: hostLocalReservations('/var/lib/cni/networks/macvlan-a'),
       clusterIps: hostLocalReservations(join(node.dir, 'ipam', 'cluster')),
-      store: new AttachmentStore(join(node.cniDir, 'attachments')).active(),
+      store: node.attachments().active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
     });
 

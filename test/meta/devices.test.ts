@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { type AttachmentRecord, AttachmentStore } from '../../src/meta/store.js';
+import { type AttachmentRecord } from '../../src/meta/store.js';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet } from '../../src/k8s/podresources.js';
-import { SimNode, podEnv, repoRoot } from '../../src/rig/simnode.js';
+import { SimNode, podEnv, repoRoot } from '../../src/sim/simnode.js';
 import { Rig, linkExists } from '../support/rig.js';
 
 interface Served {
@@ -85,13 +85,13 @@ describe('devices of a pod from kubelet', function () {
       } as never);
       const ns = rig.netns('dev');
       const logFile = join(node.dir, 'plexus.log');
-      const conf = { ...node.metaConf({ logFile, logLevel: 'verbose', logToStderr: false }), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'k8s.v1.cni.cncf.io/networks': 'vf-net@vfa,vf-net@vfb' } } };
+      const conf = node.podConf({ 'k8s.v1.cni.cncf.io/networks': 'vf-net@vfa,vf-net@vfb' }, { logFile, logLevel: 'verbose', logToStderr: false });
       const env = podEnv('ADD', 'sb-dev', ns.path, { name: 'dev-pod', namespace: 'default' });
       const add = await node.exec(env, conf);
       assert.equal(add.status, 0, add.stdout + add.stderr);
       assert.equal(add.stderr, '', 'logToStderr: false');
       assert.ok(linkExists('vfa', ns.name) && linkExists('vfb', ns.name));
-      const read = new AttachmentStore(join(node.cniDir, 'attachments')).read('sb-dev');
+      const read = node.attachments().read('sb-dev');
       assert.equal(read.kind, 'ok');
       assert.deepEqual((read as { record: AttachmentRecord }).record.attachments.map((a) => [a.ifName, a.deviceID]), [
         ['eth0', undefined],

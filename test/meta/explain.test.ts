@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SimNode, exampleDocs } from '../../src/rig/simnode.js';
+import { SimNode, exampleDocs } from '../../src/sim/simnode.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipJson } from '../support/rig.js';
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { AttachmentStore } from '../../src/meta/store.js';
-import { ContainerdRig } from '../../src/rig/containerd.js';
+import { ContainerdRig } from '../../src/sim/containerd.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, listNetns } from '../support/rig.js';
 

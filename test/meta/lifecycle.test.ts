@@ -4,9 +4,10 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addsInFlight, waitForAddsInFlight } from '../../src/meta/orphans.js';
-import { type AttachmentRecord, AttachmentStore } from '../../src/meta/store.js';
-import { SimNode, podEnv, repoRoot } from '../../src/rig/simnode.js';
+import type { AttachmentRecord } from '../../src/meta/store.js';
+import { podEnv, repoRoot } from '../../src/sim/simnode.js';
 import { installShellPlugin } from '../support/plugins.js';
+import { useSimNode } from '../support/simnode.js';
 import { Rig, ipJson, linkExists } from '../support/rig.js';
 
 const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
@@ -14,24 +15,14 @@ const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
 describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style confs', function () {
   this.timeout(60000);
   const rig = new Rig();
-  let node: SimNode;
-  before(async () => {
-    node = new SimNode(rig.dir('life'));
-    await node.start();
-  });
-  after(async () => {
-    await node.stop();
-    rig.cleanup();
-  });
+  const node = useSimNode(rig, 'life');
+  after(() => rig.cleanup());
 
-  const conf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}, version = '1.1.0') => ({
-    ...node.metaConf(extra, version),
-    runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
-  });
+  const conf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}, version = '1.1.0') => node.podConf(annotations, extra, version);
   const pod = { name: 'life', namespace: 'default' };
-  const records = (): string[] => new AttachmentStore(join(node.cniDir, 'attachments')).active().sort();
+  const records = (): string[] => node.attachments().active().sort();
   const storedRecord = (id: string): AttachmentRecord => {
-    const read = new AttachmentStore(join(node.cniDir, 'attachments')).read(id);
+    const read = node.attachments().read(id);
     assert.equal(read.kind, 'ok');
     return (read as { record: AttachmentRecord }).record;
   };
@@ -63,7 +54,7 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const gc = await node.exec({ CNI_COMMAND: 'GC', CNI_PATH: '/usr/lib/cni' }, { ...conf({}), 'cni.dev/valid-attachments': [{ containerID: 'sb-keep', ifname: 'eth0' }] });
     assert.equal(gc.status, 0, gc.stdout + gc.stderr);
     assert.deepEqual(records(), ['sb-keep']);
-    assert.deepEqual(new AttachmentStore(join(node.cniDir, 'attachments')).list(), ['sb-keep'], 'GC removes the records of invalid sandboxes, empty ones too');
+    assert.deepEqual(node.attachments().list(), ['sb-keep'], 'GC removes the records of invalid sandboxes, empty ones too');
     assert.equal(linkExists('net1', b.name), false, 'the stale sandbox lost its attachments');
     assert.ok(linkExists('net1', a.name), 'the valid one kept them');
     assert.equal((await node.exec(podEnv('DEL', 'sb-keep', a.path, pod), conf(annotations))).status, 0);

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AttachmentStore } from '../../src/meta/store.js';
-import { hostLocalReservations } from '../../src/rig/hostlocal.js';
+import { hostLocalReservations } from '../../src/sim/hostlocal.js';
 import { installShellPlugin } from '../support/plugins.js';
+import { useSimNode } from '../support/simnode.js';
 import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
-import { EXAMPLE_LINKS, SimNode, podEnv } from '../../src/rig/simnode.js';
+import { EXAMPLE_LINKS, podEnv } from '../../src/sim/simnode.js';
 
 const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
 
@@ -15,25 +15,15 @@ const reservations = hostLocalReservations;
 describe('meta plugin `plexus` executed as a runtime does', function () {
   this.timeout(60000);
   const rig = new Rig();
-  let node: SimNode;
-  before(async () => {
-    node = new SimNode(rig.dir('meta'));
-    await node.start();
-  });
-  after(async () => {
-    await node.stop();
-    rig.cleanup();
-  });
+  const node = useSimNode(rig, 'meta');
+  after(() => rig.cleanup());
 
-  const runtimeConf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => ({
-    ...node.metaConf(extra),
-    runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations },
-  });
+  const runtimeConf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => node.podConf(annotations, extra);
   const hostState = (): string =>
     JSON.stringify({
       links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort(),
       ips: [...reservations(join(node.dir, 'ipam')), ...reservations('/var/lib/cni/networks/macvlan-a')].sort(),
-      store: new AttachmentStore(join(node.cniDir, 'attachments')).active(),
+      store: node.attachments().active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
     });
 
@@ -80,7 +70,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
     assert.deepEqual(reservations(join(node.dir, 'ipam')), []);
     assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
-    const store = new AttachmentStore(join(node.cniDir, 'attachments'));
+    const store = node.attachments();
     const afterDel = store.read('sandbox1');
     assert.deepEqual(afterDel.kind === 'ok' && afterDel.record.attachments, [], 'the record stays, listing nothing');
     const requestsBefore = node.api.requests.length;
@@ -199,7 +189,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const macvlanBefore = reservations('/var/lib/cni/networks/macvlan-a');
     const add = await node.exec(podEnv('ADD', 'sandbox-s', ns.path, meta), node.metaConf());
     assert.equal(add.status, 0, add.stdout + add.stderr);
-    const recordPath = new AttachmentStore(join(node.cniDir, 'attachments')).path('sandbox-s');
+    const recordPath = node.attachments().path('sandbox-s');
     const record = readFileSync(recordPath);
     rmSync(recordPath);
     // The API cannot be asked for the pod's annotations: retrying may help, so DEL fails.
@@ -271,7 +261,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const add = await node.exec(env, runtimeConf({ [NETWORKS]: 'sriov-like@vf0' }));
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.ok(linkExists('vf0', ns.name));
-    const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-v');
+    const record = node.attachments().read('sandbox-v');
     assert.equal(record.kind, 'ok');
     if (record.kind === 'ok') {
       const att = record.record.attachments[1]!;
@@ -340,7 +330,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         assert.equal(add.json?.code, code, add.stdout);
         assert.match(`${String(add.json?.msg)}: ${String(add.json?.details)}`, cause);
         assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
-        const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-b');
+        const record = node.attachments().read('sandbox-b');
         assert.deepEqual(record.kind === 'ok' && record.record.attachments, [], 'only a record that nothing is attached');
         const del = await node.exec(podEnv('DEL', 'sandbox-b', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf(annotations()));
         assert.equal(del.status, 0, del.stdout + del.stderr);
@@ -368,7 +358,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       const add = await node.exec(env, runtimeConf({ [NETWORKS]: 'macvlan-a' }));
       assert.equal(add.json?.code, 3, add.stdout);
       assert.match(String(add.json?.details), /plx-gone.*ENOENT|plx-gone.*No such file/);
-      const record = new AttachmentStore(join(node.cniDir, 'attachments')).read('sandbox-gone');
+      const record = node.attachments().read('sandbox-gone');
       assert.deepEqual(record.kind === 'ok' && record.record.attachments, [], 'the record says nothing is attached');
       assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({ [NETWORKS]: 'macvlan-a' }))).status, 0);
       assert.equal(hostState(), before);
@@ -396,7 +386,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
   it('a networks annotation that is not a string in runtimeConfig fails the ADD naming it, instead of a pod with only eth0', async () => {
     const ns = rig.netns('n');
     const before = hostState();
-    const conf = { ...node.metaConf(), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { [NETWORKS]: ['macvlan-a'] } } };
+    const conf = node.podConf({ [NETWORKS]: ['macvlan-a'] });
     const add = await node.exec(podEnv('ADD', 'sb-nonstring', ns.path, { name: 'x', namespace: 'default' }), conf);
     assert.equal(add.status, 1);
     assert.equal(add.json?.code, 7);

@@ -3,7 +3,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPlugin } from '../../src/cni/skel.js';
-import { sriovPlugin } from '../../src/sriov/plugin.js';
+import { sriovPluginWith } from '../../src/sriov/plugin.js';
+import { simulatedSriovHost } from '../../src/sim/sriov-host.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, linkExists } from '../support/rig.js';
 
@@ -18,8 +19,8 @@ describe('plexusctl sriov host create | vfs | host destroy', function () {
     execFileSync(plexusctlPath, ['sriov', 'host', 'create', root, '--pf', `0000:5e:00.0:8086:158b:2:${pf}`]);
     assert.ok(linkExists(`${pf}v0`) && linkExists(`${pf}v1`), 'VF netdevs are real links');
     const ns = rig.netns('cv');
-    const add = await runPlugin(sriovPlugin, {
-      env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cli', CNI_NETNS: ns.path, CNI_IFNAME: 'net1', CNI_PATH: '/usr/lib/cni', PLEXUS_SRIOV_HOST_ROOT: root },
+    const add = await runPlugin(sriovPluginWith(async () => simulatedSriovHost(root)!), {
+      env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cli', CNI_NETNS: ns.path, CNI_IFNAME: 'net1', CNI_PATH: '/usr/lib/cni' },
       readStdin: async () => Buffer.from(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'sriov', deviceID: '0000:5e:02.1', vlan: 7, trust: 'on' })),
       stdout: () => undefined,
       stderr: () => undefined,

@@ -4,11 +4,11 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SriovDevicePlugin } from '../../src/deviceplugin/plugin.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
-import { AttachmentStore } from '../../src/meta/store.js';
-import { ContainerdRig } from '../../src/rig/containerd.js';
-import { KubeletDouble } from '../../src/rig/kubelet.js';
-import { SimNode, repoRoot, simulatedSriovPlugin } from '../../src/rig/simnode.js';
-import { FakeKernel } from '../../src/sriov/fakekernel.js';
+import { ContainerdRig } from '../../src/sim/containerd.js';
+import { KubeletDouble } from '../../src/sim/kubelet.js';
+import { sriovHostOf } from '../../src/sim/sriov-host.js';
+import { SimNode, repoRoot, simulatedSriovPlugin } from '../../src/sim/simnode.js';
+import { FakeKernel } from '../../src/sim/fakekernel.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists, listNetns } from '../support/rig.js';
@@ -34,7 +34,7 @@ for (const mode of ['one-shot', 'node daemon'] as const) describe(`SR-IOV end to
     // kubelet's directory is the node's: the meta plugin reads PodResources where the double serves it.
     kubelet = new KubeletDouble(node.dir);
     await kubelet.start();
-    plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: kernel.host(), kubeletDir: node.dir, devinfoDir: node.deviceInfoDir, stateDir: join(node.dir, 'dp-state'), resyncMs: 3_600_000 });
+    plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: sriovHostOf(kernel), kubeletDir: node.dir, devinfoDir: node.deviceInfoDir, stateDir: join(node.dir, 'dp-state'), resyncMs: 3_600_000 });
     await plugin.start();
     await kubelet.waitFor(RESOURCE, (d) => d.length === 2);
     node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
@@ -98,7 +98,7 @@ for (const mode of ['one-shot', 'node daemon'] as const) describe(`SR-IOV end to
     assert.deepEqual(kernel.pfVfs(pfName), vfinfoBefore, 'PF side as before');
     assert.deepEqual(listNetns().sort(), netnsBefore.sort(), 'no netns left');
     assert.deepEqual(readdirSync(join(kernel.root, 'var/lib/cni/plexus-sriov/vfs')), []);
-    assert.deepEqual(new AttachmentStore(join(node.cniDir, 'attachments')).active(), []);
+    assert.deepEqual(node.attachments().active(), []);
     assert.deepEqual(existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [], []);
     assert.deepEqual(readdirSync(join(node.dir, 'ipam', 'sriov-a')).filter((f) => /^\d/.test(f)), [], 'IP released');
   });

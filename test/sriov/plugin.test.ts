@@ -3,9 +3,10 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPlugin } from '../../src/cni/skel.js';
-import { repoRoot } from '../../src/rig/simnode.js';
-import { FakeKernel } from '../../src/sriov/fakekernel.js';
-import { sriovPlugin } from '../../src/sriov/plugin.js';
+import { repoRoot } from '../../src/sim/simnode.js';
+import { FakeKernel } from '../../src/sim/fakekernel.js';
+import { sriovPluginWith } from '../../src/sriov/plugin.js';
+import { simulatedSriovHost } from '../../src/sim/sriov-host.js';
 import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
 import { waitFor } from '../support/wait.js';
 
@@ -46,8 +47,9 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
 
   async function run(command: string, c: object, containerID: string, netns: string, ifName = 'net1', extraEnv: Record<string, string> = {}): Promise<Run> {
     let stdout = '';
-    const code = await runPlugin(sriovPlugin, {
-      env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerID, CNI_NETNS: netns, CNI_IFNAME: ifName, CNI_PATH: '/usr/lib/cni', PLEXUS_SRIOV_HOST_ROOT: kernel.root, ...extraEnv },
+    // As the sriov executable does: the host opened afresh for every request.
+    const code = await runPlugin(sriovPluginWith(async () => simulatedSriovHost(kernel.root)!), {
+      env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerID, CNI_NETNS: netns, CNI_IFNAME: ifName, CNI_PATH: '/usr/lib/cni', ...extraEnv },
       readStdin: async () => Buffer.from(JSON.stringify(c)),
       stdout: (t) => (stdout += t),
       stderr: () => undefined,

@@ -2,7 +2,7 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { repoRoot as findRepoRoot } from '../../src/rig/simnode.js';
+import { repoRoot as findRepoRoot } from '../../src/sim/simnode.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -26,3 +26,5 @@ export const REFERENCE_PLUGINS = '/usr/lib/cni';
 // The checkout's root, found the way the code finds it.
 export const repoRoot = findRepoRoot();
 export const plexusctlPath = join(repoRoot, 'bin', 'plexusctl');
+/** The daemon-mode shim as installed (bin/ runs the static native/plexus-shim). */
+export const shimPath = join(repoRoot, 'bin', 'plexus-shim');

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { repoRoot } from '../../src/sim/simnode.js';
+import { plexusctlPath } from '../support/plugins.js';
+
+interface Container {
+  name: string;
+  command?: string[];
+  volumeMounts?: { name: string; mountPath: string }[];
+}
+interface Manifest {
+  kind: string;
+  metadata: { name: string };
+  rules?: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+  spec?: { template: { spec: { containers: Container[]; initContainers?: Container[]; volumes: { name: string }[] } } };
+}
+
+const deployDir = join(repoRoot(), 'deploy');
+const manifests = readdirSync(deployDir)
+  .filter((f) => f.endsWith('.yaml'))
+  .flatMap((f) => parseAllDocuments(readFileSync(join(deployDir, f), 'utf8')).map((d) => d.toJS() as Manifest));
+
+describe('deploy manifests', () => {
+  it('every plexusctl flag a container passes is one the command documents, and every path it names is mounted', () => {
+    const daemonSets = manifests.filter((m) => m.kind === 'DaemonSet');
+    assert.ok(daemonSets.length >= 1);
+    for (const ds of daemonSets) {
+      const pod = ds.spec!.template.spec;
+      const volumes = new Set(pod.volumes.map((v) => v.name));
+      const flagOf = (sub: string, flag: string): string | undefined =>
+        [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.command?.[1] === sub)?.command?.find((a) => a.startsWith(`${flag}=`))?.split('=')[1];
+      if (flagOf('install', '--mode') === 'daemon') assert.equal(flagOf('install', '--daemon-socket'), flagOf('daemon', '--socket'), 'the shim is pointed at the socket the daemon serves');
+      for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+        const [bin, sub, ...args] = c.command ?? [];
+        if (bin !== 'plexusctl') continue;
+        const help = execFileSync(plexusctlPath, [sub!, '--help']).toString();
+        const mounts = c.volumeMounts ?? [];
+        for (const m of mounts) assert.ok(volumes.has(m.name), `${c.name}: volume ${m.name} is declared`);
+        for (const arg of args) {
+          const [flag, value] = arg.split('=');
+          assert.ok(help.includes(`${flag} `), `${ds.metadata.name}/${c.name}: plexusctl ${sub} documents ${flag}`);
+          // Host paths the command reads or writes must come from a mount, not the image.
+          // (--daemon-socket is only written into the conf, for the shim on the host: checked below.)
+          if (value?.startsWith('/') && flag !== '--daemon-socket') {
+            const dir = flag === '--socket' ? dirname(value) : value;
+            // On a mounted volume, or a root that holds mounts (--sysfs-root=/host with /host/sys …).
+            assert.ok(mounts.some((m) => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`) || m.mountPath.startsWith(`${dir}/`)), `${c.name}: ${flag}=${value} is on a mounted volume`);
+          }
+        }
+      }
+    }
+  });
+
+  it('the node daemon is allowed exactly the API calls it makes', () => {
+    const role = manifests.find((m) => m.kind === 'ClusterRole' && m.metadata.name === 'plexus');
+    const allowed = (group: string, resource: string, verb: string): boolean => !!role?.rules?.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+    for (const verb of ['get', 'list', 'watch']) {
+      assert.ok(allowed('', 'pods', verb), `pods ${verb}`);
+      assert.ok(allowed('k8s.cni.cncf.io', 'network-attachment-definitions', verb), `NADs ${verb}`);
+    }
+    assert.ok(allowed('', 'pods/status', 'patch'));
+    assert.ok(allowed('', 'events', 'create'));
+    assert.ok(!allowed('', 'pods', 'patch') && !allowed('', 'pods', 'update'), 'no write to pod specs');
+  });
+});
