@@ -6,6 +6,7 @@ import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
 import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
+import type { ClusterCache } from '../daemon/cache.js';
 
 /** network-status a previous daemon answered ADD for but did not get written (it died first). */
 async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
@@ -63,7 +64,7 @@ export function registerDaemon(program: Command): void {
           else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
         },
       };
-      let cache: import('../daemon/cache.js').ClusterCache | undefined;
+      let cache: ClusterCache | undefined;
       const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
       let inProcess: MetaContext['inProcess'];

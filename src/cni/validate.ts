@@ -7,7 +7,7 @@ import { CniError } from './errors.js';
 import * as validators from './generated/validators.js';
 import type { CompiledValidator, ValidationError } from './generated/validators.js';
 
-export type SchemaName = 'confList' | 'singleConf' | 'pluginFile' | 'pluginStdin' | 'result' | 'meta';
+export type SchemaName = 'confList' | 'singleConf' | 'pluginFile' | 'pluginStdin' | 'result' | 'meta' | 'pod' | 'nad';
 
 function describe(errors: ValidationError[] | null | undefined): string {
   const e = errors?.[0];

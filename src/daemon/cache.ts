@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
-import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
+import { type NetworkAttachmentDefinition, type Pod, parseNad, parsePod } from '../k8s/types.js';
 import type { ObjectLookup } from '../meta/context.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
 
@@ -283,7 +283,8 @@ export class ClusterCache implements ObjectLookup {
   }
 
   pod(namespace: string, name: string): Pod | undefined {
-    return this.pods.get(name, namespace) as Pod | undefined;
+    const pod = this.pods.get(name, namespace);
+    return pod ? parsePod(pod, `pod ${namespace}/${name} from the informer`) : undefined;
   }
 
   /** A NAD from its namespace's cache; undefined (read it from the API) while that is not listed yet. */
@@ -294,7 +295,8 @@ export class ClusterCache implements ObjectLookup {
     if (!watched) this.watchNamespace(namespace);
     else if (watched.idleSince !== undefined) watched.idleSince = Date.now();
     if (!watched?.ready) return undefined;
-    return watched.informer.get(name, namespace) as NetworkAttachmentDefinition | undefined;
+    const nad = watched.informer.get(name, namespace);
+    return nad ? parseNad(nad, `NetworkAttachmentDefinition ${namespace}/${name} from the informer`) : undefined;
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,6 @@
-/** The parts of Kubernetes objects Plexus reads. */
+/** The parts of Kubernetes objects Plexus reads, and their parsers (src/k8s/schemas.ts). */
+import { ErrorCode } from '../cni/errors.js';
+import { validate } from '../cni/validate.js';
 
 export interface ObjectMeta {
   name: string;
@@ -22,6 +24,15 @@ export interface NetworkAttachmentDefinition {
   kind?: string;
   metadata: ObjectMeta & { namespace: string };
   spec?: { config?: string };
+}
+
+/** A pod as the API server (or a cache of it) gave it: checked, not cast; `what` names it in the error. */
+export function parsePod(value: unknown, what: string): Pod {
+  return validate<Pod>('pod', value, ErrorCode.InvalidNetworkConfig, what);
+}
+
+export function parseNad(value: unknown, what: string): NetworkAttachmentDefinition {
+  return validate<NetworkAttachmentDefinition>('nad', value, ErrorCode.InvalidNetworkConfig, what);
 }
 
 export const NAD_GROUP = 'k8s.cni.cncf.io';

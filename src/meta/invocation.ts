@@ -12,7 +12,7 @@ import type { PluginRequest } from '../cni/skel.js';
 import type { NetworkConfigList, PluginConf } from '../cni/types.js';
 import { ApiClient, ApiError, apiFailure } from '../k8s/client.js';
 import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
-import { type NetworkAttachmentDefinition, type Pod, nadPath, podPath } from '../k8s/types.js';
+import { type NetworkAttachmentDefinition, type Pod, nadPath, parseNad, parsePod, podPath } from '../k8s/types.js';
 import { isObject } from '../util/object.js';
 import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
 import { rotateLog } from './logfile.js';
@@ -146,7 +146,7 @@ export class MetaInvocation {
     const api = await this.apiClient();
     if (!api) return undefined;
     try {
-      this.podObject = await api.get<Pod>(podPath(this.pod.namespace, this.pod.name));
+      this.podObject = parsePod(await api.get<unknown>(podPath(this.pod.namespace, this.pod.name)), `pod ${this.pod.namespace}/${this.pod.name} from the API`);
     } catch (err) {
       throw apiFailure(err, `reading pod ${this.pod.namespace}/${this.pod.name}`);
     }
@@ -168,7 +168,7 @@ export class MetaInvocation {
     const api = nad ? undefined : await this.apiClient();
     if (api) {
       try {
-        nad = await api.get<NetworkAttachmentDefinition>(nadPath(namespace, name));
+        nad = parseNad(await api.get<unknown>(nadPath(namespace, name)), `NetworkAttachmentDefinition ${key} from the API`);
       } catch (err) {
         if (!(err instanceof ApiError && err.status === 404)) throw apiFailure(err, `reading NetworkAttachmentDefinition ${key}`);
       }

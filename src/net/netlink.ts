@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
+import type * as RtModule from 'netlink/dist/rt/rt.js';
 import type { RtNetlinkSocket } from 'netlink/dist/rt/rt.js';
 import type { Message } from 'netlink/dist/rt/structs.js';
 import { type Netns, hostNetnsPath, inNetnsSync, openNetns } from './netns.js';
@@ -25,7 +26,7 @@ import {
 } from './vf.js';
 
 // Deep import: the package index also loads nl80211 and wireguard codecs (tens of ms per process).
-const { createRtNetlink } = createRequire(import.meta.url)('netlink/dist/rt/rt.js') as typeof import('netlink/dist/rt/rt.js');
+const { createRtNetlink } = createRequire(import.meta.url)('netlink/dist/rt/rt.js') as typeof RtModule;
 
 const AF_INET = 2;
 const AF_INET6 = 10;

@@ -21,6 +21,7 @@ import { ContainerdRig, PAUSE_IMAGE } from './containerd.js';
 import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
 import { sriovHostOf } from './sriov-host.js';
 import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, repoRoot, simulatedSriovPlugin } from './simnode.js';
+import type { FakeKernel as FakeKernelType } from './fakekernel.js';
 
 type PodJson = { metadata: { name: string; namespace: string; annotations?: Record<string, string> }; status?: { phase?: string } };
 
@@ -34,7 +35,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
   const reservedBefore = new Set(reservations(ipamDirs));
   const { FakeKernel } = await import('../sim/fakekernel.js');
   const { SriovDevicePlugin } = await import('../deviceplugin/plugin.js');
-  let kernel: import('../sim/fakekernel.js').FakeKernel | undefined;
+  let kernel: FakeKernelType | undefined;
   let plugin: InstanceType<typeof SriovDevicePlugin> | undefined;
   let cri: ContainerdRig | undefined;
   const started: string[] = [];

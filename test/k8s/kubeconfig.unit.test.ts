@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
@@ -52,7 +53,7 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
     serving = pki.issue({ name: 'serving', cn: 'apiserver', dnsNames: ['kubernetes.plexus.test', 'localhost'], ips: ['127.0.0.1'], usage: 'server' });
     client = pki.issue({ name: 'client', cn: 'plexus-node', orgs: ['system:nodes'], usage: 'client' });
     server = createServer({ cert: readFileSync(serving.cert), key: readFileSync(serving.key), ca: readFileSync(pki.ca.cert), requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      const peer = (req.socket as import('node:tls').TLSSocket).getPeerCertificate();
+      const peer = (req.socket as TLSSocket).getPeerCertificate();
       seen.push({ path: req.url ?? '', headers: req.headers, ...(peer?.subject?.CN ? { clientCN: String(peer.subject.CN) } : {}) });
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"kind":"Pod"}');
     });

@@ -15,3 +15,5 @@ export declare const pluginFile: CompiledValidator;
 export declare const pluginStdin: CompiledValidator;
 export declare const result: CompiledValidator;
 export declare const meta: CompiledValidator;
+export declare const pod: CompiledValidator;
+export declare const nad: CompiledValidator;
