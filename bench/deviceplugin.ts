@@ -23,7 +23,15 @@ const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[M
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'plexus-dp-bench-'));
   try {
-    const pfs = Array.from({ length: 8 }, (_, i) => ({ address: `0000:${(0x20 + i * 2).toString(16)}:00.0`, vendor: '8086', device: '158b', totalVfs: 64, numVfs: 64, netdev: `ens${i}f0`, numa: i % 2 }));
+    const pfs = Array.from({ length: 8 }, (_, i) => ({
+      address: `0000:${(0x20 + i * 2).toString(16)}:00.0`,
+      vendor: '8086',
+      device: '158b',
+      totalVfs: 64,
+      numVfs: 64,
+      netdev: `ens${i}f0`,
+      numa: i % 2,
+    }));
     const kernel = FakeKernel.create(join(work, 'host'), { pfs });
     const host = kernel.host();
     const config = parseConfig(JSON.stringify({ resourceList: [{ resourceName: 'vfs', allocationPolicy: 'pack-pf', selectors: [{ devices: ['154c'] }] }] }));
@@ -62,7 +70,8 @@ async function main(): Promise<void> {
     }
     await plugin.stop();
     await kubelet.stop();
-    const row = (label: string, xs: number[], base: number[]) => `| ${label} | ${pct(xs, 50).toFixed(2)} | ${pct(xs, 99).toFixed(2)} | ${pct(base, 50).toFixed(2)} | ${(pct(xs, 50) / pct(base, 50)).toFixed(1)}× |`;
+    const row = (label: string, xs: number[], base: number[]) =>
+      `| ${label} | ${pct(xs, 50).toFixed(2)} | ${pct(xs, 99).toFixed(2)} | ${pct(base, 50).toFixed(2)} | ${(pct(xs, 50) / pct(base, 50)).toFixed(1)}× |`;
     const table = [
       '# SR-IOV device plugin',
       '',

@@ -97,11 +97,27 @@ async function main(): Promise<void> {
   const hops: number[] = [];
   try {
     for (const [label, networks] of SCENARIOS) {
-      const shimConf = { ...node.metaConf({ type: 'plexus-shim', daemonSocket: daemon.socket }), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': networks ? { 'k8s.v1.cni.cncf.io/networks': networks } : {} } };
+      const shimConf = {
+        ...node.metaConf({ type: 'plexus-shim', daemonSocket: daemon.socket }),
+        runtimeConfig: { 'io.kubernetes.cri.pod-annotations': networks ? { 'k8s.v1.cni.cncf.io/networks': networks } : {} },
+      };
       const conf = { ...node.metaConf(), runtimeConfig: { 'io.kubernetes.cri.pod-annotations': networks ? { 'k8s.v1.cni.cncf.io/networks': networks } : {} } };
       // The baseline runs exactly the delegate lists plexus plans for this pod.
       const env = podEnv('ADD', 'bench-sandbox', nsPath, pod);
-      const req: PluginRequest = { command: 'ADD', containerID: 'bench-base', netns: nsPath, ifName: 'eth0', args: [['K8S_POD_NAMESPACE', 'default'], ['K8S_POD_NAME', 'bench']], path: ['/usr/lib/cni'], stdin: Buffer.alloc(0), conf: conf as unknown as PluginStdinConf, env: process.env };
+      const req: PluginRequest = {
+        command: 'ADD',
+        containerID: 'bench-base',
+        netns: nsPath,
+        ifName: 'eth0',
+        args: [
+          ['K8S_POD_NAMESPACE', 'default'],
+          ['K8S_POD_NAME', 'bench'],
+        ],
+        path: ['/usr/lib/cni'],
+        stdin: Buffer.alloc(0),
+        conf: conf as unknown as PluginStdinConf,
+        env: process.env,
+      };
       const inv = new MetaInvocation(req);
       const planned = (await planAttachments(inv)).attachments.map((a) => ({ list: inv.delegateList(a), rt: inv.runtimeConf(a.ifName, a.capabilityArgs) }));
       // The API cost of one ADD, counted by the API double.
@@ -118,12 +134,22 @@ async function main(): Promise<void> {
       await sleep(500);
       const daemonCalls = node.api.requests.slice(beforeDaemon);
       await node.exec({ ...shimEnv, CNI_COMMAND: 'DEL' }, shimConf, shim);
-      const count = (cs: typeof calls) => `${cs.filter((c) => c.verb === 'get' || c.verb === 'list').length} GET, ${cs.filter((c) => c.verb === 'patch').length} PATCH, ${cs.filter((c) => c.verb === 'post').length} POST`;
+      const count = (cs: typeof calls) =>
+        `${cs.filter((c) => c.verb === 'get' || c.verb === 'list').length} GET, ${cs.filter((c) => c.verb === 'patch').length} PATCH, ${cs.filter((c) => c.verb === 'post').length} POST`;
       const apiPerAdd = `${count(calls)} / ${count(daemonCalls)}`;
       served = [];
       ownWork = [];
       // The runtime is its own process, as on a node: this one only serves (API double, daemon).
-      const job: RunnerJob = { runs: RUNS, oneShotRuns: ONE_SHOT_RUNS, warmup: WARMUP, podLifeMs: POD_LIFE_MS, env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env }, oneShot: { path: join(repoRoot(), 'bin', 'plexus'), conf }, shim: { path: shim, conf: shimConf }, planned: planned.map((p) => ({ list: p.list.bytes.toString(), rt: p.rt })) };
+      const job: RunnerJob = {
+        runs: RUNS,
+        oneShotRuns: ONE_SHOT_RUNS,
+        warmup: WARMUP,
+        podLifeMs: POD_LIFE_MS,
+        env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...env },
+        oneShot: { path: join(repoRoot(), 'bin', 'plexus'), conf },
+        shim: { path: shim, conf: shimConf },
+        planned: planned.map((p) => ({ list: p.list.bytes.toString(), rt: p.rt })),
+      };
       const t = await runRunner(job);
       if (served.length !== WARMUP + RUNS) throw new Error(`the daemon served ${served.length} ADDs, expected ${WARMUP + RUNS}`);
       served = served.slice(WARMUP);
@@ -136,7 +162,9 @@ async function main(): Promise<void> {
       const own = median(ownWork);
       const hop = median(t.shimAdd.map((x, i) => x - served[i]!));
       hops.push(hop);
-      rows.push(`| ${label} | ${ba.toFixed(1)} | ${ma.toFixed(1)} | **${over(t.metaAdd, t.baseAdd)}** | ${sa.toFixed(1)} | **${median(shimOver).toFixed(1)}** (${lo.toFixed(1)} to ${hi.toFixed(1)}) | **${(own + hop).toFixed(1)}** (${own.toFixed(1)} + ${hop.toFixed(1)}) | ${bd.toFixed(1)} | ${md.toFixed(1)} | **${over(t.metaDel, t.baseDel)}** | ${sd.toFixed(1)} | **${over(t.shimDel, t.baseDel)}** | ${apiPerAdd} |`);
+      rows.push(
+        `| ${label} | ${ba.toFixed(1)} | ${ma.toFixed(1)} | **${over(t.metaAdd, t.baseAdd)}** | ${sa.toFixed(1)} | **${median(shimOver).toFixed(1)}** (${lo.toFixed(1)} to ${hi.toFixed(1)}) | **${(own + hop).toFixed(1)}** (${own.toFixed(1)} + ${hop.toFixed(1)}) | ${bd.toFixed(1)} | ${md.toFixed(1)} | **${over(t.metaDel, t.baseDel)}** | ${sd.toFixed(1)} | **${over(t.shimDel, t.baseDel)}** | ${apiPerAdd} |`,
+      );
       process.stderr.write(`${label}: done\n`);
     }
   } finally {

@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     const add = await exec(job.shim.path, { ...shim, CNI_COMMAND: 'ADD' }, job.shim.conf);
     await podLife();
     const del = await exec(job.shim.path, { ...shim, CNI_COMMAND: 'DEL' }, job.shim.conf);
-    if (i >= 0) t.shimAdd.push(add), t.shimDel.push(del);
+    if (i >= 0) (t.shimAdd.push(add), t.shimDel.push(del));
   };
   const bare = async (i: number) => {
     let t0 = process.hrtime.bigint();
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     await podLife();
     t0 = process.hrtime.bigint();
     for (const [j, p] of [...lists.entries()].reverse()) await runtime.delNetworkList(p.list, p.rt, { prevResult: results[j] });
-    if (i >= 0) t.baseAdd.push(add), t.baseDel.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    if (i >= 0) (t.baseAdd.push(add), t.baseDel.push(Number(process.hrtime.bigint() - t0) / 1e6));
   };
   for (let i = -job.warmup; i < job.runs; i++) {
     // A new sandbox each time, as on a node: container IDs are never reused.

@@ -91,31 +91,28 @@ export function registerCni(program: Command): void {
       .option('--args <K=V;…>', 'CNI_ARGS', process.env.CNI_ARGS)
       .option('--cap-args <json>', 'capability arguments (runtimeConfig), a JSON object', process.env.CAP_ARGS);
 
-  attach(cni.command('add <network> <netns>').description('attach NETWORK to the netns and print the result')).action(
-    (network: string, ns: string, o: AttachOptions) =>
-      emit(async () => {
-        const path = netnsPath(ns);
-        requireNetns(path);
-        return runtimeFor(o).addNetworkList(loadNetwork(o.confDir, network), runtimeConf(path, o));
-      }),
+  attach(cni.command('add <network> <netns>').description('attach NETWORK to the netns and print the result')).action((network: string, ns: string, o: AttachOptions) =>
+    emit(async () => {
+      const path = netnsPath(ns);
+      requireNetns(path);
+      return runtimeFor(o).addNetworkList(loadNetwork(o.confDir, network), runtimeConf(path, o));
+    }),
   );
-  attach(cni.command('check <network> <netns>').description('CHECK an attachment against its cached result')).action(
-    (network: string, ns: string, o: AttachOptions) =>
-      emit(async () => {
-        const path = netnsPath(ns);
-        requireNetns(path);
-        await runtimeFor(o).checkNetworkList(loadNetwork(o.confDir, network), runtimeConf(path, o));
-      }),
+  attach(cni.command('check <network> <netns>').description('CHECK an attachment against its cached result')).action((network: string, ns: string, o: AttachOptions) =>
+    emit(async () => {
+      const path = netnsPath(ns);
+      requireNetns(path);
+      await runtimeFor(o).checkNetworkList(loadNetwork(o.confDir, network), runtimeConf(path, o));
+    }),
   );
-  attach(cni.command('del <network> <netns>').description('detach NETWORK (idempotent; the netns may be gone)')).action(
-    (network: string, ns: string, o: AttachOptions) =>
-      emit(async () => {
-        const path = netnsPath(ns);
-        const rt = runtimeConf(path, o);
-        // DEL is allowed after the netns is gone: plugins then release what they hold (IPAM).
-        if (!existsSync(path)) rt.netns = '';
-        await runtimeFor(o).delNetworkList(loadNetwork(o.confDir, network), rt);
-      }),
+  attach(cni.command('del <network> <netns>').description('detach NETWORK (idempotent; the netns may be gone)')).action((network: string, ns: string, o: AttachOptions) =>
+    emit(async () => {
+      const path = netnsPath(ns);
+      const rt = runtimeConf(path, o);
+      // DEL is allowed after the netns is gone: plugins then release what they hold (IPAM).
+      if (!existsSync(path)) rt.netns = '';
+      await runtimeFor(o).delNetworkList(loadNetwork(o.confDir, network), rt);
+    }),
   );
   common(cni.command('status <network>').description('STATUS of every plugin in the network (CNI 1.1.0)')).action((network: string, o: CommonOptions) =>
     emit(async () => {

@@ -27,106 +27,150 @@ export function registerDaemon(program: Command): void {
     .option('--node-name <name>', 'this node: its pods are cached (needs --kubeconfig or in-cluster credentials); without it nothing is cached', process.env.NODE_NAME)
     .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://host:port/metrics', '127.0.0.1:9091')
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
-    .option('--cni-conf-dir <dir>', "keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)")
+    .option('--cni-conf-dir <dir>', 'keep 00-plexus.conflist in this conf dir in step with its cluster network conf (type plexus-shim)')
     .option('--cni-bin-dir <dir>', "the runtime's CNI bin dir, for the generated conf's binDir", '/opt/cni/bin')
     .option('--sriov-host-root <dir>', 'the in-process sriov plugin acts on this simulated SR-IOV host (plexusctl sriov host create) instead of the real one', process.env.PLEXUS_SRIOV_HOST_ROOT)
     .option('--in-process <types>', 'delegate types run inside the daemon instead of exec\'d (comma-separated; "" for none)', 'sriov')
-    .option('--nad-namespaces <list>', 'namespaces whose NADs are always watched, comma-separated, the first being the conf\'s multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them', 'kube-system')
+    .option(
+      '--nad-namespaces <list>',
+      "namespaces whose NADs are always watched, comma-separated, the first being the conf's multusNamespace (where clusterNetwork / defaultNetworks NADs and a default-network annotation without a namespace point); others are watched while a pod of the node needs them",
+      'kube-system',
+    )
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
     .option('--kubelet-dir <dir>', "for the generated conf: kubelet's --root-dir when not /var/lib/kubelet")
     .option('--device-info-dir <dir>', 'for the generated conf: the device-info root when not /var/run/k8s.cni.cncf.io/devinfo')
-    .action(async (o: { socket: string; maxConcurrent: number; maxQueued: number; kubeconfig?: string; nodeName?: string; metricsAddress: string; logLevel: string; cniConfDir?: string; cniBinDir: string; cniDir: string; inProcess: string; nadNamespaces: string; sriovHostRoot?: string; kubeletDir?: string; deviceInfoDir?: string }) => {
-      const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued };
-      // Loaded only by the daemon, never by the per-pod executables.
-      const pino = (await import('pino')).default;
-      const { DaemonMetrics } = await import('../daemon/metrics.js');
-      const { ApiClientCache } = await import('../meta/context.js');
-      const log = pino({ level: o.logLevel, base: { component: 'plexus-daemon' } }, pino.destination(2));
-      // One reading of the credentials for the informers and the owed-status resend: a kubeconfig that
-      // cannot be used stops the daemon at once, saying why, instead of a daemon that silently reads nothing.
-      const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
-      if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
-      const metrics = new DaemonMetrics();
-      // Nothing a request carries may end the daemon: every pod of the node depends on it. An error
-      // that escaped its request (a bug) is logged and counted, and the daemon keeps serving.
-      const escaped = (kind: string) => (err: unknown) => {
-        metrics.escapedErrors.inc({ kind });
-        log.error({ kind, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }, `${kind}: an error escaped its request (a bug); the daemon keeps serving`);
-      };
-      process.on('unhandledRejection', escaped('unhandledRejection'));
-      process.on('uncaughtException', escaped('uncaughtException'));
-      const observer: Observer = {
-        delegate: (network, command, seconds, ok) => metrics.delegate(network, command, seconds, ok),
-        apiRequest: (verb) => metrics.apiRequest(verb),
-        statusWrite: (result, pod, detail) => {
-          metrics.statusWrites.inc({ result });
-          if (result === 'failed') log.warn({ pod, error: detail }, 'network-status not written');
-          else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
-        },
-      };
-      let cache: ClusterCache | undefined;
-      const types = o.inProcess.split(',').map((t) => t.trim()).filter(Boolean);
-      for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
-      let inProcess: MetaContext['inProcess'];
-      if (types.length) {
-        const { inProcessPlugin } = await import('../cni/skel.js');
-        const { sriovPluginWith } = await import('../sriov/plugin.js');
-        const { openSriovHost } = await import('./sriov-host.js');
-        // The daemon's own choice of host root, whatever the forwarded request environment says.
-        const hostRoot = o.sriovHostRoot || '/';
-        inProcess = { sriov: inProcessPlugin(sriovPluginWith(() => openSriovHost(hostRoot))) };
-      }
-      const served = await metrics.serve(o.metricsAddress);
-      log.info({ url: served.url }, 'metrics');
-      if (o.nodeName) {
-        // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
-        const { ClusterCache } = await import('../daemon/cache.js');
-        const nadNamespaces = o.nadNamespaces.split(',').map((n) => n.trim()).filter(Boolean);
-        const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
-          metrics.informerErrors.inc({ informer: what.split('/')[0]! });
-          log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
-        });
-        cache = started;
-        metrics.cachesSynced = () => started.health().synced;
-        const health = started.health();
-        if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
-        else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
-      }
-      // What the plugin core gets for every request. hostApi: network-status and Events of confs
-      // without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
-      const context: MetaContext = { observer, apiCache: new ApiClientCache(), ...(api ? { hostApi: api } : {}), ...(inProcess ? { inProcess } : {}), ...(cache ? { lookup: cache } : {}) };
-      const daemon = new CniDaemon(o.socket, limits, {
-        served: (command, exitCode, code, seconds, env) => {
-          metrics.requests.observe({ command, code: String(code) }, seconds);
-          if (code) metrics.errors.inc({ command, code: String(code) });
-          const args = Object.fromEntries((env.CNI_ARGS ?? '').split(';').map((kv) => kv.split('=') as [string, string]));
-          const pod = args.K8S_POD_NAMESPACE && args.K8S_POD_NAME ? `${args.K8S_POD_NAMESPACE}/${args.K8S_POD_NAME}` : undefined;
-          log[exitCode === 0 ? 'info' : 'warn']({ command, containerID: env.CNI_CONTAINERID, pod, ifname: env.CNI_IFNAME, code, ms: Math.round(seconds * 1000) }, `${command} ${exitCode === 0 ? 'done' : 'failed'}`);
-        },
-        overloaded: (command) => {
-          metrics.overloaded.inc({ command });
-          log.warn({ command }, 'overloaded: answered try again later');
-        },
-        inFlight: (n) => metrics.inFlight.set(n),
-        readiness: () => cache?.health(),
-        cacheContents: () => cache?.contents(),
-      }, context);
-      await daemon.start();
-      log.info({ socket: o.socket }, 'serving');
-      if (api) void resendOwedStatus(o.cniDir, api, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
-      if (o.cniConfDir) {
-        const { ConfManager } = await import('../daemon/confmanager.js');
-        const manager = new ConfManager(
-          o.cniConfDir,
-          { mode: 'daemon', daemonSocket: o.socket, binDir: o.cniBinDir, cniDir: o.cniDir, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}), ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}) },
-          (msg, fields) => log.info(fields ?? {}, msg),
+    .action(
+      async (o: {
+        socket: string;
+        maxConcurrent: number;
+        maxQueued: number;
+        kubeconfig?: string;
+        nodeName?: string;
+        metricsAddress: string;
+        logLevel: string;
+        cniConfDir?: string;
+        cniBinDir: string;
+        cniDir: string;
+        inProcess: string;
+        nadNamespaces: string;
+        sriovHostRoot?: string;
+        kubeletDir?: string;
+        deviceInfoDir?: string;
+      }) => {
+        const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued };
+        // Loaded only by the daemon, never by the per-pod executables.
+        const pino = (await import('pino')).default;
+        const { DaemonMetrics } = await import('../daemon/metrics.js');
+        const { ApiClientCache } = await import('../meta/context.js');
+        const log = pino({ level: o.logLevel, base: { component: 'plexus-daemon' } }, pino.destination(2));
+        // One reading of the credentials for the informers and the owed-status resend: a kubeconfig that
+        // cannot be used stops the daemon at once, saying why, instead of a daemon that silently reads nothing.
+        const api: ApiConfig | undefined = o.kubeconfig ? await loadKubeconfig(o.kubeconfig) : inClusterConfig(process.env);
+        if (o.nodeName && !api) throw new Error('--node-name needs --kubeconfig or in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT)');
+        const metrics = new DaemonMetrics();
+        // Nothing a request carries may end the daemon: every pod of the node depends on it. An error
+        // that escaped its request (a bug) is logged and counted, and the daemon keeps serving.
+        const escaped = (kind: string) => (err: unknown) => {
+          metrics.escapedErrors.inc({ kind });
+          log.error({ kind, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }, `${kind}: an error escaped its request (a bug); the daemon keeps serving`);
+        };
+        process.on('unhandledRejection', escaped('unhandledRejection'));
+        process.on('uncaughtException', escaped('uncaughtException'));
+        const observer: Observer = {
+          delegate: (network, command, seconds, ok) => metrics.delegate(network, command, seconds, ok),
+          apiRequest: (verb) => metrics.apiRequest(verb),
+          statusWrite: (result, pod, detail) => {
+            metrics.statusWrites.inc({ result });
+            if (result === 'failed') log.warn({ pod, error: detail }, 'network-status not written');
+            else if (result === 'stale') log.info({ pod, reason: detail }, 'network-status dropped: the pod is gone or was replaced');
+          },
+        };
+        let cache: ClusterCache | undefined;
+        const types = o.inProcess
+          .split(',')
+          .map((t) => t.trim())
+          .filter(Boolean);
+        for (const t of types) if (t !== 'sriov') throw new Error(`--in-process: only Plexus's own plugins can run in-process (sriov), not "${t}"`);
+        let inProcess: MetaContext['inProcess'];
+        if (types.length) {
+          const { inProcessPlugin } = await import('../cni/skel.js');
+          const { sriovPluginWith } = await import('../sriov/plugin.js');
+          const { openSriovHost } = await import('./sriov-host.js');
+          // The daemon's own choice of host root, whatever the forwarded request environment says.
+          const hostRoot = o.sriovHostRoot || '/';
+          inProcess = { sriov: inProcessPlugin(sriovPluginWith(() => openSriovHost(hostRoot))) };
+        }
+        const served = await metrics.serve(o.metricsAddress);
+        log.info({ url: served.url }, 'metrics');
+        if (o.nodeName) {
+          // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
+          const { ClusterCache } = await import('../daemon/cache.js');
+          const nadNamespaces = o.nadNamespaces
+            .split(',')
+            .map((n) => n.trim())
+            .filter(Boolean);
+          const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
+            metrics.informerErrors.inc({ informer: what.split('/')[0]! });
+            log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
+          });
+          cache = started;
+          metrics.cachesSynced = () => started.health().synced;
+          const health = started.health();
+          if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
+          else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
+        }
+        // What the plugin core gets for every request. hostApi: network-status and Events of confs
+        // without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
+        const context: MetaContext = { observer, apiCache: new ApiClientCache(), ...(api ? { hostApi: api } : {}), ...(inProcess ? { inProcess } : {}), ...(cache ? { lookup: cache } : {}) };
+        const daemon = new CniDaemon(
+          o.socket,
+          limits,
+          {
+            served: (command, exitCode, code, seconds, env) => {
+              metrics.requests.observe({ command, code: String(code) }, seconds);
+              if (code) metrics.errors.inc({ command, code: String(code) });
+              const args = Object.fromEntries((env.CNI_ARGS ?? '').split(';').map((kv) => kv.split('=') as [string, string]));
+              const pod = args.K8S_POD_NAMESPACE && args.K8S_POD_NAME ? `${args.K8S_POD_NAMESPACE}/${args.K8S_POD_NAME}` : undefined;
+              log[exitCode === 0 ? 'info' : 'warn'](
+                { command, containerID: env.CNI_CONTAINERID, pod, ifname: env.CNI_IFNAME, code, ms: Math.round(seconds * 1000) },
+                `${command} ${exitCode === 0 ? 'done' : 'failed'}`,
+              );
+            },
+            overloaded: (command) => {
+              metrics.overloaded.inc({ command });
+              log.warn({ command }, 'overloaded: answered try again later');
+            },
+            inFlight: (n) => metrics.inFlight.set(n),
+            readiness: () => cache?.health(),
+            cacheContents: () => cache?.contents(),
+          },
+          context,
         );
-        manager.start();
-      }
-      const stop = (): void => {
-        void daemon.stop().then(() => process.exit(0));
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-    });
+        await daemon.start();
+        log.info({ socket: o.socket }, 'serving');
+        if (api) void resendOwedStatus(o.cniDir, api, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
+        if (o.cniConfDir) {
+          const { ConfManager } = await import('../daemon/confmanager.js');
+          const manager = new ConfManager(
+            o.cniConfDir,
+            {
+              mode: 'daemon',
+              daemonSocket: o.socket,
+              binDir: o.cniBinDir,
+              cniDir: o.cniDir,
+              ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
+              ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}),
+              ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
+            },
+            (msg, fields) => log.info(fields ?? {}, msg),
+          );
+          manager.start();
+        }
+        const stop = (): void => {
+          void daemon.stop().then(() => process.exit(0));
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      },
+    );
 }

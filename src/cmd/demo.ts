@@ -6,7 +6,10 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('a simulated node: API double + example NADs, annotated pods (one with an SR-IOV VF) through containerd with plexus as CNI, then teardown')
     .option('--no-cri', 'run the pods as plain network namespaces even when containerd is installed')
-    .option('--cluster', 'the same pods on the real node (plexusctl cluster; needs sh scripts/build-cluster.sh once): scheduler, kubelet, containerd, the device plugin registered with the real kubelet')
+    .option(
+      '--cluster',
+      'the same pods on the real node (plexusctl cluster; needs sh scripts/build-cluster.sh once): scheduler, kubelet, containerd, the device plugin registered with the real kubelet',
+    )
     .action(async (o: { cri: boolean; cluster?: boolean }) => {
       const out = (l: string) => process.stdout.write(`${l}\n`);
       try {

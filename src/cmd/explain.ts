@@ -68,7 +68,14 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
         default: a.isDefault,
         ...(a.deviceID ? { deviceID: a.deviceID } : {}),
         ...(a.deviceInfoFile && a.capabilityArgs.CNIDeviceInfoFile ? { deviceInfoFile: a.deviceInfoFile } : {}),
-        env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: o.containerId, CNI_NETNS: o.netns, CNI_IFNAME: a.ifName, CNI_ARGS: formatCniArgs(withIgnoreUnknown(args)), CNI_PATH: [inv.conf.binDir, '<the runtime CNI_PATH>'].join(':') },
+        env: {
+          CNI_COMMAND: 'ADD',
+          CNI_CONTAINERID: o.containerId,
+          CNI_NETNS: o.netns,
+          CNI_IFNAME: a.ifName,
+          CNI_ARGS: formatCniArgs(withIgnoreUnknown(args)),
+          CNI_PATH: [inv.conf.binDir, '<the runtime CNI_PATH>'].join(':'),
+        },
         delegates: list.plugins.map((p) => ({
           type: p.type,
           runtimeConfig: runtimeConfigFor(p, rt.capabilityArgs),
@@ -90,7 +97,14 @@ function table(out: Record<string, unknown>): string {
   ]);
   const header = ['IFNAME', 'NETWORK', 'PLUGINS', 'RUNTIMECONFIG', 'DEVICE'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function registerExplain(program: Command): void {

@@ -19,21 +19,22 @@ export function registerInstall(program: Command): void {
     .option('--multus-conf-dir <dir>', 'where NADs without spec.config find their conf files (Multus confDir)')
     .option('--kubelet-dir <dir>', "kubelet's --root-dir when not /var/lib/kubelet (its PodResources socket and device-plugin checkpoint are below it)")
     .option('--device-info-dir <dir>', 'device-info root when not /var/run/k8s.cni.cncf.io/devinfo (as the device plugin was given)')
-    .action((o: { cniBinDir: string; cniConfDir: string; mode: string; daemonSocket?: string; kubeconfig?: string; cniDir: string; multusConfDir?: string; kubeletDir?: string; deviceInfoDir?: string }) =>
-      emit(async () => {
-        if (o.mode !== 'oneshot' && o.mode !== 'daemon') throw new CniError(ErrorCode.InvalidEnvironment, 'invalid --mode', `"${o.mode}": expected oneshot or daemon`);
-        return install({
-          mode: o.mode,
-          ...(o.daemonSocket ? { daemonSocket: o.daemonSocket } : {}),
-          cniBinDir: o.cniBinDir,
-          cniConfDir: o.cniConfDir,
-          cniDir: o.cniDir,
-          ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
-          ...(o.multusConfDir ? { confDir: o.multusConfDir } : {}),
-          ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}),
-          ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
-        });
-      }),
+    .action(
+      (o: { cniBinDir: string; cniConfDir: string; mode: string; daemonSocket?: string; kubeconfig?: string; cniDir: string; multusConfDir?: string; kubeletDir?: string; deviceInfoDir?: string }) =>
+        emit(async () => {
+          if (o.mode !== 'oneshot' && o.mode !== 'daemon') throw new CniError(ErrorCode.InvalidEnvironment, 'invalid --mode', `"${o.mode}": expected oneshot or daemon`);
+          return install({
+            mode: o.mode,
+            ...(o.daemonSocket ? { daemonSocket: o.daemonSocket } : {}),
+            cniBinDir: o.cniBinDir,
+            cniConfDir: o.cniConfDir,
+            cniDir: o.cniDir,
+            ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
+            ...(o.multusConfDir ? { confDir: o.multusConfDir } : {}),
+            ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}),
+            ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
+          });
+        }),
     );
 }
 
@@ -49,7 +50,9 @@ function serving(socket: string): Promise<boolean> {
 export function registerUninstall(program: Command): void {
   program
     .command('uninstall')
-    .description("undo plexusctl install: remove 00-plexus.conflist (the runtime's first conf is the cluster network's again), plexus-shim and the launchers, and put back a sriov binary install replaced; run it after the node daemon stopped (deploy/README.md)")
+    .description(
+      "undo plexusctl install: remove 00-plexus.conflist (the runtime's first conf is the cluster network's again), plexus-shim and the launchers, and put back a sriov binary install replaced; run it after the node daemon stopped (deploy/README.md)",
+    )
     .requiredOption('--cni-bin-dir <dir>', "the runtime's CNI bin dir")
     .requiredOption('--cni-conf-dir <dir>', "the runtime's CNI conf dir")
     .option('--cni-dir <dir>', 'the attachment records: pods still attached through Plexus stop the uninstall', '/var/lib/cni/plexus')
@@ -59,7 +62,11 @@ export function registerUninstall(program: Command): void {
     .action((o: { cniBinDir: string; cniConfDir: string; cniDir: string; daemonSocket: string; force?: boolean; keepBinaries?: boolean }) =>
       emit(async () => {
         if (await serving(o.daemonSocket)) {
-          throw new CniError(ErrorCode.TryAgainLater, 'the node daemon is still running', `it serves ${o.daemonSocket} and would write the meta conf again: stop it first (kubectl delete -f deploy/plexus-daemon.yaml)`);
+          throw new CniError(
+            ErrorCode.TryAgainLater,
+            'the node daemon is still running',
+            `it serves ${o.daemonSocket} and would write the meta conf again: stop it first (kubectl delete -f deploy/plexus-daemon.yaml)`,
+          );
         }
         return uninstall({ cniBinDir: o.cniBinDir, cniConfDir: o.cniConfDir, cniDir: o.cniDir, force: !!o.force, keepBinaries: !!o.keepBinaries });
       }),

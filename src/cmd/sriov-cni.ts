@@ -5,4 +5,7 @@ import { sriovPluginWith } from '../sriov/plugin.js';
 import { openSriovHost } from './sriov-host.js';
 
 // The runtime's environment is the operator's (a tenant writes NADs and CNI_ARGS, not this).
-process.exitCode = await runPlugin(sriovPluginWith(() => openSriovHost(process.env[HOST_ROOT_ENV] || '/')), processIO());
+process.exitCode = await runPlugin(
+  sriovPluginWith(() => openSriovHost(process.env[HOST_ROOT_ENV] || '/')),
+  processIO(),
+);

@@ -55,28 +55,52 @@ export async function discoverReport(root: string, config: DevicePluginConfig): 
     iommu: inv.iommuEnabled,
     defaultRoutes: inv.defaultRouteNetdevs,
     pools: pools.map((p) => ({ resourceName: resourceFullName(p.pool), deviceType: p.pool.deviceType, devices: p.devices })),
-    auxDevices: verdicts.filter((v) => v.device.aux).map(({ device: d, pool, reason }) => ({ name: d.address, type: d.aux!.type, parent: d.aux!.parent, driver: d.driver ?? null, netdevs: d.netdevs.map((n) => n.name), rdma: d.rdma, pool: pool ?? null, reason: reason ?? null })),
-    devices: verdicts.filter((v) => !v.device.aux).map(({ device: d, pool, reason }) => ({
-      pciAddress: d.address,
-      vendor: d.vendor,
-      device: d.device,
-      class: d.class,
-      driver: d.driver ?? null,
-      numaNode: d.numaNode,
-      iommuGroup: d.iommuGroup ?? null,
-      pf: d.pf ?? null,
-      vfIndex: d.vfIndex ?? null,
-      netdevs: d.netdevs.map((n) => n.name),
-      rdma: d.rdma,
-      pool: pool ?? null,
-      reason: reason ?? null,
-    })),
+    auxDevices: verdicts
+      .filter((v) => v.device.aux)
+      .map(({ device: d, pool, reason }) => ({
+        name: d.address,
+        type: d.aux!.type,
+        parent: d.aux!.parent,
+        driver: d.driver ?? null,
+        netdevs: d.netdevs.map((n) => n.name),
+        rdma: d.rdma,
+        pool: pool ?? null,
+        reason: reason ?? null,
+      })),
+    devices: verdicts
+      .filter((v) => !v.device.aux)
+      .map(({ device: d, pool, reason }) => ({
+        pciAddress: d.address,
+        vendor: d.vendor,
+        device: d.device,
+        class: d.class,
+        driver: d.driver ?? null,
+        numaNode: d.numaNode,
+        iommuGroup: d.iommuGroup ?? null,
+        pf: d.pf ?? null,
+        vfIndex: d.vfIndex ?? null,
+        netdevs: d.netdevs.map((n) => n.name),
+        rdma: d.rdma,
+        pool: pool ?? null,
+        reason: reason ?? null,
+      })),
   };
 }
 
 function table(r: DiscoverReport): string {
   const rows = [['PCI', 'ID', 'DRIVER', 'NUMA', 'IOMMU', 'PF', 'VF', 'NETDEV', 'POOL / WHY NOT']];
-  for (const d of r.devices) rows.push([d.pciAddress, `${d.vendor}:${d.device}`, d.driver ?? '-', String(d.numaNode), d.iommuGroup ?? '-', d.pf ?? '-', d.vfIndex === null ? '-' : String(d.vfIndex), d.netdevs.join(',') || '-', d.pool ?? `✗ ${d.reason}`]);
+  for (const d of r.devices)
+    rows.push([
+      d.pciAddress,
+      `${d.vendor}:${d.device}`,
+      d.driver ?? '-',
+      String(d.numaNode),
+      d.iommuGroup ?? '-',
+      d.pf ?? '-',
+      d.vfIndex === null ? '-' : String(d.vfIndex),
+      d.netdevs.join(',') || '-',
+      d.pool ?? `✗ ${d.reason}`,
+    ]);
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
   const lines = rows.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
   const pools = r.pools.map((p) => `${p.resourceName} (${p.deviceType}): ${p.devices.length} device(s)`);
@@ -107,7 +131,13 @@ export async function vfTables(root: string): Promise<VfTable[]> {
         vfs: vfs.map((v) => {
           const vf = inv.devices.find((d) => d.pf === dev.address && d.vfIndex === v.vf);
           const record = held.find((r) => r.vf.pf === dev.address && r.vf.index === v.vf);
-          const where = vf?.netdevs[0] ? `${vf.netdevs[0].name} (host)` : record ? `${record.mode === 'dpdk' ? 'dpdk, ' : `${record.ifName} in `}${record.netns}` : vf?.driver ? `no netdev (${vf.driver})` : '-';
+          const where = vf?.netdevs[0]
+            ? `${vf.netdevs[0].name} (host)`
+            : record
+              ? `${record.mode === 'dpdk' ? 'dpdk, ' : `${record.ifName} in `}${record.netns}`
+              : vf?.driver
+                ? `no netdev (${vf.driver})`
+                : '-';
           return { ...v, ...(vf ? { address: vf.address } : {}), where };
         }),
       });
@@ -166,15 +196,29 @@ export function registerSriov(program: Command): void {
       }
       const rows = [['PF', 'VF', 'PCI', 'MAC', 'VLAN/QOS/PROTO', 'SPOOFCHK', 'TRUST', 'STATE', 'RATE MIN/MAX', 'NETDEV']];
       const onOff = (v: boolean | undefined) => (v === undefined ? '?' : v ? 'on' : 'off');
-      for (const t of tables) for (const v of t.vfs) rows.push([t.pfNetdev, String(v.vf), v.address ?? '-', v.mac, `${v.vlan}/${v.qos}/${v.vlanProto}`, onOff(v.spoofchk), onOff(v.trust), v.linkState, `${v.minTxRate}/${v.maxTxRate}`, v.where]);
+      for (const t of tables)
+        for (const v of t.vfs)
+          rows.push([t.pfNetdev, String(v.vf), v.address ?? '-', v.mac, `${v.vlan}/${v.qos}/${v.vlanProto}`, onOff(v.spoofchk), onOff(v.trust), v.linkState, `${v.minTxRate}/${v.maxTxRate}`, v.where]);
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`);
+      process.stdout.write(
+        `${rows
+          .map((r) =>
+            r
+              .map((c, i) => c.padEnd(widths[i]!))
+              .join('  ')
+              .trimEnd(),
+          )
+          .join('\n')}\n`,
+      );
     });
   const host = sriov.command('host').description('a simulated SR-IOV host: a directory with the kernel sysfs layout, answering writes as the kernel does');
   host
     .command('create <dir>')
     .description(`build a simulated host (VF netdevs are real veth ends in this netns); point the tools at it with --sysfs-root or ${HOST_ROOT_ENV}`)
-    .option('--pf <spec...>', `a PF ${PF_ARG_HELP} (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0,numa=1; its VF netdevs are <PF_NETDEV>v<N>; PFs on one bus get disjoint VF ranges unless offset/stride say otherwise; real-pf makes the PF netdev a real link too`)
+    .option(
+      '--pf <spec...>',
+      `a PF ${PF_ARG_HELP} (repeatable), e.g. 0000:5e:00.0:8086:158b:4:ens1f0,numa=1; its VF netdevs are <PF_NETDEV>v<N>; PFs on one bus get disjoint VF ranges unless offset/stride say otherwise; real-pf makes the PF netdev a real link too`,
+    )
     .option('--nic <spec...>', 'a plain NIC ADDR:VENDOR:DEVICE:NETDEV holding the default route')
     .action(async (dir: string, o: { pf?: string[]; nic?: string[] }) => {
       const { FakeKernel } = await import('../sim/fakekernel.js');

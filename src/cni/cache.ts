@@ -33,11 +33,7 @@ export function cachePath(cacheDir: string, key: AttachmentKey): string {
 }
 
 /** Builds an entry with libcni's key order and omitempty fields. */
-export function makeCacheEntry(
-  key: AttachmentKey,
-  configBytes: Buffer,
-  extra: { netns?: string; cniArgs?: CniArgs; capabilityArgs?: Record<string, unknown>; result?: AnyResult },
-): CacheEntry {
+export function makeCacheEntry(key: AttachmentKey, configBytes: Buffer, extra: { netns?: string; cniArgs?: CniArgs; capabilityArgs?: Record<string, unknown>; result?: AnyResult }): CacheEntry {
   const entry: CacheEntry = {
     kind: 'cniCacheV1',
     containerId: key.containerId,
@@ -91,11 +87,7 @@ export function writeCacheEntry(cacheDir: string, entry: CacheEntry): void {
   writeFileAtomic(cachePath(cacheDir, key), JSON.stringify(entry));
 }
 
-export type CacheRead =
-  | { kind: 'entry'; entry: CacheEntry }
-  | { kind: 'legacy'; result: AnyResult }
-  | { kind: 'missing' }
-  | { kind: 'corrupt'; reason: string };
+export type CacheRead = { kind: 'entry'; entry: CacheEntry } | { kind: 'legacy'; result: AnyResult } | { kind: 'missing' } | { kind: 'corrupt'; reason: string };
 
 /** Reads an entry; a file without `kind: cniCacheV1` is read as a bare legacy result, as libcni does. */
 export function readCacheEntry(cacheDir: string, key: AttachmentKey): CacheRead {

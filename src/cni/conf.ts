@@ -3,13 +3,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from './errors.js';
 import { validate } from './validate.js';
-import {
-  type NetworkConfigList,
-  type PluginConf,
-  SUPPORTED_VERSIONS,
-  compareVersions,
-  isSupportedVersion,
-} from './types.js';
+import { type NetworkConfigList, type PluginConf, SUPPORTED_VERSIONS, compareVersions, isSupportedVersion } from './types.js';
 import { isObject } from '../util/object.js';
 
 /** JSON.parse with the spec's decode error (code 6). */
@@ -20,7 +14,6 @@ export function decodeJson(bytes: Buffer | string, what: string): unknown {
     throw new CniError(ErrorCode.DecodingFailure, `failed to decode ${what}`, (err as Error).message);
   }
 }
-
 
 function bool(v: unknown): boolean {
   return v === true || (typeof v === 'string' && v.toLowerCase() === 'true');
@@ -47,12 +40,7 @@ export function parseNetworkConfig(bytes: Buffer, source = 'network configuratio
   const raw = decodeJson(bytes, source);
   if (!isObject(raw)) throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${source}`, 'not a JSON object');
   if ('plugins' in raw) {
-    const list = validate<Record<string, unknown> & { name: string; plugins: PluginConf[] }>(
-      'confList',
-      raw,
-      ErrorCode.InvalidNetworkConfig,
-      source,
-    );
+    const list = validate<Record<string, unknown> & { name: string; plugins: PluginConf[] }>('confList', raw, ErrorCode.InvalidNetworkConfig, source);
     const loadOnlyInlinedPlugins = bool(list.loadOnlyInlinedPlugins);
     if (loadOnlyInlinedPlugins && list.plugins.length === 0) {
       throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${source}`, 'loadOnlyInlinedPlugins is set but "plugins" is empty');

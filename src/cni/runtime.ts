@@ -76,12 +76,7 @@ export function runtimeConfigFor(plugin: PluginConf, capabilityArgs: Record<stri
 }
 
 /** The config one plugin of the list receives (spec §"Deriving execution configuration"). */
-export function buildPluginConf(
-  list: NetworkConfigList,
-  plugin: PluginConf,
-  rt: RuntimeConf | undefined,
-  prevResult: AnyResult | undefined,
-): Record<string, unknown> {
+export function buildPluginConf(list: NetworkConfigList, plugin: PluginConf, rt: RuntimeConf | undefined, prevResult: AnyResult | undefined): Record<string, unknown> {
   const conf: Record<string, unknown> = { ...plugin, name: list.name, cniVersion: list.cniVersion };
   delete conf.runtimeConfig;
   for (const key of Object.keys(conf)) if (key.startsWith('cni.dev/')) delete conf[key];
@@ -165,10 +160,7 @@ export class CniRuntime {
       if (!prev) throw new CniError(ErrorCode.InvalidNetworkConfig, `network "${list.name}" has no plugins`);
       const result = convertResult(prev, list.cniVersion);
       if (this.cacheDir !== null) {
-        writeCacheEntry(
-          this.cacheDir,
-          makeCacheEntry(this.key(list, rt), list.bytes, { netns: rt.netns, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result }),
-        );
+        writeCacheEntry(this.cacheDir, makeCacheEntry(this.key(list, rt), list.bytes, { netns: rt.netns, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result }));
       }
       return result;
     } catch (err) {
@@ -215,8 +207,6 @@ export class CniRuntime {
     // Only after every plugin succeeded: a failed DEL must be retryable with the same prevResult.
     if (this.cacheDir !== null) deleteCacheEntry(this.cacheDir, this.key(list, rt));
   }
-
-
 
   /** STATUS (1.1.0+; older lists are ready by definition): the first plugin error, unchanged. */
   async statusNetworkList(list: NetworkConfigList): Promise<void> {

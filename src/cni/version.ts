@@ -3,17 +3,7 @@
  * everything is read into the 1.x shape, then written out in the wanted version.
  */
 import { CniError, ErrorCode } from './errors.js';
-import {
-  type AnyResult,
-  type IPConfig,
-  type IPConfig020,
-  type Result,
-  type Result020,
-  type Result040,
-  type Route,
-  isSupportedVersion,
-  versionAtLeast,
-} from './types.js';
+import { type AnyResult, type IPConfig, type IPConfig020, type Result, type Result020, type Result040, type Route, isSupportedVersion, versionAtLeast } from './types.js';
 
 type Family = '4' | '6';
 

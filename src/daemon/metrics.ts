@@ -8,12 +8,34 @@ const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 export class DaemonMetrics implements Observer {
   readonly registry = new Registry();
-  readonly requests = new Histogram({ name: 'plexus_cni_request_duration_seconds', help: 'CNI requests served, by command and CNI code (0 = success)', labelNames: ['command', 'code'], buckets: BUCKETS, registers: [this.registry] });
+  readonly requests = new Histogram({
+    name: 'plexus_cni_request_duration_seconds',
+    help: 'CNI requests served, by command and CNI code (0 = success)',
+    labelNames: ['command', 'code'],
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
   readonly errors = new Counter({ name: 'plexus_cni_errors_total', help: 'CNI requests that failed, by command and CNI error code', labelNames: ['command', 'code'], registers: [this.registry] });
   readonly inFlight = new Gauge({ name: 'plexus_cni_requests_in_flight', help: 'CNI requests admitted and not yet answered', registers: [this.registry] });
-  readonly overloaded = new Counter({ name: 'plexus_cni_overload_rejections_total', help: 'requests answered "try again later" because the daemon was at its limits', labelNames: ['command'], registers: [this.registry] });
-  readonly delegates = new Histogram({ name: 'plexus_delegate_duration_seconds', help: 'delegate network operations, by network (NAD) and command', labelNames: ['network', 'command', 'result'], buckets: BUCKETS, registers: [this.registry] });
-  readonly informerErrors = new Counter({ name: 'plexus_informer_errors_total', help: 'list/watch failures of the informer caches, by informer (pods, nads)', labelNames: ['informer'], registers: [this.registry] });
+  readonly overloaded = new Counter({
+    name: 'plexus_cni_overload_rejections_total',
+    help: 'requests answered "try again later" because the daemon was at its limits',
+    labelNames: ['command'],
+    registers: [this.registry],
+  });
+  readonly delegates = new Histogram({
+    name: 'plexus_delegate_duration_seconds',
+    help: 'delegate network operations, by network (NAD) and command',
+    labelNames: ['network', 'command', 'result'],
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
+  readonly informerErrors = new Counter({
+    name: 'plexus_informer_errors_total',
+    help: 'list/watch failures of the informer caches, by informer (pods, nads)',
+    labelNames: ['informer'],
+    registers: [this.registry],
+  });
   /** Whether the informer caches have listed, read at each scrape (unset: no caches, no sample). */
   cachesSynced: (() => boolean) | undefined;
   readonly cacheSynced = new Gauge({
@@ -24,8 +46,18 @@ export class DaemonMetrics implements Observer {
       if (this.cachesSynced) this.cacheSynced.set(this.cachesSynced() ? 1 : 0);
     },
   });
-  readonly statusWrites = new Counter({ name: 'plexus_network_status_writes_total', help: 'network-status PATCHes of pods, by result (ok, failed, stale: the pod was replaced)', labelNames: ['result'], registers: [this.registry] });
-  readonly escapedErrors = new Counter({ name: 'plexus_daemon_escaped_errors_total', help: 'errors that escaped their request (unhandled rejections, uncaught exceptions): bugs, logged; the daemon keeps serving', labelNames: ['kind'], registers: [this.registry] });
+  readonly statusWrites = new Counter({
+    name: 'plexus_network_status_writes_total',
+    help: 'network-status PATCHes of pods, by result (ok, failed, stale: the pod was replaced)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly escapedErrors = new Counter({
+    name: 'plexus_daemon_escaped_errors_total',
+    help: 'errors that escaped their request (unhandled rejections, uncaught exceptions): bugs, logged; the daemon keeps serving',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
   readonly api = new Counter({ name: 'plexus_api_requests_total', help: 'requests to the Kubernetes API server by verb', labelNames: ['verb'], registers: [this.registry] });
 
   constructor() {

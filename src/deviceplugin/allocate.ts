@@ -13,15 +13,24 @@ import type { ContainerAllocateResponse } from './grpc.js';
 /** Go's encoding/json writes map keys sorted: the `_INFO` JSON is byte-compatible. */
 function sortedJson(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortedJson);
-  if (value && typeof value === 'object') return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortedJson((value as Record<string, unknown>)[k])]));
+  if (value && typeof value === 'object')
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((k) => [k, sortedJson((value as Record<string, unknown>)[k])]),
+    );
   return value;
 }
 
 function rdmaNodes(dev: PciDevice): string[] {
-  return dev.rdma.length ? dev.rdma.flatMap((r) => {
-    const n = r.replace(/^\D+/, '');
-    return [`/dev/infiniband/uverbs${n}`, `/dev/infiniband/umad${n}`, `/dev/infiniband/issm${n}`];
-  }).concat('/dev/infiniband/rdma_cm') : [];
+  return dev.rdma.length
+    ? dev.rdma
+        .flatMap((r) => {
+          const n = r.replace(/^\D+/, '');
+          return [`/dev/infiniband/uverbs${n}`, `/dev/infiniband/umad${n}`, `/dev/infiniband/issm${n}`];
+        })
+        .concat('/dev/infiniband/rdma_cm')
+    : [];
 }
 
 /** Per-device info providers, as the `_INFO` env carries them. */
@@ -91,7 +100,13 @@ export function cdiSpec(pool: PoolConfig, devices: PciDevice[]): object {
     kind: cdiKind(pool),
     devices: devices.map((d) => ({
       name: d.address,
-      containerEdits: { deviceNodes: containerResponse(pool, [d], pool.selectors.some((s) => s.needVhostNet === true)).devices.map((n) => ({ path: n.container_path, hostPath: n.host_path, permissions: n.permissions })) },
+      containerEdits: {
+        deviceNodes: containerResponse(
+          pool,
+          [d],
+          pool.selectors.some((s) => s.needVhostNet === true),
+        ).devices.map((n) => ({ path: n.container_path, hostPath: n.host_path, permissions: n.permissions })),
+      },
     })),
   };
 }
@@ -105,7 +120,17 @@ export function writeDpDeviceInfo(devinfoDir: string, pool: PoolConfig, dev: Pci
   if (dev.vdpa?.driver === 'vhost_vdpa' || dev.vdpa?.driver === 'virtio_vdpa') {
     // device-info spec 1.1.0 vdpa type; `path` for vhost (the spec marks it required; virtio has none).
     const driver = dev.vdpa.driver === 'vhost_vdpa' ? 'vhost' : 'virtio';
-    info = { type: 'vdpa', version: '1.1.0', vdpa: { 'parent-device': dev.vdpa.name, driver, ...(driver === 'vhost' && dev.vdpa.vhostDev ? { path: dev.vdpa.vhostDev } : {}), 'pci-address': dev.address, ...(dev.pf ? { 'pf-pci-address': dev.pf } : {}) } };
+    info = {
+      type: 'vdpa',
+      version: '1.1.0',
+      vdpa: {
+        'parent-device': dev.vdpa.name,
+        driver,
+        ...(driver === 'vhost' && dev.vdpa.vhostDev ? { path: dev.vdpa.vhostDev } : {}),
+        'pci-address': dev.address,
+        ...(dev.pf ? { 'pf-pci-address': dev.pf } : {}),
+      },
+    };
   } else {
     const pci: Record<string, string> = { 'pci-address': dev.address };
     if (dev.pf) pci['pf-pci-address'] = dev.pf;
@@ -164,7 +189,12 @@ export function preferredAllocation(policy: PoolConfig['allocationPolicy'], avai
   if (policy === 'pack-pf') {
     const count = new Map<string, number>();
     for (const d of available) count.set(pfOf(d), (count.get(pfOf(d)) ?? 0) + 1);
-    const mustPfs = new Set(mustInclude.map((id) => byId.get(id)).filter(Boolean).map((d) => pfOf(d!)));
+    const mustPfs = new Set(
+      mustInclude
+        .map((id) => byId.get(id))
+        .filter(Boolean)
+        .map((d) => pfOf(d!)),
+    );
     // PFs the container already uses first, then the fullest PF that can hold the whole request.
     const score = (u: PciDevice[]) => [mustPfs.has(pfOf(u[0]!)) ? 0 : 1, (count.get(pfOf(u[0]!)) ?? 0) >= size - chosen.length ? 0 : 1, -(count.get(pfOf(u[0]!)) ?? 0), pfOf(u[0]!)] as const;
     take([...units].sort((a, b) => cmp(score(a), score(b))));

@@ -158,7 +158,14 @@ export function parseConfig(text: string, defaultPrefix = DEFAULT_RESOURCE_PREFI
   if (!validate(value)) {
     const e = validate.errors?.[0];
     const where = e?.instancePath ? e.instancePath.replace(/^\//, '').replace(/\//g, '.') : '(root)';
-    const detail = e?.keyword === 'additionalProperties' ? `unknown key "${String(e.params.additionalProperty)}"` : e?.keyword === 'required' ? `missing "${String(e.params.missingProperty)}"` : e?.keyword === 'enum' ? `must be one of ${(e.params.allowedValues as string[]).join(', ')}` : (e?.message ?? 'invalid');
+    const detail =
+      e?.keyword === 'additionalProperties'
+        ? `unknown key "${String(e.params.additionalProperty)}"`
+        : e?.keyword === 'required'
+          ? `missing "${String(e.params.missingProperty)}"`
+          : e?.keyword === 'enum'
+            ? `must be one of ${(e.params.allowedValues as string[]).join(', ')}`
+            : (e?.message ?? 'invalid');
     throw new ConfigError(`config ${where}: ${detail}`);
   }
   const pools = ((value as { resourceList: Record<string, Json>[] }).resourceList ?? []).map((p, i): PoolConfig => {

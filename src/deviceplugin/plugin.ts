@@ -85,7 +85,8 @@ export class SriovDevicePlugin {
   async start(): Promise<void> {
     this.config = this.loadConfig(true)!;
     // CDI specs of a previous run may name pools that are gone.
-    if (this.opts.cdiDir && existsSync(this.opts.cdiDir)) for (const f of readdirSync(this.opts.cdiDir)) if (f.startsWith('plexus-') && f.endsWith('.json')) rmSync(join(this.opts.cdiDir, f), { force: true });
+    if (this.opts.cdiDir && existsSync(this.opts.cdiDir))
+      for (const f of readdirSync(this.opts.cdiDir)) if (f.startsWith('plexus-') && f.endsWith('.json')) rmSync(join(this.opts.cdiDir, f), { force: true });
     try {
       const saved = JSON.parse(readFileSync(this.inventoryFile, 'utf8')) as { devices?: Record<string, RememberedDevice>; bound?: string[] };
       this.remembered = new Map(Object.entries(saved.devices ?? {}));
@@ -204,11 +205,16 @@ export class SriovDevicePlugin {
 
   private newServer(pool: PoolConfig): PoolServer {
     const name = resourceFullName(pool);
-    return new PoolServer(name, this.socketPath(pool), {
-      allocate: (containers) => this.allocate(name, containers),
-      preferred: (reqs) => reqs.map((r) => this.preferred(name, r.available, r.mustInclude, r.size)),
-      registrationStatus: (ok, error) => this.log(ok ? 'info' : 'error', ok ? 'registered with kubelet' : 'kubelet refused the registration', { resource: name, error }),
-    }, this.mode === 'watcher');
+    return new PoolServer(
+      name,
+      this.socketPath(pool),
+      {
+        allocate: (containers) => this.allocate(name, containers),
+        preferred: (reqs) => reqs.map((r) => this.preferred(name, r.available, r.mustInclude, r.size)),
+        registrationStatus: (ok, error) => this.log(ok ? 'info' : 'error', ok ? 'registered with kubelet' : 'kubelet refused the registration', { resource: name, error }),
+      },
+      this.mode === 'watcher',
+    );
   }
 
   /** Legacy mode: Register on kubelet.sock (kubelet dials back at once, so the server already listens). */
@@ -217,7 +223,12 @@ export class SriovDevicePlugin {
     const kubeletSock = join(this.opts.kubeletDir, 'device-plugins', 'kubelet.sock');
     const client = new (kubeletApis().v1beta1.Registration)(`unix://${kubeletSock}`, grpc.credentials.createInsecure());
     try {
-      await unary(client, 'Register', { version: API_VERSION, endpoint: basename(state.server.socket), resource_name: resourceFullName(state.pool), options: { pre_start_required: false, get_preferred_allocation_available: true } });
+      await unary(client, 'Register', {
+        version: API_VERSION,
+        endpoint: basename(state.server.socket),
+        resource_name: resourceFullName(state.pool),
+        options: { pre_start_required: false, get_preferred_allocation_available: true },
+      });
       this.log('info', 'registered with kubelet', { resource: resourceFullName(state.pool), mode: 'legacy' });
     } catch (err) {
       // Not fatal (sriov-network-device-plugin exits): the next resync registers again.
@@ -293,7 +304,11 @@ export class SriovDevicePlugin {
     const state = this.pools.get(resource);
     if (!state) throw new Error(`no pool ${resource}`);
     // Fresh facts for what is handed out: a device may have changed since the last resync.
-    this.inventory = rediscover(this.opts.host.sysfs, this.inventory, containers.flat().flatMap((id) => state.units.get(id) ?? [id]));
+    this.inventory = rediscover(
+      this.opts.host.sysfs,
+      this.inventory,
+      containers.flat().flatMap((id) => state.units.get(id) ?? [id]),
+    );
     return containers.map((ids) => {
       const devices = ids.flatMap((id) => {
         const unhealthy = state.health.get(id);
@@ -304,7 +319,13 @@ export class SriovDevicePlugin {
       const needVhost = state.pool.selectors.some((s) => s.needVhostNet === true);
       for (const dev of devices) writeDpDeviceInfo(this.opts.devinfoDir, state.pool, dev);
       const response = containerResponse(state.pool, devices, needVhost);
-      return this.opts.cdiDir ? withCdi(response, state.pool, devices.map((d) => d.address)) : response;
+      return this.opts.cdiDir
+        ? withCdi(
+            response,
+            state.pool,
+            devices.map((d) => d.address),
+          )
+        : response;
     });
   }
 
@@ -369,7 +390,14 @@ export class SriovDevicePlugin {
       const d = v.device;
       const before = this.remembered.get(d.address);
       const driver = before?.pool === v.pool && before.driver ? before.driver : d.driver;
-      this.remembered.set(d.address, { pool: v.pool, vendor: d.vendor, device: d.device, ...(d.pf ? { pf: d.pf } : {}), ...(d.vfIndex !== undefined ? { vfIndex: d.vfIndex } : {}), ...(driver ? { driver } : {}) });
+      this.remembered.set(d.address, {
+        pool: v.pool,
+        vendor: d.vendor,
+        device: d.device,
+        ...(d.pf ? { pf: d.pf } : {}),
+        ...(d.vfIndex !== undefined ? { vfIndex: d.vfIndex } : {}),
+        ...(driver ? { driver } : {}),
+      });
     }
     // The driver expected by health follows a managed binding.
     for (const id of this.bound) {
@@ -393,11 +421,20 @@ export class SriovDevicePlugin {
   }
 
   /** The debug view: pools, advertised devices with health reasons, exclusions, config error. */
-  debug(): { mode: RegistrationMode; configError?: string; pools: { resource: string; socket: string; devices: { id: string; healthy: boolean; reason?: string; unit?: string[] }[] }[]; excluded: { id: string; reason: string }[] } {
+  debug(): {
+    mode: RegistrationMode;
+    configError?: string;
+    pools: { resource: string; socket: string; devices: { id: string; healthy: boolean; reason?: string; unit?: string[] }[] }[];
+    excluded: { id: string; reason: string }[];
+  } {
     return {
       mode: this.mode,
       ...(this.configError ? { configError: this.configError } : {}),
-      pools: [...this.pools.values()].map((s) => ({ resource: resourceFullName(s.pool), socket: s.server.socket, devices: [...s.health].map(([id, reason]) => ({ id, healthy: !reason, ...(reason ? { reason } : {}), ...(s.units.has(id) ? { unit: s.units.get(id)! } : {}) })) })),
+      pools: [...this.pools.values()].map((s) => ({
+        resource: resourceFullName(s.pool),
+        socket: s.server.socket,
+        devices: [...s.health].map(([id, reason]) => ({ id, healthy: !reason, ...(reason ? { reason } : {}), ...(s.units.has(id) ? { unit: s.units.get(id)! } : {}) })),
+      })),
       excluded: this.assignment.verdicts.filter((v: DeviceVerdict) => !v.pool).map((v) => ({ id: v.device.address, reason: v.reason ?? '' })),
     };
   }

@@ -55,7 +55,11 @@ export function failedFilter(sel: Selector, dev: PciDevice, pfNetdevs: string[])
     ['drivers', () => !!dev.driver && sel.drivers!.includes(dev.driver), () => dev.driver ?? 'no driver'],
     ['pciAddresses', () => sel.pciAddresses!.includes(dev.address), () => dev.address],
     ['acpiIndexes', () => !!dev.acpiIndex && sel.acpiIndexes!.includes(dev.acpiIndex), () => dev.acpiIndex ?? 'none'],
-    ['pfNames', () => sel.pfNames!.some((r) => pfNetdevs.some((n) => inRange(r, n, dev.vfIndex))), () => `PF netdev ${pfNetdevs.join(',') || 'none'}${dev.vfIndex !== undefined ? `, VF ${dev.vfIndex}` : ''}`],
+    [
+      'pfNames',
+      () => sel.pfNames!.some((r) => pfNetdevs.some((n) => inRange(r, n, dev.vfIndex))),
+      () => `PF netdev ${pfNetdevs.join(',') || 'none'}${dev.vfIndex !== undefined ? `, VF ${dev.vfIndex}` : ''}`,
+    ],
     ['rootDevices', () => sel.rootDevices!.some((r) => inRange(r, dev.pf, dev.vfIndex)), () => `PF ${dev.pf ?? 'none'}`],
     ['linkTypes', () => !!linkType && sel.linkTypes!.includes(linkType), () => linkType ?? 'no netdev'],
     ['ddpProfiles', () => !!dev.ddpProfile && sel.ddpProfiles!.includes(dev.ddpProfile), () => dev.ddpProfile ?? 'no DDP package'],
@@ -174,7 +178,13 @@ export function assignPools(inv: HostInventory, pools: PoolConfig[], previous: M
     }
   }
   return {
-    pools: pools.map((pool) => ({ pool, devices: members.get(pool)!.map((d) => d.address).sort() })),
+    pools: pools.map((pool) => ({
+      pool,
+      devices: members
+        .get(pool)!
+        .map((d) => d.address)
+        .sort(),
+    })),
     verdicts: verdicts.sort((a, b) => a.device.address.localeCompare(b.device.address)),
   };
 }

@@ -44,7 +44,10 @@ export class PoolServer {
         call.on('error', drop);
         call.write({ devices: this.devices });
       },
-      GetPreferredAllocation: (call: ServerUnaryCall<{ container_requests: { available_deviceIDs: string[]; must_include_deviceIDs: string[]; allocation_size: number }[] }, object>, cb: sendUnaryData<object>) => {
+      GetPreferredAllocation: (
+        call: ServerUnaryCall<{ container_requests: { available_deviceIDs: string[]; must_include_deviceIDs: string[]; allocation_size: number }[] }, object>,
+        cb: sendUnaryData<object>,
+      ) => {
         try {
           const ids = this.handlers.preferred(call.request.container_requests.map((r) => ({ available: r.available_deviceIDs, mustInclude: r.must_include_deviceIDs, size: r.allocation_size })));
           cb(null, { container_responses: ids.map((deviceIDs) => ({ deviceIDs })) });

@@ -21,4 +21,3 @@ export function kubeadmKubeconfig(server: string, caPem: Buffer, user: string, c
     { indentSeq: false, lineWidth: 0 },
   );
 }
-

@@ -52,7 +52,6 @@ export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, saDir = SA
 
 type Obj = Record<string, unknown>;
 
-
 /** YAML, and JSON without loading the YAML parser (flow-style YAML also starts with "{"). */
 async function parseDocument(text: string): Promise<unknown> {
   if (text.trimStart().startsWith('{')) {
@@ -155,7 +154,8 @@ export function kubeconfigToApiConfig(doc: unknown, path: string): ApiConfig {
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw fail(`cluster "${cName}": server "${server}" is not http(s)`);
   if (str(cluster, 'proxy-url', where('cluster', cName, 'proxy-url'))) throw fail(`cluster "${cName}": proxy-url is not supported`, 'reach the API server directly');
   const cfg: ApiConfig = { server: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}` };
-  const ca = data(cluster, 'certificate-authority-data', where('cluster', cName, 'certificate-authority-data')) ?? file(cluster, 'certificate-authority', where('cluster', cName, 'certificate-authority'));
+  const ca =
+    data(cluster, 'certificate-authority-data', where('cluster', cName, 'certificate-authority-data')) ?? file(cluster, 'certificate-authority', where('cluster', cName, 'certificate-authority'));
   if (ca) cfg.ca = ca;
   const serverName = str(cluster, 'tls-server-name', where('cluster', cName, 'tls-server-name'));
   if (serverName) cfg.serverName = serverName;
@@ -168,7 +168,8 @@ export function kubeconfigToApiConfig(doc: unknown, path: string): ApiConfig {
   if (userEntry) {
     const uName = userEntry.name as string;
     for (const unsupported of ['exec', 'auth-provider']) {
-      if (user[unsupported] !== undefined && user[unsupported] !== null) throw fail(`user "${uName}": ${unsupported} credential plugins are not supported`, 'use a token, a tokenFile or a client certificate');
+      if (user[unsupported] !== undefined && user[unsupported] !== null)
+        throw fail(`user "${uName}": ${unsupported} credential plugins are not supported`, 'use a token, a tokenFile or a client certificate');
     }
     const cert = data(user, 'client-certificate-data', where('user', uName, 'client-certificate-data')) ?? file(user, 'client-certificate', where('user', uName, 'client-certificate'));
     const key = data(user, 'client-key-data', where('user', uName, 'client-key-data')) ?? file(user, 'client-key', where('user', uName, 'client-key'));

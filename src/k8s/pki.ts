@@ -45,7 +45,23 @@ export class Pki {
       readFileSync(this.ca.cert);
     } catch {
       newKey(this.ca.key);
-      openssl(['req', '-x509', '-new', '-key', this.ca.key, '-subj', `/CN=${caName}`, '-days', '3650', '-out', this.ca.cert, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature']);
+      openssl([
+        'req',
+        '-x509',
+        '-new',
+        '-key',
+        this.ca.key,
+        '-subj',
+        `/CN=${caName}`,
+        '-days',
+        '3650',
+        '-out',
+        this.ca.cert,
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+      ]);
     }
   }
 
@@ -57,7 +73,11 @@ export class Pki {
     const sans = [...(req.dnsNames ?? []).map((d) => `DNS:${d}`), ...(req.ips ?? []).map((i) => `IP:${i}`)];
     const eku = { server: 'serverAuth', client: 'clientAuth', both: 'serverAuth,clientAuth' }[req.usage];
     const ext = join(this.dir, `${req.name}.ext`);
-    writeFileSync(ext, [`basicConstraints=critical,CA:FALSE`, `keyUsage=critical,digitalSignature,keyEncipherment`, `extendedKeyUsage=${eku}`, ...(sans.length ? [`subjectAltName=${sans.join(',')}`] : [])].join('\n') + '\n');
+    writeFileSync(
+      ext,
+      [`basicConstraints=critical,CA:FALSE`, `keyUsage=critical,digitalSignature,keyEncipherment`, `extendedKeyUsage=${eku}`, ...(sans.length ? [`subjectAltName=${sans.join(',')}`] : [])].join('\n') +
+        '\n',
+    );
     const csr = join(this.dir, `${req.name}.csr`);
     openssl(['req', '-new', '-key', out.key, '-subj', subject, '-out', csr]);
     openssl(['x509', '-req', '-in', csr, '-CA', this.ca.cert, '-CAkey', this.ca.key, '-CAcreateserial', '-days', '825', '-extfile', ext, '-out', out.cert]);

@@ -64,7 +64,10 @@ export async function podDevicesFromKubelet(socket: string, namespace: string, n
       if (!getNotServed(err as GrpcError, status)) throw err;
     }
     const list = await unary<{ pod_resources: ProtoPodResources[] }>(client, 'List', {}, timeoutMs);
-    return merge(new Map(), list.pod_resources.find((p) => p.name === name && p.namespace === namespace));
+    return merge(
+      new Map(),
+      list.pod_resources.find((p) => p.name === name && p.namespace === namespace),
+    );
   } finally {
     client.close();
   }

@@ -130,7 +130,9 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   }
   const launcher = join(binDir, 'plexus');
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
-  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, { mode: 0o755 });
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, {
+    mode: 0o755,
+  });
   chmodSync(launcher, 0o755);
   // The SR-IOV plugin (type "sriov", so sriov-cni NADs work unchanged), from the same bundle. A
   // sriov-cni binary found there is kept aside once, for uninstall to put back.
@@ -141,7 +143,9 @@ export function installPlugin(binDir: string): { plugin: string; version: string
       mkdirSync(dirname(previous), { recursive: true });
       cpSync(sriov, previous, { preserveTimestamps: true });
     }
-    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, { mode: 0o755 });
+    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, {
+      mode: 0o755,
+    });
     chmodSync(sriov, 0o755);
   }
   // Keep this version and the one before it.
@@ -222,7 +226,11 @@ function isOurMetaConf(path: string): boolean {
 export function uninstall(opts: UninstallOptions): UninstallResult {
   const conf = join(opts.cniConfDir, META_CONF_NAME);
   if (existsSync(conf) && !isOurMetaConf(conf)) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, 'not a Plexus meta conf', `${conf} was not written by plexusctl install (name "plexus", one plugin of type plexus or plexus-shim): left as it is`);
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      'not a Plexus meta conf',
+      `${conf} was not written by plexusctl install (name "plexus", one plugin of type plexus or plexus-shim): left as it is`,
+    );
   }
   const attachments = join(opts.cniDir, 'attachments');
   const active = existsSync(attachments) ? new AttachmentStore(attachments).active() : [];

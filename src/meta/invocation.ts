@@ -125,12 +125,14 @@ export class MetaInvocation {
   async podAnnotations(): Promise<Record<string, string> | undefined> {
     const fromRuntime = runtimeConfigValue(this.req, POD_ANNOTATIONS_CAPABILITY);
     if (fromRuntime !== undefined && fromRuntime !== null) {
-      if (!isObject(fromRuntime)) throw new CniError(ErrorCode.InvalidNetworkConfig, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" must be a map of annotations`, `got ${JSON.stringify(fromRuntime).slice(0, 100)}`);
+      if (!isObject(fromRuntime))
+        throw new CniError(ErrorCode.InvalidNetworkConfig, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" must be a map of annotations`, `got ${JSON.stringify(fromRuntime).slice(0, 100)}`);
       // Annotations are strings; one Plexus reads that is something else is refused, never skipped:
       // a pod does not start with fewer networks than it asked for.
       for (const key of [NETWORKS_ANNOTATION, DEFAULT_NETWORK_ANNOTATION]) {
         const v = fromRuntime[key];
-        if (v !== undefined && typeof v !== 'string') throw new CniError(ErrorCode.InvalidNetworkConfig, `annotation ${key} must be a string`, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" has ${JSON.stringify(v).slice(0, 100)}`);
+        if (v !== undefined && typeof v !== 'string')
+          throw new CniError(ErrorCode.InvalidNetworkConfig, `annotation ${key} must be a string`, `runtimeConfig "${POD_ANNOTATIONS_CAPABILITY}" has ${JSON.stringify(v).slice(0, 100)}`);
       }
       return Object.fromEntries(Object.entries(fromRuntime).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
     }
@@ -220,9 +222,7 @@ export class MetaInvocation {
       }
       return out;
     };
-    const rewritten = Array.isArray(raw.plugins)
-      ? { ...raw, plugins: a.list.plugins.map(inject), ...(appended ? { loadOnlyInlinedPlugins: true } : {}) }
-      : inject(raw as PluginConf);
+    const rewritten = Array.isArray(raw.plugins) ? { ...raw, plugins: a.list.plugins.map(inject), ...(appended ? { loadOnlyInlinedPlugins: true } : {}) } : inject(raw as PluginConf);
     return parseNetworkConfig(Buffer.from(JSON.stringify(rewritten)), a.network);
   }
 

@@ -76,7 +76,8 @@ export async function planAttachments(inv: MetaInvocation, lenient = false): Pro
     const index = attachments.length;
     const planned = await attempt(`network ${sel.namespace}/${sel.name}`, async () => {
       checkNamespaceAllowed(inv.conf, podNamespace, sel.namespace, sel.name);
-      const { list, resourceName } = await inv.resolveSelection(sel)
+      const { list, resourceName } = await inv
+        .resolveSelection(sel)
         .then((r) => (checkPluginNames(r.list), r))
         .catch((err: unknown) => {
           // A NAD that does not parse: which one, and for which interface (NAD errors name only the field).
@@ -85,7 +86,14 @@ export async function planAttachments(inv: MetaInvocation, lenient = false): Pro
           throw new CniError(e.code, e.msg, e.details ? `${e.details}; ${where}` : where);
         });
       checkCapabilities(list, sel);
-      const att: PlannedAttachment = { network: `${sel.namespace}/${sel.name}`, list, ifName: sel.interface ?? `net${index}`, isDefault: false, capabilityArgs: selectionCapabilityArgs(sel), selection: sel };
+      const att: PlannedAttachment = {
+        network: `${sel.namespace}/${sel.name}`,
+        list,
+        ifName: sel.interface ?? `net${index}`,
+        isDefault: false,
+        capabilityArgs: selectionCapabilityArgs(sel),
+        selection: sel,
+      };
       if (resourceName) att.resourceName = resourceName;
       if (sel.deviceID) att.deviceID = sel.deviceID;
       return att;
@@ -148,7 +156,12 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
     const ids = devices.get(a.resourceName!) ?? [];
     const n = taken.get(a.resourceName!) ?? 0;
     const id = ids[n];
-    if (!id) throw new CniError(ErrorCode.InvalidNetworkConfig, `no ${a.resourceName} device left for ${a.network}`, `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}); request one per network`);
+    if (!id)
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `no ${a.resourceName} device left for ${a.network}`,
+        `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}); request one per network`,
+      );
     taken.set(a.resourceName!, n + 1);
     a.deviceID = id;
   }
@@ -161,7 +174,10 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
 function checkPluginNames(list: NetworkConfigList): void {
   for (const p of list.plugins) {
     const ipamType = isObject(p.ipam) ? p.ipam.type : undefined;
-    for (const [key, v] of [['type', p.type], ['ipam.type', ipamType]] as const) {
+    for (const [key, v] of [
+      ['type', p.type],
+      ['ipam.type', ipamType],
+    ] as const) {
       if (key === 'ipam.type' && v === undefined) continue;
       if (typeof v !== 'string' || !v || /[/\\]/.test(v) || v === '.' || v === '..') {
         throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid plugin ${key} in "${list.name}"`, `${JSON.stringify(v)} must be a plain plugin name`);

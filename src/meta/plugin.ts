@@ -54,7 +54,17 @@ function readinessCheck(conf: MetaConf): void {
 /** A record of this sandbox with nothing attached (yet, or any more). */
 function emptyRecord(inv: MetaInvocation): AttachmentRecord {
   const { req, pod } = inv;
-  return { containerID: req.containerID, netns: req.netns, ifName: req.ifName, args: req.args, podNamespace: pod?.namespace ?? '', podName: pod?.name ?? '', podUID: pod?.uid ?? '', cniVersion: req.conf.cniVersion, attachments: [] };
+  return {
+    containerID: req.containerID,
+    netns: req.netns,
+    ifName: req.ifName,
+    args: req.args,
+    podNamespace: pod?.namespace ?? '',
+    podName: pod?.name ?? '',
+    podUID: pod?.uid ?? '',
+    cniVersion: req.conf.cniVersion,
+    attachments: [],
+  };
 }
 
 /** How long a record that lists nothing stays, so that a repeated DEL is still exact. */
@@ -107,7 +117,12 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
       inv.log(`ADD ${req.containerID} ${a.network} as ${a.ifName}: ok`);
     }
     const carrier = record.attachments.find((s) => s.defaultRoute !== undefined);
-    if (carrier) await applyDefaultRoute(req.netns, carrier, record.attachments.filter((s) => s !== carrier));
+    if (carrier)
+      await applyDefaultRoute(
+        req.netns,
+        carrier,
+        record.attachments.filter((s) => s !== carrier),
+      );
   } catch (err) {
     const failing = record.attachments[tried - 1];
     if (failing && failing.state === 'planned') record.attachments[tried - 1] = { ...failing, state: 'failed' };
@@ -214,7 +229,10 @@ async function delRecord(inv: MetaInvocation, record: AttachmentRecord): Promise
       // Its ADD failed, the rollback's DEL failed and the runtime's DEL fails the same way: the reason
       // (a config its plugin refuses, a master or netns gone) will not change. Given up on, said where.
       abandoned.push({ network: s.network, ifName: s.ifName, reason, at: new Date().toISOString() });
-      inv.log(`DEL: abandoned ${s.network} (${s.ifName}) of ${record.containerID}, whose ADD failed: its DEL keeps failing (${reason}); what it may have left is in netns ${record.netns || '(gone)'} and its plugin's state`, 'error');
+      inv.log(
+        `DEL: abandoned ${s.network} (${s.ifName}) of ${record.containerID}, whose ADD failed: its DEL keeps failing (${reason}); what it may have left is in netns ${record.netns || '(gone)'} and its plugin's state`,
+        'error',
+      );
     } else {
       kept.push(s);
       errors.push(`DEL ${s.network} (${s.ifName}): ${reason}`);

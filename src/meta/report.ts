@@ -33,13 +33,19 @@ export async function applyDefaultRoute(netns: string, carrier: StoredAttachment
 
 export function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatusEntry[] {
   const carrier = record.attachments.find((a) => a.defaultRoute !== undefined);
-  return record.attachments.filter((a) => !a.auxiliary).map((a) => {
-    let defaultRoute: string[] | undefined;
-    if (carrier) defaultRoute = a === carrier ? chooseGateways(a.defaultRoute ?? [], a.result) : undefined;
-    else if (a.isDefault && a.result) defaultRoute = defaultGateways(toCanonical(a.result));
-    const deviceInfo = readDeviceInfo(a.deviceInfoFile);
-    return statusEntry({ network: a.network, isDefault: a.isDefault, ...(defaultRoute?.length ? { defaultRoute } : {}), ...(a.result ? { result: a.result } : {}), ...(deviceInfo ? { deviceInfo } : {}) }, a.ifName, compat);
-  });
+  return record.attachments
+    .filter((a) => !a.auxiliary)
+    .map((a) => {
+      let defaultRoute: string[] | undefined;
+      if (carrier) defaultRoute = a === carrier ? chooseGateways(a.defaultRoute ?? [], a.result) : undefined;
+      else if (a.isDefault && a.result) defaultRoute = defaultGateways(toCanonical(a.result));
+      const deviceInfo = readDeviceInfo(a.deviceInfoFile);
+      return statusEntry(
+        { network: a.network, isDefault: a.isDefault, ...(defaultRoute?.length ? { defaultRoute } : {}), ...(a.result ? { result: a.result } : {}), ...(deviceInfo ? { deviceInfo } : {}) },
+        a.ifName,
+        compat,
+      );
+    });
 }
 
 /**
@@ -73,10 +79,12 @@ export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, s
       }
     }
   };
-  const events = record.attachments.filter((a) => !a.auxiliary).map((a) => {
-    const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
-    return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
-  });
+  const events = record.attachments
+    .filter((a) => !a.auxiliary)
+    .map((a) => {
+      const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
+      return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
+    });
   const [written] = await Promise.all([patch(), ...events]);
   return written;
 }

@@ -49,7 +49,6 @@ function bad(index: number, field: string, why: string): CniError {
   return new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${NETWORKS_ANNOTATION} annotation`, `element ${index}: ${field} ${why}`);
 }
 
-
 function checkName(index: number, field: string, v: unknown): string {
   if (typeof v !== 'string' || !DNS_LABEL.test(v) || v.length > 253) throw bad(index, field, `must be a DNS-1123 label, got ${JSON.stringify(v)}`);
   return v;
@@ -75,7 +74,21 @@ function checkRate(index: number, field: string, v: unknown): number {
   return v as number;
 }
 
-const KNOWN_KEYS = new Set(['name', 'namespace', 'interface', 'interfaceRequest', 'ips', 'mac', 'infiniband-guid', 'cni-args', 'portMappings', 'bandwidth', 'default-route', 'ipam-claim-reference', 'deviceID']);
+const KNOWN_KEYS = new Set([
+  'name',
+  'namespace',
+  'interface',
+  'interfaceRequest',
+  'ips',
+  'mac',
+  'infiniband-guid',
+  'cni-args',
+  'portMappings',
+  'bandwidth',
+  'default-route',
+  'ipam-claim-reference',
+  'deviceID',
+]);
 
 function parseElement(raw: unknown, index: number, podNamespace: string): NetworkSelection {
   if (!isObject(raw)) throw bad(index, 'element', 'must be an object');
@@ -117,7 +130,11 @@ function parseElement(raw: unknown, index: number, podNamespace: string): Networ
       if (!isObject(pm)) throw bad(index, `portMappings[${i}]`, 'must be an object');
       const protocol = pm.protocol === undefined ? 'tcp' : String(pm.protocol).toLowerCase();
       if (protocol !== 'tcp' && protocol !== 'udp' && protocol !== 'sctp') throw bad(index, `portMappings[${i}].protocol`, `must be TCP, UDP or SCTP, got ${JSON.stringify(pm.protocol)}`);
-      const out: PortMapping = { hostPort: checkPort(index, `portMappings[${i}].hostPort`, pm.hostPort), containerPort: checkPort(index, `portMappings[${i}].containerPort`, pm.containerPort), protocol };
+      const out: PortMapping = {
+        hostPort: checkPort(index, `portMappings[${i}].hostPort`, pm.hostPort),
+        containerPort: checkPort(index, `portMappings[${i}].containerPort`, pm.containerPort),
+        protocol,
+      };
       if (pm.hostIP !== undefined) {
         if (typeof pm.hostIP !== 'string' || !isPlainIp(pm.hostIP)) throw bad(index, `portMappings[${i}].hostIP`, 'is not an IP address');
         out.hostIP = pm.hostIP;
@@ -164,9 +181,7 @@ function parseCommaItem(item: string, index: number, podNamespace: string): Netw
   const slash = at[0]!.split('/');
   if (slash.length > 2) throw bad(index, JSON.stringify(item), 'has more than one "/"');
   const sel: NetworkSelection =
-    slash.length === 2
-      ? { namespace: checkName(index, 'namespace', slash[0]), name: checkName(index, 'name', slash[1]) }
-      : { namespace: podNamespace, name: checkName(index, 'name', slash[0]) };
+    slash.length === 2 ? { namespace: checkName(index, 'namespace', slash[0]), name: checkName(index, 'name', slash[1]) } : { namespace: podNamespace, name: checkName(index, 'name', slash[0]) };
   if (at.length === 2) sel.interface = checkIfName(index, at[1]);
   return sel;
 }

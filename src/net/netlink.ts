@@ -120,7 +120,7 @@ function ipString(b: Buffer): string {
   // Longest run of zero groups becomes "::" (RFC 5952).
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++;
       continue;
@@ -216,9 +216,7 @@ export class NetHandle {
 
   async setUp(name: string, up = true): Promise<void> {
     const index = await this.index(name);
-    await this.call(up ? 'set up' : 'set down', name, () =>
-      this.sock.setLink({ index, flags: up ? { up: true } : {}, change: { up: true } }, {}, this.opts()),
-    );
+    await this.call(up ? 'set up' : 'set down', name, () => this.sock.setLink({ index, flags: up ? { up: true } : {}, change: { up: true } }, {}, this.opts()));
   }
 
   async setMac(name: string, mac: string): Promise<void> {
@@ -335,16 +333,12 @@ export class NetHandle {
 
   async addRoute(r: RouteSpec): Promise<void> {
     const { data, attrs } = this.routeMessage(r, await this.index(r.dev));
-    await this.call('add route', `${r.dst}${r.gw ? ` via ${r.gw}` : ''} dev ${r.dev}`, () =>
-      this.sock.newRoute(data as never, attrs as never, this.opts(NLM_F_CREATE | NLM_F_EXCL)),
-    );
+    await this.call('add route', `${r.dst}${r.gw ? ` via ${r.gw}` : ''} dev ${r.dev}`, () => this.sock.newRoute(data as never, attrs as never, this.opts(NLM_F_CREATE | NLM_F_EXCL)));
   }
 
   async replaceRoute(r: RouteSpec): Promise<void> {
     const { data, attrs } = this.routeMessage(r, await this.index(r.dev));
-    await this.call('replace route', `${r.dst} dev ${r.dev}`, () =>
-      this.sock.newRoute(data as never, attrs as never, this.opts(NLM_F_CREATE | NLM_F_REPLACE)),
-    );
+    await this.call('replace route', `${r.dst} dev ${r.dev}`, () => this.sock.newRoute(data as never, attrs as never, this.opts(NLM_F_CREATE | NLM_F_REPLACE)));
   }
 
   async delRoute(r: RouteSpec): Promise<void> {
@@ -353,9 +347,7 @@ export class NetHandle {
   }
 
   async routes(family: 4 | 6 = 4): Promise<RouteInfo[]> {
-    const msgs = await this.call('list routes', `ipv${family}`, () =>
-      this.sock.getRoutes({ family: family === 4 ? AF_INET : AF_INET6 }, undefined, this.opts()),
-    );
+    const msgs = await this.call('list routes', `ipv${family}`, () => this.sock.getRoutes({ family: family === 4 ? AF_INET : AF_INET6 }, undefined, this.opts()));
     const max = family === 4 ? 32 : 128;
     return msgs
       .filter((m) => m.data.family === (family === 4 ? AF_INET : AF_INET6))
@@ -381,9 +373,7 @@ export class NetHandle {
     } catch (err) {
       throw new NetError(`set vf ${pf} vf ${vf} ${setting.kind}`, 'EINVAL', (err as Error).message);
     }
-    await this.call(`set vf ${setting.kind}`, `${pf} vf ${vf} ${JSON.stringify(setting)}`, () =>
-      this.sock.socket.request(RTM_SETLINK, payload, this.opts()),
-    );
+    await this.call(`set vf ${setting.kind}`, `${pf} vf ${vf} ${JSON.stringify(setting)}`, () => this.sock.socket.request(RTM_SETLINK, payload, this.opts()));
   }
 
   /** Removes an alternative name (RTM_DELLINKPROP); the kernel may keep a renamed link's old name as one. */

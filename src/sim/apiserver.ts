@@ -21,7 +21,9 @@ import { isObject } from '../util/object.js';
 
 const Ajv = AjvModule as unknown as typeof AjvModule.default;
 
-type Obj = Record<string, unknown> & { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; annotations?: Record<string, string>; labels?: Record<string, string> } };
+type Obj = Record<string, unknown> & {
+  metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; annotations?: Record<string, string>; labels?: Record<string, string> };
+};
 
 interface ResourceType {
   group: string; // '' for core
@@ -59,7 +61,16 @@ const CORE_TYPES: ResourceType[] = [
   { group: '', version: 'v1', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], subresources: ['status'] },
   { group: '', version: 'v1', plural: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'], subresources: [] },
   { group: '', version: 'v1', plural: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false, shortNames: ['ns'], subresources: [] },
-  { group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', singular: 'customresourcedefinition', kind: 'CustomResourceDefinition', namespaced: false, shortNames: ['crd'], subresources: [] },
+  {
+    group: 'apiextensions.k8s.io',
+    version: 'v1',
+    plural: 'customresourcedefinitions',
+    singular: 'customresourcedefinition',
+    kind: 'CustomResourceDefinition',
+    namespaced: false,
+    shortNames: ['crd'],
+    subresources: [],
+  },
 ];
 
 function typeKey(t: Pick<ResourceType, 'group' | 'version' | 'plural'>): string {
@@ -83,7 +94,6 @@ class HttpError extends Error {
     super(message);
   }
 }
-
 
 /** RFC 7386 JSON merge patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {
@@ -288,7 +298,12 @@ export class ApiServerDouble {
   }
 
   private installCrd(crd: Obj): void {
-    const spec = crd.spec as { group: string; scope: string; names: { plural: string; singular?: string; kind: string; shortNames?: string[] }; versions: { name: string; served: boolean; schema?: { openAPIV3Schema?: object }; subresources?: Record<string, unknown> }[] };
+    const spec = crd.spec as {
+      group: string;
+      scope: string;
+      names: { plural: string; singular?: string; kind: string; shortNames?: string[] };
+      versions: { name: string; served: boolean; schema?: { openAPIV3Schema?: object }; subresources?: Record<string, unknown> }[];
+    };
     for (const v of spec.versions.filter((x) => x.served)) {
       const t: ResourceType = {
         group: spec.group,
@@ -441,7 +456,14 @@ export class ApiServerDouble {
       const types = [...this.types.values()].filter((t) => t.group === group && t.version === version);
       if (!types.length) return undefined;
       const resources = types.flatMap((t) => [
-        { name: t.plural, singularName: t.singular, namespaced: t.namespaced, kind: t.kind, verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'], ...(t.shortNames ? { shortNames: t.shortNames } : {}) },
+        {
+          name: t.plural,
+          singularName: t.singular,
+          namespaced: t.namespaced,
+          kind: t.kind,
+          verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+          ...(t.shortNames ? { shortNames: t.shortNames } : {}),
+        },
         ...t.subresources.map((s) => ({ name: `${t.plural}/${s}`, singularName: '', namespaced: t.namespaced, kind: t.kind, verbs: ['get', 'patch', 'update'] })),
       ]);
       return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
@@ -600,5 +622,9 @@ export class ApiServerDouble {
 function stripK8sExtensions(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(stripK8sExtensions);
   if (!isObject(schema)) return schema;
-  return Object.fromEntries(Object.entries(schema).filter(([k]) => !k.startsWith('x-kubernetes-')).map(([k, v]) => [k, stripK8sExtensions(v)]));
+  return Object.fromEntries(
+    Object.entries(schema)
+      .filter(([k]) => !k.startsWith('x-kubernetes-'))
+      .map(([k, v]) => [k, stripK8sExtensions(v)]),
+  );
 }

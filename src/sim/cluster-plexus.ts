@@ -19,7 +19,9 @@ export function kubectlFor(cluster: LocalCluster): Kubectl {
   const bin = join(componentsDir(), 'kubectl');
   return (args, input) =>
     new Promise((resolve, reject) => {
-      const child = execFile(bin, args, { env: { ...process.env, KUBECONFIG: cluster.adminKubeconfig }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout)));
+      const child = execFile(bin, args, { env: { ...process.env, KUBECONFIG: cluster.adminKubeconfig }, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout),
+      );
       if (input !== undefined) child.stdin!.end(input);
     });
 }

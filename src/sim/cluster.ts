@@ -139,40 +139,98 @@ export class LocalCluster {
     const pki = this.makePki();
     this.log(`PKI and kubeconfigs made (${Date.now() - t0} ms)`);
 
-    const etcd = this.start('etcd', join(bin, 'etcd'), [
-      '--name', 'plexus', '--data-dir', join(dir, 'etcd'),
-      '--listen-client-urls', `http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`, '--advertise-client-urls', `http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`,
-      '--listen-peer-urls', `http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`,
-      '--initial-cluster', `plexus=http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`, '--listen-metrics-urls', 'http://127.0.0.1:0',
-      '--unsafe-no-fsync', '--quota-backend-bytes', String(2 * 1024 ** 3),
-    ], state);
+    const etcd = this.start(
+      'etcd',
+      join(bin, 'etcd'),
+      [
+        '--name',
+        'plexus',
+        '--data-dir',
+        join(dir, 'etcd'),
+        '--listen-client-urls',
+        `http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`,
+        '--initial-cluster',
+        `plexus=http://127.0.0.1:${CLUSTER_PORTS.etcdPeer}`,
+        '--listen-metrics-urls',
+        'http://127.0.0.1:0',
+        '--unsafe-no-fsync',
+        '--quota-backend-bytes',
+        String(2 * 1024 ** 3),
+      ],
+      state,
+    );
     await this.waitFor('etcd healthy', 'etcd', async () => (await fetch(`http://127.0.0.1:${CLUSTER_PORTS.etcdClient}/health`)).ok, 30_000, etcd);
     this.log(`etcd healthy (${Date.now() - started} ms)`);
 
     const p = (n: string) => join(dir, 'pki', n);
-    const apiserver = this.start('kube-apiserver', join(bin, 'kube-apiserver'), [
-      `--etcd-servers=http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`,
-      '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${CLUSTER_PORTS.apiserver}`,
-      `--tls-cert-file=${pki.apiserver.cert}`, `--tls-private-key-file=${pki.apiserver.key}`, `--client-ca-file=${pki.ca}`,
-      `--kubelet-client-certificate=${pki.apiserverKubelet.cert}`, `--kubelet-client-key=${pki.apiserverKubelet.key}`,
-      `--service-account-key-file=${p('sa.pub')}`, `--service-account-signing-key-file=${p('sa.key')}`, '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
-      '--authorization-mode=Node,RBAC', '--enable-admission-plugins=NodeRestriction', `--service-cluster-ip-range=${SERVICE_CIDR}`,
-      '--allow-privileged=true', '--enable-bootstrap-token-auth=false', '--profiling=false', `--cert-dir=${join(dir, 'pki')}`,
-      '--endpoint-reconciler-type=none',
-    ], state);
+    const apiserver = this.start(
+      'kube-apiserver',
+      join(bin, 'kube-apiserver'),
+      [
+        `--etcd-servers=http://127.0.0.1:${CLUSTER_PORTS.etcdClient}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${CLUSTER_PORTS.apiserver}`,
+        `--tls-cert-file=${pki.apiserver.cert}`,
+        `--tls-private-key-file=${pki.apiserver.key}`,
+        `--client-ca-file=${pki.ca}`,
+        `--kubelet-client-certificate=${pki.apiserverKubelet.cert}`,
+        `--kubelet-client-key=${pki.apiserverKubelet.key}`,
+        `--service-account-key-file=${p('sa.pub')}`,
+        `--service-account-signing-key-file=${p('sa.key')}`,
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        '--allow-privileged=true',
+        '--enable-bootstrap-token-auth=false',
+        '--profiling=false',
+        `--cert-dir=${join(dir, 'pki')}`,
+        '--endpoint-reconciler-type=none',
+      ],
+      state,
+    );
     await this.apiserverReady(apiserver);
     this.log(`kube-apiserver ready (${Date.now() - started} ms)`);
 
-    this.start('kube-controller-manager', join(bin, 'kube-controller-manager'), [
-      `--kubeconfig=${join(dir, 'controller-manager.conf')}`, `--authentication-kubeconfig=${join(dir, 'controller-manager.conf')}`, `--authorization-kubeconfig=${join(dir, 'controller-manager.conf')}`,
-      '--bind-address=127.0.0.1', `--secure-port=${CLUSTER_PORTS.controllerManager}`, '--leader-elect=false', '--use-service-account-credentials=true',
-      `--service-account-private-key-file=${p('sa.key')}`, `--root-ca-file=${pki.ca}`, `--cluster-signing-cert-file=${pki.ca}`, `--cluster-signing-key-file=${p('ca.key')}`,
-      `--service-cluster-ip-range=${SERVICE_CIDR}`,
-    ], state);
-    this.start('kube-scheduler', join(bin, 'kube-scheduler'), [
-      `--kubeconfig=${join(dir, 'scheduler.conf')}`, `--authentication-kubeconfig=${join(dir, 'scheduler.conf')}`, `--authorization-kubeconfig=${join(dir, 'scheduler.conf')}`,
-      '--bind-address=127.0.0.1', `--secure-port=${CLUSTER_PORTS.scheduler}`, '--leader-elect=false',
-    ], state);
+    this.start(
+      'kube-controller-manager',
+      join(bin, 'kube-controller-manager'),
+      [
+        `--kubeconfig=${join(dir, 'controller-manager.conf')}`,
+        `--authentication-kubeconfig=${join(dir, 'controller-manager.conf')}`,
+        `--authorization-kubeconfig=${join(dir, 'controller-manager.conf')}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${CLUSTER_PORTS.controllerManager}`,
+        '--leader-elect=false',
+        '--use-service-account-credentials=true',
+        `--service-account-private-key-file=${p('sa.key')}`,
+        `--root-ca-file=${pki.ca}`,
+        `--cluster-signing-cert-file=${pki.ca}`,
+        `--cluster-signing-key-file=${p('ca.key')}`,
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      ],
+      state,
+    );
+    this.start(
+      'kube-scheduler',
+      join(bin, 'kube-scheduler'),
+      [
+        `--kubeconfig=${join(dir, 'scheduler.conf')}`,
+        `--authentication-kubeconfig=${join(dir, 'scheduler.conf')}`,
+        `--authorization-kubeconfig=${join(dir, 'scheduler.conf')}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${CLUSTER_PORTS.scheduler}`,
+        '--leader-elect=false',
+      ],
+      state,
+    );
     if (this.opts.kubelet === false) return;
     await this.startNode(state, pki);
     this.log(`node ${this.nodeName} Ready (${Date.now() - started} ms)`);
@@ -217,7 +275,16 @@ export class LocalCluster {
       JSON.stringify({
         cniVersion: '1.0.0',
         name: 'cluster',
-        plugins: [{ type: 'bridge', bridge: CLUSTER_BRIDGE, isGateway: true, ipMasq: false, ipam: { type: 'host-local', dataDir: join(dir, 'ipam'), ranges: [[{ subnet: POD_CIDR }]], routes: [{ dst: '0.0.0.0/0' }] } }, { type: 'portmap', capabilities: { portMappings: true } }],
+        plugins: [
+          {
+            type: 'bridge',
+            bridge: CLUSTER_BRIDGE,
+            isGateway: true,
+            ipMasq: false,
+            ipam: { type: 'host-local', dataDir: join(dir, 'ipam'), ranges: [[{ subnet: POD_CIDR }]], routes: [{ dst: '0.0.0.0/0' }] },
+          },
+          { type: 'portmap', capabilities: { portMappings: true } },
+        ],
       }),
     );
     await cri.waitReady();
@@ -267,14 +334,19 @@ export class LocalCluster {
   }
 
   private async startKubelet(state: State): Promise<void> {
-    const kubelet = this.start('kubelet', join(this.bin, 'kubelet'), [
-      `--config=${join(this.opts.dir, 'kubelet-config.yaml')}`,
-      `--kubeconfig=${this.nodeKubeconfig}`,
-      `--root-dir=${this.kubeletDir}`,
-      `--hostname-override=${this.nodeName}`,
-      '--node-ip=127.0.0.1',
-      '--v=1',
-    ], state);
+    const kubelet = this.start(
+      'kubelet',
+      join(this.bin, 'kubelet'),
+      [
+        `--config=${join(this.opts.dir, 'kubelet-config.yaml')}`,
+        `--kubeconfig=${this.nodeKubeconfig}`,
+        `--root-dir=${this.kubeletDir}`,
+        `--hostname-override=${this.nodeName}`,
+        '--node-ip=127.0.0.1',
+        '--v=1',
+      ],
+      state,
+    );
     const admin = new ApiClient(await loadKubeconfig(this.adminKubeconfig), 5000);
     const startedAt = Date.now();
     await this.waitFor(
@@ -377,7 +449,9 @@ export function kubeletCgroups(): string[] {
   const walk = (d: string): void => {
     let entries: string[];
     try {
-      entries = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+      entries = readdirSync(d, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
     } catch {
       return;
     }

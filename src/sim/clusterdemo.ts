@@ -53,7 +53,14 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
     kernel = FakeKernel.create(join(work, 'sriov-host'), { realNetdevs: true, pfs: [DEMO_PF] });
     vfTable = JSON.stringify(kernel.pfVfs(DEMO_PF.netdev));
     const devinfoDir = join(work, 'devinfo');
-    plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: sriovHostOf(kernel), kubeletDir: cluster.kubeletDir, devinfoDir, stateDir: join(work, 'device-plugin'), resyncMs: 3_600_000 });
+    plugin = new SriovDevicePlugin({
+      configFile: join(repoRoot(), 'device-plugin', 'config.json'),
+      host: sriovHostOf(kernel),
+      kubeletDir: cluster.kubeletDir,
+      devinfoDir,
+      stateDir: join(work, 'device-plugin'),
+      resyncMs: 3_600_000,
+    });
     await plugin.start();
     install({ mode: 'oneshot', cniBinDir: cluster.cniBinDir, cniConfDir: cluster.cniConfDir, kubeconfig, cniDir, kubeletDir: cluster.kubeletDir, deviceInfoDir: devinfoDir });
     copyFileSync(simulatedSriovPlugin(join(work, 'sriov-bin'), kernel.root), join(cluster.cniBinDir, 'sriov'));
@@ -65,18 +72,40 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
       },
       60_000,
     );
-    log(`simulated SR-IOV host ${kernel.root}: PF ${DEMO_PF.address} (${DEMO_PF.netdev}) with ${DEMO_PF.numVfs} VFs; the real kubelet advertises ${allocatable} ${SRIOV_RESOURCE} from the device plugin`);
-    log(`CRDs, RBAC and NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name).join(', ')} applied with kubectl; plexus installed one-shot into containerd's CNI dirs`);
+    log(
+      `simulated SR-IOV host ${kernel.root}: PF ${DEMO_PF.address} (${DEMO_PF.netdev}) with ${DEMO_PF.numVfs} VFs; the real kubelet advertises ${allocatable} ${SRIOV_RESOURCE} from the device plugin`,
+    );
+    log(
+      `CRDs, RBAC and NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml')
+        .map((d) => d.metadata.name)
+        .join(', ')} applied with kubectl; plexus installed one-shot into containerd's CNI dirs`,
+    );
     const sriovNad = {
       apiVersion: 'k8s.cni.cncf.io/v1',
       kind: 'NetworkAttachmentDefinition',
       metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(work, 'ipam') } }) },
+      spec: {
+        config: JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'sriov-a',
+          type: 'sriov',
+          vlan: 100,
+          capabilities: { CNIDeviceInfoFile: true },
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(work, 'ipam') },
+        }),
+      },
     };
     const container = (limits?: Record<string, string>) => [{ name: 'app', image: PAUSE_IMAGE, imagePullPolicy: 'Never', ...(limits ? { resources: { limits } } : {}) }];
     const pods = [
-      ...exampleDocs('pods.yaml').filter((p) => DEMO_PODS.includes(p.metadata.name)).map((p) => ({ ...p, spec: { ...(p.spec as object), containers: container() } })),
-      { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'sriov-pod', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } }, spec: { containers: container({ [SRIOV_RESOURCE]: '1' }) } },
+      ...exampleDocs('pods.yaml')
+        .filter((p) => DEMO_PODS.includes(p.metadata.name))
+        .map((p) => ({ ...p, spec: { ...(p.spec as object), containers: container() } })),
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'sriov-pod', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } },
+        spec: { containers: container({ [SRIOV_RESOURCE]: '1' }) },
+      },
     ];
     await kubectl(['apply', '-f', '-'], [sriovNad, ...pods].map((d) => stringify(d)).join('---\n'));
     started.push(...pods.map((p) => p.metadata.name));
@@ -84,10 +113,14 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
     log('');
     tableHeader(log);
     for (const name of DEMO_PODS) {
-      const pod = await pollUntil(`pod ${name} Running`, async () => {
-        const p = await admin.get<PodJson>(`/api/v1/namespaces/default/pods/${name}`);
-        return p.status?.phase === 'Running' && p.metadata.annotations?.[NETWORK_STATUS_ANNOTATION] ? p : undefined;
-      }, 120_000);
+      const pod = await pollUntil(
+        `pod ${name} Running`,
+        async () => {
+          const p = await admin.get<PodJson>(`/api/v1/namespaces/default/pods/${name}`);
+          return p.status?.phase === 'Running' && p.metadata.annotations?.[NETWORK_STATUS_ANNOTATION] ? p : undefined;
+        },
+        120_000,
+      );
       const sandbox = await pollUntil(`the sandbox of ${name}`, async () => cri!.readySandbox('default', name), 30_000);
       const row: DemoPod = { name, namespace: 'default', netns: sandbox.netns!, sandbox: sandbox.id };
       if (name === 'sriov-pod') {
@@ -122,6 +155,10 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
   }
   left.push(...plexusLeftovers(join(cniDir, 'attachments'), netnsBefore), ...reservations(ipamDirs).filter((r) => !reservedBefore.has(r)));
   rmSync(work, { recursive: true, force: true });
-  log(left.length ? `teardown left: ${left.join(', ')}` : `torn down: ${started.length} pods deleted with kubectl, the VF back on the host as it was, the node down; no netns, link, IP reservation or attachment record left.`);
+  log(
+    left.length
+      ? `teardown left: ${left.join(', ')}`
+      : `torn down: ${started.length} pods deleted with kubectl, the VF back on the host as it was, the node down; no netns, link, IP reservation or attachment record left.`,
+  );
   return left.length === 0;
 }

@@ -91,7 +91,11 @@ state = "${join(dir, 'state')}"
 `;
     writeFileSync(join(dir, 'config.toml'), config);
     const log = join(dir, 'containerd.log');
-    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], { stdio: 'ignore', detached: opts.detached === true, env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], {
+      stdio: 'ignore',
+      detached: opts.detached === true,
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: '' },
+    });
     if (opts.detached) rig.proc.unref();
     for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
     if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);

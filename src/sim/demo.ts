@@ -14,7 +14,6 @@ import { SimNode, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from './
 import { sriovHostOf } from './sriov-host.js';
 import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
 
-
 /**
  * The SR-IOV part of the node: a simulated host (a PF with two VFs whose netdevs are veth ends),
  * the device plugin serving its pools to a kubelet double, and a NAD that asks for one VF.
@@ -26,17 +25,47 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   const kernel = FakeKernel.create(join(work, 'sriov-host'), { realNetdevs: true, pfs: [DEMO_PF] });
   const kubelet = new KubeletDouble(node.dir);
   await kubelet.start();
-  const plugin = new SriovDevicePlugin({ configFile: join(repoRoot(), 'device-plugin', 'config.json'), host: sriovHostOf(kernel), kubeletDir: node.dir, devinfoDir: node.deviceInfoDir, stateDir: join(work, 'device-plugin'), resyncMs: 3_600_000 });
+  const plugin = new SriovDevicePlugin({
+    configFile: join(repoRoot(), 'device-plugin', 'config.json'),
+    host: sriovHostOf(kernel),
+    kubeletDir: node.dir,
+    devinfoDir: node.deviceInfoDir,
+    stateDir: join(work, 'device-plugin'),
+    resyncMs: 3_600_000,
+  });
   await plugin.start();
   const devices = await kubelet.waitFor(SRIOV_RESOURCE, (d) => d.length > 0);
   node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
     metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-    spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'sriov-a', type: 'sriov', vlan: 100, capabilities: { CNIDeviceInfoFile: true }, ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) },
+    spec: {
+      config: JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'sriov-a',
+        type: 'sriov',
+        vlan: 100,
+        capabilities: { CNIDeviceInfoFile: true },
+        ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') },
+      }),
+    },
   } as never);
-  node.api.put('v1', 'pods', { metadata: { name: 'sriov-pod', namespace: 'default', uid: 'uid-sriov-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } }, spec: { nodeName: 'plx-node', containers: [{ name: 'app', image: 'localhost/plexus-pause:1', resources: { limits: { [SRIOV_RESOURCE]: '1' } } }] } } as never);
+  node.api.put('v1', 'pods', {
+    metadata: { name: 'sriov-pod', namespace: 'default', uid: 'uid-sriov-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } },
+    spec: { nodeName: 'plx-node', containers: [{ name: 'app', image: 'localhost/plexus-pause:1', resources: { limits: { [SRIOV_RESOURCE]: '1' } } }] },
+  } as never);
   log(`simulated SR-IOV host ${kernel.root}: PF 0000:5e:00.0 (plxdemopf) with 2 VFs; the device plugin advertises ${devices.length} ${SRIOV_RESOURCE} to the kubelet double`);
   const vfinfo = JSON.stringify(kernel.pfVfs('plxdemopf'));
-  const vfLinks = (): string => execFileSync('ip', ['-br', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('plxdemopfv')).map((l) => l.split(/\s+/).filter((_, i) => i !== 1).join(' ')).sort().join('; ');
+  const vfLinks = (): string =>
+    execFileSync('ip', ['-br', 'link', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.startsWith('plxdemopfv'))
+      .map((l) =>
+        l
+          .split(/\s+/)
+          .filter((_, i) => i !== 1)
+          .join(' '),
+      )
+      .sort()
+      .join('; ');
   const linksBefore = vfLinks();
   return {
     /** The operator's sriov plugin for this simulated host. */
@@ -79,7 +108,11 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
     await node.start();
     sriov = await startSriov(node, work, log);
     symlinkSync(sriov.plugin, join(node.binDir, 'sriov'));
-    log(`API server double at ${node.api.url} with NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml').map((d) => d.metadata.name).join(', ')}`);
+    log(
+      `API server double at ${node.api.url} with NetworkAttachmentDefinitions ${exampleDocs('network-attachment-definitions.yaml')
+        .map((d) => d.metadata.name)
+        .join(', ')}`,
+    );
     if (withCri) {
       cri = await ContainerdRig.start(join(work, 'containerd'), { plexus: join(repoRoot(), 'bin', 'plexus'), sriov: sriov.plugin });
       writeFileSync(join(cri.confDir, '00-plexus.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', plugins: [node.metaConf()] }));
@@ -110,7 +143,9 @@ export async function runDemo(log: (line: string) => void, opts: { cri?: boolean
       await showPod(log, pod, node.api.get('v1', 'pods', meta.namespace, name)?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
     }
     log('');
-    log(`API requests while the pods started: ${node.api.countRequests((r) => r.verb === 'get')} GET, ${node.api.countRequests((r) => r.verb === 'patch')} PATCH (network-status), ${node.api.countRequests((r) => r.verb === 'post')} POST (events)`);
+    log(
+      `API requests while the pods started: ${node.api.countRequests((r) => r.verb === 'get')} GET, ${node.api.countRequests((r) => r.verb === 'patch')} PATCH (network-status), ${node.api.countRequests((r) => r.verb === 'post')} POST (events)`,
+    );
   } finally {
     for (const pod of pods.reverse()) {
       if (cri) await cri.removePod(pod.sandbox);

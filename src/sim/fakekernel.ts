@@ -175,8 +175,17 @@ export class FakeKernel implements SysfsWriter {
   /** Builds a simulated host in `root` (which must be empty or absent). */
   static create(root: string, spec: FakeHostSpec): FakeKernel {
     if (existsSync(root) && readdirSync(root).length) throw new Error(`${root} is not empty`);
-    const k = new FakeKernel(root, { realNetdevs: spec.realNetdevs ?? false, iommu: spec.iommu ?? 'on', vfioModule: spec.vfioModule ?? true, devices: {}, nextGroup: 10, nextRdma: 0, defaultRoutes: { v4: spec.defaultRoutes?.v4 ?? [], v6: spec.defaultRoutes?.v6 ?? [] } });
-    for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/class/net', 'sys/class/infiniband', 'sys/kernel/iommu_groups', 'dev/vfio', 'dev/infiniband', 'dev/net', 'proc/net', 'proc/sys']) k.mkdir(d);
+    const k = new FakeKernel(root, {
+      realNetdevs: spec.realNetdevs ?? false,
+      iommu: spec.iommu ?? 'on',
+      vfioModule: spec.vfioModule ?? true,
+      devices: {},
+      nextGroup: 10,
+      nextRdma: 0,
+      defaultRoutes: { v4: spec.defaultRoutes?.v4 ?? [], v6: spec.defaultRoutes?.v6 ?? [] },
+    });
+    for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/class/net', 'sys/class/infiniband', 'sys/kernel/iommu_groups', 'dev/vfio', 'dev/infiniband', 'dev/net', 'proc/net', 'proc/sys'])
+      k.mkdir(d);
     k.file('sys/bus/pci/drivers_probe', '');
     k.file('sys/bus/pci/drivers_autoprobe', '1');
     k.file('proc/cmdline', spec.iommu === 'off' ? 'BOOT_IMAGE=/vmlinuz ro' : 'BOOT_IMAGE=/vmlinuz ro intel_iommu=on iommu=pt');
@@ -224,7 +233,10 @@ export class FakeKernel implements SysfsWriter {
       dev.away.push(name);
     } else {
       dev.away = dev.away.filter((n) => n !== name);
-      this.renderNetdev(dev, dev.netdevs.find((n) => n.name === name)!);
+      this.renderNetdev(
+        dev,
+        dev.netdevs.find((n) => n.name === name)!,
+      );
     }
     this.save();
   }
@@ -422,7 +434,18 @@ export class FakeKernel implements SysfsWriter {
     const pf = this.addFunction(spec.address, { vendor, device, class: '0x020000', numa: spec.numa ?? 0, behindSwitch: spec.behindSwitch ?? false });
     const total = spec.totalVfs ?? 8;
     const devfn = routingId(spec.address) & 0xff;
-    pf.sriov = { total, num: 0, offset: spec.vfOffset ?? 16 + devfn * (total - 1), stride: spec.vfStride ?? 1, vfDevice: VF_DEVICE[key] ?? device, autoprobe: true, naming: spec.vfNaming ?? 'v', netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`, vfinfo: [], quirks: spec.quirks ?? {} };
+    pf.sriov = {
+      total,
+      num: 0,
+      offset: spec.vfOffset ?? 16 + devfn * (total - 1),
+      stride: spec.vfStride ?? 1,
+      vfDevice: VF_DEVICE[key] ?? device,
+      autoprobe: true,
+      naming: spec.vfNaming ?? 'v',
+      netdev: spec.netdev ?? `ens${parseInt(spec.address.slice(5, 7), 16)}f${spec.address.slice(-1)}`,
+      vfinfo: [],
+      quirks: spec.quirks ?? {},
+    };
     pf.netdevs = [this.netdev(pf.sriov.netdev, pf.address, spec.carrier ?? true)];
     if (spec.realPfNetdev) this.createRealNetdev(pf.netdevs[0]!);
     if (spec.rdma ?? vendor === '15b3') pf.rdma = `mlx5_${this.state.nextRdma++}`;
@@ -544,7 +567,18 @@ export class FakeKernel implements SysfsWriter {
     }
     pf.sriov.num = n;
     // A fresh VF table, as the driver reports it after enabling VFs.
-    pf.sriov.vfinfo = Array.from({ length: n }, (_, vf) => ({ vf, mac: '00:00:00:00:00:00', vlan: 0, qos: 0, vlanProto: '802.1Q' as const, spoofchk: true, trust: false, linkState: 'auto' as const, minTxRate: 0, maxTxRate: 0 }));
+    pf.sriov.vfinfo = Array.from({ length: n }, (_, vf) => ({
+      vf,
+      mac: '00:00:00:00:00:00',
+      vlan: 0,
+      qos: 0,
+      vlanProto: '802.1Q' as const,
+      spoofchk: true,
+      trust: false,
+      linkState: 'auto' as const,
+      minTxRate: 0,
+      maxTxRate: 0,
+    }));
     this.renderAttrs(pf);
   }
 
@@ -687,7 +721,13 @@ export class FakeKernel implements SysfsWriter {
   /** As the kernel prints it: DRIVER only while bound, the class without leading zeros. */
   private uevent(dev: Device): string {
     const id = `${dev.vendor.toUpperCase()}:${dev.device.toUpperCase()}`;
-    return [...(dev.driver ? [`DRIVER=${dev.driver}`] : []), `PCI_CLASS=${parseInt(dev.class, 16).toString(16).toUpperCase()}`, `PCI_ID=${id}`, `PCI_SUBSYS_ID=${dev.vendor.toUpperCase()}:0000`, `PCI_SLOT_NAME=${dev.address}`].join('\n');
+    return [
+      ...(dev.driver ? [`DRIVER=${dev.driver}`] : []),
+      `PCI_CLASS=${parseInt(dev.class, 16).toString(16).toUpperCase()}`,
+      `PCI_ID=${id}`,
+      `PCI_SUBSYS_ID=${dev.vendor.toUpperCase()}:0000`,
+      `PCI_SLOT_NAME=${dev.address}`,
+    ].join('\n');
   }
 
   private netdev(name: string, address: string, carrier = true, up = true): Netdev {
@@ -706,7 +746,15 @@ export class FakeKernel implements SysfsWriter {
   private renderNetdev(dev: Device, n: Netdev): void {
     const d = join(dev.dir, 'net', n.name);
     this.mkdir(d);
-    const files: Record<string, string> = { address: n.mac, mtu: String(n.mtu), type: String(n.type), operstate: n.up && n.carrier ? 'up' : 'down', carrier: n.up && n.carrier ? '1' : '0', dev_port: '0', ifindex: String(1000 + (routingId(dev.address) & 0xfff)) };
+    const files: Record<string, string> = {
+      address: n.mac,
+      mtu: String(n.mtu),
+      type: String(n.type),
+      operstate: n.up && n.carrier ? 'up' : 'down',
+      carrier: n.up && n.carrier ? '1' : '0',
+      dev_port: '0',
+      ifindex: String(1000 + (routingId(dev.address) & 0xfff)),
+    };
     for (const [f, c] of Object.entries(files)) this.file(join(d, f), c);
     this.link(join(d, 'device'), dev.dir);
     this.link(`sys/class/net/${n.name}`, d);

@@ -102,7 +102,8 @@ export class KubeletDouble {
       Register: (call: ServerUnaryCall<{ version: string; endpoint: string; resource_name: string }, object>, cb: sendUnaryData<object>) => {
         const { version, endpoint, resource_name } = call.request;
         if (version !== API_VERSION) return cb({ code: grpc.status.INVALID_ARGUMENT, details: `unsupported version ${version}` });
-        if (!/^[a-z0-9.-]+\/[A-Za-z0-9_.-]+$/.test(resource_name) || resource_name.startsWith('kubernetes.io/')) return cb({ code: grpc.status.INVALID_ARGUMENT, details: `invalid extended resource name ${resource_name}` });
+        if (!/^[a-z0-9.-]+\/[A-Za-z0-9_.-]+$/.test(resource_name) || resource_name.startsWith('kubernetes.io/'))
+          return cb({ code: grpc.status.INVALID_ARGUMENT, details: `invalid extended resource name ${resource_name}` });
         // Inside Register, kubelet dials the plugin and asks for its options before answering.
         this.connect(resource_name, join(this.devicePluginDir, endpoint), 'legacy')
           .then(() => cb(null, {}))
@@ -180,7 +181,9 @@ export class KubeletDouble {
     if (available.length < count) throw new Error(`${resource}: ${available.length} available, ${count} requested`);
     let ids = available.slice(0, count);
     if (e.options?.get_preferred_allocation_available) {
-      const pref = await unary<{ container_responses: { deviceIDs: string[] }[] }>(e.client, 'GetPreferredAllocation', { container_requests: [{ available_deviceIDs: available, must_include_deviceIDs: mustInclude, allocation_size: count }] });
+      const pref = await unary<{ container_responses: { deviceIDs: string[] }[] }>(e.client, 'GetPreferredAllocation', {
+        container_requests: [{ available_deviceIDs: available, must_include_deviceIDs: mustInclude, allocation_size: count }],
+      });
       ids = pref.container_responses[0]!.deviceIDs;
     }
     const res = await unary<{ container_responses: ContainerAllocateResponse[] }>(e.client, 'Allocate', { container_requests: [{ devices_ids: ids }] });
@@ -219,7 +222,8 @@ export class KubeletDouble {
         if (!pod) return cb({ code: grpc.status.UNKNOWN, details: `pod ${call.request.pod_name} in namespace ${call.request.pod_namespace} not found` });
         cb(null, { pod_resources: pod });
       },
-      GetAllocatableResources: (_c: unknown, cb: sendUnaryData<object>) => cb(null, { devices: [...this.endpoints.values()].map((e) => ({ resource_name: e.resource, device_ids: e.devices.map((d) => d.ID) })) }),
+      GetAllocatableResources: (_c: unknown, cb: sendUnaryData<object>) =>
+        cb(null, { devices: [...this.endpoints.values()].map((e) => ({ resource_name: e.resource, device_ids: e.devices.map((d) => d.ID) })) }),
     });
     if (existsSync(this.podResourcesSocket)) rmSync(this.podResourcesSocket);
     await bindUnix(server, this.podResourcesSocket);

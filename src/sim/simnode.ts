@@ -73,7 +73,14 @@ export class SimNode {
       JSON.stringify({
         cniVersion: '1.0.0',
         name: 'cluster',
-        plugins: [{ type: 'bridge', bridge: this.clusterBridge, isGateway: false, ipam: { type: 'host-local', dataDir: join(this.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24', gateway: '10.76.0.1' }]], routes: [{ dst: '0.0.0.0/0', gw: '10.76.0.1' }] } }],
+        plugins: [
+          {
+            type: 'bridge',
+            bridge: this.clusterBridge,
+            isGateway: false,
+            ipam: { type: 'host-local', dataDir: join(this.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24', gateway: '10.76.0.1' }]], routes: [{ dst: '0.0.0.0/0', gw: '10.76.0.1' }] },
+          },
+        ],
       }),
     );
     // Bridges are made by the bridge plugin; the node removes them with its own links.

@@ -76,7 +76,7 @@ export async function addDdpProfiles(source: DdpSource, inv: HostInventory): Pro
   try {
     const byPf = new Map<string, string | undefined>();
     for (const dev of inv.devices) {
-      const pf = dev.aux ? undefined : dev.pf ?? (dev.sriov ? dev.address : undefined);
+      const pf = dev.aux ? undefined : (dev.pf ?? (dev.sriov ? dev.address : undefined));
       if (!pf) continue;
       if (!byPf.has(pf)) byPf.set(pf, await source.profile(pf));
       const name = byPf.get(pf);

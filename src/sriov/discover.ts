@@ -239,7 +239,19 @@ function readAux(host: HostRoot, name: string, parents: Map<string, PciDevice>):
   const parent = parentAddr ? parents.get(parentAddr) : undefined;
   if (!type || !real || !parent) return undefined;
   const dir = `sys/bus/auxiliary/devices/${name}`;
-  const dev: PciDevice = { address: name, vendor: parent.vendor, device: parent.device, class: parent.class, numaNode: parent.numaNode, iommuPeers: [], netdevs: [], rdma: [], pfNetdevs: parent.netdevs.map((n) => n.name), pf: parent.address, aux: { type, parent: parent.address } };
+  const dev: PciDevice = {
+    address: name,
+    vendor: parent.vendor,
+    device: parent.device,
+    class: parent.class,
+    numaNode: parent.numaNode,
+    iommuPeers: [],
+    netdevs: [],
+    rdma: [],
+    pfNetdevs: parent.netdevs.map((n) => n.name),
+    pf: parent.address,
+    aux: { type, parent: parent.address },
+  };
   const driver = host.linkName(`${dir}/driver`);
   if (driver) dev.driver = driver;
   dev.netdevs = host.list(`${dir}/net`).map((n) => netdevInfo(host, dir, n));

@@ -55,7 +55,11 @@ export function resolveVf(host: HostRoot, address: string): ResolvedVf {
 /** `hostRoot` used to be a NAD key: refused with a clear error, instead of silently acting on the real host. */
 function refuseTenantHostRoot(req: PluginRequest): void {
   if ((req.conf as unknown as Record<string, unknown>).hostRoot !== undefined) {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, 'hostRoot is not a network configuration key', `the simulated SR-IOV host is chosen by the operator (${HOST_ROOT_ENV} of the sriov plugin or plexusctl daemon --sriov-host-root), never by a NAD`);
+    throw new CniError(
+      ErrorCode.InvalidNetworkConfig,
+      'hostRoot is not a network configuration key',
+      `the simulated SR-IOV host is chosen by the operator (${HOST_ROOT_ENV} of the sriov plugin or plexusctl daemon --sriov-host-root), never by a NAD`,
+    );
   }
 }
 
@@ -132,9 +136,13 @@ export async function cmdAdd(req: PluginRequest, host: SriovHost): Promise<AnyRe
       state.remove(held);
     }
     const fresh = resolveVf(host.sysfs, conf.deviceID);
-    const mode: VfRecord['mode'] = fresh.netdev ? 'kernel' : USERSPACE_DRIVERS.has(fresh.driver ?? '') ? 'dpdk' : (() => {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `VF ${vf.address} has no netdev and is not on a userspace driver`, `driver ${fresh.driver ?? 'none'}`);
-    })();
+    const mode: VfRecord['mode'] = fresh.netdev
+      ? 'kernel'
+      : USERSPACE_DRIVERS.has(fresh.driver ?? '')
+        ? 'dpdk'
+        : (() => {
+            throw new CniError(ErrorCode.InvalidNetworkConfig, `VF ${vf.address} has no netdev and is not on a userspace driver`, `driver ${fresh.driver ?? 'none'}`);
+          })();
     const pf = await host.openPfOps();
     let record: VfRecord | undefined;
     let ipamDone = false;
@@ -143,7 +151,17 @@ export async function cmdAdd(req: PluginRequest, host: SriovHost): Promise<AnyRe
       if (!vfinfo) throw new CniError(ErrorCode.InvalidNetworkConfig, `${vf.pfNetdev} does not report VF ${vf.index}`);
       const snapshot: VfRecord['snapshot'] = { vfinfo };
       if (mode === 'kernel') snapshot.netdev = await snapshotNetdev(fresh.netdev!);
-      record = { schemaVersion: 1, vf: { address: vf.address, pf: vf.pf, pfNetdev: vf.pfNetdev, index: vf.index }, containerID: req.containerID, ifName: req.ifName, netns: req.netns, mode, snapshot, stdin: req.stdin.toString(), stage: 'snapshot' };
+      record = {
+        schemaVersion: 1,
+        vf: { address: vf.address, pf: vf.pf, pfNetdev: vf.pfNetdev, index: vf.index },
+        containerID: req.containerID,
+        ifName: req.ifName,
+        netns: req.netns,
+        mode,
+        snapshot,
+        stdin: req.stdin.toString(),
+        stage: 'snapshot',
+      };
       // Written before the first change: whatever happens next, DEL and GC know what to put back.
       state.writeVf(record);
       await applyPfSide(pf, vf, conf);
@@ -152,13 +170,15 @@ export async function cmdAdd(req: PluginRequest, host: SriovHost): Promise<AnyRe
       const iface: Result['interfaces'] = [{ name: req.ifName, sandbox: req.netns, pciID: vf.address }];
       if (mode === 'kernel') {
         const moved = record;
-        Object.assign(iface[0]!, await moveIntoPod(record, conf, () => {
-          // From here the pod's ifName is this VF: DEL and GC look for it there.
-          moved.stage = 'moved';
-          state.writeVf(moved);
-        }));
-      }
-      else {
+        Object.assign(
+          iface[0]!,
+          await moveIntoPod(record, conf, () => {
+            // From here the pod's ifName is this VF: DEL and GC look for it there.
+            moved.stage = 'moved';
+            state.writeVf(moved);
+          }),
+        );
+      } else {
         // DPDK: the MAC the application will see is the admin MAC.
         const mac = conf.mac ?? vfinfo.mac;
         if (mac !== '00:00:00:00:00:00') iface[0]!.mac = mac;
@@ -255,7 +275,7 @@ export async function cmdCheck(req: PluginRequest, host: SriovHost): Promise<voi
       const pod = await NetHandle.openPath(req.netns);
       try {
         const link = await pod.findLink(req.ifName);
-        const prev = (req.conf.prevResult ? (req.conf.prevResult as Result).interfaces?.find((i) => i.name === req.ifName) : undefined);
+        const prev = req.conf.prevResult ? (req.conf.prevResult as Result).interfaces?.find((i) => i.name === req.ifName) : undefined;
         if (!link) wrong.push(`${req.ifName} is not in ${req.netns}`);
         else if (prev?.mac && link.mac !== prev.mac) wrong.push(`${req.ifName} has MAC ${link.mac}, prevResult says ${prev.mac}`);
       } finally {
@@ -281,7 +301,14 @@ export async function cmdGc(req: PluginRequest, host: SriovHost): Promise<void> 
     const listed = valid.some((a) => a.containerID === record.containerID && a.ifname === record.ifName);
     if (listed && netnsExists(record.netns)) continue;
     await withVfLock(state.dir, record.vf.address, async () => {
-      const left = await restoreVf(host, record, { ...req, containerID: record.containerID, ifName: record.ifName, netns: record.netns, stdin: Buffer.from(record.stdin), env: { ...req.env, CNI_CONTAINERID: record.containerID, CNI_IFNAME: record.ifName, CNI_NETNS: record.netns } });
+      const left = await restoreVf(host, record, {
+        ...req,
+        containerID: record.containerID,
+        ifName: record.ifName,
+        netns: record.netns,
+        stdin: Buffer.from(record.stdin),
+        env: { ...req.env, CNI_CONTAINERID: record.containerID, CNI_IFNAME: record.ifName, CNI_NETNS: record.netns },
+      });
       if (left.length) errors.push(`${record.vf.address}: ${left.join('; ')}`);
       else state.remove(record);
     });

@@ -116,30 +116,32 @@ function pidAlive(pid: number): boolean {
 /** Runs `fn` holding the VF's lock; a lock whose holder died is taken over; waits at most `timeoutMs`. */
 export async function withVfLock<T>(dir: string, vf: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
   const prev = inProcess.get(vf) ?? Promise.resolve();
-  const run = prev.catch(() => undefined).then(async () => {
-    const lock = join(dir, 'locks', `${vf}.lock`);
-    mkdirSync(join(dir, 'locks'), { recursive: true });
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const fd = openSync(lock, 'wx', 0o600);
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const holder = Number(readFileSync(lock, 'utf8').trim() || '0');
-        if (!holder || !pidAlive(holder) || holder === process.pid) rmSync(lock, { force: true });
-        else if (Date.now() > deadline) throw new Error(`VF ${vf} is locked by pid ${holder}`);
-        else await new Promise((r) => setTimeout(r, 50));
+  const run = prev
+    .catch(() => undefined)
+    .then(async () => {
+      const lock = join(dir, 'locks', `${vf}.lock`);
+      mkdirSync(join(dir, 'locks'), { recursive: true });
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        try {
+          const fd = openSync(lock, 'wx', 0o600);
+          writeSync(fd, String(process.pid));
+          closeSync(fd);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          const holder = Number(readFileSync(lock, 'utf8').trim() || '0');
+          if (!holder || !pidAlive(holder) || holder === process.pid) rmSync(lock, { force: true });
+          else if (Date.now() > deadline) throw new Error(`VF ${vf} is locked by pid ${holder}`);
+          else await new Promise((r) => setTimeout(r, 50));
+        }
       }
-    }
-    try {
-      return await fn();
-    } finally {
-      rmSync(lock, { force: true });
-    }
-  });
+      try {
+        return await fn();
+      } finally {
+        rmSync(lock, { force: true });
+      }
+    });
   inProcess.set(vf, run);
   // Cleanup on either outcome, without a second promise that rejects when run does (unhandled).
   const settle = () => {

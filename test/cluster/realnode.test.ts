@@ -61,7 +61,11 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   /** The pod of one of deploy/'s DaemonSets (label app=<app>) on this one node, if there is one. */
   const daemonSetPod = async (app: string): Promise<{ status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } } | undefined> =>
-    (JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', `app=${app}`, '-o', 'json'])) as { items: { status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[] }).items[0];
+    (
+      JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-l', `app=${app}`, '-o', 'json'])) as {
+        items: { status: { phase?: string; containerStatuses?: { ready: boolean; restartCount: number }[] } }[];
+      }
+    ).items[0];
 
   /** A pod's container logs, from kubelet's pod log dir (kubectl logs needs a node address this loopback node does not report). */
   const podLogs = (prefix: string): string => {
@@ -91,7 +95,13 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB, TUNED_BRIDGE]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
     rig.cleanup();
     // Nothing of the cluster is left: processes, mounts, cgroups, netns.
-    assert.deepEqual(readFileSync('/proc/mounts', 'utf8').split('\n').filter((m) => m.includes(dir)), [], 'no mount left');
+    assert.deepEqual(
+      readFileSync('/proc/mounts', 'utf8')
+        .split('\n')
+        .filter((m) => m.includes(dir)),
+      [],
+      'no mount left',
+    );
     assert.deepEqual(kubeletCgroups(), [], 'no kubepods cgroup left');
     assert.deepEqual(listNetns().sort(), netnsBefore.sort(), 'no netns left');
     assert.equal(existsSync(join(dir, 'cluster')), false);
@@ -107,7 +117,12 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const events: WatchEvent[] = [];
       await new Promise<void>((resolve, reject) => {
         new k8s.Watch(kubeConfigFor(cfg))
-          .watch(path, query, (type: string, object: WatchEvent['object']) => events.push({ type, object }), (err: unknown) => (err ? reject(err as Error) : resolve()))
+          .watch(
+            path,
+            query,
+            (type: string, object: WatchEvent['object']) => events.push({ type, object }),
+            (err: unknown) => (err ? reject(err as Error) : resolve()),
+          )
           .catch(reject);
       });
       return events;
@@ -121,10 +136,18 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           () => 200,
           (e: unknown) => (e instanceof ApiError ? e.status : -1),
         );
-      const pod = await api.post<PodJson>(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      const pod = await api.post<PodJson>(`/api/v1/namespaces/${ns}/pods`, {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'contract', namespace: ns },
+        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+      });
       out.getMissing = await code(api.get(`/api/v1/namespaces/${ns}/pods/missing`));
       // Merge patch of the status subresource: annotations change, spec does not.
-      const patched = await api.patch<PodJson & { spec: { nodeName: string } }>(`/api/v1/namespaces/${ns}/pods/contract/status`, { metadata: { annotations: { [STATUS]: '[]' } }, spec: { nodeName: 'elsewhere' } });
+      const patched = await api.patch<PodJson & { spec: { nodeName: string } }>(`/api/v1/namespaces/${ns}/pods/contract/status`, {
+        metadata: { annotations: { [STATUS]: '[]' } },
+        spec: { nodeName: 'elsewhere' },
+      });
       out.statusAnnotation = patched.metadata.annotations?.[STATUS];
       out.specUnchanged = patched.spec.nodeName;
       // A patch carrying metadata.uid is a precondition on it.
@@ -136,26 +159,56 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const none = await api.get<{ items: PodJson[] }>(`/api/v1/pods?fieldSelector=${encodeURIComponent('spec.nodeName=no-such-node')}`);
       out.fieldSelectorNone = none.items.length;
       // A NAD through the CRD, validated by its schema.
-      out.nadCreate = await code(api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'n1' }, spec: { config: '{}' } }));
-      out.nadInvalid = await code(api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'n2' }, spec: { config: 7 } }));
+      out.nadCreate = await code(
+        api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, {
+          apiVersion: 'k8s.cni.cncf.io/v1',
+          kind: 'NetworkAttachmentDefinition',
+          metadata: { name: 'n1' },
+          spec: { config: '{}' },
+        }),
+      );
+      out.nadInvalid = await code(
+        api.post(`/apis/k8s.cni.cncf.io/v1/namespaces/${ns}/network-attachment-definitions`, {
+          apiVersion: 'k8s.cni.cncf.io/v1',
+          kind: 'NetworkAttachmentDefinition',
+          metadata: { name: 'n2' },
+          spec: { config: 7 },
+        }),
+      );
       // An update from a stale read is a conflict.
       const fresh = await api.get<PodJson & { metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/pods/contract`);
       await api.patch(`/api/v1/namespaces/${ns}/pods/contract`, { metadata: { labels: { bump: '1' } } });
       out.staleUpdate = await code(api.put(`/api/v1/namespaces/${ns}/pods/contract`, { ...fresh, metadata: { ...fresh.metadata, labels: { bump: '2' } } }));
-      out.createExisting = await code(api.post(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { containers: [{ name: 'c', image: 'x' }] } }));
+      out.createExisting = await code(
+        api.post(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract', namespace: ns }, spec: { containers: [{ name: 'c', image: 'x' }] } }),
+      );
       // A watch that allows bookmarks is told, shortly before its timeout, how far the resource has come
       // while nothing it watches changed: a BOOKMARK, the kind with only a resourceVersion. (kube-apiserver's
       // watch cache sends one ~2 s before the timeout, only when pods changed elsewhere since the watch began.)
       const listed2 = await api.get<{ metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/pods`);
       const watching = watchEvents(cfg, `/api/v1/namespaces/${ns}/pods`, { allowWatchBookmarks: true, timeoutSeconds: 10, resourceVersion: listed2.metadata.resourceVersion });
       await sleep(1000);
-      const elsewhere = await api.post<PodJson & { metadata: { resourceVersion: string } }>('/api/v1/namespaces/default/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'contract-elsewhere' }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      const elsewhere = await api.post<PodJson & { metadata: { resourceVersion: string } }>('/api/v1/namespaces/default/pods', {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'contract-elsewhere' },
+        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+      });
       const bookmarks = (await watching).filter((e) => e.type === 'BOOKMARK');
       out.bookmark = bookmarks.slice(0, 1).flatMap((b) => [b.object.kind, Number(b.object.metadata?.resourceVersion) >= Number(elsewhere.metadata.resourceVersion)]);
       out.watchedNothing = (await watching).filter((e) => e.type !== 'BOOKMARK').length;
       // A watch from a compacted resourceVersion: one ERROR event, 410 Expired (an informer lists again).
       // Events: kube-apiserver keeps no watch cache of them, so etcd's compaction is what answers.
-      const eventOf = (name: string) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns }, involvedObject: { apiVersion: 'v1', kind: 'Pod', name: 'contract', namespace: ns }, reason: 'Contract', message: name, type: 'Normal', source: { component: 'plexus-test' } });
+      const eventOf = (name: string) => ({
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { name, namespace: ns },
+        involvedObject: { apiVersion: 'v1', kind: 'Pod', name: 'contract', namespace: ns },
+        reason: 'Contract',
+        message: name,
+        type: 'Normal',
+        source: { component: 'plexus-test' },
+      });
       const rvs: string[] = [];
       for (const name of ['first', 'second', 'third']) rvs.push((await api.post<{ metadata: { resourceVersion: string } }>(`/api/v1/namespaces/${ns}/events`, eventOf(name))).metadata.resourceVersion);
       // Compaction to a revision keeps that revision: a watch from the one before it still works.
@@ -167,8 +220,21 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       return out;
     };
     const expected = {
-      getMissing: 404, statusAnnotation: '[]', specUnchanged: 'nowhere', uidPrecondition: 422, uidMatches: 200, fieldSelector: ['contract'], fieldSelectorNone: 0, nadCreate: 200, nadInvalid: 422, staleUpdate: 409, createExisting: 409,
-      bookmark: ['Pod', true], watchedNothing: 0, watchAtCompaction: [['ADDED', 'third']], watchExpired: [['ERROR', 410, 'Expired']],
+      getMissing: 404,
+      statusAnnotation: '[]',
+      specUnchanged: 'nowhere',
+      uidPrecondition: 422,
+      uidMatches: 200,
+      fieldSelector: ['contract'],
+      fieldSelectorNone: 0,
+      nadCreate: 200,
+      nadInvalid: 422,
+      staleUpdate: 409,
+      createExisting: 409,
+      bookmark: ['Pod', true],
+      watchedNothing: 0,
+      watchAtCompaction: [['ADDED', 'third']],
+      watchExpired: [['ERROR', 410, 'Expired']],
     };
 
     it('the real API server', async () => {
@@ -220,11 +286,18 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       writeFileSync(join(base, 'pki', 'admin.key'), Buffer.from(key, 'base64'));
       const token = (parse(readFileSync(plexusKubeconfig, 'utf8')) as { users: { user: { token: string } }[] }).users[0]!.user.token;
       writeFileSync(join(base, 'token'), token);
-      const doc = (cluster_: Record<string, unknown>, user: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: cluster.server, ...cluster_ } }], users: [{ name: 'u', user }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' });
+      const doc = (cluster_: Record<string, unknown>, user: Record<string, unknown>) => ({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'c', cluster: { server: cluster.server, ...cluster_ } }],
+        users: [{ name: 'u', user }],
+        contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+        'current-context': 'x',
+      });
       const embedded = doc({ 'certificate-authority-data': ca }, { 'client-certificate-data': cert, 'client-key-data': key });
       const files: Record<string, string> = {
         'kubeadm YAML, embedded client certificate': readFileSync(cluster.adminKubeconfig, 'utf8'),
-        'JSON': JSON.stringify(embedded),
+        JSON: JSON.stringify(embedded),
         'YAML flow style': stringify(embedded, { collectionStyle: 'flow' }),
         'relative certificate and CA paths': stringify(doc({ 'certificate-authority': 'pki/ca.crt' }, { 'client-certificate': 'pki/admin.crt', 'client-key': 'pki/admin.key' })),
         'ServiceAccount token': readFileSync(plexusKubeconfig, 'utf8'),
@@ -245,9 +318,15 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const results: Record<string, [string, string]> = {};
       for (const [form, path] of Object.entries(forms())) {
         const cfg = await loadKubeconfig(path);
-        const lean = await new ApiClient(cfg, 10_000).get<{ metadata: { name: string } }>(NAD_PATH).then((n) => n.metadata.name, (e: Error) => e.message);
+        const lean = await new ApiClient(cfg, 10_000).get<{ metadata: { name: string } }>(NAD_PATH).then(
+          (n) => n.metadata.name,
+          (e: Error) => e.message,
+        );
         const custom = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
-        const informers = await custom.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then((n) => (n as { metadata: { name: string } }).metadata.name, (e: Error) => e.message);
+        const informers = await custom.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then(
+          (n) => (n as { metadata: { name: string } }).metadata.name,
+          (e: Error) => e.message,
+        );
         results[form] = [lean, informers];
       }
       assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ['macvlan-a', 'macvlan-a']])));
@@ -257,7 +336,12 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       // A pod on no node (nothing else runs it): the ADDs read it and its NAD, and write its network-status.
       const podPath = '/api/v1/namespaces/default/pods/kubeconfig-forms';
       const admin = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000);
-      await admin.post('/api/v1/namespaces/default/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kubeconfig-forms', annotations: { 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' } }, spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] } });
+      await admin.post('/api/v1/namespaces/default/pods', {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'kubeconfig-forms', annotations: { 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' } },
+        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+      });
       const uid = (await admin.get<PodJson>(podPath)).metadata.uid;
       const clusterNetwork = join(cluster.cniConfDir, '10-cluster.conflist');
       const results: Record<string, Record<string, string>> = {};
@@ -271,15 +355,31 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           try {
             await admin.patch(`${podPath}/status`, { metadata: { annotations: { [STATUS]: '[]' } } });
             // One-shot: the form is the conf's kubeconfig. Daemon: the conf names none; the daemon's --kubeconfig is the form.
-            const conf = mode === 'oneshot' ? { cniVersion: '1.0.0', name: 'plexus', type: 'plexus', kubeconfig, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-oneshot`) } : { cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-daemon`) };
+            const conf =
+              mode === 'oneshot'
+                ? { cniVersion: '1.0.0', name: 'plexus', type: 'plexus', kubeconfig, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-oneshot`) }
+                : { cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket, clusterNetwork, binDir: '/usr/lib/cni', cniDir: join(dir, `kf-${i}-daemon`) };
             const bin = mode === 'oneshot' ? join(repoRoot(), 'bin', 'plexus') : join(repoRoot(), 'native', 'plexus-shim');
-            const call = (command: string) => spawnSync(bin, [], { input: JSON.stringify(conf), encoding: 'utf8', env: { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv(command, `kf${i}${mode}`, `/var/run/netns/${netns}`, { name: 'kubeconfig-forms', namespace: 'default', uid }) } });
+            const call = (command: string) =>
+              spawnSync(bin, [], {
+                input: JSON.stringify(conf),
+                encoding: 'utf8',
+                env: {
+                  PATH: process.env.PATH ?? '',
+                  CNI_PATH: '/usr/lib/cni',
+                  ...podEnv(command, `kf${i}${mode}`, `/var/run/netns/${netns}`, { name: 'kubeconfig-forms', namespace: 'default', uid }),
+                },
+              });
             const add = call('ADD');
             results[form]![`${mode} ADD`] = add.status === 0 ? 'ok' : add.stdout || add.stderr;
-            const status = await until(`network-status by ${form} (${mode})`, async () => {
-              const s = (await admin.get<PodJson>(podPath)).metadata.annotations?.[STATUS];
-              return s && s !== '[]' ? s : undefined;
-            }, 20_000).catch((e: Error) => e.message);
+            const status = await until(
+              `network-status by ${form} (${mode})`,
+              async () => {
+                const s = (await admin.get<PodJson>(podPath)).metadata.annotations?.[STATUS];
+                return s && s !== '[]' ? s : undefined;
+              },
+              20_000,
+            ).catch((e: Error) => e.message);
             results[form]![`${mode} status`] = status.includes('"default/macvlan-a"') ? 'ok' : status;
             const del = call('DEL');
             results[form]![`${mode} DEL`] = del.status === 0 ? 'ok' : del.stdout || del.stderr;
@@ -312,7 +412,17 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       };
       swapIn(oldToken);
       writeFileSync(join(base, 'ca.crt'), readFileSync(join(dir, 'cluster', 'pki', 'ca.crt')));
-      writeFileSync(join(base, 'kubeconfig'), stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: cluster.server, 'certificate-authority': 'ca.crt' } }], users: [{ name: 'u', user: { tokenFile: 'token' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
+      writeFileSync(
+        join(base, 'kubeconfig'),
+        stringify({
+          apiVersion: 'v1',
+          kind: 'Config',
+          clusters: [{ name: 'c', cluster: { server: cluster.server, 'certificate-authority': 'ca.crt' } }],
+          users: [{ name: 'u', user: { tokenFile: 'token' } }],
+          contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+          'current-context': 'x',
+        }),
+      );
       const cfg = await loadKubeconfig(join(base, 'kubeconfig'));
       const { kubeConfigFor } = await import('../../src/daemon/cache.js');
       const k8s = await import('@kubernetes/client-node');
@@ -320,13 +430,27 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const informers = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
       const pinned = new ApiClient({ server: cfg.server, ...(cfg.ca ? { ca: cfg.ca } : {}), token: oldToken }, 10_000);
       const readBoth = async (): Promise<[string, string]> => [
-        await lean.get<{ metadata: { name: string } }>(NAD_PATH).then((n) => n.metadata.name, (e: Error) => e.message),
-        await informers.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then((n) => (n as { metadata: { name: string } }).metadata.name, (e: Error) => e.message),
+        await lean.get<{ metadata: { name: string } }>(NAD_PATH).then(
+          (n) => n.metadata.name,
+          (e: Error) => e.message,
+        ),
+        await informers.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then(
+          (n) => (n as { metadata: { name: string } }).metadata.name,
+          (e: Error) => e.message,
+        ),
       ];
       assert.deepEqual(await readBoth(), ['macvlan-a', 'macvlan-a']);
       swapIn(newToken);
       await kubectl(['delete', 'secret', '-n', 'kube-system', 'plx-token-old']);
-      const refused = await until('the old token refused', async () => pinned.get(NAD_PATH).then(() => undefined, (e: unknown) => (e instanceof ApiError && e.status === 401 ? e.status : undefined)), 60_000);
+      const refused = await until(
+        'the old token refused',
+        async () =>
+          pinned.get(NAD_PATH).then(
+            () => undefined,
+            (e: unknown) => (e instanceof ApiError && e.status === 401 ? e.status : undefined),
+          ),
+        60_000,
+      );
       assert.equal(refused, 401);
       assert.deepEqual(await readBoth(), ['macvlan-a', 'macvlan-a']);
       await kubectl(['delete', 'secret', '-n', 'kube-system', 'plx-token-new']);
@@ -341,7 +465,11 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const def = loader.loadSync(join(repoRoot(), 'src', 'k8s', 'podresources-v1.proto'), { keepCase: true, defaults: true });
       const pkg = grpc.loadPackageDefinition(def) as unknown as { v1: { PodResourcesLister: new (a: string, c: unknown) => Record<string, Function> & { close(): void } } };
       const client = new pkg.v1.PodResourcesLister(`unix://${socket}`, grpc.credentials.createInsecure());
-      const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (e: { code?: number; details?: string }) => ({ code: grpc.status[e.code ?? -1], details: e.details }));
+      const outcome = (p: Promise<unknown>) =>
+        p.then(
+          () => 'ok',
+          (e: { code?: number; details?: string }) => ({ code: grpc.status[e.code ?? -1], details: e.details }),
+        );
       try {
         return {
           getMissing: await outcome(unary(client, 'Get', { pod_name: 'missing', pod_namespace: 'contract' }, 10_000)),
@@ -381,7 +509,9 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       const daemonLogs = (): string => podLogs('kube-system_plexus-');
       before(async () => {
         if (mode === 'oneshot') {
-          execFileSync(plexusctlPath, ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()], { stdio: 'pipe' });
+          execFileSync(plexusctlPath, ['install', '--mode', mode, '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', cniDir()], {
+            stdio: 'pipe',
+          });
         } else {
           runDirExisted = existsSync(dirname(DAEMONSET_SOCKET));
           const manifest = deployManifest('plexus-daemon.yaml', {
@@ -437,10 +567,32 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
         const macvlanBefore = hostLocalReservations(leases('macvlan-a'));
         // A chain as well: bridge, then tuning (MTU and MAC on the pod's side).
-        const tunedNad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'bridge-tuned', namespace: 'default' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'bridge-tuned', plugins: [{ type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } }, { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' }] }) } };
-        const tunedPod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'tuned', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"bridge-tuned","interface":"tuned0"}]' } }, spec: {} };
+        const tunedNad = {
+          apiVersion: 'k8s.cni.cncf.io/v1',
+          kind: 'NetworkAttachmentDefinition',
+          metadata: { name: 'bridge-tuned', namespace: 'default' },
+          spec: {
+            config: JSON.stringify({
+              cniVersion: '1.0.0',
+              name: 'bridge-tuned',
+              plugins: [
+                { type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } },
+                { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' },
+              ],
+            }),
+          },
+        };
+        const tunedPod = {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { name: 'tuned', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': '[{"name":"bridge-tuned","interface":"tuned0"}]' } },
+          spec: {},
+        };
         const pods = [...exampleDocs('pods.yaml').filter((p) => ['two-nets', 'vf-stand-in'].includes(p.metadata.name)), tunedPod];
-        const manifest = [stringify(tunedNad), ...pods.map((p) => stringify({ ...p, spec: { ...(p.spec as object), containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } }))].join('---\n');
+        const manifest = [
+          stringify(tunedNad),
+          ...pods.map((p) => stringify({ ...p, spec: { ...(p.spec as object), containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } })),
+        ].join('---\n');
         await kubectl(['apply', '-f', '-'], manifest);
         for (const p of pods) await until(`${p.metadata.name} Running`, async () => (await getPod(p.metadata.name))?.status?.phase === 'Running', 120_000);
 
@@ -465,10 +617,19 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           return p?.metadata.annotations?.[STATUS] ? p : undefined;
         }))!;
         const status = JSON.parse(pod.metadata.annotations![STATUS]!) as { name: string; interface: string; ips: string[]; default: boolean }[];
-        assert.deepEqual(status.map((s) => [s.name, s.interface, s.default]), [['cluster', 'eth0', true], ['default/macvlan-a', 'net1', false], ['default/bridge-b', 'data0', false]]);
+        assert.deepEqual(
+          status.map((s) => [s.name, s.interface, s.default]),
+          [
+            ['cluster', 'eth0', true],
+            ['default/macvlan-a', 'net1', false],
+            ['default/bridge-b', 'data0', false],
+          ],
+        );
         assert.deepEqual(status[2]!.ips, ['10.77.0.9/24']);
         assert.match(await kubectl(['get', 'pod', 'two-nets', '-o', 'yaml']), /k8s\.v1\.cni\.cncf\.io\/network-status/);
-        const events = JSON.parse(await kubectl(['get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid},reason=AddedInterface`, '-o', 'json'])) as { items: { message: string }[] };
+        const events = JSON.parse(await kubectl(['get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid},reason=AddedInterface`, '-o', 'json'])) as {
+          items: { message: string }[];
+        };
         assert.equal(events.items.length, 3, events.items.map((e) => e.message).join('; '));
 
         await kubectl(['delete', 'pod', ...pods.map((p) => p.metadata.name), '--wait=true', '--timeout=120s']);
@@ -494,10 +655,29 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
               req.end();
             });
           await cluster.restartApiserver();
-          const nad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'after-restart', namespace: 'kube-system' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'after-restart', type: 'macvlan', master: EXAMPLE_LINKS.macvlanMaster, mode: 'bridge', ipam: { type: 'static', addresses: [{ address: '10.77.9.5/24' }] } }) } };
+          const nad = {
+            apiVersion: 'k8s.cni.cncf.io/v1',
+            kind: 'NetworkAttachmentDefinition',
+            metadata: { name: 'after-restart', namespace: 'kube-system' },
+            spec: {
+              config: JSON.stringify({
+                cniVersion: '1.0.0',
+                name: 'after-restart',
+                type: 'macvlan',
+                master: EXAMPLE_LINKS.macvlanMaster,
+                mode: 'bridge',
+                ipam: { type: 'static', addresses: [{ address: '10.77.9.5/24' }] },
+              }),
+            },
+          };
           await until('the API server answering kubectl', async () => (await kubectl(['apply', '-f', '-'], stringify(nad))) || undefined, 60_000);
           await until('the new NAD in the daemon cache', async () => (await cached()).nads?.includes('kube-system/after-restart') || undefined, 90_000);
-          const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'after-restart', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'kube-system/after-restart@net7' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] } };
+          const pod = {
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name: 'after-restart', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'kube-system/after-restart@net7' } },
+            spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] },
+          };
           await kubectl(['apply', '-f', '-'], stringify(pod));
           await until('after-restart Running', async () => (await getPod('after-restart'))?.status?.phase === 'Running', 120_000);
           const sandbox = (await cri.readySandbox('default', 'after-restart'))!;
@@ -524,12 +704,41 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       // deploy/'s device plugin DaemonSet and ConfigMap as they are, on this node's layout: kubelet's
       // dir under the cluster's private dir, and the simulated host as the host root it reads.
       await kubectl(['label', 'node', cluster.nodeName, 'feature.node.kubernetes.io/network-sriov.capable=true', '--overwrite']);
-      await kubectl(['apply', '-f', '-'], deployManifest('plexus-device-plugin.yaml', { hostPaths: { '/var/run/k8s.cni.cncf.io/devinfo': devinfo(), '/var/lib/plexus/device-plugin': join(dir, 'dp-state') }, kubeletDir: cluster.kubeletDir, hostRoot: kernel.root }));
-      await until('the device plugin DaemonSet pod Running', async () => ((await pluginPod())?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(async (err: Error) => {
-        throw new Error(`${err.message}; ${JSON.stringify((await pluginPod())?.status)}; logs: ${podLogs('kube-system_plexus-device-plugin-')}`);
-      });
+      await kubectl(
+        ['apply', '-f', '-'],
+        deployManifest('plexus-device-plugin.yaml', {
+          hostPaths: { '/var/run/k8s.cni.cncf.io/devinfo': devinfo(), '/var/lib/plexus/device-plugin': join(dir, 'dp-state') },
+          kubeletDir: cluster.kubeletDir,
+          hostRoot: kernel.root,
+        }),
+      );
+      await until('the device plugin DaemonSet pod Running', async () => ((await pluginPod())?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(
+        async (err: Error) => {
+          throw new Error(`${err.message}; ${JSON.stringify((await pluginPod())?.status)}; logs: ${podLogs('kube-system_plexus-device-plugin-')}`);
+        },
+      );
       // One-shot Plexus, told where this kubelet keeps its sockets; `sriov` acts on the simulated host.
-      execFileSync(plexusctlPath, ['install', '--mode', 'oneshot', '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig, '--cni-dir', join(dir, 'plexus-sriov'), '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo()], { stdio: 'pipe' });
+      execFileSync(
+        plexusctlPath,
+        [
+          'install',
+          '--mode',
+          'oneshot',
+          '--cni-bin-dir',
+          cluster.cniBinDir,
+          '--cni-conf-dir',
+          cluster.cniConfDir,
+          '--kubeconfig',
+          plexusKubeconfig,
+          '--cni-dir',
+          join(dir, 'plexus-sriov'),
+          '--kubelet-dir',
+          cluster.kubeletDir,
+          '--device-info-dir',
+          devinfo(),
+        ],
+        { stdio: 'pipe' },
+      );
       copyFileSync(simulatedSriovPlugin(join(dir, 'sriov-launcher'), kernel.root), join(cluster.cniBinDir, 'sriov'));
       cri = ContainerdRig.attach(cluster.containerdDir, undefined);
       await sleep(3000);
@@ -550,8 +759,18 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         return nodeJson.status.allocatable[RESOURCE] === '2' ? nodeJson.status.capacity[RESOURCE] : undefined;
       });
       assert.equal(capacity, '2');
-      const nad = { apiVersion: 'k8s.cni.cncf.io/v1', kind: 'NetworkAttachmentDefinition', metadata: { name: 'rn-sriov', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': RESOURCE } }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'rn-sriov', type: 'sriov', vlan: 12, ipam: { type: 'static', addresses: [{ address: '10.78.0.5/24' }] } }) } };
-      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vf-pod', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { requests: { [RESOURCE]: '1' }, limits: { [RESOURCE]: '1' } } }] } };
+      const nad = {
+        apiVersion: 'k8s.cni.cncf.io/v1',
+        kind: 'NetworkAttachmentDefinition',
+        metadata: { name: 'rn-sriov', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': RESOURCE } },
+        spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'rn-sriov', type: 'sriov', vlan: 12, ipam: { type: 'static', addresses: [{ address: '10.78.0.5/24' }] } }) },
+      };
+      const pod = {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'vf-pod', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } },
+        spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { requests: { [RESOURCE]: '1' }, limits: { [RESOURCE]: '1' } } }] },
+      };
       await kubectl(['apply', '-f', '-'], [stringify(nad), stringify(pod)].join('---\n'));
       await until('vf-pod Running', async () => (await getPod('vf-pod'))?.status?.phase === 'Running', 120_000);
 
@@ -580,13 +799,21 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
     it('kubelet restarts: the pool is registered again (plugin watcher) and the next pod gets a VF', async () => {
       // kubelet 1.37 has plugins_registry: the plugin registered through kubelet's plugin watcher.
-      assert.ok(readdirSync(join(cluster.kubeletDir, 'plugins_registry')).some((f) => f.endsWith('.sock')), 'a registration socket in plugins_registry');
+      assert.ok(
+        readdirSync(join(cluster.kubeletDir, 'plugins_registry')).some((f) => f.endsWith('.sock')),
+        'a registration socket in plugins_registry',
+      );
       await cluster.restartKubelet();
       await until(`${RESOURCE} allocatable again after the restart`, async () => {
         const nodeJson = JSON.parse(await kubectl(['get', 'node', cluster.nodeName, '-o', 'json'])) as { status: { allocatable: Record<string, string> } };
         return nodeJson.status.allocatable[RESOURCE] === '2' || undefined;
       });
-      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vf-pod-2', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } }, spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { limits: { [RESOURCE]: '1' } } }] } };
+      const pod = {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'vf-pod-2', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'rn-sriov' } },
+        spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never', resources: { limits: { [RESOURCE]: '1' } } }] },
+      };
       await kubectl(['apply', '-f', '-'], stringify(pod));
       await until('vf-pod-2 Running', async () => (await getPod('vf-pod-2'))?.status?.phase === 'Running', 120_000);
       const sandbox = (await cri.readySandbox('default', 'vf-pod-2'))!;

@@ -31,7 +31,10 @@ describe('deploy manifests', () => {
       const pod = ds.spec!.template.spec;
       const volumes = new Set(pod.volumes.map((v) => v.name));
       const flagOf = (sub: string, flag: string): string | undefined =>
-        [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.command?.[1] === sub)?.command?.find((a) => a.startsWith(`${flag}=`))?.split('=')[1];
+        [...(pod.initContainers ?? []), ...pod.containers]
+          .find((c) => c.command?.[1] === sub)
+          ?.command?.find((a) => a.startsWith(`${flag}=`))
+          ?.split('=')[1];
       if (flagOf('install', '--mode') === 'daemon') assert.equal(flagOf('install', '--daemon-socket'), flagOf('daemon', '--socket'), 'the shim is pointed at the socket the daemon serves');
       for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
         const [bin, sub, ...args] = c.command ?? [];
@@ -47,7 +50,10 @@ describe('deploy manifests', () => {
           if (value?.startsWith('/') && flag !== '--daemon-socket') {
             const dir = flag === '--socket' ? dirname(value) : value;
             // On a mounted volume, or a root that holds mounts (--sysfs-root=/host with /host/sys …).
-            assert.ok(mounts.some((m) => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`) || m.mountPath.startsWith(`${dir}/`)), `${c.name}: ${flag}=${value} is on a mounted volume`);
+            assert.ok(
+              mounts.some((m) => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`) || m.mountPath.startsWith(`${dir}/`)),
+              `${c.name}: ${flag}=${value} is on a mounted volume`,
+            );
           }
         }
       }

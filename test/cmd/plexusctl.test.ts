@@ -26,7 +26,9 @@ function plexusctl(args: string[], env: Record<string, string> = {}): Run {
 
 /** Everything observable on the host that an attachment could leave behind. */
 function hostSnapshot(ipamDir: string): string {
-  const links = ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort();
+  const links = ipJson<{ ifname: string }[]>(['link', 'show'])
+    .map((l) => l.ifname)
+    .sort();
   // host-local keeps its lock and last_reserved_ip files by design; reservations are files named by IP.
   const reservations = hostLocalReservations(ipamDir);
   return JSON.stringify({ links, netns: listNetns().sort(), reservations });
@@ -88,7 +90,11 @@ describe('plexusctl cni with the reference plugins', function () {
     const del = plexusctl(['cni', 'del', 'plx-br', ns.path, ...common()]);
     assert.equal(del.status, 0, del.stdout + del.stderr);
     assert.equal(linkExists('eth0', ns.name), false);
-    assert.deepEqual(readdirSync(join(ipamDir, 'plx-br')).filter((f) => f.startsWith('10.')), [], 'IP released');
+    assert.deepEqual(
+      readdirSync(join(ipamDir, 'plx-br')).filter((f) => f.startsWith('10.')),
+      [],
+      'IP released',
+    );
     assert.equal(readdirSync(join(cacheDir, 'results')).length, 0, 'cache entry removed');
     const again = plexusctl(['cni', 'del', 'plx-br', ns.path, ...common()]);
     assert.equal(again.status, 0, again.stdout);
@@ -105,7 +111,11 @@ describe('plexusctl cni with the reference plugins', function () {
     spawnSync('ip', ['netns', 'del', ns.name]);
     const del = plexusctl(['cni', 'del', 'plx-mv', ns.path, ...common(), '--ifname', 'net1']);
     assert.equal(del.status, 0, del.stdout + del.stderr);
-    assert.deepEqual(readdirSync(join(ipamDir, 'plx-mv')).filter((f) => f.startsWith('10.')), [], 'IP released without the netns');
+    assert.deepEqual(
+      readdirSync(join(ipamDir, 'plx-mv')).filter((f) => f.startsWith('10.')),
+      [],
+      'IP released without the netns',
+    );
   });
 
   it('the cache entry has libcni cniCacheV1 format', () => {
@@ -125,7 +135,10 @@ describe('plexusctl cni with the reference plugins', function () {
     const v = plexusctl(['cni', 'version', 'plx-br', ...common()]);
     assert.equal(v.status, 0, v.stdout);
     assert.equal(v.json?.cniVersion, '1.0.0');
-    assert.deepEqual((v.json?.plugins as { type: string }[]).map((p) => p.type), ['bridge', 'tuning']);
+    assert.deepEqual(
+      (v.json?.plugins as { type: string }[]).map((p) => p.type),
+      ['bridge', 'tuning'],
+    );
   });
 
   describe('bad input: spec code, a message naming the cause, exit 1, no change on the host', () => {
@@ -135,7 +148,14 @@ describe('plexusctl cni with the reference plugins', function () {
       ns = rig.netns('bad');
       bin = rig.dir('badbin');
       installShellPlugin(bin, 'failing', `echo '{"code":117,"msg":"delegate exploded","details":"on purpose"}'; exit 1`);
-      writeFileSync(join(confDir, '30-fail.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'plx-fail', plugins: [{ type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet: '10.254.0.0/24' }]] } }, { type: 'failing' }] }));
+      writeFileSync(
+        join(confDir, '30-fail.conflist'),
+        JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'plx-fail',
+          plugins: [{ type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet: '10.254.0.0/24' }]] } }, { type: 'failing' }],
+        }),
+      );
       writeFileSync(join(confDir, '40-missing.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'plx-missing', type: 'no-such-plugin' }));
       writeFileSync(join(confDir, '50-future.conf'), JSON.stringify({ cniVersion: '9.0.0', name: 'plx-future', type: 'bridge' }));
       writeFileSync(join(confDir, '60-garbage.conflist'), '{"cniVersion": "1.0.0", "name": "plx-garbage", plugins: [');
@@ -146,7 +166,12 @@ describe('plexusctl cni with the reference plugins', function () {
       ['network in a malformed file', () => ['cni', 'add', 'plx-garbage', ns.path, ...common()], 7, /60-garbage\.conflist/],
       ['unsupported version', () => ['cni', 'add', 'plx-future', ns.path, ...common()], 1, /incompatible CNI versions/],
       ['missing delegate binary', () => ['cni', 'add', 'plx-missing', ns.path, ...common()], 7, /failed to find plugin "no-such-plugin"/],
-      ['failing delegate (after bridge succeeded)', () => ['cni', 'add', 'plx-fail', ns.path, '--conf-dir', confDir, '--cni-path', `${REFERENCE_PLUGINS}:${bin}`, '--cache-dir', cacheDir], 117, /delegate exploded/],
+      [
+        'failing delegate (after bridge succeeded)',
+        () => ['cni', 'add', 'plx-fail', ns.path, '--conf-dir', confDir, '--cni-path', `${REFERENCE_PLUGINS}:${bin}`, '--cache-dir', cacheDir],
+        117,
+        /delegate exploded/,
+      ],
       ['missing netns', () => ['cni', 'add', 'plx-br', '/var/run/netns/plx-does-not-exist', ...common()], 3, /does not exist/],
       ['interface name over 15 characters', () => ['cni', 'add', 'plx-br', ns.path, ...common(), '--ifname', 'a-very-long-name0'], 4, /15 bytes/],
       ['malformed CNI_ARGS', () => ['cni', 'add', 'plx-br', ns.path, ...common(), '--args', 'A=1;'], 4, /invalid pair/],
@@ -161,7 +186,10 @@ describe('plexusctl cni with the reference plugins', function () {
         assert.equal(r.json?.code, code, r.stdout);
         assert.match(`${String(r.json?.msg)}: ${String(r.json?.details ?? '')}`, cause);
         assert.equal(hostSnapshot(ipamDir), before, 'host changed');
-        assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+        assert.deepEqual(
+          ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+          ['lo'],
+        );
       });
     }
   });

@@ -22,18 +22,36 @@ describe('CNI_ARGS', () => {
 
   for (const bad of ['A=1;', 'novalue', '=x', 'A=1;;B=2']) {
     it(`refuses "${bad}" with code 4 naming the pair`, () => {
-      assert.throws(() => parseCniArgs(bad), (e: unknown) => e instanceof CniError && e.code === 4 && /invalid pair/.test(e.details ?? ''));
+      assert.throws(
+        () => parseCniArgs(bad),
+        (e: unknown) => e instanceof CniError && e.code === 4 && /invalid pair/.test(e.details ?? ''),
+      );
     });
   }
 
   it('adds IgnoreUnknown=1 only when absent (any case)', () => {
     assert.equal(formatCniArgs(withIgnoreUnknown([['K8S_POD_NAME', 'p']])), 'IgnoreUnknown=1;K8S_POD_NAME=p');
-    assert.equal(formatCniArgs(withIgnoreUnknown([['ignoreunknown', 'true'], ['A', 'b']])), 'ignoreunknown=true;A=b');
+    assert.equal(
+      formatCniArgs(
+        withIgnoreUnknown([
+          ['ignoreunknown', 'true'],
+          ['A', 'b'],
+        ]),
+      ),
+      'ignoreunknown=true;A=b',
+    );
     assert.equal(formatCniArgs(withIgnoreUnknown([])), '');
   });
 
   it('deduplicates keys (last value wins) and never writes an empty pair', () => {
-    assert.equal(formatCniArgs([['A', '1'], ['B', '2'], ['A', '3']]), 'A=3;B=2');
+    assert.equal(
+      formatCniArgs([
+        ['A', '1'],
+        ['B', '2'],
+        ['A', '3'],
+      ]),
+      'A=3;B=2',
+    );
   });
 
   it('property: format then parse is the identity on valid pairs', () => {

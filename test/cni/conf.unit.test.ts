@@ -52,13 +52,19 @@ describe('network configuration parsing', () => {
   ];
   for (const [what, input, code] of bad) {
     it(`refuses ${what} with code ${code}`, () => {
-      assert.equal(codeOf(() => parseNetworkConfig(buf(input))), code);
+      assert.equal(
+        codeOf(() => parseNetworkConfig(buf(input))),
+        code,
+      );
     });
   }
 
   it('selectVersion ignores versions newer than Plexus implements', () => {
     assert.equal(selectVersion('1.0.0', ['1.1.0', '1.2.0']), '1.1.0');
-    assert.equal(codeOf(() => selectVersion('2.0.0', ['3.0.0'])), 1);
+    assert.equal(
+      codeOf(() => selectVersion('2.0.0', ['3.0.0'])),
+      1,
+    );
   });
 
   it('property: any bytes give a list or a CNI error 1, 6 or 7, never a crash', () => {
@@ -95,14 +101,21 @@ describe('network configuration parsing', () => {
       .record({ cniVersion: fc.oneof(fc.constantFrom(...SUPPORTED_VERSIONS), fc.string()), name: fc.string(), type: fc.string(), prevResult: fc.jsonValue() }, { requiredKeys: [] })
       .map((v) => JSON.stringify(v));
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v)), shaped), (text) => {
-        try {
-          parseStdinConf(Buffer.from(text), SUPPORTED_VERSIONS);
-        } catch (err) {
-          assert.ok(err instanceof CniError, String(err));
-          assert.ok([1, 6, 7].includes(err.code), `code ${err.code}`);
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+          shaped,
+        ),
+        (text) => {
+          try {
+            parseStdinConf(Buffer.from(text), SUPPORTED_VERSIONS);
+          } catch (err) {
+            assert.ok(err instanceof CniError, String(err));
+            assert.ok([1, 6, 7].includes(err.code), `code ${err.code}`);
+          }
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -120,12 +133,18 @@ describe('conf dir lookup (libcni LoadConfList)', () => {
     mkdirSync(join(dir, 'a'));
     writeFileSync(join(dir, 'a', '1-extra.conf'), JSON.stringify({ type: 'extra' }));
     const list = loadNetwork(dir, 'a');
-    assert.deepEqual(list.plugins.map((p) => p.type), ['listed', 'extra']);
+    assert.deepEqual(
+      list.plugins.map((p) => p.type),
+      ['listed', 'extra'],
+    );
   });
 
   it('names the unreadable files when the network is not found', () => {
     const dir = rig.dir('confdir');
     writeFileSync(join(dir, '10-broken.conflist'), '{nope');
-    assert.throws(() => loadNetwork(dir, 'missing'), (e: unknown) => e instanceof CniError && e.code === 7 && /10-broken/.test(e.details ?? ''));
+    assert.throws(
+      () => loadNetwork(dir, 'missing'),
+      (e: unknown) => e instanceof CniError && e.code === 7 && /10-broken/.test(e.details ?? ''),
+    );
   });
 });

@@ -28,7 +28,10 @@ describe('plugin exec through the addon', () => {
     const probe = installShellPlugin(bin, 'probe', 'env | sort; grep -E "^Sig(Ign|Blk)" /proc/self/status');
     const r = await spawnCollect(probe, { ONLY: 'this', PATH: '/usr/bin:/bin' }, '');
     const lines = r.stdout.toString().trim().split('\n');
-    assert.deepEqual(lines.filter((l) => /^[A-Z_]+=/.test(l) && !/^(PWD|SHLVL|_)=/.test(l)), ['ONLY=this', 'PATH=/usr/bin:/bin']);
+    assert.deepEqual(
+      lines.filter((l) => /^[A-Z_]+=/.test(l) && !/^(PWD|SHLVL|_)=/.test(l)),
+      ['ONLY=this', 'PATH=/usr/bin:/bin'],
+    );
     assert.ok(lines.includes('SigBlk:\t0000000000000000'), lines.join('\n'));
     // Signals 1-31 at their defaults; glibc's posix_spawn leaves its two internal signals (32, 33) ignored.
     const ignored = BigInt(`0x${lines.find((l) => l.startsWith('SigIgn:'))?.split('\t')[1] ?? 'f'}`);

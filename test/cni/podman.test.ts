@@ -41,18 +41,48 @@ describe('result cache compared with a libcni runtime (podman 4.3, CNI backend)'
     const ns = rig.netns('pod');
     const cacheDir = rig.dir('cache');
     const ctl = (cmd: string): ReturnType<typeof spawnSync> =>
-      spawnSync(plexusctlPath, ['cni', cmd, net, ns.path, '--conf-dir', podman.confDir, '--cni-path', REFERENCE_PLUGINS, '--cache-dir', cacheDir, '--container-id', 'plxcid1', '--args', 'IgnoreUnknown=1;K8S_POD_NAME=p1', '--cap-args', '{"aliases":{"x":["y"]}}'], { encoding: 'utf8' });
+      spawnSync(
+        plexusctlPath,
+        [
+          'cni',
+          cmd,
+          net,
+          ns.path,
+          '--conf-dir',
+          podman.confDir,
+          '--cni-path',
+          REFERENCE_PLUGINS,
+          '--cache-dir',
+          cacheDir,
+          '--container-id',
+          'plxcid1',
+          '--args',
+          'IgnoreUnknown=1;K8S_POD_NAME=p1',
+          '--cap-args',
+          '{"aliases":{"x":["y"]}}',
+        ],
+        { encoding: 'utf8' },
+      );
     const add = ctl('add');
     assert.equal(add.status, 0, String(add.stdout));
     const ours = JSON.parse(readFileSync(join(cacheDir, 'results', `${net}-plxcid1-eth0`), 'utf8')) as Record<string, unknown>;
     try {
       // libcni 1.1 has no `netns`; newer libcni writes it right after networkName, as Plexus does.
-      assert.deepEqual(Object.keys(ours).filter((k) => k !== 'netns'), Object.keys(theirs));
+      assert.deepEqual(
+        Object.keys(ours).filter((k) => k !== 'netns'),
+        Object.keys(theirs),
+      );
       assert.equal(Object.keys(ours).indexOf('netns'), Object.keys(ours).indexOf('networkName') + 1);
       assert.equal(ours.kind, theirs.kind);
       assert.equal(ours.config, theirs.config, 'both cache the conflist file bytes, base64');
-      assert.deepEqual(ours.cniArgs, [['IgnoreUnknown', '1'], ['K8S_POD_NAME', 'p1']]);
-      assert.deepEqual(theirs.cniArgs, [['IgnoreUnknown', '1'], ['K8S_POD_NAME', `plxc${process.pid}`]]);
+      assert.deepEqual(ours.cniArgs, [
+        ['IgnoreUnknown', '1'],
+        ['K8S_POD_NAME', 'p1'],
+      ]);
+      assert.deepEqual(theirs.cniArgs, [
+        ['IgnoreUnknown', '1'],
+        ['K8S_POD_NAME', `plxc${process.pid}`],
+      ]);
       const shape = (r: unknown): unknown => {
         const res = r as { cniVersion: string; interfaces: { name: string; sandbox?: string }[]; ips: { interface: number }[] };
         return { cniVersion: res.cniVersion, interfaces: res.interfaces.map((i) => Object.keys(i).sort()), ips: res.ips.map((i) => Object.keys(i).sort()) };

@@ -94,7 +94,10 @@ describe('runtime side (libcni behaviour) with recording plugins', () => {
     const result = await runtime.addNetworkList(list(), rt());
     await runtime.delNetworkList(list(), rt());
     const dels = calls().filter((c) => c.command === 'DEL');
-    assert.deepEqual(dels.map((c) => c.type), ['second', 'first']);
+    assert.deepEqual(
+      dels.map((c) => c.type),
+      ['second', 'first'],
+    );
     for (const d of dels) assert.deepEqual(d.conf.prevResult, result);
     assert.equal(existsSync(cachePath(cacheDir, { networkName: 'rtnet', containerId: 'ctr1', ifName: 'eth0' })), false);
     await runtime.delNetworkList(list(), rt());
@@ -116,7 +119,10 @@ describe('runtime side (libcni behaviour) with recording plugins', () => {
     );
     const runtime = new CniRuntime({ cniPath: [bin], cacheDir, onStderr: () => undefined });
     await assert.rejects(runtime.addNetworkList(bad, rt()), (e: unknown) => e instanceof CniError && e.code === 117 && e.msg === 'second is broken');
-    assert.deepEqual(calls().map((c) => `${c.command} ${c.type}`), ['ADD first', 'ADD second', 'DEL second', 'DEL first']);
+    assert.deepEqual(
+      calls().map((c) => `${c.command} ${c.type}`),
+      ['ADD first', 'ADD second', 'DEL second', 'DEL first'],
+    );
     assert.equal(readCacheEntry(cacheDir, { networkName: 'rtnet', containerId: 'ctr1', ifName: 'eth0' }).kind, 'missing');
   });
 
@@ -125,10 +131,15 @@ describe('runtime side (libcni behaviour) with recording plugins', () => {
     await assert.rejects(runtime.checkNetworkList(list(), rt()), (e: unknown) => e instanceof CniError && e.code === 3);
     const result = await runtime.addNetworkList(list(), rt());
     await runtime.checkNetworkList(list(), rt());
-    assert.deepEqual(calls().filter((c) => c.command === 'CHECK').map((c) => [c.type, c.conf.prevResult]), [
-      ['first', result],
-      ['second', result],
-    ]);
+    assert.deepEqual(
+      calls()
+        .filter((c) => c.command === 'CHECK')
+        .map((c) => [c.type, c.conf.prevResult]),
+      [
+        ['first', result],
+        ['second', result],
+      ],
+    );
     const disabled = parseNetworkConfig(Buffer.from(JSON.stringify({ cniVersion: '1.0.0', name: 'rtnet', disableCheck: true, plugins: [{ type: 'first' }] })));
     await assert.rejects(runtime.checkNetworkList(disabled, rt()), /disables CHECK/);
     await assert.rejects(runtime.checkNetworkList(list('0.3.1'), rt()), (e: unknown) => e instanceof CniError && e.code === 1);
@@ -140,7 +151,10 @@ describe('runtime side (libcni behaviour) with recording plugins', () => {
     await runtime.addNetworkList(list(), { ...rt(), containerID: 'ctr2' });
     await runtime.gcNetworkList(list(), [{ containerID: 'ctr2', ifname: 'eth0' }]);
     const after = calls().filter((c) => c.command !== 'ADD');
-    assert.deepEqual(after.map((c) => `${c.command} ${c.type} ${c.env.CNI_CONTAINERID}`), ['DEL second ctr1', 'DEL first ctr1', 'GC first ', 'GC second ']);
+    assert.deepEqual(
+      after.map((c) => `${c.command} ${c.type} ${c.env.CNI_CONTAINERID}`),
+      ['DEL second ctr1', 'DEL first ctr1', 'GC first ', 'GC second '],
+    );
     assert.deepEqual(after[2]?.conf['cni.dev/valid-attachments'], [{ containerID: 'ctr2', ifname: 'eth0' }]);
     assert.deepEqual(after[2]?.conf['cni.dev/attachments'], [{ containerID: 'ctr2', ifname: 'eth0' }]);
     assert.equal(readCacheEntry(cacheDir, { networkName: 'rtnet', containerId: 'ctr2', ifName: 'eth0' }).kind, 'entry');
@@ -154,12 +168,24 @@ describe('runtime side (libcni behaviour) with recording plugins', () => {
     await runtime.gcNetworkList(parseNetworkConfig(Buffer.from(JSON.stringify({ cniVersion: '1.1.0', name: 'rtnet', disableGC: true, plugins: [{ type: 'first', recordFile: record }] }))), []);
     assert.deepEqual(calls(), []);
     await runtime.statusNetworkList(list('1.1.0'));
-    assert.deepEqual(calls().map((c) => `${c.command} ${c.type}`), ['STATUS first', 'STATUS second']);
+    assert.deepEqual(
+      calls().map((c) => `${c.command} ${c.type}`),
+      ['STATUS first', 'STATUS second'],
+    );
   });
 
   it('STATUS returns the first plugin error unchanged (code 50)', async () => {
     const failing = parseNetworkConfig(
-      Buffer.from(JSON.stringify({ cniVersion: '1.1.0', name: 'rtnet', plugins: [{ type: 'first', recordFile: record, failOn: { command: 'STATUS', code: 50, msg: 'not ready' } }, { type: 'second', recordFile: record }] })),
+      Buffer.from(
+        JSON.stringify({
+          cniVersion: '1.1.0',
+          name: 'rtnet',
+          plugins: [
+            { type: 'first', recordFile: record, failOn: { command: 'STATUS', code: 50, msg: 'not ready' } },
+            { type: 'second', recordFile: record },
+          ],
+        }),
+      ),
     );
     const runtime = new CniRuntime({ cniPath: [bin], cacheDir });
     await assert.rejects(runtime.statusNetworkList(failing), (e: unknown) => e instanceof CniError && e.code === 50);

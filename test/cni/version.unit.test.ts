@@ -79,7 +79,10 @@ describe('result conversion', () => {
       ]);
       assert.deepEqual(up.routes, [...expected020.ip4!.routes!, ...expected020.ip6!.routes!]);
       const one = convertResult({ ...expected020, cniVersion: v }, '1.1.0') as Result;
-      assert.deepEqual(one.ips?.map((i) => i.address), ['10.1.0.5/16', '2001:db8::5/64']);
+      assert.deepEqual(
+        one.ips?.map((i) => i.address),
+        ['10.1.0.5/16', '2001:db8::5/64'],
+      );
     });
   }
 
@@ -91,8 +94,14 @@ describe('result conversion', () => {
   });
 
   it('unknown versions are refused with code 1', () => {
-    assert.throws(() => convertResult(spec110, '2.0.0'), (e: unknown) => e instanceof CniError && e.code === 1);
-    assert.throws(() => convertResult({ ...spec110, cniVersion: '9.9.9' }, '1.0.0'), (e: unknown) => e instanceof CniError && e.code === 1);
+    assert.throws(
+      () => convertResult(spec110, '2.0.0'),
+      (e: unknown) => e instanceof CniError && e.code === 1,
+    );
+    assert.throws(
+      () => convertResult({ ...spec110, cniVersion: '9.9.9' }, '1.0.0'),
+      (e: unknown) => e instanceof CniError && e.code === 1,
+    );
   });
 
   it('every version pair converts the spec example, and the addresses survive the round trip', () => {

@@ -12,7 +12,6 @@ import { Rig, ipAddresses } from '../support/rig.js';
 import { waitFor } from '../support/wait.js';
 import { parse, stringify } from 'yaml';
 
-
 describe('node daemon with informer caches', function () {
   this.timeout(60000);
   const rig = new Rig();
@@ -35,7 +34,9 @@ describe('node daemon with informer caches', function () {
     const beforePod = node.api.requests.length;
     node.addExamplePod('two-nets');
     // The pod watch delivers the new pod, and the NADs of its namespace are listed and watched.
-    await waitFor('the NADs of the pod namespace to be watched', () => node.api.requests.slice(beforePod).some((r) => r.verb === 'watch' && r.path.includes('/namespaces/default/network-attachment-definitions')));
+    await waitFor('the NADs of the pod namespace to be watched', () =>
+      node.api.requests.slice(beforePod).some((r) => r.verb === 'watch' && r.path.includes('/namespaces/default/network-attachment-definitions')),
+    );
     await sleep(100);
     const ns = rig.netns('c');
     // No pod annotations from the runtime this time: the pod itself must be looked up.
@@ -48,7 +49,11 @@ describe('node daemon with informer caches', function () {
     // network-status is written right after the reply.
     await waitFor('network-status', () => node.api.get('v1', 'pods', 'default', 'two-nets')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
     const calls = node.api.requests.slice(before);
-    assert.deepEqual(calls.filter((c) => c.verb === 'get' || c.verb === 'list'), [], 'no reads');
+    assert.deepEqual(
+      calls.filter((c) => c.verb === 'get' || c.verb === 'list'),
+      [],
+      'no reads',
+    );
     assert.equal(calls.filter((c) => c.verb === 'patch').length, 1);
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, shimPath)).status, 0);
   });
@@ -62,7 +67,13 @@ describe('node daemon with informer caches', function () {
     const before = node.api.requests.length;
     const add = await node.exec(env, conf, shimPath);
     assert.equal(add.status, 0, add.stdout + add.stderr);
-    assert.deepEqual(node.api.requests.slice(before).filter((c) => c.verb === 'get').map((c) => c.resource), ['pods']);
+    assert.deepEqual(
+      node.api.requests
+        .slice(before)
+        .filter((c) => c.verb === 'get')
+        .map((c) => c.resource),
+      ['pods'],
+    );
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, shimPath)).status, 0);
   });
 
@@ -89,7 +100,10 @@ describe('node daemon with informer caches', function () {
       const oldTokenRefused = () => node.api.refusedTokens.slice(refusedBefore).includes('token-one');
       node.api.endWatches();
       const rewatched = () => {
-        const watches = node.api.requests.slice(beforeRewatch).filter((r) => r.verb === 'watch').map((r) => r.resource);
+        const watches = node.api.requests
+          .slice(beforeRewatch)
+          .filter((r) => r.verb === 'watch')
+          .map((r) => r.resource);
         return watches.includes('pods') && watches.includes('network-attachment-definitions');
       };
       await waitFor('both informers to watch again, or the revoked token refused', () => rewatched() || oldTokenRefused(), 30000);
@@ -118,12 +132,22 @@ describe('node daemon with informer caches', function () {
     const before = node.api.requests.length;
     const cache = await ClusterCache.start(await loadKubeconfig(node.kubeconfig), 'plx-node', { nadNamespaces: ['kube-system'], lingerMs: 300 });
     try {
-      const nadRequests = () => node.api.requests.slice(before).filter((r) => r.resource === NADS).map((r) => r.path);
+      const nadRequests = () =>
+        node.api.requests
+          .slice(before)
+          .filter((r) => r.resource === NADS)
+          .map((r) => r.path);
       assert.ok(!nadRequests().some((p) => !p.includes('/namespaces/')), 'no cluster-wide NAD list or watch');
-      assert.ok(nadRequests().some((p) => p.includes('/namespaces/kube-system/')), 'the always-watched namespace');
+      assert.ok(
+        nadRequests().some((p) => p.includes('/namespaces/kube-system/')),
+        'the always-watched namespace',
+      );
       assert.ok(!cache.watchedNamespaces().includes('other-ns') && !cache.watchedNamespaces().includes('far-away'));
       // A pod of this node selects a network of another namespace: that namespace is watched too.
-      node.api.put('v1', 'pods', { metadata: { name: 'remote-user', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'other-ns/remote-net' } }, spec: { nodeName: 'plx-node' } } as never);
+      node.api.put('v1', 'pods', {
+        metadata: { name: 'remote-user', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'other-ns/remote-net' } },
+        spec: { nodeName: 'plx-node' },
+      } as never);
       await waitFor('the NAD of other-ns in the cache', () => cache.nad('other-ns', 'remote-net'));
       assert.ok(!cache.watchedNamespaces().includes('far-away'));
       assert.ok(!nadRequests().some((p) => p.includes('/namespaces/far-away/')));

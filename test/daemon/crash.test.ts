@@ -63,12 +63,19 @@ describe('node daemon killed during ADD', function () {
         [
           `host links: ${run('ip', ['-o', 'link', 'show']).replace(/\\\s+/g, ' ')}`,
           `daemon netns ${readlinkSync(`/proc/${restarted.pid}/ns/net`)}, ours ${readlinkSync('/proc/self/ns/net')}`,
-          `plugins running: ${run('ps', ['-eo', 'pid,ppid,args']).split('\n').filter((l) => l.includes('/usr/lib/cni/')).join('; ')}`,
+          `plugins running: ${run('ps', ['-eo', 'pid,ppid,args'])
+            .split('\n')
+            .filter((l) => l.includes('/usr/lib/cni/'))
+            .join('; ')}`,
           `daemon log: ${restarted.logs.map((l) => JSON.stringify(l)).join('\n')}`,
         ].join('\n');
       assert.equal(del.status, 0, `trial ${trial} (first ADD ${result.status === 0 ? 'completed' : 'interrupted'}): ${del.stdout}${del.status === 0 ? '' : evidence()}`);
       assert.deepEqual(addsInFlight(`crash-${process.pid}-${trial}`), [], `trial ${trial}: a delegate still adding after the DEL`);
-      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], `trial ${trial}: interfaces left`);
+      assert.deepEqual(
+        ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+        ['lo'],
+        `trial ${trial}: interfaces left`,
+      );
       assert.deepEqual(store.active(), [], `trial ${trial}: record left`);
       assert.deepEqual(reservations(join(node.dir, 'ipam')), [], `trial ${trial}: cluster IP left`);
       assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore, `trial ${trial}: macvlan IP left`);

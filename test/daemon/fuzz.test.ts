@@ -24,7 +24,10 @@ const NETWORKS = 'k8s.v1.cni.cncf.io/networks';
 
 // Bridges a bridge delegate makes stay on the host by design (the bridge plugin never deletes one).
 const BRIDGES = new Set(['plx-fz-br', EXAMPLE_LINKS.bridgeB]);
-const hostLinks = (): string[] => readdirSync('/sys/class/net').filter((l) => !BRIDGES.has(l)).sort();
+const hostLinks = (): string[] =>
+  readdirSync('/sys/class/net')
+    .filter((l) => !BRIDGES.has(l))
+    .sort();
 
 describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, function () {
   this.timeout(3_600_000);
@@ -57,7 +60,10 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
   const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>, goodWeight = 25) => fc.oneof({ weight: goodWeight, arbitrary: good }, { weight: 1, arbitrary: bad });
   const absentOr = <T>(hostile: fc.Arbitrary<T>, absentWeight = 25) => fc.oneof({ weight: absentWeight, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: hostile });
   const junk = fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.constant(null), fc.boolean(), fc.array(fc.string({ maxLength: 4 }), { maxLength: 2 }));
-  const subnet = mostly(fc.integer({ min: 0, max: 255 }).map((n) => `10.${200 + (n % 50)}.${n}.0/24`), fc.constantFrom('nonsense', '10.0.0.0/33', 'fe80::/64', '', '0.0.0.0/0'));
+  const subnet = mostly(
+    fc.integer({ min: 0, max: 255 }).map((n) => `10.${200 + (n % 50)}.${n}.0/24`),
+    fc.constantFrom('nonsense', '10.0.0.0/33', 'fe80::/64', '', '0.0.0.0/0'),
+  );
   const ipam = mostly(
     fc.record({ type: fc.constant('host-local'), ranges: fc.tuple(fc.tuple(fc.record({ subnet }))), dataDir: fc.constant(ipamDir) }),
     fc.constantFrom(undefined, 'host-local', 7, { type: '../../usr/bin/true' }, { type: 'static', addresses: [{ address: '10.199.0.5/24' }] }, { type: 'static', addresses: 'x' }, { type: '' }, {}),
@@ -78,7 +84,11 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
           deviceID: mostly(fc.constantFrom(VF0, '0000:5e:02.1'), fc.oneof(fc.constantFrom(PF, '0000:99:00.0', '../../../etc'), junk)),
           vlan: fc.oneof({ weight: 10, arbitrary: fc.constant(undefined) }, { weight: 10, arbitrary: fc.integer({ min: 0, max: 4094 }) }, fc.constantFrom(-1, 4095, 5000), junk),
           hostRoot: absentOr(fc.constant('/')),
-          capabilities: fc.oneof({ weight: 10, arbitrary: fc.constant(undefined) }, { weight: 4, arbitrary: fc.dictionary(fc.constantFrom('ips', 'mac'), fc.boolean()) }, fc.dictionary(fc.constantFrom('ips', 'mac', 'portMappings', 'bandwidth', 'x'), fc.oneof(fc.boolean(), junk))),
+          capabilities: fc.oneof(
+            { weight: 10, arbitrary: fc.constant(undefined) },
+            { weight: 4, arbitrary: fc.dictionary(fc.constantFrom('ips', 'mac'), fc.boolean()) },
+            fc.dictionary(fc.constantFrom('ips', 'mac', 'portMappings', 'bandwidth', 'x'), fc.oneof(fc.boolean(), junk)),
+          ),
         },
         { requiredKeys: ['cniVersion', 'type', 'master', 'bridge', 'ipam', 'deviceID'] },
       )
@@ -104,7 +114,16 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
     mostly(
       fc.oneof(
         fc.array(selection(names), { minLength: 1, maxLength: 3 }).map((a) => JSON.stringify(a)),
-        fc.array(fc.tuple(mostly(fc.constant(''), fc.constantFrom('default/', 'other/', 'a/b/')), mostly(fc.constantFrom(...names), fc.constant('no-such')), mostly(fc.constant(''), fc.constantFrom('@net1', '@eth0', '@', '@a@b'), 4)), { minLength: 1, maxLength: 3 }).map((a) => a.map((p) => p.join('')).join(',')),
+        fc
+          .array(
+            fc.tuple(
+              mostly(fc.constant(''), fc.constantFrom('default/', 'other/', 'a/b/')),
+              mostly(fc.constantFrom(...names), fc.constant('no-such')),
+              mostly(fc.constant(''), fc.constantFrom('@net1', '@eth0', '@', '@a@b'), 4),
+            ),
+            { minLength: 1, maxLength: 3 },
+          )
+          .map((a) => a.map((p) => p.join('')).join(',')),
       ),
       fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('[{"name":', '', ',,', '[]', '{}', 'null'), fc.array(fc.string(), { maxLength: 2 })),
     );
@@ -116,7 +135,12 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
   const cniArgsExtra = mostly(
     fc.constant(''),
     fc.oneof(
-      fc.array(fc.tuple(fc.constantFrom('IP', 'MAC', 'K8S_POD_NAME', 'X', 'IgnoreUnknown', ''), fc.constantFrom('10.199.0.7', 'ff:ff:ff:ff:ff:ff', 'a=b', '', 'false', ';')), { minLength: 1, maxLength: 3 }).map((a) => `;${a.map(([k, v]) => `${k}=${v}`).join(';')}`),
+      fc
+        .array(fc.tuple(fc.constantFrom('IP', 'MAC', 'K8S_POD_NAME', 'X', 'IgnoreUnknown', ''), fc.constantFrom('10.199.0.7', 'ff:ff:ff:ff:ff:ff', 'a=b', '', 'false', ';')), {
+          minLength: 1,
+          maxLength: 3,
+        })
+        .map((a) => `;${a.map(([k, v]) => `${k}=${v}`).join(';')}`),
       fc.string({ maxLength: 16 }).map((x) => `;${x}`),
     ),
   );
@@ -140,7 +164,12 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
       const ns = slots[slot]!;
       const id = `fz-${n++}`;
       // Names unique to the case: no API state of an earlier case can answer for this one.
-      nads.forEach((config, i) => node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: `${id}-${i}`, namespace: 'default' }, spec: { config: config.split(`"fz-${i}"`).join(`"${id}-${i}"`) } } as never));
+      nads.forEach((config, i) =>
+        node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+          metadata: { name: `${id}-${i}`, namespace: 'default' },
+          spec: { config: config.split(`"fz-${i}"`).join(`"${id}-${i}"`) },
+        } as never),
+      );
       const ann: Record<string, unknown> = { ...podAnnotations };
       if (typeof ann[NETWORKS] === 'string') ann[NETWORKS] = (ann[NETWORKS] as string).replace(/fz-(\d)/g, `${id}-$1`);
       // The cluster network is not what is fuzzed: loopback keeps each case cheap.
@@ -156,7 +185,12 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
         assert.equal(typeof add.json.code, 'number', context());
         assert.equal(typeof add.json.msg, 'string', context());
       }
-      const attached = add.status === 0 ? nativeAddon().linkNames(ns.path).filter((l) => l !== 'lo').length : 0;
+      const attached =
+        add.status === 0
+          ? nativeAddon()
+              .linkNames(ns.path)
+              .filter((l) => l !== 'lo').length
+          : 0;
       const key = add.status === 0 ? (attached ? 'attached secondaries' : 'cluster network only') : `code ${String(add.json.code)}`;
       outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
       assert.equal(daemon.exitCode, null, `the daemon is alive; ${context()}`);
@@ -169,8 +203,14 @@ describe(`node daemon fuzz: ${RUNS} hostile ADD/DEL pairs through the shim`, fun
       // What a delegate could not undo for a reason that cannot change (its config) is recorded as
       // abandoned: it may stay in the pod netns, which the runtime destroys next.
       const abandoned = read.kind === 'ok' ? (read.record.abandoned ?? []).map((a) => a.ifName) : [];
-      const left = nativeAddon().linkNames(ns.path).filter((l) => l !== 'lo');
-      assert.deepEqual(left.filter((l) => !abandoned.includes(l)), [], `the pod netns is left with lo and what was recorded as abandoned only; ${context()}`);
+      const left = nativeAddon()
+        .linkNames(ns.path)
+        .filter((l) => l !== 'lo');
+      assert.deepEqual(
+        left.filter((l) => !abandoned.includes(l)),
+        [],
+        `the pod netns is left with lo and what was recorded as abandoned only; ${context()}`,
+      );
       if (abandoned.length) outcomes.set('abandoned', (outcomes.get('abandoned') ?? 0) + 1);
       for (const l of left) execFileSync('ip', ['-n', ns.name, 'link', 'del', l]);
     };

@@ -35,7 +35,10 @@ describe('node daemon: hostile NADs through the in-process sriov plugin', functi
   });
 
   const nad = (name: string, config: Record<string, unknown>) =>
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name, namespace: 'default' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name, type: 'sriov', ...config }) } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name, namespace: 'default' },
+      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name, type: 'sriov', ...config }) },
+    } as never);
   const ipam = () => ({ type: 'host-local', ranges: [[{ subnet: '10.98.0.0/24' }]], dataDir: join(node.dir, 'ipam') });
 
   const cases: [string, () => Record<string, unknown>, RegExp, string?][] = [
@@ -70,7 +73,18 @@ describe('node daemon: hostile NADs through the in-process sriov plugin', functi
   }
 
   it('a macvlan NAD whose master does not exist: ADD fails naming it, and the DEL after it converges (recorded as abandoned)', async () => {
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'no-master', namespace: 'default' }, spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'no-master', type: 'macvlan', master: 'plxnosuchlink', ipam: { type: 'host-local', ranges: [[{ subnet: '10.97.0.0/24' }]], dataDir: join(node.dir, 'ipam') } }) } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'no-master', namespace: 'default' },
+      spec: {
+        config: JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'no-master',
+          type: 'macvlan',
+          master: 'plxnosuchlink',
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.97.0.0/24' }]], dataDir: join(node.dir, 'ipam') },
+        }),
+      },
+    } as never);
     const ns = rig.netns('m');
     const conf = node.shimConf(socket, { 'k8s.v1.cni.cncf.io/networks': 'no-master' });
     const env = podEnv('ADD', 'sb-nomaster', ns.path, { name: 'nomaster', namespace: 'default' });
@@ -85,9 +99,15 @@ describe('node daemon: hostile NADs through the in-process sriov plugin', functi
     const record = node.attachments().read('sb-nomaster');
     assert.ok(record.kind === 'ok');
     assert.deepEqual(record.record.attachments, []);
-    assert.deepEqual(record.record.abandoned?.map((a) => [a.network, a.ifName]), [['default/no-master', 'net1']]);
+    assert.deepEqual(
+      record.record.abandoned?.map((a) => [a.network, a.ifName]),
+      [['default/no-master', 'net1']],
+    );
     const warnings = node.api.list('v1', 'events').filter((e) => (e as { reason?: string }).reason === 'NetworkAttachmentAbandoned');
-    assert.ok(warnings.some((w) => /default\/no-master \(net1\): its ADD failed/.test(String((w as { message?: string }).message))), 'a Warning event says what was given up');
+    assert.ok(
+      warnings.some((w) => /default\/no-master \(net1\): its ADD failed/.test(String((w as { message?: string }).message))),
+      'a Warning event says what was given up',
+    );
   });
 
   it('after all of them the daemon still serves a good ADD and its DEL, and logged no unhandled error', async () => {
@@ -98,6 +118,9 @@ describe('node daemon: hostile NADs through the in-process sriov plugin', functi
     const add = await node.exec(env, conf, shimPath);
     assert.equal(add.status, 0, add.stdout);
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf, shimPath)).status, 0);
-    assert.deepEqual(daemon.logs.filter((l) => /unhandled|uncaught/i.test(String(l.msg))), []);
+    assert.deepEqual(
+      daemon.logs.filter((l) => /unhandled|uncaught/i.test(String(l.msg))),
+      [],
+    );
   });
 });

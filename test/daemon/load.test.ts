@@ -8,7 +8,6 @@ import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { installShellPlugin, shimPath } from '../support/plugins.js';
 import { Rig } from '../support/rig.js';
 
-
 describe('node daemon under load: bounded concurrency, DEL first, explicit overload', function () {
   this.timeout(120000);
   const rig = new Rig();
@@ -20,7 +19,11 @@ describe('node daemon under load: bounded concurrency, DEL first, explicit overl
     node = new SimNode(rig.dir('load'));
     await node.start();
     // A cluster network that takes 300 ms per ADD and creates nothing: the load is the daemon's own.
-    installShellPlugin(node.binDir, 'plx-slow', `[ "$CNI_COMMAND" = ADD ] || exit 0; sleep 0.3; echo "{\\"cniVersion\\":\\"1.0.0\\",\\"interfaces\\":[{\\"name\\":\\"$CNI_IFNAME\\",\\"sandbox\\":\\"$CNI_NETNS\\"}],\\"ips\\":[]}"`);
+    installShellPlugin(
+      node.binDir,
+      'plx-slow',
+      `[ "$CNI_COMMAND" = ADD ] || exit 0; sleep 0.3; echo "{\\"cniVersion\\":\\"1.0.0\\",\\"interfaces\\":[{\\"name\\":\\"$CNI_IFNAME\\",\\"sandbox\\":\\"$CNI_NETNS\\"}],\\"ips\\":[]}"`,
+    );
     const slow = join(node.dir, 'slow.conf');
     writeFileSync(slow, JSON.stringify({ cniVersion: '1.0.0', name: 'slow', type: 'plx-slow' }));
     socket = join(node.dir, 'plexus.sock');
@@ -38,7 +41,14 @@ describe('node daemon under load: bounded concurrency, DEL first, explicit overl
     const runs = await Promise.all(Array.from({ length: 200 }, (_, i) => node.exec(podEnv('ADD', `burst-${i}`, ns.path, { name: `p${i}`, namespace: 'default' }), conf, shimPath)));
     const ok = runs.filter((r) => r.status === 0).length;
     const later = runs.filter((r) => r.status === 1 && r.json?.code === 11 && /overloaded/.test(String(r.json?.details))).length;
-    assert.equal(ok + later, 200, runs.filter((r) => r.status !== 0 && r.json?.code !== 11).map((r) => r.stdout).join('\n'));
+    assert.equal(
+      ok + later,
+      200,
+      runs
+        .filter((r) => r.status !== 0 && r.json?.code !== 11)
+        .map((r) => r.stdout)
+        .join('\n'),
+    );
     assert.ok(ok >= 6, `at least the running and queued ones succeed (${ok})`);
     assert.ok(later > 0, 'the rest are told to try again later');
   });

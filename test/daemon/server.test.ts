@@ -8,7 +8,6 @@ import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.j
 import { Rig, ipAddresses, ipJson } from '../support/rig.js';
 import { waitFor } from '../support/wait.js';
 
-
 describe('node daemon and shim', function () {
   this.timeout(60000);
   const rig = new Rig();
@@ -42,7 +41,10 @@ describe('node daemon and shim', function () {
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'CHECK' }, shimConf(annotations), shimPath)).status, 0);
     const del = await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf(annotations), shimPath);
     assert.equal(del.status, 0, del.stdout);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.deepEqual(node.attachments().active(), []);
   });
 
@@ -94,7 +96,11 @@ describe('node daemon and shim', function () {
       assert.equal(add.status, 1);
       assert.equal(add.json?.code, 11);
       assert.match(String(add.json?.msg), /not reachable/);
-      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], 'no fallback attachment');
+      assert.deepEqual(
+        ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+        ['lo'],
+        'no fallback attachment',
+      );
       const del = await node.exec(podEnv('DEL', 'sb-down', ns.path, { name: 'x', namespace: 'default' }), shimConf({}), shimPath);
       assert.equal(del.json?.code, 11, 'DEL is retried later, never reported done without trying');
       const version = await node.exec({ CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: 'dummy', CNI_IFNAME: 'dummy', CNI_PATH: 'dummy' }, { cniVersion: '1.0.0' }, shimPath);
@@ -150,7 +156,10 @@ describe('node daemon and shim', function () {
     await stopDaemon(daemon);
     daemon = await startDaemon(socket, ['--kubeconfig', node.kubeconfig, '--cni-dir', node.cniDir]);
     const status = await waitFor('the owed network-status', statusOf);
-    assert.deepEqual((JSON.parse(status) as { interface: string }[]).map((e) => e.interface), ['eth0']);
+    assert.deepEqual(
+      (JSON.parse(status) as { interface: string }[]).map((e) => e.interface),
+      ['eth0'],
+    );
     await waitFor('the record to settle', () => owed() === undefined);
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), shimPath)).status, 0);
   });

@@ -41,7 +41,12 @@ describe('native shim: the reply, or code 11', function () {
   }
 
   const run = (socket: string, timeoutMs = 10000) =>
-    spawnCollect(SHIM, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', PLEXUS_SHIM_TIMEOUT_MS: String(timeoutMs) }, JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket }), 20000);
+    spawnCollect(
+      SHIM,
+      { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', PLEXUS_SHIM_TIMEOUT_MS: String(timeoutMs) },
+      JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', type: 'plexus-shim', daemonSocket: socket }),
+      20000,
+    );
 
   it('prints the reply once Content-Length bytes are in, though the daemon keeps the connection open', async () => {
     let request = '';
@@ -80,7 +85,15 @@ describe('native shim: the reply, or code 11', function () {
     const socket = await fakeDaemon(ok, 'close');
     const trap = join(rig.dir('trap'), 'tenant.sock');
     // Nested occurrences before the real key: the old first-match search took the tenant's socket.
-    const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'plexus', runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { x: '"daemonSocket": "' + trap + '"', daemonSocket: trap } }, args: { cni: { daemonSocket: trap } }, plugins: [{ daemonSocket: trap }], type: 'plexus-shim', daemonSocket: socket });
+    const conf = JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'plexus',
+      runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { x: '"daemonSocket": "' + trap + '"', daemonSocket: trap } },
+      args: { cni: { daemonSocket: trap } },
+      plugins: [{ daemonSocket: trap }],
+      type: 'plexus-shim',
+      daemonSocket: socket,
+    });
     const r = await spawnCollect(SHIM, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' }, conf, 20000);
     assert.deepEqual([r.status, r.stdout.toString()], [0, '{}'], r.stdout.toString());
     // No top-level key: the default socket, never a nested one.

@@ -14,7 +14,12 @@ const dir = join(repoRoot(), 'device-plugin');
 /** The NIC each example is written for. */
 const EXAMPLE_HOSTS: Record<string, FakeHostSpec> = {
   'intel-i40e-iavf.json': { pfs: [{ address: '0000:5e:00.0', vendor: '8086', device: '158b', numVfs: 8, netdev: 'ens1f0' }] },
-  'intel-ice-iavf.json': { pfs: [{ address: '0000:3b:00.0', vendor: '8086', device: '1592', numVfs: 4, netdev: 'ens2f0' }, { address: '0000:3b:00.1', vendor: '8086', device: '1592', numVfs: 4, netdev: 'ens2f1' }] },
+  'intel-ice-iavf.json': {
+    pfs: [
+      { address: '0000:3b:00.0', vendor: '8086', device: '1592', numVfs: 4, netdev: 'ens2f0' },
+      { address: '0000:3b:00.1', vendor: '8086', device: '1592', numVfs: 4, netdev: 'ens2f1' },
+    ],
+  },
   'mellanox-mlx5.json': { pfs: [{ address: '0000:af:00.0', vendor: '15b3', device: '1017', numVfs: 4, netdev: 'ens3f0' }] },
 };
 
@@ -36,7 +41,16 @@ describe('device plugin config', () => {
 
   it('accepts sriov-network-device-plugin configs unchanged: a selectors object, any key case, default prefix and type', () => {
     const c = parseConfig('{"ResourceList":[{"resourcename":"a","SELECTORS":{"pfnames":["ens1f0"],"ISRDMA":false}}]}');
-    assert.deepEqual(c.pools[0], { resourceName: 'a', resourcePrefix: 'intel.com', deviceType: 'netDevice', excludeTopology: false, selectors: [{ pfNames: [{ name: 'ens1f0' }], isRdma: false }], additionalInfo: {}, allocationPolicy: 'none', pfLinkHealth: true });
+    assert.deepEqual(c.pools[0], {
+      resourceName: 'a',
+      resourcePrefix: 'intel.com',
+      deviceType: 'netDevice',
+      excludeTopology: false,
+      selectors: [{ pfNames: [{ name: 'ens1f0' }], isRdma: false }],
+      additionalInfo: {},
+      allocationPolicy: 'none',
+      pfLinkHealth: true,
+    });
   });
 
   it('names the field of an invalid config', () => {
@@ -50,7 +64,12 @@ describe('device plugin config', () => {
       ['{"resourceList":[{"resourceName":"a"},{"resourceName":"a"}]}', /duplicate resource intel.com\/a/],
       ['{"resourceList":', /not JSON/],
     ];
-    for (const [text, re] of bad) assert.throws(() => parseConfig(text), (e: Error) => e instanceof ConfigError && re.test(e.message), text);
+    for (const [text, re] of bad)
+      assert.throws(
+        () => parseConfig(text),
+        (e: Error) => e instanceof ConfigError && re.test(e.message),
+        text,
+      );
   });
 
   it('env names: DP replaces only "." (a "-" survives); the shell-safe name replaces everything else', () => {
@@ -61,13 +80,20 @@ describe('device plugin config', () => {
 
   it('property: any JSON is either a config or a ConfigError, never a crash', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.json(), fc.string(), fc.jsonValue().map((v) => JSON.stringify({ resourceList: [v] }))), (text) => {
-        try {
-          parseConfig(text);
-        } catch (err) {
-          assert.ok(err instanceof ConfigError, String(err));
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          fc.json(),
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify({ resourceList: [v] })),
+        ),
+        (text) => {
+          try {
+            parseConfig(text);
+          } catch (err) {
+            assert.ok(err instanceof ConfigError, String(err));
+          }
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -84,7 +110,10 @@ describe('device plugin config', () => {
       fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 200 }), fc.integer({ min: 0, max: 20 })), { minLength: 1, maxLength: 5 }), (ranges) => {
         const text = `ens1f0#${ranges.map(([a, len]) => (len ? `${a}-${a + len}` : `${a}`)).join(',')}`;
         const expected = new Set(ranges.flatMap(([a, len]) => Array.from({ length: len + 1 }, (_, i) => a + i)));
-        assert.deepEqual([...parseRanged(text, 'x').vfIndexes!].sort((x, y) => x - y), [...expected].sort((x, y) => x - y));
+        assert.deepEqual(
+          [...parseRanged(text, 'x').vfIndexes!].sort((x, y) => x - y),
+          [...expected].sort((x, y) => x - y),
+        );
       }),
     );
   });

@@ -52,7 +52,16 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     writeFileSync(configFile, JSON.stringify(config));
     const devinfo = join(dir, 'devinfo');
     const logs: Setup['logs'] = [];
-    const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(kernel), kubeletDir: kubelet.dir, devinfoDir: devinfo, stateDir: opts.state ?? join(dir, 'state'), ...(opts.cdiDir ? { cdiDir: opts.cdiDir } : {}), resyncMs: 3_600_000, log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }) });
+    const plugin = new SriovDevicePlugin({
+      configFile,
+      host: sriovHostOf(kernel),
+      kubeletDir: kubelet.dir,
+      devinfoDir: devinfo,
+      stateDir: opts.state ?? join(dir, 'state'),
+      ...(opts.cdiDir ? { cdiDir: opts.cdiDir } : {}),
+      resyncMs: 3_600_000,
+      log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }),
+    });
     await plugin.start();
     const s = { kernel, kubelet, plugin, configFile, devinfo, logs };
     running.push(s);
@@ -66,9 +75,18 @@ describe('SR-IOV device plugin through the kubelet double', function () {
   it('legacy mode: serves before Register, advertises every pool (an empty one as zero) with NUMA topology', async () => {
     const { kubelet, plugin } = await setup({ resourceList: [intel, empty] });
     assert.equal(plugin.mode, 'legacy');
-    assert.deepEqual(kubelet.registrations.map((r) => [r.mode, r.resource]), [['legacy', 'intel.com/intel_sriov_netdevice'], ['legacy', 'intel.com/nothing_here']]);
+    assert.deepEqual(
+      kubelet.registrations.map((r) => [r.mode, r.resource]),
+      [
+        ['legacy', 'intel.com/intel_sriov_netdevice'],
+        ['legacy', 'intel.com/nothing_here'],
+      ],
+    );
     const devices = await kubelet.waitFor('intel.com/intel_sriov_netdevice', (d) => d.length === 8);
-    assert.deepEqual(devices.find((d) => d.ID === b(0)), { ID: b(0), health: 'Healthy', topology: { nodes: [{ ID: '1' }] } });
+    assert.deepEqual(
+      devices.find((d) => d.ID === b(0)),
+      { ID: b(0), health: 'Healthy', topology: { nodes: [{ ID: '1' }] } },
+    );
     assert.deepEqual(await kubelet.waitFor('intel.com/nothing_here', () => true), []);
     assert.ok(existsSync(join(kubelet.devicePluginDir, 'intel.com_intel_sriov_netdevice.sock')));
   });
@@ -84,8 +102,14 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     host.write(`sys/bus/pci/devices/${PF_B}/sriov_numvfs`, '6');
     await plugin.resync();
     let devices = await kubelet.waitFor(res, (d) => d.length === 10);
-    assert.deepEqual(devices.filter((d) => d.health === 'Unhealthy').map((d) => d.ID), [a(2), a(3)]);
-    assert.ok(devices.some((d) => d.ID === b(5) && d.health === 'Healthy'), 'a new VF appears');
+    assert.deepEqual(
+      devices.filter((d) => d.health === 'Unhealthy').map((d) => d.ID),
+      [a(2), a(3)],
+    );
+    assert.ok(
+      devices.some((d) => d.ID === b(5) && d.health === 'Healthy'),
+      'a new VF appears',
+    );
     const dbg = plugin.debug().pools[0]!.devices.find((d) => d.id === a(2));
     assert.match(String(dbg?.reason), /vanished/);
     kernel.setCarrier(PF_B, false);
@@ -106,7 +130,10 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     const group = JSON.parse(alloc.response.envs.PCIDEVICE_INTEL_COM_INTEL_DPDK_INFO!)[id].vfio['dev-mount'].split('/').pop() as string;
     assert.equal(alloc.response.envs['PCIDEVICE_INTEL_COM_INTEL-DPDK'], id, "DP's own name: only '.' replaced");
     assert.equal(alloc.response.envs.PCIDEVICE_INTEL_COM_INTEL_DPDK, id, 'and a shell-safe one');
-    assert.equal(alloc.response.envs.PCIDEVICE_INTEL_COM_INTEL_DPDK_INFO, `{"${id}":{"extra":{"site":"a"},"generic":{"deviceID":"${id}"},"vfio":{"dev-mount":"/dev/vfio/${group}","mount":"/dev/vfio/vfio"}}}`);
+    assert.equal(
+      alloc.response.envs.PCIDEVICE_INTEL_COM_INTEL_DPDK_INFO,
+      `{"${id}":{"extra":{"site":"a"},"generic":{"deviceID":"${id}"},"vfio":{"dev-mount":"/dev/vfio/${group}","mount":"/dev/vfio/vfio"}}}`,
+    );
     assert.deepEqual(alloc.response.devices, [
       { container_path: '/dev/vfio/vfio', host_path: '/dev/vfio/vfio', permissions: 'rw' },
       { container_path: `/dev/vfio/${group}`, host_path: `/dev/vfio/${group}`, permissions: 'rw' },
@@ -136,7 +163,11 @@ describe('SR-IOV device plugin through the kubelet double', function () {
   });
 
   it('GetPreferredAllocation per pool policy: pack-pf, spread-pf, numa', async () => {
-    const pools = (['pack-pf', 'spread-pf', 'numa'] as const).map((p) => ({ resourceName: p.replace('-', '_'), allocationPolicy: p, selectors: [{ devices: ['154c'], pfNames: p === 'numa' ? ['ens1f0', 'ens1f1'] : ['ens1f0#0-1', 'ens1f1#0-3'] }] }));
+    const pools = (['pack-pf', 'spread-pf', 'numa'] as const).map((p) => ({
+      resourceName: p.replace('-', '_'),
+      allocationPolicy: p,
+      selectors: [{ devices: ['154c'], pfNames: p === 'numa' ? ['ens1f0', 'ens1f1'] : ['ens1f0#0-1', 'ens1f1#0-3'] }],
+    }));
     // First match wins across pools: give each policy the whole set by evaluating them one at a time.
     for (const pool of pools) {
       const { kubelet } = await setup({ resourceList: [pool] });
@@ -148,7 +179,11 @@ describe('SR-IOV device plugin through the kubelet double', function () {
       if (pool.allocationPolicy === 'spread-pf') assert.deepEqual(new Set(pfs).size, 2, `spread-pf: one per PF: ${alloc.ids.join(',')}`);
       if (pool.allocationPolicy === 'numa') {
         const more = await kubelet.admit({ namespace: 'default', name: 'numa2', uid: 'n2' }, 'c', res, 2, [b(3)]);
-        assert.deepEqual(more.ids.map((id) => id.slice(0, 7)), ['0000:5f', '0000:5f'], `numa stays on the node of the must-include device: ${more.ids.join(',')}`);
+        assert.deepEqual(
+          more.ids.map((id) => id.slice(0, 7)),
+          ['0000:5f', '0000:5f'],
+          `numa stays on the node of the must-include device: ${more.ids.join(',')}`,
+        );
       }
       const done = running.pop()!;
       await done.plugin.stop();
@@ -181,11 +216,17 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'bad name!' }] }));
     await plugin.resync();
     assert.match(String(plugin.debug().configError), /resourceList\.0\.resourceName/);
-    assert.deepEqual(plugin.debug().pools.map((p) => p.resource), ['intel.com/intel_sriov_netdevice']);
+    assert.deepEqual(
+      plugin.debug().pools.map((p) => p.resource),
+      ['intel.com/intel_sriov_netdevice'],
+    );
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'mlnx', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'], isRdma: true }] }] }));
     await plugin.resync();
     assert.equal(plugin.debug().configError, undefined);
-    assert.deepEqual(plugin.debug().pools.map((p) => p.resource), ['nvidia.com/mlnx']);
+    assert.deepEqual(
+      plugin.debug().pools.map((p) => p.resource),
+      ['nvidia.com/mlnx'],
+    );
     assert.equal(existsSync(join(kubelet.devicePluginDir, 'intel.com_intel_sriov_netdevice.sock')), false);
     await kubelet.waitFor('nvidia.com/mlnx', (d) => d.length === 2);
     const alloc = await kubelet.admit({ namespace: 'default', name: 'r', uid: 'r' }, 'c', 'nvidia.com/mlnx', 1);
@@ -197,7 +238,14 @@ describe('SR-IOV device plugin through the kubelet double', function () {
   async function restartWithNetdevInPod(first: Setup): Promise<SriovDevicePlugin> {
     first.kernel.moveNetdev(a(1), 'ens1f0v1', true);
     await first.plugin.stop();
-    const plugin = new SriovDevicePlugin({ configFile: first.configFile, host: sriovHostOf(first.kernel), kubeletDir: first.kubelet.dir, devinfoDir: first.devinfo, stateDir: join(first.kernel.root, '..', 'state'), resyncMs: 3_600_000 });
+    const plugin = new SriovDevicePlugin({
+      configFile: first.configFile,
+      host: sriovHostOf(first.kernel),
+      kubeletDir: first.kubelet.dir,
+      devinfoDir: first.devinfo,
+      stateDir: join(first.kernel.root, '..', 'state'),
+      resyncMs: 3_600_000,
+    });
     await plugin.start();
     running.push({ ...first, plugin });
     return plugin;
@@ -221,15 +269,25 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     const ether = await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 8);
     assert.equal(ether.find((d) => d.ID === a(1))?.health, 'Healthy', 'still in its pool');
     const any = await first.kubelet.waitFor('intel.com/any_vf', () => true);
-    assert.equal(any.find((d) => d.ID === a(1)), undefined, 'not advertised free in the catch-all pool');
+    assert.equal(
+      any.find((d) => d.ID === a(1)),
+      undefined,
+      'not advertised free in the catch-all pool',
+    );
     const saved = () => (JSON.parse(readFileSync(join(first.kernel.root, '..', 'state', 'inventory.json'), 'utf8')) as { devices: Record<string, { pool: string }> }).devices[a(1)]?.pool;
     assert.equal(saved(), 'intel.com/ether_vfs');
     // Reloaded with the catch-all first: the free VFs move to it, the one in use stays.
     writeFileSync(first.configFile, JSON.stringify({ resourceList: [catchAll, byLink] }));
     await plugin.resync();
     const anyNow = await first.kubelet.waitFor('intel.com/any_vf', (d) => d.length === 7);
-    assert.equal(anyNow.find((d) => d.ID === a(1)), undefined);
-    assert.deepEqual((await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 1)).map((d) => [d.ID, d.health]), [[a(1), 'Healthy']]);
+    assert.equal(
+      anyNow.find((d) => d.ID === a(1)),
+      undefined,
+    );
+    assert.deepEqual(
+      (await first.kubelet.waitFor('intel.com/ether_vfs', (d) => d.length === 1)).map((d) => [d.ID, d.health]),
+      [[a(1), 'Healthy']],
+    );
     assert.equal(saved(), 'intel.com/ether_vfs');
   });
 
@@ -254,7 +312,27 @@ describe('SR-IOV device plugin through the kubelet double', function () {
     await kubelet.start();
     const configFile = join(dir, 'config.json');
     writeFileSync(configFile, JSON.stringify({ resourceList: [intel] }));
-    const child = spawn(plexusctlPath, ['device-plugin', '--config', configFile, '--sysfs-root', kernel.root, '--kubelet-dir', kubelet.dir, '--devinfo-dir', join(dir, 'devinfo'), '--state-dir', join(dir, 'state'), '--metrics-address', '127.0.0.1:0', '--resync-seconds', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(
+      plexusctlPath,
+      [
+        'device-plugin',
+        '--config',
+        configFile,
+        '--sysfs-root',
+        kernel.root,
+        '--kubelet-dir',
+        kubelet.dir,
+        '--devinfo-dir',
+        join(dir, 'devinfo'),
+        '--state-dir',
+        join(dir, 'state'),
+        '--metrics-address',
+        '127.0.0.1:0',
+        '--resync-seconds',
+        '1',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     let stderr = '';
     child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     try {

@@ -97,15 +97,28 @@ describe('device plugin: discovery and pools on a simulated host', () => {
   });
 
   it('pKeys and vdpaType select by the IB pkey and the vDPA driver; a vhost vDPA device gets its char device and a vdpa device-info', () => {
-    const host = FakeKernel.create(join(rig.dir('vdpa'), 'host'), { pfs: [{ address: '0000:af:00.0', vendor: '15b3', device: '101b', numVfs: 3, netdev: 'ens3f0', pkey: '0x8001', vdpa: { 0: 'vhost', 1: 'virtio' } }] });
-    const config = parseConfig(JSON.stringify({ resourceList: [
-      { resourceName: 'vdpa_vhost', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'], vdpaType: 'vhost' }] },
-      { resourceName: 'vdpa_virtio', resourcePrefix: 'nvidia.com', selectors: [{ vdpaType: 'virtio' }] },
-      { resourceName: 'ib_8001', resourcePrefix: 'nvidia.com', selectors: [{ pKeys: ['0X8001'], isRdma: true }] },
-    ] }));
+    const host = FakeKernel.create(join(rig.dir('vdpa'), 'host'), {
+      pfs: [{ address: '0000:af:00.0', vendor: '15b3', device: '101b', numVfs: 3, netdev: 'ens3f0', pkey: '0x8001', vdpa: { 0: 'vhost', 1: 'virtio' } }],
+    });
+    const config = parseConfig(
+      JSON.stringify({
+        resourceList: [
+          { resourceName: 'vdpa_vhost', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'], vdpaType: 'vhost' }] },
+          { resourceName: 'vdpa_virtio', resourcePrefix: 'nvidia.com', selectors: [{ vdpaType: 'virtio' }] },
+          { resourceName: 'ib_8001', resourcePrefix: 'nvidia.com', selectors: [{ pKeys: ['0X8001'], isRdma: true }] },
+        ],
+      }),
+    );
     const inv = discover(host.host());
     const { pools, verdicts } = assignPools(inv, config.pools);
-    assert.deepEqual(pools.map((p) => [p.pool.resourceName, p.devices]), [['vdpa_vhost', ['0000:af:02.0']], ['vdpa_virtio', ['0000:af:02.1']], ['ib_8001', ['0000:af:02.2']]]);
+    assert.deepEqual(
+      pools.map((p) => [p.pool.resourceName, p.devices]),
+      [
+        ['vdpa_vhost', ['0000:af:02.0']],
+        ['vdpa_virtio', ['0000:af:02.1']],
+        ['ib_8001', ['0000:af:02.2']],
+      ],
+    );
     assert.match(String(verdicts.find((v) => v.device.address === '0000:af:00.0')?.reason), /PF with 3 VFs/);
     const vhost = inv.devices.find((d) => d.address === '0000:af:02.0')!;
     const res = containerResponse(pools[0]!.pool, [vhost], false);
@@ -113,32 +126,51 @@ describe('device plugin: discovery and pools on a simulated host', () => {
     assert.deepEqual(JSON.parse(res.envs.PCIDEVICE_NVIDIA_COM_VDPA_VHOST_INFO!)['0000:af:02.0'].vdpa, { mount: '/dev/vhost-vdpa-0' });
     const devinfo = rig.dir('vdpa-devinfo');
     const file = writeDpDeviceInfo(devinfo, pools[0]!.pool, vhost);
-    assert.deepEqual(JSON.parse(readFileSync(file!, 'utf8')), { type: 'vdpa', version: '1.1.0', vdpa: { 'parent-device': 'vdpa0', driver: 'vhost', path: '/dev/vhost-vdpa-0', 'pci-address': '0000:af:02.0', 'pf-pci-address': '0000:af:00.0' } });
+    assert.deepEqual(JSON.parse(readFileSync(file!, 'utf8')), {
+      type: 'vdpa',
+      version: '1.1.0',
+      vdpa: { 'parent-device': 'vdpa0', driver: 'vhost', path: '/dev/vhost-vdpa-0', 'pci-address': '0000:af:02.0', 'pf-pci-address': '0000:af:00.0' },
+    });
     const virtio = inv.devices.find((d) => d.address === '0000:af:02.1')!;
     assert.equal((JSON.parse(readFileSync(writeDpDeviceInfo(devinfo, pools[1]!.pool, virtio)!, 'utf8')) as { vdpa: Record<string, string> }).vdpa.path, undefined, 'virtio has no char device');
   });
 
   it('auxNetDevice pools take sub-functions by auxTypes, pfNames and rootDevices; Allocate hands out their names', () => {
     const host = FakeKernel.create(join(rig.dir('aux'), 'host'), { pfs: [{ address: '0000:af:00.0', vendor: '15b3', device: '101b', numVfs: 1, netdev: 'ens3f0', subfunctions: 2 }] });
-    const config = parseConfig(JSON.stringify({ resourceList: [
-      { resourceName: 'sf_one', resourcePrefix: 'nvidia.com', deviceType: 'auxNetDevice', selectors: [{ auxTypes: ['sf'], pfNames: ['ens3f0'], rootDevices: ['0000:af:00.0'], isRdma: true }] },
-      { resourceName: 'vfs', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'] }] },
-    ] }));
+    const config = parseConfig(
+      JSON.stringify({
+        resourceList: [
+          { resourceName: 'sf_one', resourcePrefix: 'nvidia.com', deviceType: 'auxNetDevice', selectors: [{ auxTypes: ['sf'], pfNames: ['ens3f0'], rootDevices: ['0000:af:00.0'], isRdma: true }] },
+          { resourceName: 'vfs', resourcePrefix: 'nvidia.com', selectors: [{ vendors: ['15b3'] }] },
+        ],
+      }),
+    );
     const { pools, verdicts } = assignPools(discover(host.host()), config.pools);
-    assert.deepEqual(pools.map((p) => [p.pool.resourceName, p.devices]), [['sf_one', ['mlx5_core.sf.1', 'mlx5_core.sf.2']], ['vfs', ['0000:af:02.0']]]);
+    assert.deepEqual(
+      pools.map((p) => [p.pool.resourceName, p.devices]),
+      [
+        ['sf_one', ['mlx5_core.sf.1', 'mlx5_core.sf.2']],
+        ['vfs', ['0000:af:02.0']],
+      ],
+    );
     assert.equal(verdicts.find((v) => v.device.address === 'mlx5_core.sf.1')?.device.aux?.parent, '0000:af:00.0');
     const sf = verdicts.find((v) => v.device.address === 'mlx5_core.sf.2')!.device;
     const res = containerResponse(pools[0]!.pool, [sf], false);
     assert.equal(res.envs.PCIDEVICE_NVIDIA_COM_SF_ONE, 'mlx5_core.sf.2');
-    assert.ok(res.devices.some((d) => d.host_path.startsWith('/dev/infiniband/uverbs')), 'its RDMA device nodes');
+    assert.ok(
+      res.devices.some((d) => d.host_path.startsWith('/dev/infiniband/uverbs')),
+      'its RDMA device nodes',
+    );
     assert.equal(writeDpDeviceInfo(rig.dir('aux-devinfo'), pools[0]!.pool, sf), undefined, 'no device-info type exists for auxiliary devices');
   });
 
   it('ddpProfiles selects the VFs of PFs running that DDP package (devlink fw.app.name); the real devlink answers without one', async () => {
-    const host = FakeKernel.create(join(rig.dir('ddp'), 'host'), { pfs: [
-      { address: '0000:3b:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens2f0', ddpProfile: 'ICE COMMS Package' },
-      { address: '0000:3c:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens3f0', ddpProfile: 'ICE OS Default Package' },
-    ] });
+    const host = FakeKernel.create(join(rig.dir('ddp'), 'host'), {
+      pfs: [
+        { address: '0000:3b:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens2f0', ddpProfile: 'ICE COMMS Package' },
+        { address: '0000:3c:00.0', vendor: '8086', device: '1592', numVfs: 2, netdev: 'ens3f0', ddpProfile: 'ICE OS Default Package' },
+      ],
+    });
     const config = parseConfig(JSON.stringify({ resourceList: [{ resourceName: 'comms', selectors: [{ devices: ['1889'], ddpProfiles: ['ICE COMMS Package'] }] }] }));
     const inv = discover(host.host());
     await addDdpProfiles(sriovHostOf(host).openDdp(), inv);

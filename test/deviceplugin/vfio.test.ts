@@ -45,7 +45,10 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     const back = device(k, vf(0)).dev;
     assert.equal(back.driver, 'iavf');
     assert.equal(back.driverOverride, undefined, 'override cleared (reads "(null)")');
-    assert.deepEqual(back.netdevs.map((n) => n.name), ['ens1f0v0']);
+    assert.deepEqual(
+      back.netdevs.map((n) => n.name),
+      ['ens1f0v0'],
+    );
   });
 
   it('refuses with reasons: shared IOMMU group, host NIC in use, addresses or routes, bifurcated mlx5, no IOMMU, no vfio-pci module', () => {
@@ -56,7 +59,10 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     };
     assert.match(String(refuse(vf(2))), /IOMMU group \d+ is shared with 0000:5e:02\.3 \(iavf\): not viable/);
     assert.match(String(refuse('0000:03:00.0')), /netdev eno1 is up: in use on the host/);
-    assert.match(String(refuse(vf(1), new Map([['ens1f0v1', ['192.168.0.5/24', 'route 192.168.0.0/24']]]))), /netdev ens1f0v1 has addresses or routes \(192\.168\.0\.5\/24, route 192\.168\.0\.0\/24\)/);
+    assert.match(
+      String(refuse(vf(1), new Map([['ens1f0v1', ['192.168.0.5/24', 'route 192.168.0.0/24']]]))),
+      /netdev ens1f0v1 has addresses or routes \(192\.168\.0\.5\/24, route 192\.168\.0\.0\/24\)/,
+    );
     assert.equal(refuse(vf(1), new Map([['other', ['10.0.0.1/8']]])), undefined);
     assert.match(String(refuse('0000:af:02.0')), /mlx5_core is a bifurcated driver/);
     const off = fresh({ iommu: 'off', pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 1, netdev: 'ens1f0' }] });
@@ -78,7 +84,13 @@ describe('managed vfio-pci binding on the fake kernel', () => {
       assert.doesNotMatch(readFileSync('/proc/net/route', 'utf8'), new RegExp(`${pf}v1`), 'procfs shows no route for the down link');
       const use = await hostNetdevUse();
       const { inv } = device(k, vf(0));
-      const verdict = (i: number) => preflight(k.host(), inv.devices.find((d) => d.address === vf(i))!, inv, use);
+      const verdict = (i: number) =>
+        preflight(
+          k.host(),
+          inv.devices.find((d) => d.address === vf(i))!,
+          inv,
+          use,
+        );
       assert.equal(verdict(0), undefined, 'an idle VF may be bound');
       assert.match(String(verdict(1)), new RegExp(`netdev ${pf}v1 has addresses or routes \\(192\\.0\\.2\\.9/24\\)`));
       assert.match(String(verdict(2)), /fd00:77::9\/64/);
@@ -91,11 +103,17 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     const k = fresh();
     k.injectFault('sys/bus/pci/drivers_probe', 'EIO');
     const { dev, inv } = device(k, vf(0));
-    assert.throws(() => bindVfio(k.host(), dev, inv, IDLE), (e: Error) => e instanceof BindError && /restored iavf: EIO/.test(e.message));
+    assert.throws(
+      () => bindVfio(k.host(), dev, inv, IDLE),
+      (e: Error) => e instanceof BindError && /restored iavf: EIO/.test(e.message),
+    );
     const back = device(k, vf(0)).dev;
     assert.equal(back.driver, 'iavf');
     assert.equal(back.driverOverride, undefined);
-    assert.deepEqual(back.netdevs.map((n) => n.name), ['ens1f0v0']);
+    assert.deepEqual(
+      back.netdevs.map((n) => n.name),
+      ['ens1f0v0'],
+    );
   });
 
   it('the device plugin binds a pool with bindDriver, skips what preflight refuses, and releases VFs when the pool goes', async function () {
@@ -106,24 +124,44 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     const configFile = join(rig.dir('vfc'), 'config.json');
     writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], drivers: ['iavf'] }] }] }));
     const logs: { msg: string; fields?: Record<string, unknown> }[] = [];
-    const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(k), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd'), stateDir: rig.dir('vfs'), resyncMs: 3_600_000, log: (_l, msg, fields) => logs.push({ msg, ...(fields ? { fields } : {}) }) });
+    const plugin = new SriovDevicePlugin({
+      configFile,
+      host: sriovHostOf(k),
+      kubeletDir: kubelet.dir,
+      devinfoDir: rig.dir('vfd'),
+      stateDir: rig.dir('vfs'),
+      resyncMs: 3_600_000,
+      log: (_l, msg, fields) => logs.push({ msg, ...(fields ? { fields } : {}) }),
+    });
     try {
       await plugin.start();
       const inv = discover(k.host());
       // VFs 2 and 3 share a group with each other only: both are in the pool, so they are bound as one unit.
-      assert.deepEqual([0, 1, 2, 3].map((i) => inv.devices.find((d) => d.address === vf(i))?.driver), ['vfio-pci', 'vfio-pci', 'vfio-pci', 'vfio-pci']);
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => inv.devices.find((d) => d.address === vf(i))?.driver),
+        ['vfio-pci', 'vfio-pci', 'vfio-pci', 'vfio-pci'],
+      );
       // The shared group is one unit: advertised once, under its lowest address, allocated whole.
       const devices = await kubelet.waitFor('intel.com/dpdk', (d) => d.length > 0);
-      assert.deepEqual(devices.map((d) => [d.ID, d.health]), [0, 1, 2].map((i) => [vf(i), 'Healthy']));
+      assert.deepEqual(
+        devices.map((d) => [d.ID, d.health]),
+        [0, 1, 2].map((i) => [vf(i), 'Healthy']),
+      );
       assert.deepEqual(plugin.debug().pools[0]!.devices.find((d) => d.id === vf(2))?.unit, [vf(2), vf(3)]);
       const alloc = await kubelet.admit({ namespace: 'default', name: 'unit', uid: 'unit' }, 'c', 'intel.com/dpdk', 1, [vf(2)]);
       assert.equal(alloc.response.envs.PCIDEVICE_INTEL_COM_DPDK, `${vf(2)},${vf(3)}`);
       const group = inv.devices.find((d) => d.address === vf(2))!.iommuGroup;
-      assert.deepEqual(alloc.response.devices.map((d) => d.container_path), ['/dev/vfio/vfio', `/dev/vfio/${group}`]);
+      assert.deepEqual(
+        alloc.response.devices.map((d) => d.container_path),
+        ['/dev/vfio/vfio', `/dev/vfio/${group}`],
+      );
       writeFileSync(configFile, JSON.stringify({ resourceList: [] }));
       await plugin.resync();
       const released = discover(k.host());
-      assert.deepEqual([0, 1, 2, 3].map((i) => released.devices.find((d) => d.address === vf(i))?.driver), ['iavf', 'iavf', 'iavf', 'iavf']);
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => released.devices.find((d) => d.address === vf(i))?.driver),
+        ['iavf', 'iavf', 'iavf', 'iavf'],
+      );
       assert.ok(logs.some((l) => l.msg === 'released from vfio-pci'));
     } finally {
       await plugin.stop();
@@ -137,18 +175,30 @@ describe('managed vfio-pci binding on the fake kernel', () => {
     const kubelet = new KubeletDouble(join(rig.dir('vfk2'), 'kubelet'));
     await kubelet.start();
     const configFile = join(rig.dir('vfc2'), 'config.json');
-    writeFileSync(configFile, JSON.stringify({ resourceList: [{ resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], drivers: ['iavf'], pciAddresses: [vf(0), vf(1)] }] }] }));
+    writeFileSync(
+      configFile,
+      JSON.stringify({ resourceList: [{ resourceName: 'dpdk', bindDriver: 'vfio-pci', selectors: [{ devices: ['154c'], drivers: ['iavf'], pciAddresses: [vf(0), vf(1)] }] }] }),
+    );
     // VF 1's netdev holds an address on the host.
     const netdevUse = async (): Promise<NetdevUse> => new Map([['ens1f0v1', ['192.0.2.1/24']]]);
     const plugin = new SriovDevicePlugin({ configFile, host: sriovHostOf(k), kubeletDir: kubelet.dir, devinfoDir: rig.dir('vfd2'), stateDir: rig.dir('vfs2'), resyncMs: 3_600_000, netdevUse });
     try {
       await plugin.start();
       const devices = await kubelet.waitFor('intel.com/dpdk', (d) => d.length === 2);
-      assert.deepEqual(devices.map((d) => [d.ID, d.health]), [[vf(0), 'Healthy'], [vf(1), 'Unhealthy']]);
+      assert.deepEqual(
+        devices.map((d) => [d.ID, d.health]),
+        [
+          [vf(0), 'Healthy'],
+          [vf(1), 'Unhealthy'],
+        ],
+      );
       assert.match(String(plugin.debug().pools[0]!.devices.find((d) => d.id === vf(1))?.reason), /not bound to vfio-pci \(iavf\): .*ens1f0v1 has addresses or routes \(192\.0\.2\.1\/24\)/);
       await assert.rejects(kubelet.admit({ namespace: 'default', name: 'dpdk', uid: 'dpdk' }, 'c', 'intel.com/dpdk', 1, [vf(1)]), /unhealthy/);
       const ok = await kubelet.admit({ namespace: 'default', name: 'dpdk', uid: 'dpdk' }, 'c', 'intel.com/dpdk', 1, [vf(0)]);
-      assert.ok(ok.response.devices.some((d) => d.container_path === '/dev/vfio/vfio'), 'the bound one comes with its vfio device nodes');
+      assert.ok(
+        ok.response.devices.some((d) => d.container_path === '/dev/vfio/vfio'),
+        'the bound one comes with its vfio device nodes',
+      );
     } finally {
       await plugin.stop();
       await kubelet.stop();

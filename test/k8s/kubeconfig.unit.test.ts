@@ -99,7 +99,10 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
     writeFileSync(join(d, 'pki', 'client.key'), readFileSync(client.key));
     writeFileSync(join(d, 'token'), 'file-token\n');
     const path = join(d, 'config');
-    writeFileSync(path, stringify(doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority': 'pki/ca.crt' }, { 'client-certificate': 'pki/client.crt', 'client-key': 'pki/client.key', tokenFile: 'token' })));
+    writeFileSync(
+      path,
+      stringify(doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority': 'pki/ca.crt' }, { 'client-certificate': 'pki/client.crt', 'client-key': 'pki/client.key', tokenFile: 'token' })),
+    );
     const got = await request(path);
     assert.equal(got.clientCN, 'plexus-node');
     assert.equal(got.headers.authorization, 'Bearer file-token');
@@ -109,7 +112,15 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
   });
 
   it('client certificate and key as -data', async () => {
-    const path = write('certdata', stringify(doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority-data': caData() }, { 'client-certificate-data': readFileSync(client.cert).toString('base64'), 'client-key-data': readFileSync(client.key).toString('base64') })));
+    const path = write(
+      'certdata',
+      stringify(
+        doc(
+          { server: `https://127.0.0.1:${port}`, 'certificate-authority-data': caData() },
+          { 'client-certificate-data': readFileSync(client.cert).toString('base64'), 'client-key-data': readFileSync(client.key).toString('base64') },
+        ),
+      ),
+    );
     const got = await request(path);
     assert.equal(got.clientCN, 'plexus-node');
     assert.equal(got.headers.authorization, undefined);
@@ -133,7 +144,10 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
   it('insecure-skip-tls-verify reaches a server whose CA it does not have; with a CA as well it is refused, as kubectl does', async () => {
     const path = write('insecure', stringify(doc({ server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true }, { token: 'insecure' })));
     assert.equal((await request(path)).headers.authorization, 'Bearer insecure');
-    await rejects(loadKubeconfig(write('both', stringify(doc({ server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true, 'certificate-authority-data': caData() }, {})))), /insecure-skip-tls-verify together/);
+    await rejects(
+      loadKubeconfig(write('both', stringify(doc({ server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true, 'certificate-authority-data': caData() }, {})))),
+      /insecure-skip-tls-verify together/,
+    );
   });
 
   it('several contexts: the current one is used, whatever order the lists are in', async () => {
@@ -158,12 +172,18 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
     assert.equal((await request(path)).headers.authorization, 'Bearer mine');
   });
 
-  it('a missing current context, cluster or user is an error naming it, and no request is made with anybody else\'s credentials', async () => {
+  it("a missing current context, cluster or user is an error naming it, and no request is made with anybody else's credentials", async () => {
     const base = doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority-data': caData() }, { token: 'first-user-token' });
     seen.length = 0;
     await rejects(loadKubeconfig(write('noctx', stringify({ ...base, 'current-context': 'gone' }))), /current-context "gone" does not exist/);
-    await rejects(loadKubeconfig(write('nocluster', stringify({ ...base, contexts: [{ name: 'ctx1', context: { cluster: 'elsewhere', user: 'u1' } }] }))), /cluster "elsewhere" of context "ctx1" does not exist/);
-    await rejects(loadKubeconfig(write('nouser', stringify({ ...base, contexts: [{ name: 'ctx1', context: { cluster: 'c1', user: 'someone' } }] }))), /user "someone" of context "ctx1" does not exist/);
+    await rejects(
+      loadKubeconfig(write('nocluster', stringify({ ...base, contexts: [{ name: 'ctx1', context: { cluster: 'elsewhere', user: 'u1' } }] }))),
+      /cluster "elsewhere" of context "ctx1" does not exist/,
+    );
+    await rejects(
+      loadKubeconfig(write('nouser', stringify({ ...base, contexts: [{ name: 'ctx1', context: { cluster: 'c1', user: 'someone' } }] }))),
+      /user "someone" of context "ctx1" does not exist/,
+    );
     const two = { ...base, contexts: [...(base.contexts as object[]), { name: 'ctx2', context: { cluster: 'c1', user: 'u1' } }] };
     delete (two as Record<string, unknown>)['current-context'];
     await rejects(loadKubeconfig(write('ambiguous', stringify(two))), /no current-context.*ctx1, ctx2/);
@@ -171,9 +191,15 @@ describe('kubeconfig: every form a user has, never the wrong credentials', funct
   });
 
   it('credential plugins and proxies are refused by name, not ignored; bad files are named', async () => {
-    await rejects(loadKubeconfig(write('exec', stringify(doc({ server: `https://127.0.0.1:${port}` }, { exec: { command: 'aws', apiVersion: 'client.authentication.k8s.io/v1' } })))), /user "u1": exec credential plugins are not supported/);
+    await rejects(
+      loadKubeconfig(write('exec', stringify(doc({ server: `https://127.0.0.1:${port}` }, { exec: { command: 'aws', apiVersion: 'client.authentication.k8s.io/v1' } })))),
+      /user "u1": exec credential plugins are not supported/,
+    );
     await rejects(loadKubeconfig(write('proxy', stringify(doc({ server: `https://127.0.0.1:${port}`, 'proxy-url': 'http://proxy:3128' }, {})))), /proxy-url is not supported/);
-    await rejects(loadKubeconfig(write('missingca', stringify(doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority': 'nope/ca.crt' }, {})))), /certificate-authority: cannot read .*missingca\/nope\/ca\.crt/);
+    await rejects(
+      loadKubeconfig(write('missingca', stringify(doc({ server: `https://127.0.0.1:${port}`, 'certificate-authority': 'nope/ca.crt' }, {})))),
+      /certificate-authority: cannot read .*missingca\/nope\/ca\.crt/,
+    );
     await rejects(loadKubeconfig(join(dir, 'does-not-exist')), /does-not-exist: cannot be read/);
     await rejects(loadKubeconfig(write('garbage', 'clusters: [unclosed')), /cannot be read/);
   });

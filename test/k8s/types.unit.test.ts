@@ -22,7 +22,14 @@ describe('API objects are parsed, not cast', () => {
   });
 
   it('property: any JSON value is a pod (with string annotations) or a code-7 error, never another exception', () => {
-    const meta = fc.record({ name: fc.oneof(fc.string(), fc.integer()), namespace: fc.oneof(fc.string(), fc.constant(undefined)), annotations: fc.oneof(fc.dictionary(fc.string(), fc.string()), fc.dictionary(fc.string(), fc.jsonValue())) }, { requiredKeys: [] });
+    const meta = fc.record(
+      {
+        name: fc.oneof(fc.string(), fc.integer()),
+        namespace: fc.oneof(fc.string(), fc.constant(undefined)),
+        annotations: fc.oneof(fc.dictionary(fc.string(), fc.string()), fc.dictionary(fc.string(), fc.jsonValue())),
+      },
+      { requiredKeys: [] },
+    );
     fc.assert(
       fc.property(fc.oneof(fc.jsonValue(), fc.record({ metadata: meta, spec: fc.jsonValue() }, { requiredKeys: [] })), (value) => {
         try {

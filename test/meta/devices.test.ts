@@ -68,7 +68,17 @@ describe('devices of a pod from kubelet', function () {
 
   it('reads the device-plugin checkpoint by pod UID when there is no socket', () => {
     const file = join(rig.dir('cp'), 'kubelet_internal_checkpoint');
-    writeFileSync(file, JSON.stringify({ Data: { PodDeviceEntries: [{ PodUID: 'u1', ContainerName: 'a', ResourceName: 'r/x', DeviceIDs: { '0': ['b', 'a'] } }, { PodUID: 'u2', ContainerName: 'a', ResourceName: 'r/x', DeviceIDs: ['z'] }] } }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        Data: {
+          PodDeviceEntries: [
+            { PodUID: 'u1', ContainerName: 'a', ResourceName: 'r/x', DeviceIDs: { '0': ['b', 'a'] } },
+            { PodUID: 'u2', ContainerName: 'a', ResourceName: 'r/x', DeviceIDs: ['z'] },
+          ],
+        },
+      }),
+    );
     assert.deepEqual([...podDevicesFromCheckpoint(file, 'u1')], [['r/x', ['a', 'b']]]);
   });
 
@@ -93,11 +103,14 @@ describe('devices of a pod from kubelet', function () {
       assert.ok(linkExists('vfa', ns.name) && linkExists('vfb', ns.name));
       const read = node.attachments().read('sb-dev');
       assert.equal(read.kind, 'ok');
-      assert.deepEqual((read as { record: AttachmentRecord }).record.attachments.map((a) => [a.ifName, a.deviceID]), [
-        ['eth0', undefined],
-        ['vfa', '0000:5e:02.3'],
-        ['vfb', '0000:5e:02.5'],
-      ]);
+      assert.deepEqual(
+        (read as { record: AttachmentRecord }).record.attachments.map((a) => [a.ifName, a.deviceID]),
+        [
+          ['eth0', undefined],
+          ['vfa', '0000:5e:02.3'],
+          ['vfb', '0000:5e:02.5'],
+        ],
+      );
       assert.deepEqual(served.calls, ['Get'], 'one pod asked for, not the whole node');
       assert.match(readFileSync(logFile, 'utf8'), /\[verbose\] sb-dev ADD sb-dev default\/vf-net as vfb: ok/);
       assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf)).status, 0);

@@ -33,7 +33,13 @@ describe('plexusctl explain (dry run)', function () {
   });
 
   interface Explained {
-    attachments: { network: string; ifName: string; default: boolean; env: Record<string, string>; delegates: { type: string; runtimeConfig: Record<string, unknown>; stdin: Record<string, unknown> }[] }[];
+    attachments: {
+      network: string;
+      ifName: string;
+      default: boolean;
+      env: Record<string, string>;
+      delegates: { type: string; runtimeConfig: Record<string, unknown>; stdin: Record<string, unknown> }[];
+    }[];
   }
 
   it('shows delegates, interface names, env and runtimeConfig of a pod JSON, and touches nothing', async () => {
@@ -45,17 +51,27 @@ describe('plexusctl explain (dry run)', function () {
     const r = await plexusctl(['explain', file, '--conf', conf, '-o', 'json']);
     assert.equal(r.status, 0, r.stdout);
     const out = JSON.parse(r.stdout) as Explained;
-    assert.deepEqual(out.attachments.map((a) => [a.ifName, a.network, a.default]), [
-      ['eth0', 'cluster', true],
-      ['net1', 'default/macvlan-a', false],
-      ['data0', 'default/bridge-b', false],
-    ]);
+    assert.deepEqual(
+      out.attachments.map((a) => [a.ifName, a.network, a.default]),
+      [
+        ['eth0', 'cluster', true],
+        ['net1', 'default/macvlan-a', false],
+        ['data0', 'default/bridge-b', false],
+      ],
+    );
     const bridgeB = out.attachments[2]!;
     assert.deepEqual(bridgeB.delegates[0]!.runtimeConfig, { ips: ['10.77.0.9/24'] });
     assert.equal(bridgeB.env.CNI_IFNAME, 'data0');
     assert.match(bridgeB.env.CNI_ARGS!, /K8S_POD_NAME=two-nets/);
     assert.equal(bridgeB.delegates[0]!.stdin.name, 'bridge-b');
-    assert.deepEqual(node.api.requests.slice(before).map((q) => q.verb).sort(), ['get', 'get'], 'two NAD reads, nothing written');
+    assert.deepEqual(
+      node.api.requests
+        .slice(before)
+        .map((q) => q.verb)
+        .sort(),
+      ['get', 'get'],
+      'two NAD reads, nothing written',
+    );
     assert.equal(JSON.stringify(ipJson(['link', 'show'])), links);
     assert.equal(existsSync(join(node.cniDir, 'attachments')), false, 'no store record');
   });

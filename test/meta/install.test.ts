@@ -62,7 +62,13 @@ describe('plexusctl install (one-shot mode)', function () {
     assert.equal(r.status, 0, JSON.stringify(r.json));
     const conf = JSON.parse(readFileSync(join(confDir, '00-plexus.conflist'), 'utf8')) as { cniVersion: string; plugins: Record<string, unknown>[] };
     assert.equal(conf.cniVersion, '1.0.0');
-    assert.deepEqual(conf.plugins[0], { type: 'plexus', clusterNetwork: cluster, binDir: bin, capabilities: { 'io.kubernetes.cri.pod-annotations': true, portMappings: true }, cniDir: join(confDir, '..', 'plexus') });
+    assert.deepEqual(conf.plugins[0], {
+      type: 'plexus',
+      clusterNetwork: cluster,
+      binDir: bin,
+      capabilities: { 'io.kubernetes.cri.pod-annotations': true, portMappings: true },
+      cniDir: join(confDir, '..', 'plexus'),
+    });
     // runs from anywhere: nothing of the repository (node_modules, native/) is needed
     const version = spawnSync(join(bin, 'plexus'), [], { cwd: '/', env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'VERSION' }, input: '', encoding: 'utf8' });
     assert.equal(version.status, 0, version.stderr);
@@ -139,7 +145,17 @@ describe('plexusctl install (one-shot mode)', function () {
       assert.deepEqual(new AttachmentStore(join(confDir, '..', 'plexus', 'attachments')).active(), []);
 
       // Uninstalled, the runtime's next pod gets the cluster network from its own conf, without Plexus.
-      const un = plexusctl(['uninstall', '--cni-bin-dir', cri.binDir, '--cni-conf-dir', cri.confDir, '--cni-dir', join(confDir, '..', 'plexus'), '--daemon-socket', join(confDir, '..', 'no-daemon.sock')]);
+      const un = plexusctl([
+        'uninstall',
+        '--cni-bin-dir',
+        cri.binDir,
+        '--cni-conf-dir',
+        cri.confDir,
+        '--cni-dir',
+        join(confDir, '..', 'plexus'),
+        '--daemon-socket',
+        join(confDir, '..', 'no-daemon.sock'),
+      ]);
       assert.equal(un.status, 0, JSON.stringify(un.json));
       assert.equal(un.json.clusterNetwork, join(cri.confDir, '10-cluster.conflist'));
       await new Promise((r) => setTimeout(r, 3000));
@@ -155,7 +171,18 @@ describe('plexusctl install (one-shot mode)', function () {
   });
 
   describe('plexusctl uninstall', () => {
-    const uninstallArgs = (extra: string[] = []): string[] => ['uninstall', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus'), '--daemon-socket', join(confDir, '..', 'plexus.sock'), ...extra];
+    const uninstallArgs = (extra: string[] = []): string[] => [
+      'uninstall',
+      '--cni-bin-dir',
+      bin,
+      '--cni-conf-dir',
+      confDir,
+      '--cni-dir',
+      join(confDir, '..', 'plexus'),
+      '--daemon-socket',
+      join(confDir, '..', 'plexus.sock'),
+      ...extra,
+    ];
     const SRIOV_CNI = '#!/bin/sh\n# stands in for sriov-cni\necho sriov-cni\n';
 
     it('removes the meta conf, shim and launchers, and puts back the sriov binary install replaced', () => {
@@ -182,7 +209,17 @@ describe('plexusctl install (one-shot mode)', function () {
       clusterConf();
       assert.equal(plexusctl(args()).status, 0);
       const store = new AttachmentStore(join(confDir, '..', 'plexus', 'attachments'));
-      store.write({ containerID: 'sandbox-attached', netns: '/run/netns/x', ifName: 'eth0', args: [], podNamespace: 'default', podName: 'p', podUID: 'u', cniVersion: '1.0.0', attachments: [{ network: 'default/a', ifName: 'net1', config: '{}', capabilityArgs: {}, isDefault: false, state: 'added' }] });
+      store.write({
+        containerID: 'sandbox-attached',
+        netns: '/run/netns/x',
+        ifName: 'eth0',
+        args: [],
+        podNamespace: 'default',
+        podName: 'p',
+        podUID: 'u',
+        cniVersion: '1.0.0',
+        attachments: [{ network: 'default/a', ifName: 'net1', config: '{}', capabilityArgs: {}, isDefault: false, state: 'added' }],
+      });
       const before = [readdirSync(bin).sort(), readdirSync(confDir).sort()];
       const r = plexusctl(uninstallArgs());
       assert.equal(r.status, 1);

@@ -81,7 +81,10 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const add = await node.exec(podEnv('ADD', 'sb-gw', ns.path, { name: 'gw', namespace: 'default' }), conf(annotations));
     assert.equal(add.status, 0, add.stdout + add.stderr);
     const defaults = ipJson<{ dst: string; gateway?: string; dev: string }[]>(['-n', ns.name, 'route', 'show', 'default']);
-    assert.deepEqual(defaults.map((r) => [r.gateway, r.dev]), [['10.77.0.1', 'data0']]);
+    assert.deepEqual(
+      defaults.map((r) => [r.gateway, r.dev]),
+      [['10.77.0.1', 'data0']],
+    );
     const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'gw')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
     assert.equal(status[0]!['default-route'], undefined, 'the cluster network no longer carries it');
     assert.deepEqual(status[1]!['default-route'], ['10.77.0.1']);
@@ -90,8 +93,17 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
 
   it('works with a Multus thin-style conf: inline delegates, no kubeconfig, NADs as files in confDir', async () => {
     const ns = rig.netns('t');
-    writeFileSync(join(node.multusConfDir, 'files-net.conf'), JSON.stringify({ cniVersion: '0.4.0', name: 'files-net', type: 'macvlan', master: 'plx-mv-master', ipam: { type: 'static', addresses: [{ address: '10.77.5.5/24' }] } }));
-    const cluster = { cniVersion: '0.4.0', name: 'inline-cluster', type: 'bridge', bridge: node.clusterBridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] } };
+    writeFileSync(
+      join(node.multusConfDir, 'files-net.conf'),
+      JSON.stringify({ cniVersion: '0.4.0', name: 'files-net', type: 'macvlan', master: 'plx-mv-master', ipam: { type: 'static', addresses: [{ address: '10.77.5.5/24' }] } }),
+    );
+    const cluster = {
+      cniVersion: '0.4.0',
+      name: 'inline-cluster',
+      type: 'bridge',
+      bridge: node.clusterBridge,
+      ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] },
+    };
     const { kubeconfig: _kubeconfig, clusterNetwork: _cluster, ...rest } = node.metaConf({}, '0.4.0');
     const multusStyle = { ...rest, delegates: [cluster], runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { [NETWORKS]: 'files-net' } } };
     const add = await node.exec(podEnv('ADD', 'sb-thin', ns.path, pod), multusStyle);
@@ -106,14 +118,24 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const ns = rig.netns('x');
     const dir = join(node.dir, 'chained');
     mkdirSync(join(dir, 'chained'), { recursive: true });
-    writeFileSync(join(dir, '10-chained.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'chained', plugins: [{ type: 'bridge', bridge: node.clusterBridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] } }] }));
+    writeFileSync(
+      join(dir, '10-chained.conflist'),
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'chained',
+        plugins: [{ type: 'bridge', bridge: node.clusterBridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam'), ranges: [[{ subnet: '10.76.0.0/24' }]] } }],
+      }),
+    );
     writeFileSync(join(dir, 'chained', '50-mtu.conf'), JSON.stringify({ type: 'tuning', mtu: 1300 }));
     const chainedConf = { ...conf({}, { clusterNetwork: join(dir, '10-chained.conflist') }) };
     const add = await node.exec(podEnv('ADD', 'sb-chain', ns.path, pod), chainedConf);
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.equal(ipJson<{ mtu: number }[]>(['-n', ns.name, 'link', 'show', 'eth0'])[0]?.mtu, 1300, 'the appended tuning plugin ran');
     const stored = storedRecord('sb-chain');
-    assert.deepEqual((JSON.parse(stored.attachments[0]!.config) as { plugins: { type: string }[] }).plugins.map((p) => p.type), ['bridge', 'tuning']);
+    assert.deepEqual(
+      (JSON.parse(stored.attachments[0]!.config) as { plugins: { type: string }[] }).plugins.map((p) => p.type),
+      ['bridge', 'tuning'],
+    );
     assert.equal((await node.exec(podEnv('DEL', 'sb-chain', ns.path, pod), chainedConf)).status, 0);
     assert.equal(linkExists('eth0', ns.name), false);
   });
@@ -131,15 +153,25 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
     const add = await node.exec(env, auxConf);
     assert.equal(add.status, 0, add.stdout + add.stderr);
     const stored = storedRecord('sb-aux');
-    assert.deepEqual(stored.attachments.map((a) => [a.network, a.auxiliary === true, a.state]), [
-      ['cluster', false, 'added'],
-      ['default/macvlan-a', false, 'added'],
-      ['vendor-chain', true, 'added'],
-    ]);
+    assert.deepEqual(
+      stored.attachments.map((a) => [a.network, a.auxiliary === true, a.state]),
+      [
+        ['cluster', false, 'added'],
+        ['default/macvlan-a', false, 'added'],
+        ['vendor-chain', true, 'added'],
+      ],
+    );
     const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'aux')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string }[];
-    assert.deepEqual(status.map((e) => e.name), ['cluster', 'default/macvlan-a'], 'no status entry for the chain');
+    assert.deepEqual(
+      status.map((e) => e.name),
+      ['cluster', 'default/macvlan-a'],
+      'no status entry for the chain',
+    );
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, auxConf)).status, 0);
-    assert.deepEqual(records().filter((r) => r === 'sb-aux'), []);
+    assert.deepEqual(
+      records().filter((r) => r === 'sb-aux'),
+      [],
+    );
   });
 
   it('rotates the log file by size (logOptions maxSize / maxBackups)', async () => {
@@ -168,7 +200,10 @@ ADD) touch ${marks}/started; sleep 1; touch ${marks}/made-$CNI_CONTAINERID; echo
 DEL) rm -f ${marks}/made-$CNI_CONTAINERID ;;
 esac`,
     );
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'slow-x', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"slow-x","type":"plx-slow"}' } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'slow-x', namespace: 'default' },
+      spec: { config: '{"cniVersion":"1.0.0","name":"slow-x","type":"plx-slow"}' },
+    } as never);
     const slowConf = conf({ [NETWORKS]: 'slow-x' });
     const env = { PATH: process.env.PATH ?? '', CNI_PATH: '/usr/lib/cni', ...podEnv('ADD', 'sb-orphan', ns.path, pod) };
     const plexus = spawn(join(repoRoot(), 'bin', 'plexus'), [], { env, stdio: ['pipe', 'ignore', 'ignore'] });

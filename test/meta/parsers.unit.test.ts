@@ -100,7 +100,10 @@ describe('networks annotation', () => {
   it('default-network: exactly one network, namespace defaulting to the Multus namespace', () => {
     assert.deepEqual(parseDefaultNetworkAnnotation('calico', 'kube-system'), { name: 'calico', namespace: 'kube-system' });
     assert.equal(parseDefaultNetworkAnnotation(' ', 'kube-system'), undefined);
-    assert.equal(codeOf(() => parseDefaultNetworkAnnotation('a,b', 'kube-system')), 7);
+    assert.equal(
+      codeOf(() => parseDefaultNetworkAnnotation('a,b', 'kube-system')),
+      7,
+    );
   });
 
   it('property: any annotation text gives selections or CNI error 6/7, never a crash', () => {
@@ -108,7 +111,11 @@ describe('networks annotation', () => {
       fc.constantFrom('name', 'namespace', 'interface', 'ips', 'mac', 'infiniband-guid', 'cni-args', 'portMappings', 'bandwidth', 'default-route', 'ipam-claim-reference', 'deviceID', 'x.y'),
       fc.jsonValue(),
     );
-    const text = fc.oneof(fc.string(), fc.array(element).map((a) => JSON.stringify(a)), fc.array(fc.stringMatching(/^[a-z0-9/@-]{0,12}$/)).map((a) => a.join(',')));
+    const text = fc.oneof(
+      fc.string(),
+      fc.array(element).map((a) => JSON.stringify(a)),
+      fc.array(fc.stringMatching(/^[a-z0-9/@-]{0,12}$/)).map((a) => a.join(',')),
+    );
     fc.assert(
       fc.property(text, (t) => {
         try {
@@ -169,7 +176,10 @@ describe('meta conf', () => {
 
   it('refuses a conf without cluster network, and bad key types, naming the field', () => {
     assert.throws(() => parseMetaConf({ cniVersion: '1.0.0', name: 'p', type: 'plexus' } as PluginStdinConf), /"clusterNetwork" or "delegates"/);
-    assert.throws(() => parseMetaConf(base({ namespaceIsolation: 'yes' })), (e: unknown) => e instanceof CniError && e.code === 7 && /namespaceIsolation/.test(e.details ?? ''));
+    assert.throws(
+      () => parseMetaConf(base({ namespaceIsolation: 'yes' })),
+      (e: unknown) => e instanceof CniError && e.code === 7 && /namespaceIsolation/.test(e.details ?? ''),
+    );
     assert.throws(() => parseMetaConf(base({ apiTimeoutMs: 0 })), /apiTimeoutMs/);
   });
 
@@ -183,7 +193,24 @@ describe('meta conf', () => {
   });
 
   it('property: any conf object gives a MetaConf or CNI error 7', () => {
-    const keys = fc.constantFrom('clusterNetwork', 'delegates', 'defaultNetworks', 'systemNamespaces', 'multusNamespace', 'namespaceIsolation', 'globalNamespaces', 'confDir', 'cniDir', 'binDir', 'kubeconfig', 'logLevel', 'logToStderr', 'capabilities', 'apiTimeoutMs', 'auxiliaryCNIChainName');
+    const keys = fc.constantFrom(
+      'clusterNetwork',
+      'delegates',
+      'defaultNetworks',
+      'systemNamespaces',
+      'multusNamespace',
+      'namespaceIsolation',
+      'globalNamespaces',
+      'confDir',
+      'cniDir',
+      'binDir',
+      'kubeconfig',
+      'logLevel',
+      'logToStderr',
+      'capabilities',
+      'apiTimeoutMs',
+      'auxiliaryCNIChainName',
+    );
     fc.assert(
       fc.property(fc.dictionary(keys, fc.jsonValue()), (extra) => {
         try {
@@ -210,7 +237,11 @@ describe('a network conf file by path (clusterNetwork)', () => {
     assert.equal(loadNetworkFromPath(file).plugins[0]!.bridge, 'br-b', 'changed: parsed again');
     mkdirSync(join(dir, 'cluster'));
     writeFileSync(join(dir, 'cluster', '50-tuning.conf'), JSON.stringify({ type: 'tuning', mtu: 1300 }));
-    assert.deepEqual(loadNetworkFromPath(file).plugins.map((p) => p.type), ['bridge', 'tuning'], 'appended plugins are read every time');
+    assert.deepEqual(
+      loadNetworkFromPath(file).plugins.map((p) => p.type),
+      ['bridge', 'tuning'],
+      'appended plugins are read every time',
+    );
     // The file given, not another of the same name in its directory.
     writeFileSync(join(dir, '00-same-name.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', plugins: [{ type: 'macvlan' }] }));
     assert.equal(loadNetworkFromPath(file).plugins[0]!.type, 'bridge');
@@ -235,18 +266,28 @@ describe('NAD resolution', () => {
   });
 
   it('without spec.config fails naming the conf dir it searched', () => {
-    assert.throws(() => nadToConfList(nad(), '/nonexistent'), (e: unknown) => e instanceof CniError && e.code === 7 && /no spec\.config.*\/nonexistent/.test(e.msg));
+    assert.throws(
+      () => nadToConfList(nad(), '/nonexistent'),
+      (e: unknown) => e instanceof CniError && e.code === 7 && /no spec\.config.*\/nonexistent/.test(e.msg),
+    );
   });
 
   it('property: any spec.config gives a conf list or CNI error 1, 6 or 7', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v)), fc.record({ cniVersion: fc.string(), type: fc.string(), plugins: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v))), (config) => {
-        try {
-          nadToConfList(nad(config), '/nonexistent');
-        } catch (err) {
-          assert.ok(err instanceof CniError && [1, 6, 7].includes(err.code), String(err));
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+          fc.record({ cniVersion: fc.string(), type: fc.string(), plugins: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
+        ),
+        (config) => {
+          try {
+            nadToConfList(nad(config), '/nonexistent');
+          } catch (err) {
+            assert.ok(err instanceof CniError && [1, 6, 7].includes(err.code), String(err));
+          }
+        },
+      ),
       { numRuns: 2000 },
     );
   });

@@ -21,7 +21,9 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
   const runtimeConf = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => node.podConf(annotations, extra);
   const hostState = (): string =>
     JSON.stringify({
-      links: ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).sort(),
+      links: ipJson<{ ifname: string }[]>(['link', 'show'])
+        .map((l) => l.ifname)
+        .sort(),
       ips: [...reservations(join(node.dir, 'ipam')), ...reservations('/var/lib/cni/networks/macvlan-a')].sort(),
       store: node.attachments().active(),
       devinfo: existsSync(join(node.deviceInfoDir, 'cni')) ? readdirSync(join(node.deviceInfoDir, 'cni')) : [],
@@ -37,7 +39,11 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.equal(add.json?.cniVersion, '1.0.0');
     const ifaces = (add.json?.interfaces as { name: string; sandbox?: string }[]).filter((i) => i.sandbox);
-    assert.deepEqual(ifaces.map((i) => i.name), ['eth0'], 'the runtime gets the cluster network result');
+    assert.deepEqual(
+      ifaces.map((i) => i.name),
+      ['eth0'],
+      'the runtime gets the cluster network result',
+    );
     assert.deepEqual(ipAddresses(ns.name, 'eth0'), ['10.76.0.2/24']);
     assert.equal(ipAddresses(ns.name, 'net1').length, 1);
     assert.match(ipAddresses(ns.name, 'net1')[0]!, /^10\.77\.1\./);
@@ -67,7 +73,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
 
     const del = await node.exec(podEnv('DEL', 'sandbox1', ns.path, pod.metadata), runtimeConf(annotations));
     assert.equal(del.status, 0, del.stdout + del.stderr);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.deepEqual(reservations(join(node.dir, 'ipam')), []);
     assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
     const store = node.attachments();
@@ -91,7 +100,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
   it('an injected failure of the second secondary delegate fails ADD with its message and leaves nothing', async () => {
     const ns = rig.netns('f');
     installShellPlugin(node.binDir, 'plx-failing', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"code":117,"msg":"second secondary exploded"}'; exit 1`);
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'broken-c', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"broken-c","type":"plx-failing"}' } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'broken-c', namespace: 'default' },
+      spec: { config: '{"cniVersion":"1.0.0","name":"broken-c","type":"plx-failing"}' },
+    } as never);
     const { meta } = twoNets();
     const before = hostState();
     const annotations = { [NETWORKS]: '[{"name":"macvlan-a"},{"name":"broken-c"}]' };
@@ -99,7 +111,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(add.status, 1);
     assert.equal(add.json?.code, 117);
     assert.equal(add.json?.msg, 'second secondary exploded');
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     const warning = node.api.list('v1', 'events').find((e) => (e as { reason?: string }).reason === 'NetworkAttachFailed');
     assert.match(String((warning as { message?: string })?.message), /second secondary exploded/);
     // the runtime's DEL after a failed ADD finds the rolled-back record and has nothing left to do
@@ -114,7 +129,18 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const ns = rig.netns('g');
     const bridge = 'plx-nogw-br';
     rig.ownLink(bridge);
-    const cluster = { cniVersion: '1.0.0', name: 'cluster-nogw', type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam-nogw'), ranges: [[{ subnet: '10.74.0.0/24', gateway: '10.74.0.1' }], [{ subnet: 'fd74::/64', gateway: 'fd74::1' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }] } };
+    const cluster = {
+      cniVersion: '1.0.0',
+      name: 'cluster-nogw',
+      type: 'bridge',
+      bridge,
+      ipam: {
+        type: 'host-local',
+        dataDir: join(node.dir, 'ipam-nogw'),
+        ranges: [[{ subnet: '10.74.0.0/24', gateway: '10.74.0.1' }], [{ subnet: 'fd74::/64', gateway: 'fd74::1' }]],
+        routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }],
+      },
+    };
     const conf = runtimeConf({}, { clusterNetwork: undefined, delegates: [cluster] });
     const env = podEnv('ADD', 'sb-nogw', ns.path, { name: 'nogw', namespace: 'default' });
     node.api.put('v1', 'pods', { metadata: { name: 'nogw', namespace: 'default', uid: 'uid-nogw' }, spec: { nodeName: 'plx-node' } } as never);
@@ -133,8 +159,15 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       const bridge = 'plx-mdrop-br';
       rig.ownLink(bridge);
       // A delegate whose result's IPs carry no interface index (as Calico's do).
-      installShellPlugin(node.binDir, 'plx-noindex', `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"cniVersion":"1.0.0","interfaces":[{"name":"net1","sandbox":"'$CNI_NETNS'"}],"ips":[{"address":"10.66.0.5/24"}]}'`);
-      node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'noindex-net', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","type":"plx-noindex"}' } } as never);
+      installShellPlugin(
+        node.binDir,
+        'plx-noindex',
+        `[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"cniVersion":"1.0.0","interfaces":[{"name":"net1","sandbox":"'$CNI_NETNS'"}],"ips":[{"address":"10.66.0.5/24"}]}'`,
+      );
+      node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+        metadata: { name: 'noindex-net', namespace: 'default' },
+        spec: { config: '{"cniVersion":"1.0.0","type":"plx-noindex"}' },
+      } as never);
       node.api.put('v1', 'pods', { metadata: { name: 'mdrop', namespace: 'default', uid: 'uid-mdrop' }, spec: { nodeName: 'plx-node' } } as never);
       // As in Multus's own examples: {"type": ...} alone.
       const delegate = { type: 'bridge', bridge, ipam: { type: 'host-local', dataDir: join(node.dir, 'ipam-mdrop'), ranges: [[{ subnet: '10.73.0.0/24' }]] } };
@@ -145,7 +178,14 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       assert.equal(add.status, 0, add.stdout + add.stderr);
       assert.match(ipAddresses(ns.name, 'eth0')[0] ?? '', /^10\.73\.0\./);
       const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'mdrop')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as { name: string; interface: string; ips?: string[] }[];
-      assert.deepEqual(status.map((e) => [e.name, e.interface]), [['plexus', 'eth0'], ['default/noindex-net', 'net1']], 'the nameless delegate is named after the meta conf');
+      assert.deepEqual(
+        status.map((e) => [e.name, e.interface]),
+        [
+          ['plexus', 'eth0'],
+          ['default/noindex-net', 'net1'],
+        ],
+        'the nameless delegate is named after the meta conf',
+      );
       assert.deepEqual(status[1]!.ips, ['10.66.0.5/24'], 'IPs without an index belong to the attachment');
       assert.ok(existsSync(join(node.dir, 'ipam-mdrop', 'plexus')), "the delegate's IPAM state is keyed by that name");
       assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf)).status, 0);
@@ -213,14 +253,20 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal((await node.exec(podEnv('ADD', 'sandbox-s', ns.path, meta), node.metaConf())).status, 0);
     rmSync(recordPath);
     const bridgeB = node.api.get('k8s.cni.cncf.io/v1', 'network-attachment-definitions', 'default', 'bridge-b')!;
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'bridge-b', namespace: 'default' }, spec: { config: '{"cniVersion":"1.0.0","name":"bridge-b","type":"no-such-plugin"}' } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'bridge-b', namespace: 'default' },
+      spec: { config: '{"cniVersion":"1.0.0","name":"bridge-b","type":"no-such-plugin"}' },
+    } as never);
     try {
       const del = await node.exec(podEnv('DEL', 'sandbox-s', ns.path, meta), node.metaConf());
       assert.equal(del.status, 0, del.stdout + del.stderr);
       assert.equal(linkExists('eth0', ns.name), false, 'the cluster network was deleted');
       assert.equal(linkExists('net1', ns.name), false, 'macvlan-a was deleted');
       assert.deepEqual(reservations('/var/lib/cni/networks/macvlan-a'), macvlanBefore);
-      const warning = node.api.list('v1', 'events').filter((e) => (e as { reason?: string }).reason === 'NetworkAttachmentAbandoned').at(-1) as { message?: string } | undefined;
+      const warning = node.api
+        .list('v1', 'events')
+        .filter((e) => (e as { reason?: string }).reason === 'NetworkAttachmentAbandoned')
+        .at(-1) as { message?: string } | undefined;
       assert.match(String(warning?.message), /could not rebuild network default\/bridge-b: .*cannot take "ips"/);
     } finally {
       node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', bridgeB);
@@ -232,7 +278,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
   it('namespaceIsolation refuses a NAD of another namespace with a clear error', async () => {
     const ns = rig.netns('i');
     node.api.put('v1', 'pods', { metadata: { name: 'iso', namespace: 'tenant-a' }, spec: { nodeName: 'plx-node' } } as never);
-    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'private', namespace: 'tenant-b' }, spec: { config: '{"cniVersion":"1.0.0","name":"private","type":"macvlan","master":"plx-mv-master"}' } } as never);
+    node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+      metadata: { name: 'private', namespace: 'tenant-b' },
+      spec: { config: '{"cniVersion":"1.0.0","name":"private","type":"macvlan","master":"plx-mv-master"}' },
+    } as never);
     const before = hostState();
     const add = await node.exec(podEnv('ADD', 'sandbox-i', ns.path, { name: 'iso', namespace: 'tenant-a' }), runtimeConf({ [NETWORKS]: 'tenant-b/private' }, { namespaceIsolation: true }));
     assert.equal(add.status, 1);
@@ -252,7 +301,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       spec: { config: `{"cniVersion":"1.0.0","name":"sriov-like","type":"macvlan","master":"${EXAMPLE_LINKS.macvlanMaster}","capabilities":{"CNIDeviceInfoFile":true}}` },
     } as never);
     node.api.put('v1', 'pods', { metadata: { name: 'vf-pod', namespace: 'default', uid: 'uid-vf' }, spec: { nodeName: 'plx-node' } } as never);
-    writeFileSync(node.metaConf().kubeletCheckpoint as string, JSON.stringify({ Data: { PodDeviceEntries: [{ PodUID: 'uid-vf', ContainerName: 'app', ResourceName: 'plexus.dev/vf', DeviceIDs: { '0': [deviceID] } }] } }));
+    writeFileSync(
+      node.metaConf().kubeletCheckpoint as string,
+      JSON.stringify({ Data: { PodDeviceEntries: [{ PodUID: 'uid-vf', ContainerName: 'app', ResourceName: 'plexus.dev/vf', DeviceIDs: { '0': [deviceID] } }] } }),
+    );
     const dp = join(node.deviceInfoDir, 'dp');
     mkdirSync(dp, { recursive: true });
     const info = { type: 'pci', version: '1.1.0', pci: { 'pci-address': deviceID, 'pf-pci-address': '0000:5e:00.0' } };
@@ -286,7 +338,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     const kubeconfig = join(node.dir, 'missing-kubeconfig');
     const needsNad = await node.exec(env, runtimeConf({ [NETWORKS]: 'macvlan-a' }, { kubeconfig }));
     assert.equal(needsNad.json?.code, 7, needsNad.stdout);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, runtimeConf({ [NETWORKS]: 'macvlan-a' }, { kubeconfig }))).status, 0);
     // Only the cluster network: the attachment is made, only its network-status cannot be written.
     const broken = runtimeConf({}, { kubeconfig });
@@ -313,7 +368,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       [
         'a NAD with a cniVersion Plexus does not implement',
         () => {
-          node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', { metadata: { name: 'future-net', namespace: 'default' }, spec: { config: '{"cniVersion":"9.9.9","name":"future-net","type":"macvlan","master":"plx-mv-master"}' } } as never);
+          node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
+            metadata: { name: 'future-net', namespace: 'default' },
+            spec: { config: '{"cniVersion":"9.9.9","name":"future-net","type":"macvlan","master":"plx-mv-master"}' },
+          } as never);
           return { [NETWORKS]: 'future-net' };
         },
         1,
@@ -329,7 +387,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         assert.equal(add.status, 1, add.stdout + add.stderr);
         assert.equal(add.json?.code, code, add.stdout);
         assert.match(`${String(add.json?.msg)}: ${String(add.json?.details)}`, cause);
-        assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+        assert.deepEqual(
+          ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+          ['lo'],
+        );
         const record = node.attachments().read('sandbox-b');
         assert.deepEqual(record.kind === 'ok' && record.record.attachments, [], 'only a record that nothing is attached');
         const del = await node.exec(podEnv('DEL', 'sandbox-b', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf(annotations()));
@@ -348,7 +409,10 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
       const add = await node.exec(podEnv('ADD', 'sandbox-f', ns.path, { name: 'bad', namespace: 'default' }), runtimeConf({}, { cniDir: file }));
       assert.equal(add.json?.code, 7, add.stdout);
       assert.match(String(add.json?.details), /"cniDir" .*a-file exists and is not a directory/);
-      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+      assert.deepEqual(
+        ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+        ['lo'],
+      );
     });
 
     it('a pod netns that does not exist → code 3, no delegate ran, and the DEL after it is exact', async () => {
@@ -391,7 +455,11 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(add.status, 1);
     assert.equal(add.json?.code, 7);
     assert.match(String(add.json?.msg), /annotation k8s\.v1\.cni\.cncf\.io\/networks must be a string/);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo'], 'not even eth0');
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+      'not even eth0',
+    );
     assert.equal((await node.exec(podEnv('DEL', 'sb-nonstring', ns.path, { name: 'x', namespace: 'default' }), conf)).status, 0);
     assert.equal(hostState(), before);
   });

@@ -21,7 +21,7 @@ describe('attachment store', () => {
   const rig = new Rig();
   after(() => rig.cleanup());
 
-  it('a rewrite appends to the sandbox\'s log: one file, the newest record read', () => {
+  it("a rewrite appends to the sandbox's log: one file, the newest record read", () => {
     const store = new AttachmentStore(rig.dir('store'));
     store.write(record('c1', ['a']));
     store.write(record('c1', ['a', 'b']));
@@ -63,7 +63,10 @@ describe('attachment store', () => {
 
   it('a log grown past its limit is rewritten as its last record', () => {
     const store = new AttachmentStore(rig.dir('store'));
-    const big = record('c6', Array.from({ length: 40 }, (_, i) => `network-${i}`));
+    const big = record(
+      'c6',
+      Array.from({ length: 40 }, (_, i) => `network-${i}`),
+    );
     const lineBytes = Buffer.byteLength(readFileSync((store.write(big), store.path('c6')), 'utf8'));
     const writes = Math.ceil(COMPACT_AT / lineBytes) + 1;
     for (let i = 0; i < writes; i++) store.write(record('c6', [`n${i}`, ...big.attachments.map((a) => a.network)]));

@@ -47,7 +47,13 @@ describe('kernel layer (rtnetlink through the netlink package, setns addon)', ()
       // our own read-back agrees
       const info = await pod.link('net1');
       assert.deepEqual([info.mac, info.mtu, info.up], ['02:11:22:33:44:55', 1400, true]);
-      assert.deepEqual((await pod.addresses('net1')).filter((x) => x.scope === 0).map((x) => x.address).sort(), ['10.99.0.5/24', 'fd00:99::5/64']);
+      assert.deepEqual(
+        (await pod.addresses('net1'))
+          .filter((x) => x.scope === 0)
+          .map((x) => x.address)
+          .sort(),
+        ['10.99.0.5/24', 'fd00:99::5/64'],
+      );
       assert.ok((await pod.routes(4)).some((r) => r.dst === '10.98.0.0/16' && r.gw === '10.99.0.1'));
       assert.ok((await pod.routes(6)).some((r) => r.dst === 'fd00:98::/64' && r.gw === 'fd00:99::1'));
 
@@ -92,7 +98,10 @@ describe('kernel layer (rtnetlink through the netlink package, setns addon)', ()
     const ns = rig.netns('bind');
     const pod = await NetHandle.openPath(ns.path);
     try {
-      assert.deepEqual((await pod.links()).map((l) => l.name), ['lo']);
+      assert.deepEqual(
+        (await pod.links()).map((l) => l.name),
+        ['lo'],
+      );
       assert.ok((await host.links()).some((l) => l.name === 'lo'));
       assert.ok((await host.links()).length > 1, 'host handle still sees host links');
       // fs work after a switch still happens in the host netns (threadpool warmed before the first setns)

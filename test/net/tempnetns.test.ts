@@ -12,7 +12,10 @@ describe('temporary netns (unshare, no name, no mount)', () => {
       assert.notEqual(statSync(temp.path).ino, hostIno);
       assert.equal(statSync('/proc/thread-self/ns/net').ino, hostIno, 'the main thread switched back');
       h = await NetHandle.open(temp);
-      assert.deepEqual((await h.links()).map((l) => l.name), ['lo']);
+      assert.deepEqual(
+        (await h.links()).map((l) => l.name),
+        ['lo'],
+      );
     } finally {
       h?.close();
       temp.close();

@@ -50,7 +50,10 @@ describe('API server double', function () {
       assert.equal(got.spec?.nodeName, 'node-a');
       assert.ok(got.metadata?.uid);
       const onA = await core.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName=node-a' });
-      assert.deepEqual(onA.items.map((p) => p.metadata?.name), ['p1']);
+      assert.deepEqual(
+        onA.items.map((p) => p.metadata?.name),
+        ['p1'],
+      );
       await core.patchNamespacedPodStatus(
         { name: 'p1', namespace: 'default', body: { metadata: { annotations: { 'k8s.v1.cni.cncf.io/network-status': '[]' } }, spec: { nodeName: 'evil' } } },
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
@@ -58,7 +61,10 @@ describe('API server double', function () {
       const after = await core.readNamespacedPod({ name: 'p1', namespace: 'default' });
       assert.equal(after.metadata?.annotations?.['k8s.v1.cni.cncf.io/network-status'], '[]');
       assert.equal(after.spec?.nodeName, 'node-a', 'the status subresource never changes spec');
-      await core.patchNamespacedPod({ name: 'p1', namespace: 'default', body: [{ op: 'add', path: '/metadata/labels', value: { a: 'b' } }] }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch));
+      await core.patchNamespacedPod(
+        { name: 'p1', namespace: 'default', body: [{ op: 'add', path: '/metadata/labels', value: { a: 'b' } }] },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch),
+      );
       assert.deepEqual((await core.readNamespacedPod({ name: 'p1', namespace: 'default' })).metadata?.labels, { a: 'b' });
       await assert.rejects(core.readNamespacedPod({ name: 'nope', namespace: 'default' }), (e: unknown) => (e as { code?: number }).code === 404);
     });
@@ -71,7 +77,12 @@ describe('API server double', function () {
       assert.match(got.spec.config, /macvlan/);
       const list = (await custom.listNamespacedCustomObject({ ...base, namespace: 'ns1' })) as { items: unknown[] };
       assert.equal(list.items.length, 1);
-      await custom.replaceNamespacedCustomObject({ ...base, namespace: 'ns1', name: 'macvlan-a', body: { ...nad('macvlan-a', 'ns1', '{}'), metadata: { name: 'macvlan-a', namespace: 'ns1', resourceVersion: got.metadata.resourceVersion } } });
+      await custom.replaceNamespacedCustomObject({
+        ...base,
+        namespace: 'ns1',
+        name: 'macvlan-a',
+        body: { ...nad('macvlan-a', 'ns1', '{}'), metadata: { name: 'macvlan-a', namespace: 'ns1', resourceVersion: got.metadata.resourceVersion } },
+      });
       await assert.rejects(
         custom.createNamespacedCustomObject({ ...base, namespace: 'ns1', body: { ...nad('bad', 'ns1'), spec: { config: 42 } } }),
         (e: unknown) => (e as { code?: number }).code === 422,
@@ -109,7 +120,10 @@ describe('API server double', function () {
       assert.equal(events.items[0]?.reason, 'AddedInterface');
       assert.match(events.items[0]?.metadata?.name ?? '', /^p1\./);
       assert.equal(server.countRequests() - before, 2);
-      assert.equal(server.countRequests((r) => r.verb === 'post' && r.resource === 'events'), 1);
+      assert.equal(
+        server.countRequests((r) => r.verb === 'post' && r.resource === 'events'),
+        1,
+      );
     });
   });
 
@@ -142,7 +156,10 @@ describe('API server double', function () {
       server.put('v1', 'pods', pod('p2', 'node-b') as never);
       const list = await kubectl(['get', 'pods', '-A', '--field-selector', 'spec.nodeName=node-b', '-o', 'json']);
       assert.equal(list.status, 0, list.stderr);
-      assert.deepEqual((JSON.parse(list.stdout) as { items: { metadata: { name: string } }[] }).items.map((p) => p.metadata.name), ['p2']);
+      assert.deepEqual(
+        (JSON.parse(list.stdout) as { items: { metadata: { name: string } }[] }).items.map((p) => p.metadata.name),
+        ['p2'],
+      );
       const annotate = await kubectl(['annotate', 'pod', 'p1', 'k8s.v1.cni.cncf.io/networks=macvlan-a']);
       assert.equal(annotate.status, 0, annotate.stderr);
       assert.equal(server.get('v1', 'pods', 'default', 'p1')?.metadata.annotations?.['k8s.v1.cni.cncf.io/networks'], 'macvlan-a');

@@ -42,7 +42,9 @@ describe('containerd 1.6 CRI rig with the reference bridge plugin', function () 
     const version = await cri.call<{ runtime_name: string; runtime_api_version: string }>('Version', { version: 'v1' });
     assert.equal(version.runtime_name, 'containerd');
     assert.equal(version.runtime_api_version, 'v1');
-    const linksBefore = ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).filter((n) => n !== bridge);
+    const linksBefore = ipJson<{ ifname: string }[]>(['link', 'show'])
+      .map((l) => l.ifname)
+      .filter((n) => n !== bridge);
     const netnsBefore = listNetns();
 
     const id = await cri.runPod({ name: 'plx-cri-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': '[]' } });
@@ -59,6 +61,12 @@ describe('containerd 1.6 CRI rig with the reference bridge plugin', function () 
     assert.equal(existsSync(status.netns!), false, 'netns removed');
     assert.deepEqual(listNetns(), netnsBefore);
     assert.deepEqual(hostLocalReservations(join(ipam, 'plx-cri')), [], 'IP released');
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['link', 'show']).map((l) => l.ifname).filter((n) => n !== bridge), linksBefore, 'host veth removed');
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['link', 'show'])
+        .map((l) => l.ifname)
+        .filter((n) => n !== bridge),
+      linksBefore,
+      'host veth removed',
+    );
   });
 });

@@ -22,7 +22,10 @@ describe('plexusctl demo (the simulated node of the README quick start)', functi
       assert.match(r.stdout, /default\/sriov-pod\s+net1\s+02:00:5e:1\d:00:01\s+10\.99\.0\.\d+\/24/);
       assert.match(r.stdout, /network-status: net1 ← default\/sriov-a/);
       assert.match(r.stdout, /torn down: 4 pods removed, the VF back on the host as it was; no netns, link, IP reservation or attachment record left\./);
-      assert.deepEqual(listNetns().filter((n) => n.startsWith('plx')), []);
+      assert.deepEqual(
+        listNetns().filter((n) => n.startsWith('plx')),
+        [],
+      );
     });
   }
 });

@@ -16,7 +16,12 @@ describe('fake kernel: sysfs layout and write semantics', () => {
   const make = (opts: Parameters<typeof FakeKernel.create>[1]) => FakeKernel.create(join(rig.dir('fk'), 'host'), opts);
 
   it('lays devices out only under sys/devices, every other view a relative link as the kernel makes it', () => {
-    const k = make({ pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: 'ens1f0' }, { address: '0000:af:00.0', vendor: '15b3', device: '1017', numVfs: 1, behindSwitch: true }] });
+    const k = make({
+      pfs: [
+        { address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: 'ens1f0' },
+        { address: '0000:af:00.0', vendor: '15b3', device: '1017', numVfs: 1, behindSwitch: true },
+      ],
+    });
     const r = (p: string) => readlinkSync(join(k.root, p));
     assert.equal(r(`sys/bus/pci/devices/${PF}`), `../../../devices/pci0000:5d/0000:5d:00.0/${PF}`);
     const pfDir = `sys/devices/pci0000:5d/0000:5d:00.0/${PF}`;
@@ -47,9 +52,15 @@ describe('fake kernel: sysfs layout and write semantics', () => {
     assert.equal(host.read(numvfs), '0');
     assert.equal(existsSync(join(k.root, `sys/bus/pci/devices/${vfAddr(0)}`)), false);
     assert.equal(existsSync(join(k.root, 'sys/class/net/ens1f0v0')), false);
-    assert.deepEqual(host.list(`sys/bus/pci/drivers/iavf`).filter((e) => e.startsWith('0000')), []);
+    assert.deepEqual(
+      host.list(`sys/bus/pci/drivers/iavf`).filter((e) => e.startsWith('0000')),
+      [],
+    );
     host.write(numvfs, '4');
-    assert.deepEqual(host.list(`sys/bus/pci/devices/${PF}`).filter((e) => e.startsWith('virtfn')), ['virtfn0', 'virtfn1', 'virtfn2', 'virtfn3']);
+    assert.deepEqual(
+      host.list(`sys/bus/pci/devices/${PF}`).filter((e) => e.startsWith('virtfn')),
+      ['virtfn0', 'virtfn1', 'virtfn2', 'virtfn3'],
+    );
     // VF routing ids: PF rid + offset (16) + i * stride (1).
     assert.equal(host.linkName(`sys/bus/pci/devices/${PF}/virtfn3`), vfAddr(3));
     assert.equal(host.linkName(`sys/bus/pci/devices/${vfAddr(3)}/driver`), 'iavf');
@@ -89,14 +100,19 @@ describe('fake kernel: sysfs layout and write semantics', () => {
     assert.throws(() => host.write('sys/bus/pci/drivers/i40e/bind', vfAddr(0)), { code: 'ENODEV' });
     for (const i of [1, 2]) host.write(`sys/bus/pci/drivers/iavf/unbind`, vfAddr(i));
     host.write('sys/bus/pci/drivers/iavf/new_id', '8086 154c');
-    assert.deepEqual([1, 2].map((i) => host.linkName(`sys/bus/pci/devices/${vfAddr(i)}/driver`)), ['iavf', 'iavf']);
+    assert.deepEqual(
+      [1, 2].map((i) => host.linkName(`sys/bus/pci/devices/${vfAddr(i)}/driver`)),
+      ['iavf', 'iavf'],
+    );
   });
 
   it('another process sees the same kernel: plexusctl through PLEXUS_SRIOV_HOST_ROOT', async () => {
     const k = make({ pfs: [{ address: PF, vendor: '8086', device: '158b', numVfs: 2, netdev: 'ens1f0' }] });
     k.host().write(`sys/bus/pci/devices/${vfAddr(1)}/driver_override`, 'vfio-pci');
     const { plexusctlPath } = await import('../support/plugins.js');
-    const out = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'discover', '-o', 'json'], { env: { ...process.env, PLEXUS_SRIOV_HOST_ROOT: k.root } }).toString()) as { devices: { pciAddress: string; pool: string | null }[] };
+    const out = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'discover', '-o', 'json'], { env: { ...process.env, PLEXUS_SRIOV_HOST_ROOT: k.root } }).toString()) as {
+      devices: { pciAddress: string; pool: string | null }[];
+    };
     assert.equal(out.devices.find((d) => d.pciAddress === vfAddr(0))?.pool, 'intel.com/intel_sriov_netdevice');
   });
 });

@@ -14,8 +14,14 @@ describe('OCI images without Docker (plexusctl image)', () => {
 
   it("finds the libraries this machine's node links, its ELF interpreter among them", () => {
     const libs = sharedLibraries(process.execPath);
-    assert.ok(libs.some((l) => /\/ld-linux[^/]*\.so/.test(l)), libs.join(' '));
-    assert.ok(libs.some((l) => /\/libc\.so/.test(l)), libs.join(' '));
+    assert.ok(
+      libs.some((l) => /\/ld-linux[^/]*\.so/.test(l)),
+      libs.join(' '),
+    );
+    assert.ok(
+      libs.some((l) => /\/libc\.so/.test(l)),
+      libs.join(' '),
+    );
     for (const l of libs) assert.ok(existsSync(l), l);
   });
 });

@@ -19,19 +19,28 @@ describe('plexusctl sriov host create | vfs | host destroy', function () {
     execFileSync(plexusctlPath, ['sriov', 'host', 'create', root, '--pf', `0000:5e:00.0:8086:158b:2:${pf}`]);
     assert.ok(linkExists(`${pf}v0`) && linkExists(`${pf}v1`), 'VF netdevs are real links');
     const ns = rig.netns('cv');
-    const add = await runPlugin(sriovPluginWith(async () => simulatedSriovHost(root)!), {
-      env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cli', CNI_NETNS: ns.path, CNI_IFNAME: 'net1', CNI_PATH: '/usr/lib/cni' },
-      readStdin: async () => Buffer.from(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'sriov', deviceID: '0000:5e:02.1', vlan: 7, trust: 'on' })),
-      stdout: () => undefined,
-      stderr: () => undefined,
-    });
+    const add = await runPlugin(
+      sriovPluginWith(async () => simulatedSriovHost(root)!),
+      {
+        env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cli', CNI_NETNS: ns.path, CNI_IFNAME: 'net1', CNI_PATH: '/usr/lib/cni' },
+        readStdin: async () => Buffer.from(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'sriov', deviceID: '0000:5e:02.1', vlan: 7, trust: 'on' })),
+        stdout: () => undefined,
+        stderr: () => undefined,
+      },
+    );
     assert.equal(add, 0);
-    const tables = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'vfs', '--sysfs-root', root, '-o', 'json']).toString()) as { pfNetdev: string; vfs: { vf: number; vlan: number; trust: boolean; address: string; where: string }[] }[];
+    const tables = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'vfs', '--sysfs-root', root, '-o', 'json']).toString()) as {
+      pfNetdev: string;
+      vfs: { vf: number; vlan: number; trust: boolean; address: string; where: string }[];
+    }[];
     assert.equal(tables[0]!.pfNetdev, pf);
-    assert.deepEqual(tables[0]!.vfs.map((v) => [v.vf, v.address, v.vlan, v.trust, v.where]), [
-      [0, '0000:5e:02.0', 0, false, `${pf}v0 (host)`],
-      [1, '0000:5e:02.1', 7, true, `net1 in ${ns.path}`],
-    ]);
+    assert.deepEqual(
+      tables[0]!.vfs.map((v) => [v.vf, v.address, v.vlan, v.trust, v.where]),
+      [
+        [0, '0000:5e:02.0', 0, false, `${pf}v0 (host)`],
+        [1, '0000:5e:02.1', 7, true, `net1 in ${ns.path}`],
+      ],
+    );
     const table = execFileSync(plexusctlPath, ['sriov', 'vfs'], { env: { ...process.env, PLEXUS_SRIOV_HOST_ROOT: root } }).toString();
     assert.match(table, new RegExp(`${pf}\\s+1\\s+0000:5e:02\\.1\\s+\\S+\\s+7/0/802\\.1Q\\s+on\\s+on\\s+auto\\s+0/0\\s+net1 in ${ns.path}`));
     execFileSync(plexusctlPath, ['sriov', 'host', 'destroy', root]);
@@ -44,7 +53,9 @@ describe('plexusctl sriov host create | vfs | host destroy', function () {
     const [p0, p1] = [`plxd${process.pid % 1000}a`, `plxd${process.pid % 1000}b`];
     execFileSync(plexusctlPath, ['sriov', 'host', 'create', root, '--pf', `0000:5e:00.0:8086:158b:2:${p0},numa=0,real-pf`, `0000:5e:00.1:8086:158b:2:${p1},numa=1`]);
     try {
-      const report = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'discover', '--sysfs-root', root, '-o', 'json']).toString()) as { devices: { pciAddress: string; pf: string | null; numaNode: number; netdevs: string[] }[] };
+      const report = JSON.parse(execFileSync(plexusctlPath, ['sriov', 'discover', '--sysfs-root', root, '-o', 'json']).toString()) as {
+        devices: { pciAddress: string; pf: string | null; numaNode: number; netdevs: string[] }[];
+      };
       const vfs = report.devices.filter((d) => d.pf).map((d) => [d.pciAddress, d.pf, d.numaNode, d.netdevs.join()]);
       assert.deepEqual(vfs, [
         ['0000:5e:02.0', '0000:5e:00.0', 0, `${p0}v0`],

@@ -30,8 +30,16 @@ describe('sysfs and procfs parsers', () => {
     const v6 = fc.record({ dev: name, dest: fc.constantFrom('0'.repeat(32), `fd${'0'.repeat(30)}`), len: fc.constantFrom('00', '40') });
     fc.assert(
       fc.property(fc.array(v4, { maxLength: 6 }), fc.array(v6, { maxLength: 6 }), fc.array(fc.string(), { maxLength: 3 }), (r4, r6, junk) => {
-        writeFileSync(join(root, 'proc/net/route'), ['Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT', ...r4.map((r) => `${r.dev}\t${r.dest}\t00000000\t0003\t0\t0\t0\t${r.mask}\t0\t0\t0`), ...junk].join('\n'));
-        writeFileSync(join(root, 'proc/net/ipv6_route'), [...r6.map((r) => `${r.dest} ${r.len} ${'0'.repeat(32)} 00 ${'0'.repeat(32)} 00000400 00000001 00000000 00000003 ${r.dev.padStart(8)}`), ...junk].join('\n'));
+        writeFileSync(
+          join(root, 'proc/net/route'),
+          ['Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT', ...r4.map((r) => `${r.dev}\t${r.dest}\t00000000\t0003\t0\t0\t0\t${r.mask}\t0\t0\t0`), ...junk].join(
+            '\n',
+          ),
+        );
+        writeFileSync(
+          join(root, 'proc/net/ipv6_route'),
+          [...r6.map((r) => `${r.dest} ${r.len} ${'0'.repeat(32)} 00 ${'0'.repeat(32)} 00000400 00000001 00000000 00000003 ${r.dev.padStart(8)}`), ...junk].join('\n'),
+        );
         const got = defaultRouteNetdevs(host);
         assert.deepEqual(got.v4.sort(), [...new Set(r4.filter((r) => r.dest === '00000000' && r.mask === '00000000').map((r) => r.dev))].sort());
         assert.deepEqual(got.v6.sort(), [...new Set(r6.filter((r) => r.dest === '0'.repeat(32) && r.len === '00' && r.dev !== 'lo').map((r) => r.dev))].sort());

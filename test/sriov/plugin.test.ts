@@ -48,12 +48,15 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
   async function run(command: string, c: object, containerID: string, netns: string, ifName = 'net1', extraEnv: Record<string, string> = {}): Promise<Run> {
     let stdout = '';
     // As the sriov executable does: the host opened afresh for every request.
-    const code = await runPlugin(sriovPluginWith(async () => simulatedSriovHost(kernel.root)!), {
-      env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerID, CNI_NETNS: netns, CNI_IFNAME: ifName, CNI_PATH: '/usr/lib/cni', ...extraEnv },
-      readStdin: async () => Buffer.from(JSON.stringify(c)),
-      stdout: (t) => (stdout += t),
-      stderr: () => undefined,
-    });
+    const code = await runPlugin(
+      sriovPluginWith(async () => simulatedSriovHost(kernel.root)!),
+      {
+        env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerID, CNI_NETNS: netns, CNI_IFNAME: ifName, CNI_PATH: '/usr/lib/cni', ...extraEnv },
+        readStdin: async () => Buffer.from(JSON.stringify(c)),
+        stdout: (t) => (stdout += t),
+        stderr: () => undefined,
+      },
+    );
     return { code, out: stdout ? (JSON.parse(stdout) as Record<string, unknown>) : {} };
   }
   const vfinfo = (i: number) => {
@@ -69,7 +72,20 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     const callsBefore = kernel.pfCalls().length;
     const logFile = join(rig.dir('slog'), 'sriov.log');
     const deviceInfo = join(rig.dir('sdi'), 'cni', 'sriov-net-c-add_net1');
-    const c = conf({ vlan: 100, vlanQoS: 2, vlanProto: '802.1ad', mac: '02:11:22:33:44:55', spoofchk: 'off', trust: 'on', link_state: 'enable', min_tx_rate: 10, max_tx_rate: 100, mtu: 1400, logFile, runtimeConfig: { CNIDeviceInfoFile: deviceInfo } });
+    const c = conf({
+      vlan: 100,
+      vlanQoS: 2,
+      vlanProto: '802.1ad',
+      mac: '02:11:22:33:44:55',
+      spoofchk: 'off',
+      trust: 'on',
+      link_state: 'enable',
+      min_tx_rate: 10,
+      max_tx_rate: 100,
+      mtu: 1400,
+      logFile,
+      runtimeConfig: { CNIDeviceInfoFile: deviceInfo },
+    });
     const add = await run('ADD', c, 'c-add', ns.path);
     assert.equal(add.code, 0, JSON.stringify(add.out));
     assert.deepEqual((add.out.interfaces as object[])[0], { name: 'net1', sandbox: ns.path, pciID: vf(0), mac: '02:11:22:33:44:55', mtu: 1400 });
@@ -96,7 +112,10 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
     const after = hostLink(vfName(0));
     assert.deepEqual([after.address, after.mtu, after.flags.includes('UP')], [before.address, before.mtu, false], 'name, MAC, MTU and state as before');
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.deepEqual(leases(), [], 'the IPAM lease is released');
     assert.equal((await run('DEL', c, 'c-add', ns.path)).code, 0, 'a repeated DEL succeeds');
     const logged = readFileSync(logFile, 'utf8');
@@ -130,7 +149,10 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
       assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
       const after = hostLink(vfName(0));
       assert.deepEqual([after.address, after.mtu], [before.address, before.mtu]);
-      assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+      assert.deepEqual(
+        ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+        ['lo'],
+      );
       assert.deepEqual(leases(), []);
       assert.deepEqual(readdirSync(join(kernel.root, 'var/lib/cni/plexus-sriov/vfs')), []);
     } finally {
@@ -145,7 +167,10 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     assert.equal(add.code, 1);
     const after = hostLink(vfName(0));
     assert.deepEqual([after.address, after.mtu, after.flags.includes('UP')], [before.address, before.mtu, false]);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.deepEqual(vfinfo(0), DEFAULT_VFINFO);
     assert.deepEqual(readdirSync(join(kernel.root, 'var/lib/cni/plexus-sriov/vfs')), []);
   });
@@ -187,7 +212,10 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     const add = await run('ADD', c, 'c-dpdk', ns.path);
     assert.equal(add.code, 0, JSON.stringify(add.out));
     assert.equal((add.out.ips as object[]).length, 1);
-    assert.deepEqual(ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname), ['lo']);
+    assert.deepEqual(
+      ipJson<{ ifname: string }[]>(['-n', ns.name, 'link', 'show']).map((l) => l.ifname),
+      ['lo'],
+    );
     assert.deepEqual([vfinfo(2).vlan, vfinfo(2).spoofchk], [300, false]);
     assert.equal((await run('DEL', c, 'c-dpdk', ns.path)).code, 0);
     assert.deepEqual(vfinfo(2), DEFAULT_VFINFO);
@@ -205,7 +233,7 @@ describe('sriov CNI plugin on a simulated host (veth ends stand in for VF netdev
     execFileSync('ip', ['netns', 'del', ns1.name]);
     const third = await run('ADD', conf(), 'c-two', ns2.path);
     assert.equal(third.code, 0, JSON.stringify(third.out));
-    assert.equal(vfinfo(0).vlan, 0, 'the old pod\'s VLAN is gone');
+    assert.equal(vfinfo(0).vlan, 0, "the old pod's VLAN is gone");
     assert.equal((await run('DEL', conf(), 'c-two', ns2.path)).code, 0);
     assert.equal((await run('DEL', conf({ vlan: 11 }), 'c-one', ns1.path)).code, 0, 'the late DEL of the first pod is harmless');
     assert.deepEqual(leases(), []);

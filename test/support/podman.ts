@@ -8,7 +8,10 @@ export class PodmanRig {
   readonly env: NodeJS.ProcessEnv;
   static readonly IMAGE = 'localhost/plexus-busybox:latest';
 
-  constructor(readonly dir: string, pluginDirs: string[]) {
+  constructor(
+    readonly dir: string,
+    pluginDirs: string[],
+  ) {
     this.confDir = join(dir, 'cni');
     mkdirSync(this.confDir, { recursive: true });
     // crun fails on hybrid cgroups and nproc above the hard limit fails: runc and explicit ulimits.

@@ -114,7 +114,9 @@ export function sweepLeftovers(): string[] {
       /* ignore */
     }
   }
-  for (const l of ipJson<{ ifname: string }[]>(['link', 'show']).map((x) => x.ifname).filter((n) => n.startsWith(PREFIX))) {
+  for (const l of ipJson<{ ifname: string }[]>(['link', 'show'])
+    .map((x) => x.ifname)
+    .filter((n) => n.startsWith(PREFIX))) {
     found.push(`link ${l}`);
     try {
       run('ip', ['link', 'del', l]);
