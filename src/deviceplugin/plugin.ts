@@ -17,7 +17,8 @@ import { API_VERSION, type Device, HEALTHY, UNHEALTHY, grpc, kubeletApis, unary 
 import { deviceHealth } from './health.js';
 import { type Assignment, type DeviceVerdict, type RememberedDevice, assignPools } from './pools.js';
 import { PoolServer } from './server.js';
-import { BindError, type NetdevUse, bindVfio, hostNetdevUse, releaseVfio } from './vfio.js';
+import type { NetdevUse } from './vfio.js';
+import { VfioBinder } from './binding.js';
 
 export interface DevicePluginOptions {
   configFile: string;
@@ -60,18 +61,17 @@ export class SriovDevicePlugin {
   private assignment: Assignment = { pools: [], verdicts: [] };
   private readonly pools = new Map<string, PoolState>();
   private remembered = new Map<string, RememberedDevice>();
-  /** Devices this plugin bound to vfio-pci, to release them when they leave their pool. */
-  private bound = new Set<string>();
-  /** Why a device of a pool with bindDriver is not bound to it (it is then advertised Unhealthy). */
-  private bindRefused = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private resyncing: Promise<void> = Promise.resolve();
   /** The last config error, kept for the debug endpoint. */
   configError: string | undefined;
   readonly mode: RegistrationMode;
 
+  private readonly binder: VfioBinder;
+
   constructor(private readonly opts: DevicePluginOptions) {
     this.mode = existsSync(join(opts.kubeletDir, 'plugins_registry')) ? 'watcher' : 'legacy';
+    this.binder = new VfioBinder(opts.host.sysfs, (level, msg, fields) => this.log(level, msg, fields), opts.netdevUse);
   }
 
   private log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
@@ -90,7 +90,7 @@ export class SriovDevicePlugin {
     try {
       const saved = JSON.parse(readFileSync(this.inventoryFile, 'utf8')) as { devices?: Record<string, RememberedDevice>; bound?: string[] };
       this.remembered = new Map(Object.entries(saved.devices ?? {}));
-      this.bound = new Set(saved.bound ?? []);
+      this.binder.bound = new Set(saved.bound ?? []);
     } catch {
       /* first start, or unreadable: rediscovery rebuilds it */
     }
@@ -163,8 +163,8 @@ export class SriovDevicePlugin {
       this.assignment = assignPools(this.inventory, config.pools, this.remembered);
     };
     await scan();
-    if (await this.bindPools(config)) await scan();
-    this.releaseUnpooled();
+    if (await this.binder.bindPools(config, this.assignment, this.inventory)) await scan();
+    this.binder.releaseUnpooled(this.config!, this.assignment);
     this.persist();
     const wanted = new Map(config.pools.map((p) => [resourceFullName(p), p]));
     for (const [name, state] of this.pools) {
@@ -264,7 +264,7 @@ export class SriovDevicePlugin {
       let reason: string | undefined;
       // A pool that binds its devices hands out only bound ones: a DPDK pod must never get a kernel netdev.
       const bindDriver = state.pool.bindDriver;
-      if (dev && bindDriver && dev.driver !== bindDriver) reason = `not bound to ${bindDriver} (${dev.driver ?? 'no driver'}): ${this.bindRefused.get(id) ?? 'binding pending'}`;
+      if (dev && bindDriver && dev.driver !== bindDriver) reason = `not bound to ${bindDriver} (${dev.driver ?? 'no driver'}): ${this.binder.refused.get(id) ?? 'binding pending'}`;
       for (const m of reason ? [] : (units.get(id) ?? [id])) {
         const verdict = deviceHealth(m, this.inventory.devices.some((d) => d.address === m) ? this.remembered.get(m)?.driver : undefined, state.pool, this.inventory);
         if (!verdict.healthy) {
@@ -336,54 +336,6 @@ export class SriovDevicePlugin {
     return preferredAllocation(state.pool.allocationPolicy, devices, mustInclude, size);
   }
 
-  /** Binds devices of pools with `bindDriver` (each refusal logged with its reason); true when something changed. */
-  private async bindPools(config: DevicePluginConfig): Promise<boolean> {
-    let changed = false;
-    const refused = new Map<string, string>();
-    let use: NetdevUse | undefined;
-    for (const pool of config.pools.filter((p) => p.bindDriver === 'vfio-pci')) {
-      const ids = this.assignment.pools.find((p) => p.pool === pool)?.devices ?? [];
-      const unit = new Set(ids);
-      for (const id of ids) {
-        const dev = this.inventory.devices.find((d) => d.address === id)!;
-        if (dev.driver === 'vfio-pci') continue;
-        try {
-          // One look at the host's addresses and routes per pass, and only when something is to be bound;
-          // if the kernel cannot be asked, nothing is bound (the device is refused with that reason).
-          use ??= await (this.opts.netdevUse ?? hostNetdevUse)().catch((err: Error) => {
-            throw new BindError(id, `cannot read the host's addresses and routes: ${err.message}`);
-          });
-          bindVfio(this.opts.host.sysfs, dev, this.inventory, use, unit);
-          this.bound.add(id);
-          changed = true;
-          this.log('info', 'bound to vfio-pci', { resource: resourceFullName(pool), device: id, was: dev.driver });
-        } catch (err) {
-          const reason = err instanceof BindError ? err.message : String(err);
-          refused.set(id, reason);
-          if (this.bindRefused.get(id) !== reason) this.log('warn', 'not bound to vfio-pci', { resource: resourceFullName(pool), device: id, reason });
-        }
-      }
-    }
-    this.bindRefused = refused;
-    return changed;
-  }
-
-  /** Devices this plugin bound that no pool wants any more go back to their default driver. */
-  private releaseUnpooled(): void {
-    for (const id of [...this.bound]) {
-      const v = this.assignment.verdicts.find((x) => x.device.address === id);
-      const pool = v?.pool ? this.config!.pools.find((p) => resourceFullName(p) === v.pool) : undefined;
-      if (pool?.bindDriver === 'vfio-pci') continue;
-      try {
-        if (v) releaseVfio(this.opts.host.sysfs, id);
-        this.bound.delete(id);
-        this.log('info', 'released from vfio-pci', { device: id });
-      } catch (err) {
-        this.log('warn', 'release from vfio-pci failed', { device: id, error: (err as Error).message });
-      }
-    }
-  }
-
   private persist(): void {
     for (const v of this.assignment.verdicts) {
       if (!v.pool) continue;
@@ -400,14 +352,14 @@ export class SriovDevicePlugin {
       });
     }
     // The driver expected by health follows a managed binding.
-    for (const id of this.bound) {
+    for (const id of this.binder.bound) {
       const r = this.remembered.get(id);
       if (r) r.driver = 'vfio-pci';
     }
     for (const id of [...this.remembered.keys()]) if (!this.inventory.devices.some((d) => d.address === id)) this.remembered.delete(id);
     mkdirSync(this.opts.stateDir, { recursive: true });
     const devices = Object.fromEntries([...this.remembered].map(([id, { allocated: _now, ...r }]) => [id, r]));
-    writeFileSync(this.inventoryFile, JSON.stringify({ devices, bound: [...this.bound] }, null, 1));
+    writeFileSync(this.inventoryFile, JSON.stringify({ devices, bound: [...this.binder.bound] }, null, 1));
   }
 
   /** Device-info files of devices that no pool advertises any more are stale. */

@@ -12,30 +12,20 @@ import { type Server, createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import AjvModule, { type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { findAbove } from '../util/find-above.js';
 import { kubeadmKubeconfig } from '../k8s/kubeconfig-file.js';
 import { Pki } from '../k8s/pki.js';
 import { isObject } from '../util/object.js';
+import { HttpError, fieldValue, jsonPatch, mergePatch, selector } from './apiserver-machinery.js';
 
-const Ajv = AjvModule as unknown as typeof AjvModule.default;
+import { CORE_TYPES, type ResourceType, apiVersionOf, crdTypes, discovery, typeKey } from './apiserver-types.js';
+
+export { jsonPatch, mergePatch } from './apiserver-machinery.js';
 
 type Obj = Record<string, unknown> & {
   metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; annotations?: Record<string, string>; labels?: Record<string, string> };
 };
-
-interface ResourceType {
-  group: string; // '' for core
-  version: string;
-  plural: string;
-  singular: string;
-  kind: string;
-  namespaced: boolean;
-  shortNames?: string[];
-  subresources: string[];
-  validate?: ValidateFunction;
-}
 
 interface WatchEvent {
   rv: number;
@@ -57,143 +47,8 @@ export interface RequestRecord {
   resource: string;
 }
 
-const CORE_TYPES: ResourceType[] = [
-  { group: '', version: 'v1', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], subresources: ['status'] },
-  { group: '', version: 'v1', plural: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'], subresources: [] },
-  { group: '', version: 'v1', plural: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false, shortNames: ['ns'], subresources: [] },
-  {
-    group: 'apiextensions.k8s.io',
-    version: 'v1',
-    plural: 'customresourcedefinitions',
-    singular: 'customresourcedefinition',
-    kind: 'CustomResourceDefinition',
-    namespaced: false,
-    shortNames: ['crd'],
-    subresources: [],
-  },
-];
-
-function typeKey(t: Pick<ResourceType, 'group' | 'version' | 'plural'>): string {
-  return `${t.group}/${t.version}/${t.plural}`;
-}
-
-function apiVersionOf(t: ResourceType): string {
-  return t.group ? `${t.group}/${t.version}` : t.version;
-}
-
 function status(code: number, reason: string, message: string): Record<string, unknown> {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly code: number,
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** RFC 7386 JSON merge patch. */
-export function mergePatch(target: unknown, patch: unknown): unknown {
-  if (!isObject(patch)) return patch;
-  const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
-  }
-  return out;
-}
-
-function pointer(path: string): string[] {
-  if (!path.startsWith('/')) throw new HttpError(422, 'Invalid', `bad JSON pointer "${path}"`);
-  return path
-    .slice(1)
-    .split('/')
-    .map((p) => p.replaceAll('~1', '/').replaceAll('~0', '~'));
-}
-
-/** RFC 6902 JSON patch: add, remove, replace, test (copy and move via add/remove). */
-export function jsonPatch(doc: unknown, ops: unknown): unknown {
-  if (!Array.isArray(ops)) throw new HttpError(400, 'BadRequest', 'a JSON patch must be a list of operations');
-  let root = structuredClone(doc);
-  const walk = (path: string[], create: boolean): [Record<string, unknown> | unknown[], string] => {
-    let cur: unknown = root;
-    for (const seg of path.slice(0, -1)) {
-      const next: unknown = Array.isArray(cur) ? cur[Number(seg)] : (cur as Record<string, unknown>)[seg];
-      if (next === undefined) {
-        if (!create) throw new HttpError(422, 'Invalid', `path /${path.join('/')} does not exist`);
-      }
-      cur = next;
-    }
-    if (typeof cur !== 'object' || cur === null) throw new HttpError(422, 'Invalid', `path /${path.join('/')} does not exist`);
-    return [cur as Record<string, unknown> | unknown[], path.at(-1)!];
-  };
-  const get = (path: string[]): unknown => path.reduce<unknown>((cur, seg) => (Array.isArray(cur) ? cur[Number(seg)] : isObject(cur) ? cur[seg] : undefined), root);
-  for (const op of ops as { op: string; path: string; value?: unknown; from?: string }[]) {
-    const path = pointer(op.path);
-    const apply = (kind: string, value?: unknown): void => {
-      if (path.length === 0) {
-        if (kind === 'remove') throw new HttpError(422, 'Invalid', 'cannot remove the root');
-        root = value;
-        return;
-      }
-      const [parent, key] = walk(path, false);
-      if (Array.isArray(parent)) {
-        const i = key === '-' ? parent.length : Number(key);
-        if (kind === 'add') parent.splice(i, 0, value);
-        else if (kind === 'remove') parent.splice(i, 1);
-        else parent[i] = value;
-      } else {
-        if (kind !== 'add' && !(key in parent)) throw new HttpError(422, 'Invalid', `path ${op.path} does not exist`);
-        if (kind === 'remove') delete parent[key];
-        else parent[key] = value;
-      }
-    };
-    switch (op.op) {
-      case 'add':
-      case 'replace':
-        apply(op.op, structuredClone(op.value));
-        break;
-      case 'remove':
-        apply('remove');
-        break;
-      case 'test':
-        if (JSON.stringify(get(path)) !== JSON.stringify(op.value)) throw new HttpError(422, 'Invalid', `test failed at ${op.path}`);
-        break;
-      case 'copy':
-      case 'move': {
-        const from = pointer(op.from ?? '');
-        const value = structuredClone(get(from));
-        if (op.op === 'move') {
-          const [parent, key] = walk(from, false);
-          if (Array.isArray(parent)) parent.splice(Number(key), 1);
-          else delete parent[key];
-        }
-        apply('add', value);
-        break;
-      }
-      default:
-        throw new HttpError(422, 'Invalid', `unknown JSON patch op "${op.op}"`);
-    }
-  }
-  return root;
-}
-
-/** `k=v,k2!=v2` for the fields Plexus and kubectl filter on. */
-function selector(text: string | null, read: (o: Obj, key: string) => string | undefined): (o: Obj) => boolean {
-  if (!text) return () => true;
-  const terms = text.split(',').map((t) => {
-    const neq = t.includes('!=');
-    const [k, v] = t.split(neq ? '!=' : t.includes('==') ? '==' : '=');
-    return { k: (k ?? '').trim(), v: (v ?? '').trim(), neq };
-  });
-  return (o) => terms.every(({ k, v, neq }) => (read(o, k) === v) !== neq);
-}
-
-function fieldValue(o: Obj, key: string): string | undefined {
-  return key.split('.').reduce<unknown>((cur, seg) => (isObject(cur) ? cur[seg] : undefined), o) as string | undefined;
 }
 
 /** The repository's crds/ directory, found above this module. */
@@ -298,26 +153,7 @@ export class ApiServerDouble {
   }
 
   private installCrd(crd: Obj): void {
-    const spec = crd.spec as {
-      group: string;
-      scope: string;
-      names: { plural: string; singular?: string; kind: string; shortNames?: string[] };
-      versions: { name: string; served: boolean; schema?: { openAPIV3Schema?: object }; subresources?: Record<string, unknown> }[];
-    };
-    for (const v of spec.versions.filter((x) => x.served)) {
-      const t: ResourceType = {
-        group: spec.group,
-        version: v.name,
-        plural: spec.names.plural,
-        singular: spec.names.singular ?? spec.names.kind.toLowerCase(),
-        kind: spec.names.kind,
-        namespaced: spec.scope === 'Namespaced',
-        subresources: Object.keys(v.subresources ?? {}),
-      };
-      if (spec.names.shortNames) t.shortNames = spec.names.shortNames;
-      if (v.schema?.openAPIV3Schema) t.validate = new Ajv({ strict: false, allErrors: true }).compile(stripK8sExtensions(v.schema.openAPIV3Schema) as object);
-      this.addType(t);
-    }
+    for (const t of crdTypes(crd.spec)) this.addType(t);
     const stored = { ...crd, metadata: { ...crd.metadata, uid: randomUUID(), resourceVersion: String(this.rv++), creationTimestamp: new Date().toISOString() } };
     this.objects.get('apiextensions.k8s.io/v1/customresourcedefinitions')!.set(crd.metadata.name, stored as Obj);
   }
@@ -433,44 +269,6 @@ export class ApiServerDouble {
     }
   }
 
-  private discovery(path: string): unknown {
-    if (path === '/version') return { major: '1', minor: '30', gitVersion: 'v1.30.0-plexus-double', platform: 'linux/amd64' };
-    if (path === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] };
-    const groups = new Map<string, string[]>();
-    for (const t of this.types.values()) if (t.group) groups.set(t.group, [...new Set([...(groups.get(t.group) ?? []), t.version])]);
-    if (path === '/apis') {
-      return {
-        kind: 'APIGroupList',
-        apiVersion: 'v1',
-        groups: [...groups].map(([name, versions]) => ({
-          name,
-          versions: versions.map((v) => ({ groupVersion: `${name}/${v}`, version: v })),
-          preferredVersion: { groupVersion: `${name}/${versions[0]}`, version: versions[0] },
-        })),
-      };
-    }
-    const m = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))$/.exec(path);
-    if (m) {
-      const group = m[2] ?? '';
-      const version = m[1] ?? m[3]!;
-      const types = [...this.types.values()].filter((t) => t.group === group && t.version === version);
-      if (!types.length) return undefined;
-      const resources = types.flatMap((t) => [
-        {
-          name: t.plural,
-          singularName: t.singular,
-          namespaced: t.namespaced,
-          kind: t.kind,
-          verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
-          ...(t.shortNames ? { shortNames: t.shortNames } : {}),
-        },
-        ...t.subresources.map((s) => ({ name: `${t.plural}/${s}`, singularName: '', namespaced: t.namespaced, kind: t.kind, verbs: ['get', 'patch', 'update'] })),
-      ]);
-      return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
-    }
-    return undefined;
-  }
-
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://double');
     const path = url.pathname.replace(/\/+$/, '') || '/';
@@ -488,7 +286,7 @@ export class ApiServerDouble {
     const injected = this.fault?.(method, path);
     if (injected) this.requests.push({ verb: method.toLowerCase(), path, resource: 'injected-fault' });
     if (injected) throw new HttpError(injected, 'ServiceUnavailable', `injected fault for ${method} ${path}`);
-    const disc = method === 'GET' ? this.discovery(path) : undefined;
+    const disc = method === 'GET' ? discovery([...this.types.values()], path) : undefined;
     if (disc) {
       this.requests.push({ verb: 'discovery', path, resource: '' });
       return this.send(res, 200, disc);
@@ -514,8 +312,8 @@ export class ApiServerDouble {
     const objects = this.objects.get(typeKey(t))!;
 
     if (method === 'GET' && !objName) {
-      const fields = selector(url.searchParams.get('fieldSelector'), (o, k) => fieldValue(o, k));
-      const labels = selector(url.searchParams.get('labelSelector'), (o, k) => o.metadata.labels?.[k]);
+      const fields = selector<Obj>(url.searchParams.get('fieldSelector'), (o, k) => fieldValue(o, k));
+      const labels = selector<Obj>(url.searchParams.get('labelSelector'), (o, k) => o.metadata.labels?.[k]);
       const matches = (o: Obj): boolean => fields(o) && labels(o);
       if (watch) return this.startWatch(req, res, t, ns, matches, url);
       const items = [...objects.values()].filter((o) => (!ns || o.metadata.namespace === ns) && matches(o));
@@ -616,15 +414,4 @@ export class ApiServerDouble {
     req.on('close', done);
     res.on('close', done);
   }
-}
-
-/** Kubernetes schema extensions (x-kubernetes-*) are not JSON Schema keywords. */
-function stripK8sExtensions(schema: unknown): unknown {
-  if (Array.isArray(schema)) return schema.map(stripK8sExtensions);
-  if (!isObject(schema)) return schema;
-  return Object.fromEntries(
-    Object.entries(schema)
-      .filter(([k]) => !k.startsWith('x-kubernetes-'))
-      .map(([k, v]) => [k, stripK8sExtensions(v)]),
-  );
 }

@@ -7,14 +7,13 @@
  * YAML as kubeadm writes them. `down` removes every process, mount, cgroup and rule it made.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { kubeadmKubeconfig } from '../k8s/kubeconfig-file.js';
 import { ApiClient } from '../k8s/client.js';
 import { loadKubeconfig } from '../k8s/kubeconfig.js';
-import { type KeyPair, Pki } from '../k8s/pki.js';
+import type { KeyPair } from '../k8s/pki.js';
 import { findAbove } from '../util/find-above.js';
 import { pidAlive, stopPid } from '../util/pid.js';
 
@@ -49,6 +48,11 @@ export function componentsDir(): string {
   if (!tools || !versions.length) throw new Error('the Kubernetes components are not built: run sh scripts/build-cluster.sh (about 20 minutes the first time)');
   return join(tools, versions.sort().at(-1)!);
 }
+
+import { clusterPki } from './cluster-pki.js';
+import { removeKubeletCgroups, unmountBelow } from './node-host.js';
+
+export { kubeletCgroups } from './node-host.js';
 
 export class LocalCluster {
   readonly server = `https://127.0.0.1:${CLUSTER_PORTS.apiserver}`;
@@ -136,7 +140,7 @@ export class LocalCluster {
     const state: State = { pids: {}, nodeName: this.nodeName, startedMs: started };
     this.saveState(state);
     const t0 = Date.now();
-    const pki = this.makePki();
+    const pki = clusterPki(this.opts.dir, this.nodeName, this.server);
     this.log(`PKI and kubeconfigs made (${Date.now() - t0} ms)`);
 
     const etcd = this.start(
@@ -234,33 +238,6 @@ export class LocalCluster {
     if (this.opts.kubelet === false) return;
     await this.startNode(state, pki);
     this.log(`node ${this.nodeName} Ready (${Date.now() - started} ms)`);
-  }
-
-  private makePki(): { ca: string; apiserver: KeyPair; apiserverKubelet: KeyPair; kubeletServing: KeyPair } {
-    const dir = this.opts.dir;
-    const pki = new Pki(join(dir, 'pki'), 'kubernetes');
-    const caPem = readFileSync(pki.ca.cert);
-    const apiserver = pki.issue({
-      name: 'apiserver',
-      cn: 'kube-apiserver',
-      dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
-      ips: ['127.0.0.1', '10.96.0.1'],
-      usage: 'server',
-    });
-    const apiserverKubelet = pki.issue({ name: 'apiserver-kubelet-client', cn: 'kube-apiserver-kubelet-client', orgs: ['system:masters'], usage: 'client' });
-    const kubeletServing = pki.issue({ name: 'kubelet', cn: this.nodeName, dnsNames: [this.nodeName, 'localhost'], ips: ['127.0.0.1'], usage: 'server' });
-    pki.keyPair('sa');
-    const users: [string, string, string, string[]][] = [
-      ['admin.conf', 'kubernetes-admin', 'kubernetes-admin', ['system:masters']],
-      ['controller-manager.conf', 'system:kube-controller-manager', 'system:kube-controller-manager', []],
-      ['scheduler.conf', 'system:kube-scheduler', 'system:kube-scheduler', []],
-      ['kubelet.conf', `system:node:${this.nodeName}`, `system:node:${this.nodeName}`, ['system:nodes']],
-    ];
-    for (const [file, user, cn, orgs] of users) {
-      const kp = pki.issue({ name: file.replace('.conf', ''), cn, orgs, usage: 'client' });
-      writeFileSync(join(dir, file), kubeadmKubeconfig(this.server, caPem, user, { cert: readFileSync(kp.cert), key: readFileSync(kp.key) }), { mode: 0o600 });
-    }
-    return { ca: pki.ca.cert, apiserver, apiserverKubelet, kubeletServing };
   }
 
   private async startNode(state: State, pki: { ca: string; kubeletServing: KeyPair }): Promise<void> {
@@ -424,53 +401,5 @@ export class LocalCluster {
       /* never made, or gone */
     }
     rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Every mount at or below `dir`, deepest first (kubelet's volumes, containerd's rootfs). */
-export function unmountBelow(dir: string): void {
-  const mounts = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
-    .filter((m): m is string => !!m && (m === dir || m.startsWith(`${dir}/`)))
-    .sort((a, b) => b.length - a.length);
-  for (const m of mounts) {
-    try {
-      execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-    } catch {
-      /* already gone with its parent */
-    }
-  }
-}
-
-/** The kubepods cgroups (cgroupfs driver) kubelet made under every v1 controller, deepest first. */
-export function kubeletCgroups(): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    let entries: string[];
-    try {
-      entries = readdirSync(d, { withFileTypes: true })
-        .filter((e) => e.isDirectory())
-        .map((e) => e.name);
-    } catch {
-      return;
-    }
-    for (const e of entries) walk(join(d, e));
-    out.push(d);
-  };
-  const root = '/sys/fs/cgroup';
-  for (const ctrl of existsSync(root) ? readdirSync(root) : []) {
-    for (const top of ['kubepods', 'kubepods.slice']) if (existsSync(join(root, ctrl, top))) walk(join(root, ctrl, top));
-  }
-  return out;
-}
-
-function removeKubeletCgroups(): void {
-  for (const d of kubeletCgroups()) {
-    try {
-      rmdirSync(d);
-    } catch {
-      /* a process still in it: reported by status checks */
-    }
   }
 }
