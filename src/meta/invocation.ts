@@ -2,7 +2,7 @@
  * One invocation of the meta plugin: its conf, the pod it is for, the runtime that runs delegates, the
  * attachment store, and the pod, NADs and API client it reads (each at most once).
  */
-import { appendFileSync, existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CniArgs, argsForDelegates, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -15,11 +15,11 @@ import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, parseNad, parsePod, podPath } from '../k8s/types.js';
 import { isObject } from '../util/object.js';
 import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
-import { rotateLog } from './logfile.js';
 import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
 import { AttachmentStore } from './store.js';
+import { lineLogger } from '../util/linelog.js';
 
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 const LOG_LEVELS = ['panic', 'error', 'verbose', 'debug'] as const;
@@ -77,6 +77,7 @@ export class MetaInvocation {
   private api: ApiClient | undefined | null = null;
   private podObject: Pod | undefined;
   private nads = new Map<string, NetworkAttachmentDefinition | undefined>();
+  private readonly logLine: (level: (typeof LOG_LEVELS)[number], line: string) => void;
 
   constructor(
     readonly req: PluginRequest,
@@ -89,21 +90,18 @@ export class MetaInvocation {
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
     this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c), inProcess: ctx.inProcess ?? {} });
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
+    this.logLine = lineLogger({
+      levels: LOG_LEVELS,
+      level: this.conf.logLevel,
+      fallback: 'panic',
+      ...(this.conf.logFile ? { file: this.conf.logFile, rotate: this.conf.logOptions ?? {} } : {}),
+      ...(this.conf.logToStderr ? { stderrPrefix: 'plexus: ' } : {}),
+    });
   }
 
-  /** Multus's logging keys: `logLevel` (panic < error < verbose < debug), `logFile`, `logToStderr`. */
+  /** Multus's logging keys: `logLevel` (panic < error < verbose < debug), `logFile`, `logOptions`, `logToStderr`. */
   log(line: string, level: 'error' | 'verbose' | 'debug' = 'verbose'): void {
-    if (LOG_LEVELS.indexOf(level) > LOG_LEVELS.indexOf(this.conf.logLevel as (typeof LOG_LEVELS)[number])) return;
-    const text = `${new Date().toISOString()} [${level}] ${this.req.containerID || '-'} ${line}\n`;
-    if (this.conf.logToStderr) process.stderr.write(`plexus: ${text}`);
-    if (this.conf.logFile) {
-      try {
-        rotateLog(this.conf.logFile, this.conf.logOptions);
-        appendFileSync(this.conf.logFile, text);
-      } catch {
-        /* logging must never fail an attachment */
-      }
-    }
+    this.logLine(level, `${this.req.containerID || '-'} ${line}`);
   }
 
   /** The API client, if a kubeconfig or in-cluster credentials exist; loaded once, lazily. */

@@ -5,12 +5,13 @@
  * trust, link state) → netdev moved and renamed into the pod in one message, MAC/MTU/up there →
  * IPAM → result. DEL (and GC, and a failed ADD) put back exactly what the snapshot says.
  */
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { type AnyResult, type Attachment, SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
 import { convertResult } from '../cni/version.js';
+import { lineLogger } from '../util/linelog.js';
 import { addAddresses, addRoutes, execIpam } from '../net/ipam.js';
 import type { SriovHost } from './backend.js';
 import { type SriovConf, parseSriovConf } from './conf.js';
@@ -88,14 +89,7 @@ const LOG_LEVELS = ['panic', 'error', 'warning', 'info', 'debug'] as const;
 /** sriov-cni's logging keys: `logLevel` (panic < error < warning < info < debug, default info) into `logFile`. */
 function log(conf: Pick<SriovConf, 'logLevel' | 'logFile'> | undefined, req: PluginRequest, level: (typeof LOG_LEVELS)[number], msg: string): void {
   if (!conf?.logFile) return;
-  const max = LOG_LEVELS.indexOf((conf.logLevel ?? 'info') as (typeof LOG_LEVELS)[number]);
-  if (LOG_LEVELS.indexOf(level) > (max < 0 ? 3 : max)) return;
-  try {
-    mkdirSync(dirname(conf.logFile), { recursive: true });
-    appendFileSync(conf.logFile, `${new Date().toISOString()} [${level}] ${req.command} ${req.containerID || '-'}/${req.ifName || '-'} ${msg}\n`);
-  } catch {
-    /* logging never fails an attachment */
-  }
+  lineLogger({ levels: LOG_LEVELS, level: conf.logLevel, fallback: 'info', file: conf.logFile, createDir: true })(level, `${req.command} ${req.containerID || '-'}/${req.ifName || '-'} ${msg}`);
 }
 
 /** Everything back as the snapshot says: PF side first, then the netdev; IPAM released when asked. */

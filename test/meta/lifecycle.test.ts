@@ -175,7 +175,7 @@ describe('meta plugin lifecycle: STATUS, GC, CHECK, default route, Multus-style 
   });
 
   it('rotates the log file by size (logOptions maxSize / maxBackups)', async () => {
-    const { rotateLog } = await import('../../src/meta/logfile.js');
+    const { rotateLog } = await import('../../src/util/linelog.js');
     const file = join(node.dir, 'rot.log');
     writeFileSync(file, 'x'.repeat(2 * 1024 * 1024));
     writeFileSync(`${file}.1`, 'older');
