@@ -18,7 +18,7 @@ import { pollUntil } from '../util/poll.js';
 import { LocalCluster } from './cluster.js';
 import { kubectlFor, preparePlexus } from './cluster-plexus.js';
 import { ContainerdRig, PAUSE_IMAGE } from './containerd.js';
-import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
+import { DEMO_PF, DEMO_PODS, demoSriovNad, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
 import { sriovHostOf } from './sriov-host.js';
 import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, repoRoot, simulatedSriovPlugin } from './simnode.js';
 import type { FakeKernel as FakeKernelType } from './fakekernel.js';
@@ -80,21 +80,7 @@ export async function runClusterDemo(log: (line: string) => void): Promise<boole
         .map((d) => d.metadata.name)
         .join(', ')} applied with kubectl; plexus installed one-shot into containerd's CNI dirs`,
     );
-    const sriovNad = {
-      apiVersion: 'k8s.cni.cncf.io/v1',
-      kind: 'NetworkAttachmentDefinition',
-      metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-      spec: {
-        config: JSON.stringify({
-          cniVersion: '1.0.0',
-          name: 'sriov-a',
-          type: 'sriov',
-          vlan: 100,
-          capabilities: { CNIDeviceInfoFile: true },
-          ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(work, 'ipam') },
-        }),
-      },
-    };
+    const sriovNad = demoSriovNad(join(work, 'ipam'));
     const container = (limits?: Record<string, string>) => [{ name: 'app', image: PAUSE_IMAGE, imagePullPolicy: 'Never', ...(limits ? { resources: { limits } } : {}) }];
     const pods = [
       ...exampleDocs('pods.yaml')

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ContainerdRig } from './containerd.js';
 import { SimNode, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from './simnode.js';
 import { sriovHostOf } from './sriov-host.js';
-import { DEMO_PF, DEMO_PODS, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
+import { DEMO_PF, DEMO_PODS, demoSriovNad, type DemoPod, SRIOV_RESOURCE, netnsNames, plexusLeftovers, reservations, showPod, tableHeader } from './demotable.js';
 
 /**
  * The SR-IOV part of the node: a simulated host (a PF with two VFs whose netdevs are veth ends),
@@ -35,19 +35,7 @@ async function startSriov(node: SimNode, work: string, log: (l: string) => void)
   });
   await plugin.start();
   const devices = await kubelet.waitFor(SRIOV_RESOURCE, (d) => d.length > 0);
-  node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', {
-    metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
-    spec: {
-      config: JSON.stringify({
-        cniVersion: '1.0.0',
-        name: 'sriov-a',
-        type: 'sriov',
-        vlan: 100,
-        capabilities: { CNIDeviceInfoFile: true },
-        ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: join(node.dir, 'ipam') },
-      }),
-    },
-  } as never);
+  node.api.put('k8s.cni.cncf.io/v1', 'network-attachment-definitions', demoSriovNad(join(node.dir, 'ipam')) as never);
   node.api.put('v1', 'pods', {
     metadata: { name: 'sriov-pod', namespace: 'default', uid: 'uid-sriov-pod', annotations: { 'k8s.v1.cni.cncf.io/networks': 'sriov-a' } },
     spec: { nodeName: 'plx-node', containers: [{ name: 'app', image: 'localhost/plexus-pause:1', resources: { limits: { [SRIOV_RESOURCE]: '1' } } }] },

@@ -9,6 +9,25 @@ import { hostLocalReservations } from './hostlocal.js';
 export const DEMO_PODS = ['two-nets', 'comma-list', 'vf-stand-in', 'sriov-pod'];
 export const SRIOV_RESOURCE = 'intel.com/intel_sriov_netdevice';
 /** The simulated SR-IOV host of both demos: one PF, two VFs whose netdevs are veth ends. */
+/** The demo's SR-IOV NAD: one VF of SRIOV_RESOURCE on VLAN 100, host-local addresses kept in `ipamDir`. */
+export function demoSriovNad(ipamDir: string) {
+  return {
+    apiVersion: 'k8s.cni.cncf.io/v1',
+    kind: 'NetworkAttachmentDefinition',
+    metadata: { name: 'sriov-a', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': SRIOV_RESOURCE } },
+    spec: {
+      config: JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'sriov-a',
+        type: 'sriov',
+        vlan: 100,
+        capabilities: { CNIDeviceInfoFile: true },
+        ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/24' }]], dataDir: ipamDir },
+      }),
+    },
+  };
+}
+
 export const DEMO_PF = { address: '0000:5e:00.0', vendor: '8086', device: '158b', numVfs: 2, netdev: 'plxdemopf' };
 
 export interface DemoPod {

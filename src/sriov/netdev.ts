@@ -2,6 +2,7 @@
  * The VF netdev's side: its snapshot before any change, its move into the pod (through a temporary
  * netns), and its way back to the host as the snapshot says.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { SriovConf } from './conf.js';
@@ -10,8 +11,6 @@ import { type VfRecord, netnsExists } from './state.js';
 
 /** How long (×100 ms) a VF may take to come back from a destroyed netns. */
 const NETNS_TEARDOWN_POLLS = 30;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function snapshotNetdev(name: string): Promise<VfRecord['snapshot']['netdev']> {
   const { NetHandle } = await import('../net/netlink.js');

@@ -2,6 +2,7 @@
  * The PF side of a VF (what `ip link set <pf> vf N …` does): applied in sriov-cni's order on ADD, and
  * put back from the snapshot on DEL, GC and a failed ADD.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { VfInfo, VfSetting } from '../net/vf.js';
 import type { SriovConf } from './conf.js';
@@ -10,8 +11,6 @@ import type { VfRef } from './state.js';
 
 const MAC_RETRIES = 20;
 const MAC_RETRY_MS = 100;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Sets the admin MAC and waits until the PF reports it (iavf applies it asynchronously). */
 export async function setAdminMac(pf: PfOps, vf: VfRef, mac: string): Promise<void> {
