@@ -47,8 +47,8 @@ const bundles = await esbuild.build({
   target: 'node20',
   format: 'esm',
   outExtension: { '.js': '.mjs' },
-  // netlink loads its prebuilt addon relative to its own files; client-node stays out of the per-pod path.
-  external: ['netlink', '@kubernetes/client-node'],
+  // netlink loads its prebuilt addon relative to its own files.
+  external: ['netlink'],
   splitting: true,
   chunkNames: 'chunks/[name]-[hash]',
   banner: { js: "import { createRequire as __plexusRequire } from 'node:module'; const require = __plexusRequire(import.meta.url);" },

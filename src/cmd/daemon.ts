@@ -23,6 +23,7 @@ export function registerDaemon(program: Command): void {
     .option('--socket <path>', 'unix socket path', DEFAULT_DAEMON_SOCKET)
     .option('--max-concurrent <n>', 'operations running at once', integerOption(1), DEFAULT_LIMITS.maxConcurrent)
     .option('--max-queued <n>', 'ADDs waiting before new ones get "try again later" (DEL goes first and waits longer)', integerOption(0), DEFAULT_LIMITS.maxQueued)
+    .option('--max-rss <MiB>', 'memory budget: over this resident size ADDs are told to try again later (DEL still runs), before the OOM killer ends the daemon', integerOption(32))
     .option('--kubeconfig <file>', 'kubeconfig for the informer caches (default: in-cluster credentials)')
     .option('--node-name <name>', 'this node: its pods are cached (needs --kubeconfig or in-cluster credentials); without it nothing is cached', process.env.NODE_NAME)
     .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://host:port/metrics', '127.0.0.1:9091')
@@ -44,6 +45,7 @@ export function registerDaemon(program: Command): void {
         socket: string;
         maxConcurrent: number;
         maxQueued: number;
+        maxRss?: number;
         kubeconfig?: string;
         nodeName?: string;
         metricsAddress: string;
@@ -57,7 +59,7 @@ export function registerDaemon(program: Command): void {
         kubeletDir?: string;
         deviceInfoDir?: string;
       }) => {
-        const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued };
+        const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued, ...(o.maxRss ? { maxRssBytes: o.maxRss * 1048576 } : {}) };
         // Loaded only by the daemon, never by the per-pod executables.
         const pino = (await import('pino')).default;
         const { DaemonMetrics } = await import('../daemon/metrics.js');
@@ -103,16 +105,21 @@ export function registerDaemon(program: Command): void {
         const served = await metrics.serve(o.metricsAddress);
         log.info({ url: served.url }, 'metrics');
         if (o.nodeName) {
-          // Loaded only here: client-node costs ~1 s to load and stays out of the per-pod executables.
           const { ClusterCache } = await import('../daemon/cache.js');
           const nadNamespaces = o.nadNamespaces
             .split(',')
             .map((n) => n.trim())
             .filter(Boolean);
-          const started = await ClusterCache.start(api!, o.nodeName, { nadNamespaces }, (what, err) => {
-            metrics.informerErrors.inc({ informer: what.split('/')[0]! });
-            log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
-          });
+          const started = await ClusterCache.start(
+            api!,
+            o.nodeName,
+            { nadNamespaces },
+            (what, err) => {
+              metrics.informerErrors.inc({ informer: what.split('/')[0]! });
+              log.warn({ informer: what, error: err.message }, 'informer list/watch failed: lookups fall back to API reads until it recovers');
+            },
+            (verb) => metrics.apiRequest(verb),
+          );
           cache = started;
           metrics.cachesSynced = () => started.health().synced;
           const health = started.health();
@@ -136,9 +143,9 @@ export function registerDaemon(program: Command): void {
                 `${command} ${exitCode === 0 ? 'done' : 'failed'}`,
               );
             },
-            overloaded: (command) => {
-              metrics.overloaded.inc({ command });
-              log.warn({ command }, 'overloaded: answered try again later');
+            overloaded: (command, reason) => {
+              metrics.overloaded.inc({ command, reason });
+              log.warn({ command, reason }, 'overloaded: answered try again later');
             },
             inFlight: (n) => metrics.inFlight.set(n),
             readiness: () => cache?.health(),

@@ -3,9 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { VfInfo } from '../net/vf.js';
-import { type DevicePluginConfig, parseConfig, resourceFullName } from '../deviceplugin/config.js';
-import { assignPools } from '../deviceplugin/pools.js';
-import { discover } from '../sriov/discover.js';
+import type { DevicePluginConfig } from '../deviceplugin/config.js';
 import type { FakePfSpec } from '../sim/fakekernel.js';
 import { HOST_ROOT_ENV } from '../sriov/host.js';
 import { findAbove } from '../util/find-above.js';
@@ -42,6 +40,8 @@ export function defaultConfigPath(): string | undefined {
 }
 
 export async function discoverReport(root: string, config: DevicePluginConfig): Promise<DiscoverReport> {
+  // Loaded here, not with plexusctl: the config's JSON Schema brings ajv's compiler, which no other command needs.
+  const [{ resourceFullName }, { assignPools }, { discover }] = await Promise.all([import('../deviceplugin/config.js'), import('../deviceplugin/pools.js'), import('../sriov/discover.js')]);
   const host = await openSriovHost(root);
   const inv = discover(host.sysfs);
   if (config.pools.some((p) => p.selectors.some((sel) => sel.ddpProfiles?.length))) {
@@ -115,6 +115,7 @@ export interface VfTable {
 
 /** Every PF's VF table (rtnetlink, or the fake kernel), each VF with where its netdev is. */
 export async function vfTables(root: string): Promise<VfTable[]> {
+  const { discover } = await import('../sriov/discover.js');
   const host = await openSriovHost(root);
   const inv = discover(host.sysfs);
   const { SriovState } = await import('../sriov/state.js');
@@ -179,6 +180,7 @@ export function registerSriov(program: Command): void {
     .option('-o, --output <format>', 'json or table', 'table')
     .action(async (o: { sysfsRoot?: string; config?: string; output: string }) => {
       const configPath = o.config ?? defaultConfigPath();
+      const { parseConfig } = await import('../deviceplugin/config.js');
       const config = configPath ? parseConfig(readFileSync(configPath, 'utf8')) : { pools: [] };
       const report = await discoverReport(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/', config);
       process.stdout.write(`${o.output === 'json' ? JSON.stringify(report, null, 2) : table(report)}\n`);

@@ -19,8 +19,8 @@ export class DaemonMetrics implements Observer {
   readonly inFlight = new Gauge({ name: 'plexus_cni_requests_in_flight', help: 'CNI requests admitted and not yet answered', registers: [this.registry] });
   readonly overloaded = new Counter({
     name: 'plexus_cni_overload_rejections_total',
-    help: 'requests answered "try again later" because the daemon was at its limits',
-    labelNames: ['command'],
+    help: 'requests answered "try again later" because the daemon was at its limits, by reason (queue: too many waiting; memory: over --max-rss)',
+    labelNames: ['command', 'reason'],
     registers: [this.registry],
   });
   readonly delegates = new Histogram({

@@ -99,6 +99,12 @@ export interface DaemonLimits {
   maxQueued: number;
   /** Anything waiting, DEL included, before even DEL is told to try again later. */
   hardMaxQueued: number;
+  /**
+   * Resident memory (bytes) above which ADD/CHECK/STATUS are told to try again later (DEL and GC, which
+   * free, still run): the runtime retries (code 11) instead of the kernel's OOM killer ending the daemon
+   * and every pod operation in it. Unset: no budget.
+   */
+  maxRssBytes?: number;
 }
 
 export const DEFAULT_LIMITS: DaemonLimits = { maxConcurrent: 8, maxQueued: 128, hardMaxQueued: 1024 };
@@ -132,7 +138,8 @@ class PrioritySlots {
 /** What the daemon tells about each request (metrics, logs); all optional. */
 export interface DaemonHooks {
   served?(command: string, exitCode: number, cniCode: number, seconds: number, env: Record<string, string>): void;
-  overloaded?(command: string): void;
+  /** A request answered "try again later": too many waiting, or over the memory budget. */
+  overloaded?(command: string, reason: 'queue' | 'memory'): void;
   inFlight?(count: number): void;
   /** What /readyz tells besides readiness (the informer caches' sync state). */
   readiness?(): object | undefined;
@@ -217,8 +224,13 @@ export class CniDaemon {
     const command = body.env.CNI_COMMAND ?? '';
     if (queued >= this.limits.hardMaxQueued || (!urgent && queued >= this.limits.maxQueued)) {
       // An explicit answer instead of unbounded memory: the runtime retries later (code 11).
-      this.hooks.overloaded?.(command);
+      this.hooks.overloaded?.(command, 'queue');
       return this.reply(res, 503, { error: `plexus daemon is overloaded: ${this.pending} requests in flight` });
+    }
+    const rss = !urgent && this.limits.maxRssBytes ? process.memoryUsage.rss() : 0;
+    if (rss > this.limits.maxRssBytes!) {
+      this.hooks.overloaded?.(command, 'memory');
+      return this.reply(res, 503, { error: `plexus daemon is over its memory budget: ${(rss / 1048576).toFixed(0)} MiB resident, budget ${(this.limits.maxRssBytes! / 1048576).toFixed(0)} MiB` });
     }
     this.pending += 1;
     this.hooks.inFlight?.(this.pending);

@@ -4,7 +4,7 @@
  * this costs nothing. Tokens are read per request, so rotated service-account tokens keep working.
  */
 import { readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { ApiConfig } from './kubeconfig.js';
@@ -47,16 +47,80 @@ export class ApiClient {
     return (await this.send('POST', path, body, 'application/json')) as T;
   }
 
+  /**
+   * One watch (`?watch=1`) of a collection: `onEvent` gets each event as the server sends it, one JSON
+   * object a line. Resolves when the server ends the watch (its timeout), rejects on a failure or a
+   * non-2xx answer (an ApiError; 410 Gone for a resourceVersion too old), and `abort()` ends it at once.
+   */
+  watch(path: string, onEvent: (event: WatchEvent) => void): { done: Promise<void>; abort: () => void } {
+    this.counts.WATCH = (this.counts.WATCH ?? 0) + 1;
+    this.onRequest?.('WATCH');
+    let abort = (): void => undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      // No timeout on the socket: a watch is quiet for as long as nothing changes (the server ends it).
+      const req = this.open('GET', path, undefined, undefined, false, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) return this.failWith(res, 'GET', path, reject);
+        let partial = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const lines = (partial + chunk).split('\n');
+          partial = lines.pop() ?? '';
+          for (const line of lines) {
+            if (!line.trim()) continue;
+            try {
+              onEvent(JSON.parse(line) as WatchEvent);
+            } catch (err) {
+              req.destroy(err instanceof Error ? err : new Error(String(err)));
+              return;
+            }
+          }
+        });
+        res.on('end', () => resolve());
+        res.on('error', (err) => reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err.message}`)));
+      });
+      req.on('error', (err) => reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err.message}`)));
+      abort = () => {
+        req.destroy();
+        resolve();
+      };
+      req.end();
+    });
+    return { done, abort };
+  }
+
   private send(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
     this.counts[method] = (this.counts[method] ?? 0) + 1;
     this.onRequest?.(method);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = this.open(method, path, payload, contentType, true, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) return this.failWith(res, method, path, reject);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          try {
+            resolve(text ? JSON.parse(text) : undefined);
+          } catch {
+            resolve(text);
+          }
+        });
+      });
+      req.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
+      req.end(payload);
+    });
+  }
+
+  /** A request with this client's server, credentials and TLS settings (the token file read now: it rotates). */
+  private open(method: string, path: string, payload: Buffer | undefined, contentType: string | undefined, timed: boolean, onResponse: (res: IncomingMessage) => void): ClientRequest {
     // Appended, not resolved: a server URL with a path prefix (a proxy in front) keeps it.
     const url = new URL(this.cfg.server + path);
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
     const token = this.cfg.tokenFile ? readFileSync(this.cfg.tokenFile, 'utf8').trim() : this.cfg.token;
     if (token) headers.Authorization = `Bearer ${token}`;
     else if (this.cfg.username !== undefined) headers.Authorization = `Basic ${Buffer.from(`${this.cfg.username}:${this.cfg.password ?? ''}`).toString('base64')}`;
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     if (payload) {
       headers['Content-Type'] = contentType ?? 'application/json';
       headers['Content-Length'] = String(payload.length);
@@ -65,32 +129,37 @@ export class ApiClient {
     const opts = {
       method,
       headers,
-      timeout: this.timeoutMs,
+      ...(timed ? { timeout: this.timeoutMs } : {}),
       ...(tls ? { ca: this.cfg.ca, cert: this.cfg.cert, key: this.cfg.key, servername: this.cfg.serverName, rejectUnauthorized: !this.cfg.insecureSkipTLSVerify } : {}),
     };
-    return new Promise((resolve, reject) => {
-      const req = (tls ? httpsRequest : httpRequest)(url, opts, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let parsed: unknown = undefined;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            parsed = text;
-          }
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) return resolve(parsed);
-          const st = parsed as { reason?: string; message?: string } | undefined;
-          reject(new ApiError(status, st?.reason ?? String(status), `${method} ${path}: ${status} ${st?.message ?? text.slice(0, 200)}`));
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error(`timed out after ${this.timeoutMs} ms`)));
-      req.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
-      req.end(payload);
+    const req = (tls ? httpsRequest : httpRequest)(url, opts, onResponse);
+    if (timed) req.on('timeout', () => req.destroy(new Error(`timed out after ${this.timeoutMs} ms`)));
+    return req;
+  }
+
+  /** A non-2xx answer as an ApiError with the Status's reason and message. */
+  private failWith(res: IncomingMessage, method: string, path: string, reject: (err: ApiError) => void): void {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString();
+      let st: { reason?: string; message?: string } | undefined;
+      try {
+        st = text ? (JSON.parse(text) as typeof st) : undefined;
+      } catch {
+        st = undefined;
+      }
+      const status = res.statusCode ?? 0;
+      reject(new ApiError(status, st?.reason ?? String(status), `${method} ${path}: ${status} ${st?.message ?? text.slice(0, 200)}`));
     });
   }
+}
+
+/** One event of a watch stream; `object` is the object, a Status (ERROR) or a kind with only a resourceVersion (BOOKMARK). */
+export interface WatchEvent {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: unknown;
 }
 
 /** API failures as CNI errors: unreachable, throttled or 5xx is transient (11), the rest is not. */

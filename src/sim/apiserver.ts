@@ -96,6 +96,9 @@ export class ApiServerDouble {
     }
   }
 
+  /** Watches ignore their timeoutSeconds and send nothing more (a connection that died without a FIN). */
+  silentWatches = false;
+
   /** The CA that signed the serving certificate (PEM), as a kubeconfig's certificate-authority-data carries it. */
   caPem = '';
 
@@ -316,8 +319,19 @@ export class ApiServerDouble {
       const labels = selector<Obj>(url.searchParams.get('labelSelector'), (o, k) => o.metadata.labels?.[k]);
       const matches = (o: Obj): boolean => fields(o) && labels(o);
       if (watch) return this.startWatch(req, res, t, ns, matches, url);
-      const items = [...objects.values()].filter((o) => (!ns || o.metadata.namespace === ns) && matches(o));
-      return this.send(res, 200, { kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.rv - 1) }, items });
+      const all = [...objects.values()].filter((o) => (!ns || o.metadata.namespace === ns) && matches(o));
+      // Pages as kube-apiserver serves them: `limit` items, a `continue` token while more remain, every
+      // page at the resourceVersion of the first (the token carries it).
+      const limit = Number(url.searchParams.get('limit') ?? '0');
+      const token = url.searchParams.get('continue');
+      const [offset, listRv] = token ? (JSON.parse(Buffer.from(token, 'base64url').toString()) as [number, number]) : [0, this.rv - 1];
+      const items = limit > 0 ? all.slice(offset, offset + limit) : all.slice(offset);
+      const more = limit > 0 && offset + limit < all.length;
+      const metadata = {
+        resourceVersion: String(listRv),
+        ...(more ? { continue: Buffer.from(JSON.stringify([offset + limit, listRv])).toString('base64url'), remainingItemCount: all.length - offset - limit } : {}),
+      };
+      return this.send(res, 200, { kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata, items });
     }
     const key = objName ? this.objectKey(t, ns, objName) : '';
     switch (method) {
@@ -394,7 +408,8 @@ export class ApiServerDouble {
     }
     const w: Watcher = { resource, matches, res, ...(namespace ? { namespace } : {}) };
     this.watchers.push(w);
-    const timeout = Number(url.searchParams.get('timeoutSeconds') ?? '0');
+    // A connection gone silent (no FIN) looks, to the client, like a watch the server never ends.
+    const timeout = this.silentWatches ? 0 : Number(url.searchParams.get('timeoutSeconds') ?? '0');
     const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
     // Bookmarks as kube-apiserver's watch cache sends them to a watch that allows them: about a minute
     // apart, and 2 s before the watch's timeout; the object is the kind with only the resourceVersion.

@@ -121,10 +121,12 @@ export function buildPlexusImage(repo: string, dir: string, name = 'plexus:dev')
   for (const f of ['plexus.node', 'plexus-shim']) copyFileSync(join(repo, 'native', f), join(app, 'native', f));
   copyFileSync(join(repo, 'package.json'), join(app, 'package.json'));
   for (const pkg of productionPackages(repo)) cpSync(join(repo, pkg), join(app, pkg), { recursive: true });
+  // The repository's own launcher (its node flags per command), found on PATH through a link.
+  mkdirSync(join(app, 'bin'));
+  copyFileSync(join(repo, 'bin', 'plexusctl'), join(app, 'bin', 'plexusctl'));
+  chmodSync(join(app, 'bin', 'plexusctl'), 0o755);
   mkdirSync(join(rootfs, 'usr', 'local', 'bin'), { recursive: true });
-  const launcher = join(rootfs, 'usr', 'local', 'bin', 'plexusctl');
-  writeFileSync(launcher, `#!/bin/sh\nexec /usr/bin/node --enable-source-maps ${IMAGE_APP_DIR}/dist/plexusctl.mjs "$@"\n`);
-  chmodSync(launcher, 0o755);
+  symlinkSync(`${IMAGE_APP_DIR}/bin/plexusctl`, join(rootfs, 'usr', 'local', 'bin', 'plexusctl'));
   const qualified = qualifiedImageName(name);
   const tar = ociImageTar(dir, 'plexus-image.tar', { name: qualified, rootfs, entrypoint: ['/usr/local/bin/plexusctl'], env: ['PATH=/usr/local/bin:/usr/bin:/bin'] });
   rmSync(rootfs, { recursive: true, force: true });
@@ -146,6 +148,6 @@ function productionPackages(repo: string): string[] {
     const m = /^node_modules\/(@[^/]+\/[^/]+|[^/@][^/]*)$/.exec(rel);
     if (m) top.add(`node_modules/${m[1]}`);
   }
-  if (!top.has('node_modules/@kubernetes/client-node')) throw new Error(`npm ls in ${repo} listed no production dependencies: run npm ci first`);
+  if (!top.has('node_modules/@grpc/grpc-js')) throw new Error(`npm ls in ${repo} listed no production dependencies: run npm ci first`);
   return [...top].sort();
 }

@@ -12,6 +12,8 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse, stringify } from 'yaml';
 import { ApiClient, ApiError } from '../../src/k8s/client.js';
+import { Informer } from '../../src/k8s/informer.js';
+import { keptNad } from '../../src/daemon/cache.js';
 import { type ApiConfig, loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { AttachmentStore } from '../../src/meta/store.js';
 import { CLUSTER_PORTS, LocalCluster, kubeletCgroups } from '../../src/sim/cluster.js';
@@ -109,22 +111,12 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   describe('API contract: the double and the real API server answer alike', () => {
     /** The same requests against both; each returns what the test compares. */
-    /** Every event of one watch through client-node's Watch (what the daemon's informers use), until the server ends it. */
+    /** Every event of one watch through the API client's watch (what the daemon's informers use), until the server ends it. */
     type WatchEvent = { type: string; object: { kind?: string; code?: number; reason?: string; metadata?: { name?: string; resourceVersion?: string } } };
     const watchEvents = async (cfg: ApiConfig, path: string, query: Record<string, string | number | boolean>): Promise<WatchEvent[]> => {
-      const k8s = await import('@kubernetes/client-node');
-      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
       const events: WatchEvent[] = [];
-      await new Promise<void>((resolve, reject) => {
-        new k8s.Watch(kubeConfigFor(cfg))
-          .watch(
-            path,
-            query,
-            (type: string, object: WatchEvent['object']) => events.push({ type, object }),
-            (err: unknown) => (err ? reject(err as Error) : resolve()),
-          )
-          .catch(reject);
-      });
+      const q = new URLSearchParams({ watch: '1', ...Object.fromEntries(Object.entries(query).map(([k, v]) => [k, String(v)])) });
+      await new ApiClient(cfg, 10_000).watch(`${path}?${q}`, (e) => events.push(e as WatchEvent)).done;
       return events;
     };
     /** The same requests against both; each returns what the test compares. `compact` forgets the history up to a resourceVersion. */
@@ -271,8 +263,20 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     });
   });
 
-  describe('kubeconfig forms against the real API server: the one-shot client and the daemon informers (client-node) both authenticate', () => {
+  describe('kubeconfig forms against the real API server: the one-shot client and the daemon informers both authenticate', () => {
     const NAD_PATH = '/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/macvlan-a';
+    /** macvlan-a as the daemon's NAD informer of the namespace lists it, or why it could not. */
+    const informerRead = async (cfg: ApiConfig): Promise<string> => {
+      const errors: string[] = [];
+      const informer = new Informer(new ApiClient(cfg, 10_000), {
+        path: '/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions',
+        keep: keptNad,
+        onError: (e) => errors.push(e.message),
+      });
+      await informer.start();
+      await informer.stop();
+      return informer.get('default', 'macvlan-a')?.metadata.name ?? errors.join('; ');
+    };
     /** Every form a user has, written from the admin's client certificate and Plexus's ServiceAccount token. */
     const forms = (): Record<string, string> => {
       const base = join(dir, 'kubeconfig-forms');
@@ -312,9 +316,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       return out;
     };
 
-    it('every form reads the same NAD with the one-shot client and with client-node', async () => {
-      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
-      const k8s = await import('@kubernetes/client-node');
+    it("every form reads the same NAD with the one-shot client and with the daemon's informer", async () => {
       const results: Record<string, [string, string]> = {};
       for (const [form, path] of Object.entries(forms())) {
         const cfg = await loadKubeconfig(path);
@@ -322,12 +324,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           (n) => n.metadata.name,
           (e: Error) => e.message,
         );
-        const custom = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
-        const informers = await custom.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then(
-          (n) => (n as { metadata: { name: string } }).metadata.name,
-          (e: Error) => e.message,
-        );
-        results[form] = [lean, informers];
+        results[form] = [lean, await informerRead(cfg)];
       }
       assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ['macvlan-a', 'macvlan-a']])));
     });
@@ -424,20 +421,14 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         }),
       );
       const cfg = await loadKubeconfig(join(base, 'kubeconfig'));
-      const { kubeConfigFor } = await import('../../src/daemon/cache.js');
-      const k8s = await import('@kubernetes/client-node');
       const lean = new ApiClient(cfg, 10_000);
-      const informers = kubeConfigFor(cfg).makeApiClient(k8s.CustomObjectsApi);
       const pinned = new ApiClient({ server: cfg.server, ...(cfg.ca ? { ca: cfg.ca } : {}), token: oldToken }, 10_000);
       const readBoth = async (): Promise<[string, string]> => [
         await lean.get<{ metadata: { name: string } }>(NAD_PATH).then(
           (n) => n.metadata.name,
           (e: Error) => e.message,
         ),
-        await informers.getNamespacedCustomObject({ group: 'k8s.cni.cncf.io', version: 'v1', namespace: 'default', plural: 'network-attachment-definitions', name: 'macvlan-a' }).then(
-          (n) => (n as { metadata: { name: string } }).metadata.name,
-          (e: Error) => e.message,
-        ),
+        await informerRead(cfg),
       ];
       assert.deepEqual(await readBoth(), ['macvlan-a', 'macvlan-a']);
       swapIn(newToken);

@@ -10,6 +10,7 @@ interface Container {
   name: string;
   command?: string[];
   volumeMounts?: { name: string; mountPath: string }[];
+  resources?: { limits?: { memory?: string } };
 }
 interface Manifest {
   kind: string;
@@ -36,6 +37,13 @@ describe('deploy manifests', () => {
           ?.command?.find((a) => a.startsWith(`${flag}=`))
           ?.split('=')[1];
       if (flagOf('install', '--mode') === 'daemon') assert.equal(flagOf('install', '--daemon-socket'), flagOf('daemon', '--socket'), 'the shim is pointed at the socket the daemon serves');
+      const daemon = pod.containers.find((c) => c.command?.[1] === 'daemon');
+      if (daemon) {
+        // The memory budget must answer "try again later" before the container's limit gets it OOM-killed.
+        const limit = /^(\d+)Mi$/.exec(daemon.resources?.limits?.memory ?? '');
+        assert.ok(limit, `${ds.metadata.name}: the daemon has a memory limit in Mi`);
+        assert.ok(Number(flagOf('daemon', '--max-rss')) < Number(limit[1]) * 0.85, `--max-rss ${flagOf('daemon', '--max-rss')} MiB leaves headroom under the ${limit[1]}Mi limit`);
+      }
       for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
         const [bin, sub, ...args] = c.command ?? [];
         if (bin !== 'plexusctl') continue;

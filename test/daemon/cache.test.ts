@@ -46,7 +46,7 @@ describe('node daemon with informer caches', function () {
     const add = await node.exec(env, conf, shimPath);
     assert.equal(add.status, 0, add.stdout + add.stderr);
     assert.deepEqual(ipAddresses(ns.name, 'data0'), ['10.77.0.9/24']);
-    // network-status is written right after the reply.
+    // network-status is written before the reply.
     await waitFor('network-status', () => node.api.get('v1', 'pods', 'default', 'two-nets')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status']);
     const calls = node.api.requests.slice(before);
     assert.deepEqual(
@@ -152,8 +152,13 @@ describe('node daemon with informer caches', function () {
       assert.ok(!cache.watchedNamespaces().includes('far-away'));
       assert.ok(!nadRequests().some((p) => p.includes('/namespaces/far-away/')));
       // Changes reach the cache through the watch.
-      node.api.put('k8s.cni.cncf.io/v1', NADS, { ...(nad('other-ns', 'remote-net') as object), metadata: { name: 'remote-net', namespace: 'other-ns', annotations: { changed: 'yes' } } } as never);
-      await waitFor('the change in the cache', () => cache.nad('other-ns', 'remote-net')?.metadata.annotations?.changed === 'yes');
+      // (Of a NAD the cache keeps its config and resourceName: the change is one of those.)
+      node.api.put('k8s.cni.cncf.io/v1', NADS, {
+        ...(nad('other-ns', 'remote-net') as object),
+        metadata: { name: 'remote-net', namespace: 'other-ns', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'example.com/changed', unrelated: 'dropped' } },
+      } as never);
+      await waitFor('the change in the cache', () => cache.nad('other-ns', 'remote-net')?.metadata.annotations?.['k8s.v1.cni.cncf.io/resourceName'] === 'example.com/changed');
+      assert.deepEqual(Object.keys(cache.nad('other-ns', 'remote-net')!.metadata.annotations!), ['k8s.v1.cni.cncf.io/resourceName'], 'what the plugin does not read is not kept');
       // The pod goes: once no pod needs other-ns for the linger time, its watch stops.
       node.api.delete('v1', 'pods', 'default', 'remote-user');
       await waitFor('other-ns let go', () => !cache.watchedNamespaces().includes('other-ns'), 10000);

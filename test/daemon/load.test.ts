@@ -70,4 +70,23 @@ describe('node daemon under load: bounded concurrency, DEL first, explicit overl
     assert.ok(position >= 0, finished.join(', '));
     assert.ok(position <= 2, `DEL finished ${position + 1}th of 7, behind at most the two running ADDs: ${finished.join(', ')}`);
   });
+
+  it('over its memory budget (--max-rss) ADD gets code 11 naming the budget, and DEL still runs', async () => {
+    // A budget below what any Node process takes: every ADD is over it.
+    const tight = join(node.dir, 'tight.sock');
+    const budgeted = await startDaemon(tight, ['--max-rss', '32']);
+    try {
+      const ns = rig.netns('lm');
+      const tightConf = node.shimConf(tight, {}, { clusterNetwork: join(node.dir, 'slow.conf') });
+      const env = podEnv('ADD', 'over-budget', ns.path, { name: 'm0', namespace: 'default' });
+      const add = await node.exec(env, tightConf, shimPath);
+      assert.equal(add.json?.code, 11, add.stdout);
+      assert.match(String(add.json?.details), /memory budget: \d+ MiB resident, budget 32 MiB/);
+      const del = await node.exec({ ...env, CNI_COMMAND: 'DEL' }, tightConf, shimPath);
+      assert.equal(del.status, 0, del.stdout);
+      assert.ok(budgeted.logs.some((l) => l.reason === 'memory' && l.command === 'ADD'));
+    } finally {
+      await stopDaemon(budgeted);
+    }
+  });
 });
