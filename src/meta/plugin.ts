@@ -20,7 +20,7 @@ import { MetaInvocation, type PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
 import { waitForAddsInFlight } from './orphans.js';
 import { planAttachments } from './plan.js';
-import { applyDefaultRoute, event, reportAdd, statusEntries } from './report.js';
+import { addedEvents, applyDefaultRoute, event, reportAdd, statusEntries, writeStatus } from './report.js';
 import type { AttachmentRecord, StoredAttachment } from './store.js';
 
 /** Names of the interfaces in the pod netns, read there by the addon in one call (no netlink module). */
@@ -133,12 +133,18 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
   }
   const status = JSON.stringify(statusEntries(record, inv.conf.multusStatusCompat));
   if (runner && inv.pod && (await inv.apiClient().catch(() => undefined))) {
-    // Node daemon: answer now, report right after. The record says the status is owed, so a
-    // daemon that dies before the API acknowledges it sends it again when it starts.
-    record.pendingStatus = status;
+    // Node daemon: network-status is part of the ADD (the pod is networked for its users once it is
+    // there), Events follow the reply. A status the API did not take is owed: retried after the reply,
+    // and recorded, so a daemon that dies before the API acknowledges it sends it when it starts again.
     inv.store.write(record);
+    const written = await writeStatus(inv, status, 1);
+    if (!written) {
+      record.pendingStatus = status;
+      inv.store.write(record);
+    }
     runner(req.containerID, async () => {
-      if (await reportAdd(inv, record, status, 3)) inv.store.settlePendingStatus(req.containerID, status);
+      if (!written && (await writeStatus(inv, status, 3))) inv.store.settlePendingStatus(req.containerID, status);
+      await addedEvents(inv, record);
     });
   } else {
     inv.store.write(record);

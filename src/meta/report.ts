@@ -51,9 +51,17 @@ export function statusEntries(record: AttachmentRecord, compat: boolean): Networ
 /**
  * network-status and one AddedInterface event per attachment, sent together: the pod waits for the
  * slowest, not for their sum. Nothing about reporting (not even a broken kubeconfig) fails the ADD.
- * After the reply (node daemon) the PATCH is retried a few times; a 404 means the pod is gone.
  */
-export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string, attempts = 1): Promise<boolean> {
+export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string): Promise<boolean> {
+  const [written] = await Promise.all([writeStatus(inv, status, 1), addedEvents(inv, record)]);
+  return written;
+}
+
+/**
+ * The pod's network-status PATCH, tried `attempts` times (200 ms, then 4× longer between tries); true
+ * once the API has it or the pod is gone (a 404 or another UID: nothing to report to). Never throws.
+ */
+export async function writeStatus(inv: MetaInvocation, status: string, attempts: number): Promise<boolean> {
   const api = await inv.apiClient().catch((err: Error) => {
     inv.log(`no API client for network-status: ${err.message}`, 'error');
     if (inv.pod) inv.ctx.observer?.statusWrite?.('failed', `${inv.pod.namespace}/${inv.pod.name}`, err.message);
@@ -62,31 +70,33 @@ export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, s
   if (!api || !inv.pod) return false;
   const pod = inv.pod;
   const podName = `${pod.namespace}/${pod.name}`;
-  const patch = async (): Promise<boolean> => {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const written = await writeNetworkStatus(api, pod, status);
-        if (written === 'stale') inv.log(`network-status of ${podName} dropped: the pod is gone or was replaced`, 'verbose');
-        inv.ctx.observer?.statusWrite?.(written, podName);
-        return true;
-      } catch (err) {
-        if (attempt >= attempts) {
-          inv.log(`writing network-status of ${podName} failed: ${(err as Error).message}`, 'error');
-          inv.ctx.observer?.statusWrite?.('failed', podName, (err as Error).message);
-          return false;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const written = await writeNetworkStatus(api, pod, status);
+      if (written === 'stale') inv.log(`network-status of ${podName} dropped: the pod is gone or was replaced`, 'verbose');
+      inv.ctx.observer?.statusWrite?.(written, podName);
+      return true;
+    } catch (err) {
+      if (attempt >= attempts) {
+        inv.log(`writing network-status of ${podName} failed: ${(err as Error).message}`, 'error');
+        inv.ctx.observer?.statusWrite?.('failed', podName, (err as Error).message);
+        return false;
       }
+      await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
     }
-  };
-  const events = record.attachments
-    .filter((a) => !a.auxiliary)
-    .map((a) => {
-      const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
-      return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
-    });
-  const [written] = await Promise.all([patch(), ...events]);
-  return written;
+  }
+}
+
+/** One AddedInterface Event per attachment, sent together (best effort). */
+export async function addedEvents(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  await Promise.all(
+    record.attachments
+      .filter((a) => !a.auxiliary)
+      .map((a) => {
+        const ips = a.result ? (toCanonical(a.result).ips ?? []).map((i) => i.address) : [];
+        return event(inv, 'Normal', 'AddedInterface', `Add ${a.ifName} [${ips.join(',')}] from ${a.network}`);
+      }),
+  );
 }
 
 export async function event(inv: MetaInvocation, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {

@@ -111,26 +111,29 @@ describe('node daemon and shim', function () {
     }
   });
 
-  it("reports after the reply, and ahead of the sandbox's next operation", async () => {
+  it("stores network-status before ADD returns; Events follow the reply, ahead of the sandbox's next operation", async () => {
     node.api.put('v1', 'pods', { metadata: { name: 'order', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
     const statusOf = () => node.api.get('v1', 'pods', 'default', 'order')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
     const ns = rig.netns('or');
     const env = podEnv('ADD', 'sb-order', ns.path, { name: 'order', namespace: 'default' });
-    node.api.latency = (method, path) => (method === 'PATCH' && path.endsWith('/order/status') ? 500 : undefined);
+    const events = () => node.api.requests.filter((r) => r.verb === 'post' && r.resource === 'events').length;
+    const eventsBefore = events();
+    node.api.latency = (method, path) => (method === 'PATCH' && path.endsWith('/order/status') ? 300 : method === 'POST' && path.endsWith('/events') ? 500 : undefined);
     try {
       const add = await node.exec(env, shimConf({}), shimPath);
       assert.equal(add.status, 0, add.stdout + add.stderr);
-      assert.equal(statusOf(), undefined, 'the reply did not wait for the report');
+      assert.ok(statusOf(), 'the ADD waited for the status, slow as the API was');
+      assert.equal(events(), eventsBefore, 'but not for the Events');
       const check = await node.exec({ ...env, CNI_COMMAND: 'CHECK' }, shimConf({}), shimPath);
       assert.equal(check.status, 0, check.stdout + check.stderr);
-      assert.ok(statusOf(), 'the report came before the CHECK');
+      assert.equal(events(), eventsBefore + 1, 'the Event came before the CHECK');
     } finally {
       node.api.latency = undefined;
     }
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), shimPath)).status, 0);
   });
 
-  it('answers ADD before reporting; a network-status the API refused is owed, and the next daemon sends it', async () => {
+  it('a network-status the API refused does not fail the ADD: it is owed, retried after the reply, and the next daemon sends it', async () => {
     node.api.put('v1', 'pods', { metadata: { name: 'owed', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
     const statusOf = () => node.api.get('v1', 'pods', 'default', 'owed')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
     const store = node.attachments();
@@ -145,8 +148,8 @@ describe('node daemon and shim', function () {
       const add = await node.exec(env, shimConf({}), shimPath);
       assert.equal(add.status, 0, add.stdout + add.stderr);
       assert.ok(owed(), 'the record says the status is owed');
-      // Three attempts (0.2 s and 0.8 s apart), all refused.
-      await waitFor('three refused PATCHes', () => node.api.requests.filter((r) => r.verb === 'patch' && r.path.endsWith('/owed/status')).length >= 3 || undefined, 5000);
+      // One attempt in the ADD, three after the reply (0.2 s and 0.8 s apart), all refused.
+      await waitFor('four refused PATCHes', () => node.api.requests.filter((r) => r.verb === 'patch' && r.path.endsWith('/owed/status')).length >= 4 || undefined, 5000);
       await sleep(200);
       assert.equal(statusOf(), undefined);
       assert.ok(owed());

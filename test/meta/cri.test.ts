@@ -63,7 +63,7 @@ for (const mode of ['one-shot plexus', 'plexus-shim and the node daemon'] as con
       assert.match(status.network!.ip, /^10\.76\.0\./);
       assert.match(ipAddresses(ns, 'net1')[0] ?? '', /^10\.77\.1\.\d+\/24$/);
       assert.deepEqual(ipAddresses(ns, 'data0'), ['10.77.0.9/24']);
-      // In daemon mode network-status is written right after the reply.
+      // In daemon mode too network-status is written before the reply.
       const networkStatus = JSON.parse(await waitFor('network-status', () => node.api.get('v1', 'pods', 'default', 'two-nets')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'])) as {
         name: string;
         interface: string;
