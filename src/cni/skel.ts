@@ -7,6 +7,9 @@ import { type CniArgs, parseCniArgs, parseCniArgsLenient } from './args.js';
 import { decodeJson } from './conf.js';
 import { decodePluginError } from './invoke.js';
 import { CniError, ErrorCode } from './errors.js';
+import { type PluginIO, answerVersion } from './process-io.js';
+
+export { type PluginIO, processIO } from './process-io.js';
 import { NAME_PATTERN } from './schemas.js';
 import { validate } from './validate.js';
 import { type AnyResult, type Attachment, type CniCommand, CURRENT_VERSION, type PluginConf, versionAtLeast } from './types.js';
@@ -52,13 +55,6 @@ export interface Plugin {
    * finds no record.
    */
   refusesBadArgs?: boolean;
-}
-
-export interface PluginIO {
-  env: NodeJS.ProcessEnv;
-  readStdin(): Promise<Buffer>;
-  stdout(text: string): void;
-  stderr(text: string): void;
 }
 
 type Need = 'req' | 'opt' | '-';
@@ -168,19 +164,7 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
       io.stderr(`${plugin.about}\nCNI protocol versions supported: ${plugin.supportedVersions.join(', ')}\n`);
       return 0;
     }
-    if (command === 'VERSION') {
-      // podman probes with dummy values in the other variables: ignore them, and never fail on stdin.
-      const input = await io.readStdin().catch(() => Buffer.alloc(0));
-      let echo: string = CURRENT_VERSION;
-      try {
-        const v = (JSON.parse(input.toString()) as { cniVersion?: unknown }).cniVersion;
-        if (typeof v === 'string' && plugin.supportedVersions.includes(v)) echo = v;
-      } catch {
-        /* empty or malformed stdin: answer with our current version */
-      }
-      io.stdout(JSON.stringify({ cniVersion: echo, supportedVersions: plugin.supportedVersions }));
-      return 0;
-    }
+    if (command === 'VERSION') return await answerVersion(plugin.supportedVersions, io);
     if (!(command in ENV_TABLE)) {
       throw new CniError(ErrorCode.InvalidEnvironment, `unknown CNI_COMMAND: ${command}`);
     }
@@ -224,20 +208,6 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
     return 1;
   }
   return 1;
-}
-
-/** The process glue: real env, stdin, stdout. */
-export function processIO(): PluginIO {
-  return {
-    env: process.env,
-    readStdin: async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
-    },
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
-  };
 }
 
 /**

@@ -56,3 +56,27 @@ describe('bundles: the simulation is never on a production path', () => {
     assert.deepEqual(offenders, []);
   });
 });
+
+describe('bundles: what each executable loads at start', () => {
+  it('plexus and sriov start with VERSION and the process glue only: no validators, no plugin code (loaded for real work)', () => {
+    for (const entry of ['src/cmd/plexus.ts', 'src/cmd/sriov-cni.ts']) {
+      const atStart = sourcesOf(entry, false);
+      for (const heavy of ['src/cni/generated/validators.js', 'src/cni/skel.ts', 'src/meta/plugin.ts', 'src/sriov/plugin.ts']) assert.ok(!atStart.has(heavy), `${entry} loads ${heavy} at start`);
+      assert.ok(sourcesOf(entry, true).has('src/cni/skel.ts'), 'the plugin is still reachable');
+    }
+  });
+
+  it("plexusctl starts without ajv's compiler (only the device plugin's config needs it) and no executable bundles client-node", () => {
+    const atStart = [...sourcesOf('src/cmd/plexusctl.ts', false)];
+    assert.deepEqual(
+      atStart.filter((i) => i.startsWith('node_modules/ajv/dist/core')),
+      [],
+    );
+    assert.ok(sourcesOf('src/cmd/plexusctl.ts', true).has('node_modules/ajv/dist/core.js'), 'the device plugin still reaches it');
+    const everything = Object.values(meta.outputs).flatMap((o) => Object.keys(o.inputs));
+    assert.deepEqual(
+      everything.filter((i) => i.includes('@kubernetes/client-node')),
+      [],
+    );
+  });
+});
