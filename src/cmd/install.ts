@@ -12,7 +12,11 @@ export function registerInstall(program: Command): void {
     .description('install the plexus plugin into a CNI bin dir (by temp + rename) and write 00-plexus.conflist for the cluster network found in the conf dir')
     .requiredOption('--cni-bin-dir <dir>', "the runtime's CNI bin dir")
     .requiredOption('--cni-conf-dir <dir>', "the runtime's CNI conf dir; its first conf is the cluster network")
-    .option('--mode <mode>', 'oneshot (the runtime execs plexus) or daemon (it execs plexus-shim, served by plexusctl daemon)', 'oneshot')
+    .option(
+      '--mode <mode>',
+      'daemon (the runtime execs the static plexus-shim, served by plexusctl daemon: the fast path, and the default) or oneshot (the runtime execs plexus, a Node process per pod operation: for nodes where no daemon can run)',
+      'daemon',
+    )
     .option('--daemon-socket <path>', 'the daemon socket the shim uses (daemon mode)')
     .option('--kubeconfig <file>', 'kubeconfig for the plugin (default: in-cluster credentials)')
     .option('--cni-dir <dir>', 'where the plugin keeps its attachment records', '/var/lib/cni/plexus')

@@ -36,7 +36,7 @@ export function clusterNetworkConf(confDir: string): string | undefined {
 export type InstallMode = 'oneshot' | 'daemon';
 
 export interface MetaConfOptions {
-  /** oneshot: the runtime execs `plexus`; daemon: it execs `plexus-shim`, which asks the node daemon. */
+  /** daemon (the default): the runtime execs `plexus-shim`, which asks the node daemon; oneshot: it execs `plexus`. */
   mode?: InstallMode;
   daemonSocket?: string;
   kubeconfig?: string;
@@ -55,8 +55,8 @@ export function metaConflist(clusterConfPath: string, opts: MetaConfOptions): st
   const cluster = parseNetworkConfig(readFileSync(clusterConfPath), clusterConfPath);
   const capabilities: Record<string, boolean> = { 'io.kubernetes.cri.pod-annotations': true };
   for (const p of cluster.plugins) for (const [cap, on] of Object.entries(p.capabilities ?? {})) if (on) capabilities[cap] = true;
-  const plugin: Record<string, unknown> = { type: opts.mode === 'daemon' ? 'plexus-shim' : 'plexus', clusterNetwork: clusterConfPath, binDir: opts.binDir, capabilities };
-  if (opts.mode === 'daemon' && opts.daemonSocket) plugin.daemonSocket = opts.daemonSocket;
+  const plugin: Record<string, unknown> = { type: opts.mode === 'oneshot' ? 'plexus' : 'plexus-shim', clusterNetwork: clusterConfPath, binDir: opts.binDir, capabilities };
+  if (opts.mode !== 'oneshot' && opts.daemonSocket) plugin.daemonSocket = opts.daemonSocket;
   if (opts.kubeconfig) plugin.kubeconfig = opts.kubeconfig;
   if (opts.cniDir) plugin.cniDir = opts.cniDir;
   if (opts.confDir) plugin.confDir = opts.confDir;
@@ -174,7 +174,7 @@ export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<M
   }
   // The one-shot plugin is installed in both modes: the daemon runs the same bundle.
   const { plugin, version } = installPlugin(opts.cniBinDir);
-  const shim = opts.mode === 'daemon' ? installShim(opts.cniBinDir) : undefined;
+  const shim = opts.mode === 'oneshot' ? undefined : installShim(opts.cniBinDir);
   const conf = join(opts.cniConfDir, META_CONF_NAME);
   writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), { mode: 0o644 });
   return { plugin: shim ?? plugin, version, conf, clusterNetwork: cluster };

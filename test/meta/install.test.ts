@@ -46,7 +46,7 @@ describe('plexusctl install (one-shot mode)', function () {
     );
     return file;
   };
-  const args = (): string[] => ['install', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus')];
+  const args = (): string[] => ['install', '--mode', 'oneshot', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus')];
 
   it('refuses to install before the cluster network conf exists, and writes nothing', () => {
     const r = plexusctl(args());
@@ -80,9 +80,9 @@ describe('plexusctl install (one-shot mode)', function () {
     assert.match(sriov.stderr, /Plexus SR-IOV CNI plugin/);
   });
 
-  it('daemon mode installs the static shim and writes type plexus-shim with the daemon socket', () => {
+  it('daemon mode, the default, installs the static shim and writes type plexus-shim with the daemon socket', () => {
     clusterConf();
-    const r = plexusctl([...args(), '--mode', 'daemon', '--daemon-socket', '/run/plexus-test.sock']);
+    const r = plexusctl(['install', '--cni-bin-dir', bin, '--cni-conf-dir', confDir, '--cni-dir', join(confDir, '..', 'plexus'), '--daemon-socket', '/run/plexus-test.sock']);
     assert.equal(r.status, 0, JSON.stringify(r.json));
     assert.equal(r.json.plugin, join(bin, 'plexus-shim'));
     const conf = JSON.parse(readFileSync(join(confDir, '00-plexus.conflist'), 'utf8')) as { plugins: Record<string, unknown>[] };
@@ -132,7 +132,7 @@ describe('plexusctl install (one-shot mode)', function () {
     try {
       // the rig's own conf and bin dirs: install into them as a node install would
       writeFileSync(join(cri.confDir, '10-cluster.conflist'), readFileSync(join(confDir, '10-cluster.conflist')));
-      const r = plexusctl(['install', '--cni-bin-dir', cri.binDir, '--cni-conf-dir', cri.confDir, '--cni-dir', join(confDir, '..', 'plexus')]);
+      const r = plexusctl(['install', '--mode', 'oneshot', '--cni-bin-dir', cri.binDir, '--cni-conf-dir', cri.confDir, '--cni-dir', join(confDir, '..', 'plexus')]);
       assert.equal(r.status, 0, JSON.stringify(r.json));
       await cri.waitReady();
       const netnsBefore = listNetns();
