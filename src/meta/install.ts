@@ -130,7 +130,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   }
   const launcher = join(binDir, 'plexus');
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
-  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, {
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, {
     mode: 0o755,
   });
   chmodSync(launcher, 0o755);
@@ -143,7 +143,7 @@ export function installPlugin(binDir: string): { plugin: string; version: string
       mkdirSync(dirname(previous), { recursive: true });
       cpSync(sriov, previous, { preserveTimestamps: true });
     }
-    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nexec env -u NODE_EXTRA_CA_CERTS ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, {
+    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, {
       mode: 0o755,
     });
     chmodSync(sriov, 0o755);
