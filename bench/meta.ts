@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { RunnerJob, RunnerTimes } from './runtime-runner.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { PluginRequest, PluginStdinConf } from '../src/cni/skel.js';
@@ -19,6 +19,7 @@ import { MetaInvocation } from '../src/meta/invocation.js';
 import { planAttachments } from '../src/meta/plan.js';
 import { SimNode, podEnv, repoRoot } from '../src/sim/simnode.js';
 import { spawnCollect } from '../src/util/native.js';
+import { besidePrevious } from './history.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 150);
 /** The one-shot plugin (~120 ms per exec) is measured in the first this many runs only. */
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
   const rows: string[] = [];
   /** Per scenario: the shim's exec + round trip to the daemon + the runtime seeing the exit (median). */
   const hops: number[] = [];
+  const figures: Record<string, number> = {};
   try {
     for (const [label, networks] of SCENARIOS) {
       const shimConf = {
@@ -126,7 +128,7 @@ async function main(): Promise<void> {
       if (probe.status !== 0) throw new Error(`plexus ADD failed: ${probe.stdout}${probe.stderr}`);
       const calls = node.api.requests.slice(before);
       await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf);
-      // The same through the daemon, whose reporting follows the reply.
+      // The same through the daemon (network-status inside the ADD, Events after the reply).
       const beforeDaemon = node.api.requests.length;
       const shimEnv = { ...env, CNI_CONTAINERID: 'bench-probe' };
       const viaDaemon = await node.exec(shimEnv, shimConf, shim);
@@ -162,6 +164,9 @@ async function main(): Promise<void> {
       const own = median(ownWork);
       const hop = median(t.shimAdd.map((x, i) => x - served[i]!));
       hops.push(hop);
+      figures[`${label}: ADD one-shot ÷ delegates`] = ma / ba;
+      figures[`${label}: ADD shim+daemon (status stored) ÷ delegates`] = sa / ba;
+      figures[`${label}: DEL shim+daemon ÷ delegates`] = sd / bd;
       rows.push(
         `| ${label} | ${ba.toFixed(1)} | ${ma.toFixed(1)} | **${over(t.metaAdd, t.baseAdd)}** | ${sa.toFixed(1)} | **${median(shimOver).toFixed(1)}** (${lo.toFixed(1)} to ${hi.toFixed(1)}) | **${(own + hop).toFixed(1)}** (${own.toFixed(1)} + ${hop.toFixed(1)}) | ${bd.toFixed(1)} | ${md.toFixed(1)} | **${over(t.metaDel, t.baseDel)}** | ${sd.toFixed(1)} | **${over(t.shimDel, t.baseDel)}** | ${apiPerAdd} |`,
       );
@@ -189,10 +194,16 @@ async function main(): Promise<void> {
   const shimVersion = await execMs(shim, { CNI_COMMAND: 'VERSION' });
   const nodeShimVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'plexus-shim.mjs')]);
   const node0 = await execMs(process.execPath, {}, ['-e', '0']);
+  // One-shot start: what every runtime's VERSION probe and every one-shot exec pays before any work.
+  const plexusVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'plexus.mjs')]);
+  const sriovVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'sriov.mjs')]);
+  const launchedVersion = await execMs(join(repoRoot(), 'bin', 'plexus'), { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '' });
   const table = [
     `# Meta plugin overhead`,
     ``,
-    `${RUNS} runs after ${WARMUP} unrecorded ones (the one-shot plugin in the first ${ONE_SHOT_RUNS}) on ${new Date().toISOString().slice(0, 10)} (2 cores, Node ${process.version}), milliseconds.`,
+    `${RUNS} runs after ${WARMUP} unrecorded ones (the one-shot plugin in the first ${ONE_SHOT_RUNS}) on ${new Date().toISOString().slice(0, 10)} (2 cores, Node ${process.version}, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}), milliseconds.`,
     `A separate lean "runtime" process (bench/runtime-runner.ts) execs everything, alternating (the shim and the bare`,
     `delegates swap places every run), while this process only serves (the API double and`,
     `the node daemon), as on a node. It execs as containerd's Go runtime does, vfork-style (posix_spawn through the`,
@@ -212,13 +223,21 @@ async function main(): Promise<void> {
     `and measured within each run, free of that noise: plexus's own work (the daemon's time from admission`,
     `to reply less the time of the delegates it ran) + the hop (the shim's exec, the HTTP round trip and the runtime`,
     `seeing the exit).`,
-    `The daemon answers ADD once the attachments are in place and recorded; network-status and events follow once the`,
-    `shim has the reply, ahead of the sandbox's next operation (a status the API has not acknowledged is resent after a`,
-    `restart).`,
+    `The daemon answers ADD once the attachments are in place and recorded and network-status is stored by the API server`,
+    `(one PATCH, inside the ADD: these times are until the status is stored); the Events follow once the shim has the`,
+    `reply, ahead of the sandbox's next operation. A status the API did not take is owed: retried after the reply, and`,
+    `resent by the next daemon if this one dies first.`,
+    `One-shot start: \`plexus\` VERSION ${plexusVersion.toFixed(1)} ms under node (**${(plexusVersion / node0).toFixed(2)}× \`node -e 0\`**), through its`,
+    `launcher (sh + env + node, as installed) ${launchedVersion.toFixed(1)} ms; \`sriov\` VERSION ${sriovVersion.toFixed(1)} ms (${(sriovVersion / node0).toFixed(2)}×). VERSION loads`,
+    `only the process glue; ADD/DEL load the skel, validators and plugin core on demand.`,
     ``,
     `| pod | ADD delegates | ADD one-shot | overhead | ADD shim+daemon | overhead | overhead measured within (own + hop) | DEL delegates | DEL one-shot | overhead | DEL shim+daemon | overhead | API requests per ADD (one-shot / daemon) |`,
     `|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
     ...rows,
+    ``,
+    `Beside the previous run:`,
+    ``,
+    ...besidePrevious('meta', { ...figures, 'plexus VERSION ÷ node -e 0': plexusVersion / node0, 'sriov VERSION ÷ node -e 0': sriovVersion / node0 }, loadavg()),
     ``,
     `Reproduce: \`npm run bench\`. API requests: the one-shot plugin reads each NAD from the API; the daemon reads`,
     `nothing (informer caches of its node's pods and of NADs, as \`plexusctl daemon\` runs). Both send one PATCH of`,
@@ -229,7 +248,7 @@ async function main(): Promise<void> {
     `concurrently). What grows with the number of networks is small (one NAD read and one Event each). JSON`,
     `Schemas are compiled at build time: compiling them at run time cost ~100 ms per exec.`,
     `What the daemon's share came down by: plugin execs through posix_spawn (libuv's fork() costs 5 ms in a process of`,
-    `120 MB, growing with its memory); the shim done at Content-Length rather than at the daemon's close; reporting`,
+    `120 MB, growing with its memory); the shim done at Content-Length rather than at the daemon's close; Events`,
     `after the shim has the reply; attachment records without fsync (~1 ms each; they guard against a dead process, a`,
     `node crash takes the pod netns with it), kept as one append-only log per sandbox (no rename, no exception for a`,
     `missing file: 0.5 → 0.2 ms per write); the cluster network's file parsed again only when its bytes change, a NAD's`,
