@@ -170,10 +170,13 @@ export class Informer<T extends ObjectLike> {
     this.abortWatch = watching.abort;
     // A connection that died without a word (no FIN: a node or a middlebox gone) would keep a quiet watch
     // open for ever: one that outlives its server-side timeout by watchGraceMs is ended here.
-    const guard = setTimeout(() => {
-      failure = new Error(`watch of ${this.opts.path} outlived its ${seconds} s timeout: the connection is taken as lost`);
-      watching.abort();
-    }, seconds * 1000 + (this.opts.watchGraceMs ?? 60_000));
+    const guard = setTimeout(
+      () => {
+        failure = new Error(`watch of ${this.opts.path} outlived its ${seconds} s timeout: the connection is taken as lost`);
+        watching.abort();
+      },
+      seconds * 1000 + (this.opts.watchGraceMs ?? 60_000),
+    );
     try {
       await watching.done;
     } catch (err) {
