@@ -195,8 +195,8 @@ async function main(): Promise<void> {
   const nodeShimVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'plexus-shim.mjs')]);
   const node0 = await execMs(process.execPath, {}, ['-e', '0']);
   // One-shot start: what every runtime's VERSION probe and every one-shot exec pays before any work.
-  const plexusVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'plexus.mjs')]);
-  const sriovVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'sriov.mjs')]);
+  const plexusVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'plexus.cjs')]);
+  const sriovVersion = await execMs(process.execPath, { CNI_COMMAND: 'VERSION' }, [join(repoRoot(), 'dist', 'sriov.cjs')]);
   const launchedVersion = await execMs(join(repoRoot(), 'bin', 'plexus'), { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '' });
   const table = [
     `# Meta plugin overhead`,
@@ -227,9 +227,10 @@ async function main(): Promise<void> {
     `(one PATCH, inside the ADD: these times are until the status is stored); the Events follow once the shim has the`,
     `reply, ahead of the sandbox's next operation. A status the API did not take is owed: retried after the reply, and`,
     `resent by the next daemon if this one dies first.`,
-    `One-shot start: \`plexus\` VERSION ${plexusVersion.toFixed(1)} ms under node (**${(plexusVersion / node0).toFixed(2)}× \`node -e 0\`**), through its`,
-    `launcher (sh + env + node, as installed) ${launchedVersion.toFixed(1)} ms; \`sriov\` VERSION ${sriovVersion.toFixed(1)} ms (${(sriovVersion / node0).toFixed(2)}×). VERSION loads`,
-    `only the process glue; ADD/DEL load the skel, validators and plugin core on demand.`,
+    `One-shot start: \`plexus\` VERSION ${plexusVersion.toFixed(1)} ms under node (**${(plexusVersion / node0).toFixed(2)}× \`node -e 0\`**), through the`,
+    `repository's launcher (sh + readlink + dirname + node) ${launchedVersion.toFixed(1)} ms; \`sriov\` VERSION ${sriovVersion.toFixed(1)} ms (${(sriovVersion / node0).toFixed(2)}×). The launchers`,
+    `exec a CommonJS front (dist/plexus.cjs, 2 KB: no ESM loader to start) that answers VERSION with plain reads and`,
+    `writes; any other command goes on in the ESM bundle, which loads the skel, validators and plugin core.`,
     ``,
     `| pod | ADD delegates | ADD one-shot | overhead | ADD shim+daemon | overhead | overhead measured within (own + hop) | DEL delegates | DEL one-shot | overhead | DEL shim+daemon | overhead | API requests per ADD (one-shot / daemon) |`,
     `|---|---|---|---|---|---|---|---|---|---|---|---|---|`,

@@ -57,8 +57,24 @@ const bundles = await esbuild.build({
   logLevel: 'warning',
   metafile: true,
 });
+// The exec'd plugins' fronts: CommonJS (no ESM loader to start), answering VERSION and handing the rest
+// to their ESM bundle above; the launchers exec these.
+const fronts = await esbuild.build({
+  entryPoints: { plexus: 'src/cmd/plexus-front.ts', sriov: 'src/cmd/sriov-front.ts' },
+  absWorkingDir: root,
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  outExtension: { '.js': '.cjs' },
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  metafile: true,
+});
 // What each executable loads, statically and on demand (test/build/bundles.unit.test.ts reads it).
-writeFileSync(join(root, 'build/bundles.json'), JSON.stringify(bundles.metafile));
+const metafile = { inputs: { ...bundles.metafile.inputs, ...fronts.metafile.inputs }, outputs: { ...bundles.metafile.outputs, ...fronts.metafile.outputs } };
+writeFileSync(join(root, 'build/bundles.json'), JSON.stringify(metafile));
 // Files the bundles read at run time.
 copyFileSync(join(root, 'src/k8s/podresources-v1.proto'), join(root, 'dist/podresources-v1.proto'));
 copyFileSync(join(root, 'src/sim/cri-runtime-v1.proto'), join(root, 'dist/cri-runtime-v1.proto'));

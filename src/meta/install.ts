@@ -130,20 +130,20 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   }
   const launcher = join(binDir, 'plexus');
   // Runtimes pass their environment; NODE_EXTRA_CA_CERTS alone costs ~80 ms per start.
-  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'plexus.mjs')} "$@"\n`, {
+  writeFileAtomic(launcher, `#!/bin/sh\n# Plexus meta CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'plexus.cjs')} "$@"\n`, {
     mode: 0o755,
   });
   chmodSync(launcher, 0o755);
   // The SR-IOV plugin (type "sriov", so sriov-cni NADs work unchanged), from the same bundle. A
   // sriov-cni binary found there is kept aside once, for uninstall to put back.
-  if (existsSync(join(target, 'sriov.mjs'))) {
+  if (existsSync(join(target, 'sriov.cjs'))) {
     const sriov = join(binDir, 'sriov');
     const previous = join(root, PREVIOUS_DIR, 'sriov');
     if (existsSync(sriov) && !isOurLauncher(sriov) && !existsSync(previous)) {
       mkdirSync(dirname(previous), { recursive: true });
       cpSync(sriov, previous, { preserveTimestamps: true });
     }
-    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'sriov.mjs')} "$@"\n`, {
+    writeFileAtomic(sriov, `#!/bin/sh\n# Plexus SR-IOV CNI plugin ${version}, ${LAUNCHER_MARK}\nunset NODE_EXTRA_CA_CERTS\nexec ${process.execPath} ${join(target, 'sriov.cjs')} "$@"\n`, {
       mode: 0o755,
     });
     chmodSync(sriov, 0o755);

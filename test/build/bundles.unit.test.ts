@@ -58,6 +58,19 @@ describe('bundles: the simulation is never on a production path', () => {
 });
 
 describe('bundles: what each executable loads at start', () => {
+  it('the fronts the launchers exec (dist/plexus.cjs, dist/sriov.cjs) hold the VERSION answer and the process glue, nothing more', () => {
+    for (const [front, bundle] of [
+      ['dist/plexus.cjs', 'plexus.mjs'],
+      ['dist/sriov.cjs', 'sriov.mjs'],
+    ] as const) {
+      const out = meta.outputs[front];
+      assert.ok(out, `${front} was built`);
+      for (const input of Object.keys(out.inputs)) assert.ok(/^src\/cmd\/(oneshot|plexus|sriov)-front\.ts$|^src\/cni\/(process-io|types)\.ts$/.test(input), `${front} bundles ${input}`);
+      // …and hand everything else to the ESM bundle beside them, which the launchers do not name.
+      assert.match(readFileSync(join(repoRoot, front), 'utf8'), new RegExp(`runFront\\("${bundle.replace('.', '\\.')}"\\)`));
+    }
+  });
+
   it('plexus and sriov start with VERSION and the process glue only: no validators, no plugin code (loaded for real work)', () => {
     for (const entry of ['src/cmd/plexus.ts', 'src/cmd/sriov-cni.ts']) {
       const atStart = sourcesOf(entry, false);
