@@ -6,6 +6,7 @@
  *   rolled back right here. DEL, CHECK, STATUS and GC work from the store record: they need no API.
  */
 import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { argsForDelegates } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { parseNetworkConfig } from '../cni/conf.js';
@@ -22,6 +23,9 @@ import { waitForAddsInFlight } from './orphans.js';
 import { planAttachments } from './plan.js';
 import { addedEvents, applyDefaultRoute, event, reportAdd, statusEntries, writeStatus } from './report.js';
 import type { AttachmentRecord, StoredAttachment } from './store.js';
+
+/** How long the daemon's ADD waits for the network-status PATCH before answering with the status owed. */
+export const STATUS_IN_ADD_MS = 3000;
 
 /** Names of the interfaces in the pod netns, read there by the addon in one call (no netlink module). */
 function interfacesInNetns(netns: string): Set<string> {
@@ -136,14 +140,17 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
     // Node daemon: network-status is part of the ADD (the pod is networked for its users once it is
     // there), Events follow the reply. A status the API did not take is owed: retried after the reply,
     // and recorded, so a daemon that dies before the API acknowledges it sends it when it starts again.
+    // An API server that hangs delays the ADD by STATUS_IN_ADD_MS at most: the PATCH then finishes, or is
+    // retried, after the reply.
     inv.store.write(record);
-    const written = await writeStatus(inv, status, 1);
+    const patching = writeStatus(inv, status, 1);
+    const written = await Promise.race([patching, sleep(STATUS_IN_ADD_MS).then(() => false)]);
     if (!written) {
       record.pendingStatus = status;
       inv.store.write(record);
     }
     runner(req.containerID, async () => {
-      if (!written && (await writeStatus(inv, status, 3))) inv.store.settlePendingStatus(req.containerID, status);
+      if (!written && ((await patching) || (await writeStatus(inv, status, 3)))) inv.store.settlePendingStatus(req.containerID, status);
       await addedEvents(inv, record);
     });
   } else {

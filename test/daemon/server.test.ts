@@ -133,6 +133,32 @@ describe('node daemon and shim', function () {
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), shimPath)).status, 0);
   });
 
+  it('an API server that hangs on the PATCH holds the ADD back only so long: the status is owed, then stored and settled', async () => {
+    node.api.put('v1', 'pods', { metadata: { name: 'hung', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
+    const statusOf = () => node.api.get('v1', 'pods', 'default', 'hung')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
+    const store = node.attachments();
+    const owed = () => {
+      const r = store.read('sb-hung');
+      return r.kind === 'ok' ? r.record.pendingStatus : undefined;
+    };
+    const ns = rig.netns('hg');
+    const env = podEnv('ADD', 'sb-hung', ns.path, { name: 'hung', namespace: 'default' });
+    // Far longer than the daemon waits (STATUS_IN_ADD_MS, 3 s): the reply cannot have waited for it.
+    node.api.latency = (method, path) => (method === 'PATCH' && path.endsWith('/hung/status') ? 8000 : undefined);
+    try {
+      const add = await node.exec(env, shimConf({}), shimPath);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      assert.equal(statusOf(), undefined, 'the ADD did not wait for the hung PATCH');
+      assert.ok(owed(), 'the status is owed meanwhile');
+      await waitFor('the PATCH to land', statusOf, 15000);
+      await waitFor('the record to settle', () => owed() === undefined, 5000);
+      assert.equal(node.api.requests.filter((r) => r.verb === 'patch' && r.path.endsWith('/hung/status')).length, 1, 'the slow PATCH itself was waited for, not sent again');
+    } finally {
+      node.api.latency = undefined;
+    }
+    assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), shimPath)).status, 0);
+  });
+
   it('a network-status the API refused does not fail the ADD: it is owed, retried after the reply, and the next daemon sends it', async () => {
     node.api.put('v1', 'pods', { metadata: { name: 'owed', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
     const statusOf = () => node.api.get('v1', 'pods', 'default', 'owed')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
