@@ -133,14 +133,21 @@ describe('node daemon and shim', function () {
     assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, shimConf({}), shimPath)).status, 0);
   });
 
-  it('an API server that hangs on the PATCH holds the ADD back only so long: the status is owed, then stored and settled', async () => {
-    node.api.put('v1', 'pods', { metadata: { name: 'hung', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
-    const statusOf = () => node.api.get('v1', 'pods', 'default', 'hung')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
+  /** A pod of the node; its network-status as the API holds it, and the status its sandbox's record still owes. */
+  const podWithStatus = (name: string, sandbox: string) => {
+    node.api.put('v1', 'pods', { metadata: { name, namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
     const store = node.attachments();
-    const owed = () => {
-      const r = store.read('sb-hung');
-      return r.kind === 'ok' ? r.record.pendingStatus : undefined;
+    return {
+      statusOf: () => node.api.get('v1', 'pods', 'default', name)?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'],
+      owed: () => {
+        const r = store.read(sandbox);
+        return r.kind === 'ok' ? r.record.pendingStatus : undefined;
+      },
     };
+  };
+
+  it('an API server that hangs on the PATCH holds the ADD back only so long: the status is owed, then stored and settled', async () => {
+    const { statusOf, owed } = podWithStatus('hung', 'sb-hung');
     const ns = rig.netns('hg');
     const env = podEnv('ADD', 'sb-hung', ns.path, { name: 'hung', namespace: 'default' });
     // Far longer than the daemon waits (STATUS_IN_ADD_MS, 3 s): the reply cannot have waited for it.
@@ -160,13 +167,7 @@ describe('node daemon and shim', function () {
   });
 
   it('a network-status the API refused does not fail the ADD: it is owed, retried after the reply, and the next daemon sends it', async () => {
-    node.api.put('v1', 'pods', { metadata: { name: 'owed', namespace: 'default' }, spec: { nodeName: 'plx-node' } } as never);
-    const statusOf = () => node.api.get('v1', 'pods', 'default', 'owed')?.metadata.annotations?.['k8s.v1.cni.cncf.io/network-status'];
-    const store = node.attachments();
-    const owed = () => {
-      const r = store.read('sb-owed');
-      return r.kind === 'ok' ? r.record.pendingStatus : undefined;
-    };
+    const { statusOf, owed } = podWithStatus('owed', 'sb-owed');
     node.api.fault = (method, path) => (method === 'PATCH' && path.endsWith('/owed/status') ? 503 : undefined);
     const ns = rig.netns('ow');
     const env = podEnv('ADD', 'sb-owed', ns.path, { name: 'owed', namespace: 'default' });
