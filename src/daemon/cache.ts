@@ -14,8 +14,6 @@ import { NAD_GROUP, NAD_PLURAL, type NetworkAttachmentDefinition, type Pod, pars
 import type { ObjectLookup } from '../meta/context.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, RESOURCE_NAME_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
 
-export { rewatchDelay } from '../k8s/informer.js';
-
 /** Only these of a pod's annotations are read by the plugin core. */
 const POD_ANNOTATIONS = [NETWORKS_ANNOTATION, DEFAULT_NETWORK_ANNOTATION];
 
@@ -91,8 +89,6 @@ export interface ClusterCacheOptions {
   nadNamespaces?: string[];
   /** See NAD_NAMESPACE_LINGER_MS. */
   lingerMs?: number;
-  /** Range of each watch's server-side timeout, in seconds (default 300-600, as client-go). */
-  watchSeconds?: [number, number];
 }
 
 export class ClusterCache implements ObjectLookup {
@@ -112,7 +108,7 @@ export class ClusterCache implements ObjectLookup {
   private constructor(
     private readonly api: ApiClient,
     nodeName: string,
-    private readonly options: ClusterCacheOptions,
+    options: ClusterCacheOptions,
     /** Told of informer failures (the daemon logs them and counts them). */
     private readonly onError?: (what: string, err: Error) => void,
   ) {
@@ -125,7 +121,6 @@ export class ClusterCache implements ObjectLookup {
       keep: keptPod,
       onChange: (pod, gone) => this.podSeen(pod, gone),
       onError: (err) => this.failed('pods', err),
-      ...(options.watchSeconds ? { watchSeconds: options.watchSeconds } : {}),
     });
   }
 
@@ -155,7 +150,6 @@ export class ClusterCache implements ObjectLookup {
       path: `/apis/${NAD_GROUP}/v1/namespaces/${encodeURIComponent(namespace)}/${NAD_PLURAL}`,
       keep: keptNad,
       onError: (err) => this.failed(`nads/${namespace}`, err),
-      ...(this.options.watchSeconds ? { watchSeconds: this.options.watchSeconds } : {}),
     });
     // A namespace only looked up (no pod of the node names it) lingers from the start.
     const idle = this.always.has(namespace) || this.users.has(namespace) ? undefined : Date.now();
@@ -221,11 +215,6 @@ export class ClusterCache implements ObjectLookup {
   /** Namespaces whose NADs are watched now. */
   watchedNamespaces(): string[] {
     return [...this.nads.keys()].sort();
-  }
-
-  /** Pods of the node and NADs held now (the daemon's memory gauges). */
-  size(): { pods: number; nads: number } {
-    return { pods: this.pods.list().length, nads: [...this.nads.values()].reduce((n, w) => n + w.informer.list().length, 0) };
   }
 
   pod(namespace: string, name: string): Pod | undefined {
