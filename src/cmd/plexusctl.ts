@@ -11,6 +11,7 @@ import { registerImage } from './image.js';
 import { registerInstall, registerUninstall } from './install.js';
 import { registerSriov } from './sriov.js';
 import { registerDevicePlugin } from './deviceplugin.js';
+import { registerWebhook } from './webhook.js';
 import { errorLine } from './options.js';
 
 // Set by the bundler (scripts/build.mjs) from package.json and the git commit.
@@ -33,6 +34,7 @@ registerInstall(program);
 registerUninstall(program);
 registerSriov(program);
 registerDevicePlugin(program);
+registerWebhook(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -8,27 +8,12 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { dirname } from 'node:path';
 import { runPlugin } from '../cni/skel.js';
+import { readBody } from '../util/body.js';
 import type { MetaContext } from '../meta/context.js';
 import { metaPluginWith } from '../meta/plugin.js';
 import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from './protocol.js';
 
 const MAX_BODY = 4 * 1024 * 1024;
-
-/** The request body, at most MAX_BODY bytes (events, not an async iterator: cheaper on the per-pod path). */
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY) chunks.push(c);
-      // Answered (413: the shim makes it a final error, code 7) without the rest, which is dropped.
-      else reject(Object.assign(new Error(`request body over ${MAX_BODY} bytes`), { status: 413 }));
-    });
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
-}
 
 function parseRequest(raw: Buffer): CniRequestBody {
   const body = JSON.parse(raw.toString()) as Partial<CniRequestBody>;
@@ -217,7 +202,7 @@ export class CniDaemon {
     }
     if (req.url === '/debug/cache' && req.method === 'GET') return this.reply(res, 200, this.hooks.cacheContents?.() ?? { cached: false });
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
-    const body = parseRequest(await readBody(req));
+    const body = parseRequest(await readBody(req, MAX_BODY));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
     const urgent = URGENT.has(body.env.CNI_COMMAND ?? '');
     const queued = this.pending - this.limits.maxConcurrent;

@@ -109,7 +109,7 @@ function requireDirectoryOrAbsent(key: string, path: string): void {
 }
 
 /** namespaceIsolation: a pod may use NADs of its own namespace and of the global namespaces. */
-export function checkNamespaceAllowed(conf: MetaConf, podNamespace: string, nadNamespace: string, nadName: string): void {
+export function checkNamespaceAllowed(conf: Pick<MetaConf, 'namespaceIsolation' | 'globalNamespaces'>, podNamespace: string, nadNamespace: string, nadName: string): void {
   if (!conf.namespaceIsolation || nadNamespace === podNamespace) return;
   const global = conf.globalNamespaces.length ? conf.globalNamespaces : ['default'];
   if (global.includes(nadNamespace)) return;

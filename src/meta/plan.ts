@@ -9,21 +9,12 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
-import { isObject } from '../util/object.js';
+import { checkCapabilities, checkPluginNames, declares } from './checks.js';
 import { type MetaConf, checkNamespaceAllowed } from './conf.js';
 import { cniDeviceInfoPath } from './deviceinfo.js';
 import type { MetaInvocation, Plan, PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
 import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
-
-/** Capabilities a selection may ask for, and the annotation key that asked (NPWG: fail if undeclared). */
-const REQUESTED_CAPABILITIES: [keyof NetworkSelection, string, string][] = [
-  ['ips', 'ips', 'ips'],
-  ['mac', 'mac', 'mac'],
-  ['infinibandGUID', 'infinibandGUID', 'infiniband-guid'],
-  ['portMappings', 'portMappings', 'portMappings'],
-  ['bandwidth', 'bandwidth', 'bandwidth'],
-];
 
 /** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
 export async function planAttachments(inv: MetaInvocation, lenient = false): Promise<Plan> {
@@ -165,38 +156,6 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
     taken.set(a.resourceName!, n + 1);
     a.deviceID = id;
   }
-}
-
-/**
- * Refused at ADD what DEL would refuse: a plugin `type` or `ipam.type` that is not a plain file name
- * (a path would choose a binary outside the CNI path, and the ADD that ran the rest would never be undone).
- */
-function checkPluginNames(list: NetworkConfigList): void {
-  for (const p of list.plugins) {
-    const ipamType = isObject(p.ipam) ? p.ipam.type : undefined;
-    for (const [key, v] of [
-      ['type', p.type],
-      ['ipam.type', ipamType],
-    ] as const) {
-      if (key === 'ipam.type' && v === undefined) continue;
-      if (typeof v !== 'string' || !v || /[/\\]/.test(v) || v === '.' || v === '..') {
-        throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid plugin ${key} in "${list.name}"`, `${JSON.stringify(v)} must be a plain plugin name`);
-      }
-    }
-  }
-}
-
-/** NPWG: a requested ips/mac/guid/portMappings/bandwidth needs a plugin that declares it. */
-function checkCapabilities(list: NetworkConfigList, sel: NetworkSelection): void {
-  for (const [field, capability, key] of REQUESTED_CAPABILITIES) {
-    if (sel[field] !== undefined && !declares(list, capability)) {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `network ${sel.namespace}/${sel.name} cannot take "${key}"`, `no plugin in "${list.name}" declares the "${capability}" capability`);
-    }
-  }
-}
-
-function declares(list: NetworkConfigList, capability: string): boolean {
-  return list.plugins.some((p) => p.capabilities?.[capability] === true);
 }
 
 function selectionCapabilityArgs(sel: NetworkSelection): Record<string, unknown> {
