@@ -3,20 +3,62 @@
  * code as ADD runs (annotations, NAD resolution, capability checks, devices); nothing is executed
  * and nothing on the node changes.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { parse as parseYaml } from 'yaml';
 import { formatCniArgs, withIgnoreUnknown } from '../cni/args.js';
 import { decodeJson, parseNetworkConfig } from '../cni/conf.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { buildPluginConf, runtimeConfigFor } from '../cni/runtime.js';
 import type { PluginRequest, PluginStdinConf } from '../cni/skel.js';
-import type { Pod } from '../k8s/types.js';
+import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
 import { MetaInvocation } from '../meta/invocation.js';
 import { planAttachments } from '../meta/plan.js';
+import { Admission } from '../webhook/admission.js';
+import type { JsonPatchOp } from '../webhook/inject.js';
+import { applyJsonPatch } from '../webhook/jsonpatch.js';
+import { parsePodView } from '../webhook/pod.js';
+import type { Catalog, Verdict } from '../webhook/validate.js';
 import { emit } from './cni.js';
+
+/**
+ * The admission webhooks' answer on the pod, from the same code (mutate, then validate what the API
+ * server would store), with the NADs read as the plugin reads them: the API of --kubeconfig or the
+ * conf's, or without one, the node's conf files.
+ */
+async function admissionVerdict(inv: MetaInvocation, podObject: unknown, namespace: string): Promise<Verdict & { patch: JsonPatchOp[] }> {
+  const pod = parsePodView(podObject, namespace);
+  const withoutApi = !(await inv.apiClient());
+  const nads = new Map<string, NetworkAttachmentDefinition | undefined>();
+  const catalog: Catalog = {
+    nad: (ns, name) => nads.get(`${ns}/${name}`),
+    // Read on a miss, as the webhook's catalog does.
+    fetchNad: async (ns, name) => {
+      const onDisk = withoutApi && ['.conflist', '.conf', '.json'].some((ext) => existsSync(join(inv.conf.confDir, name + ext)));
+      // Without an API the plugin takes the node's conf file of that name: a NAD without spec.config, as the webhook sees one.
+      nads.set(`${ns}/${name}`, (await inv.getNad(ns, name)) ?? (onDisk ? { metadata: { name, namespace: ns } } : undefined));
+    },
+    ipamClaim: () => undefined,
+    largestAllocatable: () => undefined,
+  };
+  const c = inv.conf;
+  const policy = {
+    namespaceIsolation: c.namespaceIsolation,
+    globalNamespaces: c.globalNamespaces,
+    multusNamespace: c.multusNamespace,
+    attachmentsBefore: 1 + Math.max(0, (c.delegates?.length ?? 1) - 1) + (c.systemNamespaces.includes(namespace) ? 0 : c.defaultNetworks.length),
+    missingNad: 'deny',
+  } as const;
+  const admission = new Admission(catalog, policy, () => ({ userInjections: new Map(), podNetInfo: true, hugepages: false }));
+  const patch = await admission.podPatch(pod);
+  const stored = parsePodView(applyJsonPatch(pod.raw, patch), namespace);
+  return { ...(await admission.judgePod(stored)), patch };
+}
 
 interface ExplainOptions {
   conf: string;
+  kubeconfig?: string;
   netns: string;
   containerId: string;
   output: 'json' | 'table';
@@ -34,9 +76,12 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
   let namespace: string;
   let name: string;
   let uid = '';
-  const conf: PluginStdinConf = { ...base };
-  if (podArg === '-' || podArg.endsWith('.json')) {
-    const pod = decodeJson(readFileSync(podArg === '-' ? 0 : podArg), 'pod JSON') as Pod;
+  const conf: PluginStdinConf = { ...base, ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) };
+  let podObject: unknown;
+  if (podArg === '-' || /\.(json|ya?ml)$/.test(podArg)) {
+    const text = readFileSync(podArg === '-' ? 0 : podArg);
+    const pod = (podArg.endsWith('.json') ? decodeJson(text, 'pod JSON') : parsePodYaml(text)) as Pod;
+    podObject = pod;
     if (!pod?.metadata?.name) throw new CniError(ErrorCode.DecodingFailure, 'not a pod', 'metadata.name is missing');
     ({ name } = pod.metadata);
     namespace = pod.metadata.namespace ?? 'default';
@@ -56,9 +101,12 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
   ];
   const req: PluginRequest = { command: 'ADD', containerID: o.containerId, netns: o.netns, ifName: 'eth0', args, path: [], stdin: Buffer.alloc(0), conf, env: process.env };
   const inv = new MetaInvocation(req);
-  const { attachments } = await planAttachments(inv);
+  const admission = await admissionVerdict(inv, podObject ?? (await inv.getPod()), namespace);
+  // A pod the webhook would deny never reaches a node: nothing to plan.
+  const { attachments } = admission.denials.length ? { attachments: [] } : await planAttachments(inv);
   return {
     pod: `${namespace}/${name}`,
+    admission: { allowed: admission.denials.length === 0, ...admission },
     attachments: attachments.map((a) => {
       const list = inv.delegateList(a);
       const rt = inv.runtimeConf(a.ifName, a.capabilityArgs);
@@ -87,6 +135,19 @@ export async function explain(podArg: string, o: ExplainOptions): Promise<Record
   };
 }
 
+/** A pod manifest in YAML (JSON is YAML too); the first document. */
+function parsePodYaml(text: Buffer): unknown {
+  try {
+    return parseYaml(text.toString('utf8')) as unknown;
+  } catch (err) {
+    throw new CniError(ErrorCode.DecodingFailure, 'failed to decode pod YAML', (err as Error).message);
+  }
+}
+
+function admissionLines(a: { allowed: boolean; denials: string[]; warnings: string[] }): string {
+  return [a.allowed ? 'admission: allowed' : 'admission: DENIED', ...a.denials.map((d) => `  denied: ${d}`), ...a.warnings.map((w) => `  warning: ${w}`)].join('\n');
+}
+
 function table(out: Record<string, unknown>): string {
   const rows = (out.attachments as { network: string; ifName: string; default: boolean; deviceID?: string; delegates: { type: string; runtimeConfig: Record<string, unknown> }[] }[]).map((a) => [
     a.ifName,
@@ -110,16 +171,22 @@ function table(out: Record<string, unknown>): string {
 export function registerExplain(program: Command): void {
   program
     .command('explain <pod>')
-    .description('dry run: the delegates, interface names, env, runtimeConfig and devices a pod (NAMESPACE/NAME, or a pod .json file, - for stdin) would get')
+    .description(
+      "dry run: the admission webhook's verdict on a pod (NAMESPACE/NAME, or a pod .yaml/.json file, - for stdin), then the delegates, interface names, env, runtimeConfig and devices it would get",
+    )
     .requiredOption('--conf <file>', "the node's plexus conf (.conf or .conflist)")
+    .option('--kubeconfig <file>', "read the pod and its NADs with this kubeconfig instead of the conf's")
     .option('--netns <path>', 'netns path to show in the env', '/var/run/netns/<sandbox>')
     .option('--container-id <id>', 'sandbox ID to show in the env', '<sandbox-id>')
     .option('-o, --output <format>', 'json or table', 'table')
     .action((pod: string, o: ExplainOptions) =>
       emit(async () => {
         const out = await explain(pod, o);
+        // Denied is an answer, not a failure of explain; the exit status still says it, for scripts.
+        if (!(out.admission as { allowed: boolean }).allowed) process.exitCode = 1;
         if (o.output === 'json') return out;
-        process.stdout.write(`${table(out)}\n`);
+        const admission = out.admission as { allowed: boolean; denials: string[]; warnings: string[] };
+        process.stdout.write(`${admissionLines(admission)}\n${admission.allowed ? `${table(out)}\n` : ''}`);
         return undefined;
       }),
     );

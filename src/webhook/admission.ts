@@ -3,11 +3,11 @@
  * /mutate (pods). Each answers from the catalog in memory; nothing here waits on the API server.
  */
 import { parseNad } from '../k8s/types.js';
-import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseNetworksAnnotation } from '../meta/selection.js';
+import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from '../meta/selection.js';
 import { isObject } from '../util/object.js';
-import { type InjectOptions, applyUserInjections, mutatePod, unknownResourceContainers, RESOURCE_CONTAINERS_ANNOTATION } from './inject.js';
+import { type InjectOptions, type JsonPatchOp, applyUserInjections, mutatePod, unknownResourceContainers, RESOURCE_CONTAINERS_ANNOTATION } from './inject.js';
 import { PodShapeError, type PodView, parsePodView } from './pod.js';
-import { type AdmissionPolicy, type Catalog, validateNad, validatePod } from './validate.js';
+import { type AdmissionPolicy, type Catalog, type Verdict, validateNad, validatePod } from './validate.js';
 
 export interface AdmissionRequest {
   uid: string;
@@ -80,15 +80,15 @@ export class Admission {
   /** NADs the pod names that the catalog does not have yet (created a moment ago): asked for once, by name. */
   private async confirmMissing(pod: PodView): Promise<void> {
     if (!this.catalog.fetchNad) return;
-    const missing: [string, string][] = [];
-    for (const text of [pod.annotations[NETWORKS_ANNOTATION]]) {
-      try {
-        for (const sel of parseNetworksAnnotation(text, pod.namespace)) if (!this.catalog.nad(sel.namespace, sel.name)) missing.push([sel.namespace, sel.name]);
-      } catch {
-        /* the validation says what is wrong with it */
-      }
+    const named = [];
+    try {
+      named.push(...parseNetworksAnnotation(pod.annotations[NETWORKS_ANNOTATION], pod.namespace));
+      const d = parseDefaultNetworkAnnotation(pod.annotations[DEFAULT_NETWORK_ANNOTATION], this.policy.multusNamespace);
+      if (d) named.push(d);
+    } catch {
+      /* the validation says what is wrong with them */
     }
-    await Promise.all(missing.map(([ns, name]) => this.catalog.fetchNad!(ns, name)));
+    await Promise.all(named.filter((sel) => !this.catalog.nad(sel.namespace, sel.name)).map((sel) => this.catalog.fetchNad!(sel.namespace, sel.name)));
   }
 
   async validate(req: AdmissionRequest): Promise<Decision> {
@@ -103,23 +103,33 @@ export class Admission {
     // An update that leaves the network request as it was is not this webhook's business.
     if (req.operation === 'UPDATE' && networkAnnotations(req.object) === networkAnnotations(req.oldObject)) return { allowed: true, outcome: 'skipped' };
     const pod = parsePodView(req.object, req.namespace);
-    await this.confirmMissing(pod);
-    const { denials, warnings } = validatePod(pod, this.catalog, this.policy);
-    for (const name of unknownResourceContainers(pod)) denials.push(`${RESOURCE_CONTAINERS_ANNOTATION} names container "${name}", which the pod does not have`);
+    const { denials, warnings } = await this.judgePod(pod);
     if (req.operation === 'UPDATE') warnings.push('a changed network request applies to the pod sandbox created next, not to the running one');
     return verdictDecision(`pod ${pod.namespace}/${pod.name || '(generated name)'} network request denied by Plexus`, denials, warnings);
   }
 
   async mutate(req: AdmissionRequest): Promise<Decision> {
     if (req.operation !== 'CREATE' || req.kind.kind !== 'Pod') return { allowed: true, outcome: 'skipped' };
+    const patch = await this.podPatch(parsePodView(req.object, req.namespace));
+    return patch.length ? { allowed: true, patch, outcome: 'patched' } : { allowed: true, outcome: 'allowed' };
+  }
+
+  /** The validating verdict on a pod (as stored after the mutating side), for /validate and `plexusctl explain`. */
+  async judgePod(pod: PodView): Promise<Verdict> {
+    await this.confirmMissing(pod);
+    const { denials, warnings } = validatePod(pod, this.catalog, this.policy);
+    for (const name of unknownResourceContainers(pod)) denials.push(`${RESOURCE_CONTAINERS_ANNOTATION} names container "${name}", which the pod does not have`);
+    return { denials, warnings };
+  }
+
+  /** The mutating side's patch for a new pod, for /mutate and `plexusctl explain`. */
+  async podPatch(pod: PodView): Promise<JsonPatchOp[]> {
     const opts = this.injectOptions();
-    const pod = parsePodView(req.object, req.namespace);
     const annotations = applyUserInjections(pod, opts.userInjections);
     await this.confirmMissing({ ...pod, annotations });
     // Networks as the validating side resolves them; what is wrong with them is its to say.
     const { networks } = validatePod({ ...pod, annotations }, this.catalog, this.policy);
-    const { patch } = mutatePod(pod, annotations, networks, opts);
-    return patch.length ? { allowed: true, patch, outcome: 'patched' } : { allowed: true, outcome: 'allowed' };
+    return mutatePod(pod, annotations, networks, opts).patch;
   }
 }
 

@@ -19,6 +19,7 @@ import { AttachmentStore } from '../../src/meta/store.js';
 import { CLUSTER_PORTS, LocalCluster, kubeletCgroups } from '../../src/sim/cluster.js';
 import { buildPlexusImage, importImage } from '../../src/sim/image.js';
 import { deployManifest } from './daemonset.js';
+import { describeWebhook } from './webhook.js';
 import { type Kubectl, kubectlFor, preparePlexus } from '../../src/sim/cluster-plexus.js';
 import { ContainerdRig } from '../../src/sim/containerd.js';
 import { ApiServerDouble } from '../../src/sim/apiserver.js';
@@ -813,5 +814,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       await until('both VFs back on the host', async () => (linkExists(`${pfName}v0`) && linkExists(`${pfName}v1`)) || undefined, 60_000);
       await kubectl(['delete', 'network-attachment-definition', 'rn-sriov']);
     });
+
+    describeWebhook({ cluster: () => cluster, kubectl: () => kubectl, dir: () => dir, cri: () => cri, resource: RESOURCE });
   });
 });

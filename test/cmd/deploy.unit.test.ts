@@ -26,8 +26,8 @@ const manifests = readdirSync(deployDir)
 
 describe('deploy manifests', () => {
   it('every plexusctl flag a container passes is one the command documents, and every path it names is mounted', () => {
-    const daemonSets = manifests.filter((m) => m.kind === 'DaemonSet');
-    assert.ok(daemonSets.length >= 1);
+    const daemonSets = manifests.filter((m) => m.kind === 'DaemonSet' || m.kind === 'Deployment');
+    assert.ok(daemonSets.length >= 3);
     for (const ds of daemonSets) {
       const pod = ds.spec!.template.spec;
       const volumes = new Set(pod.volumes.map((v) => v.name));
@@ -78,5 +78,42 @@ describe('deploy manifests', () => {
     assert.ok(allowed('', 'pods/status', 'patch'));
     assert.ok(allowed('', 'events', 'create'));
     assert.ok(!allowed('', 'pods', 'patch') && !allowed('', 'pods', 'update'), 'no write to pod specs');
+  });
+
+  it('the webhook never blocks the cluster: Fail only for pods that select networks and NADs, short timeouts, two replicas kept by a PDB', () => {
+    interface Hook {
+      name: string;
+      failurePolicy: string;
+      timeoutSeconds: number;
+      rules: { resources: string[]; operations: string[] }[];
+      namespaceSelector?: { matchExpressions: { key: string; operator: string; values: string[] }[] };
+      matchConditions?: { name: string; expression: string }[];
+    }
+    const hooks = manifests.filter((m) => m.kind.endsWith('WebhookConfiguration')).flatMap((m) => (m as unknown as { webhooks: Hook[] }).webhooks);
+    assert.equal(hooks.length, 3);
+    for (const h of hooks) {
+      assert.equal(h.failurePolicy, 'Fail', h.name);
+      assert.ok(h.timeoutSeconds <= 5, `${h.name}: timeout ≤ 5 s`);
+      if (h.rules.some((r) => r.resources.includes('pods'))) {
+        assert.ok(
+          h.matchConditions?.some((c) => c.expression.includes("'k8s.v1.cni.cncf.io/networks' in object.metadata.annotations")),
+          `${h.name}: only pods with a networks annotation`,
+        );
+        const excluded = h.namespaceSelector?.matchExpressions.find((e) => e.key === 'kubernetes.io/metadata.name' && e.operator === 'NotIn')?.values ?? [];
+        assert.deepEqual(excluded.sort(), ['kube-system', 'plexus-system'], `${h.name}: system namespaces excluded`);
+      }
+    }
+    const deployment = manifests.find((m) => m.kind === 'Deployment' && m.metadata.name === 'plexus-webhook') as unknown as {
+      spec: { replicas: number; template: { spec: { affinity?: { podAntiAffinity?: unknown } } } };
+    };
+    assert.equal(deployment.spec.replicas, 2);
+    assert.ok(deployment.spec.template.spec.affinity?.podAntiAffinity, 'replicas spread over nodes');
+    assert.ok(manifests.some((m) => m.kind === 'PodDisruptionBudget' && m.metadata.name === 'plexus-webhook'));
+    // Answers from its informers: it may not read pods at all.
+    const role = manifests.find((m) => m.kind === 'ClusterRole' && m.metadata.name === 'plexus-webhook');
+    assert.ok(
+      role?.rules?.every((r) => !r.resources.includes('pods')),
+      'no access to pods',
+    );
   });
 });

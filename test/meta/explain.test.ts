@@ -3,6 +3,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SimNode, exampleDocs } from '../../src/sim/simnode.js';
+import { parsePodView } from '../../src/webhook/pod.js';
+import { DEFAULT_POLICY, validatePod } from '../../src/webhook/validate.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipJson } from '../support/rig.js';
 
@@ -80,15 +82,29 @@ describe('plexusctl explain (dry run)', function () {
     node.addExamplePod('vf-stand-in');
     const r = await plexusctl(['explain', 'default/vf-stand-in', '--conf', conf]);
     assert.equal(r.status, 0, r.stdout);
-    assert.match(r.stdout, /^IFNAME\s+NETWORK\s+PLUGINS/);
+    assert.match(r.stdout, /^admission: allowed\nIFNAME\s+NETWORK\s+PLUGINS/);
     assert.match(r.stdout, /\nvf0\s+default\/hostdev-c\s+host-device/);
   });
 
-  it('reports a bad selection with the error ADD would give', async () => {
-    const file = join(node.dir, 'bad.json');
-    writeFileSync(file, JSON.stringify({ metadata: { name: 'x', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'nope' } } }));
+  it("gives the admission webhook's verdict on a YAML pod file, in its words, and plans nothing for a denied pod", async () => {
+    const annotations = { 'k8s.v1.cni.cncf.io/networks': 'macvlan-a,nope,[x' };
+    const file = join(node.dir, 'bad.yaml');
+    writeFileSync(file, `metadata:\n  name: x\n  namespace: default\n  annotations:\n    k8s.v1.cni.cncf.io/networks: "nope"\nspec:\n  containers: [{name: app}]\n`);
     const r = await plexusctl(['explain', file, '--conf', conf, '-o', 'json']);
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /NetworkAttachmentDefinition default\/nope not found/);
+    const out = JSON.parse(r.stdout) as { admission: { allowed: boolean; denials: string[] }; attachments: unknown[] };
+    assert.equal(out.admission.allowed, false);
+    assert.deepEqual(out.admission.denials, ['network default/nope (as net1): NetworkAttachmentDefinition default/nope does not exist']);
+    assert.deepEqual(out.attachments, []);
+    // The webhook, given the same NADs, says the same.
+    const webhook = validatePod(
+      parsePodView({ metadata: { name: 'x', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'nope' } } }, 'default'),
+      { nad: () => undefined, ipamClaim: () => undefined, largestAllocatable: () => undefined },
+      DEFAULT_POLICY,
+    );
+    assert.deepEqual(webhook.denials, out.admission.denials);
+    writeFileSync(file, `metadata: {name: y, namespace: default, annotations: {k8s.v1.cni.cncf.io/networks: ${JSON.stringify(annotations['k8s.v1.cni.cncf.io/networks'])}}}\n`);
+    const table = await plexusctl(['explain', file, '--conf', conf]);
+    assert.equal(table.stdout, `admission: DENIED\n  denied: failed to decode k8s.v1.cni.cncf.io/networks annotation: Unexpected token 'm', "macvlan-a,nope,[x" is not valid JSON\n`);
   });
 });

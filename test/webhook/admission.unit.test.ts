@@ -15,7 +15,7 @@ import { planAttachments } from '../../src/meta/plan.js';
 import { Admission, type AdmissionRequest, type Decision, parseReview, reviewResponse } from '../../src/webhook/admission.js';
 import { type InjectOptions, PODNETINFO_VOLUME, parseControlSwitches } from '../../src/webhook/inject.js';
 import { type AdmissionPolicy, type Catalog, DEFAULT_POLICY, validateNad } from '../../src/webhook/validate.js';
-import { applyJsonPatch } from '../support/jsonpatch.js';
+import { applyJsonPatch } from '../../src/webhook/jsonpatch.js';
 
 const SRIOV = 'intel.com/sriov_a';
 const nad = (name: string, config: object | string | undefined, annotations: Record<string, string> = {}, namespace = 'default'): NetworkAttachmentDefinition => ({

@@ -1,4 +1,4 @@
-/** RFC 6902 "add" as the API server applies a webhook's patch: enough to check what a mutating answer does. */
+/** RFC 6902 "add", the only op the mutating side emits, as the API server applies it: for explain's dry run and the tests. */
 export function applyJsonPatch(doc: Record<string, unknown>, ops: unknown[]): Record<string, unknown> {
   const out = structuredClone(doc);
   for (const op of ops as { op: string; path: string; value: unknown }[]) {
