@@ -86,6 +86,7 @@ export function registerWebhook(program: Command): void {
         keyFile: keyFile!,
         certCheckMs: o.certCheckSeconds * 1000,
         ready: () => catalog.ready,
+        cacheSizes: () => catalog.sizes(),
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
       });
       const at = o.address.lastIndexOf(':');

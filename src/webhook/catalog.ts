@@ -111,6 +111,11 @@ export class InformerCatalog implements Catalog {
     return this.nads.list().length;
   }
 
+  /** Objects cached, by kind (the webhook's metrics). */
+  sizes(): Record<string, number> {
+    return { nads: this.nads.list().length, ipamclaims: this.claims.list().length, nodes: this.nodes.list().length };
+  }
+
   nad(namespace: string, name: string): NetworkAttachmentDefinition | undefined {
     return this.nads.get(namespace, name) ?? this.fetched.get(`${namespace}/${name}`)?.nad;
   }

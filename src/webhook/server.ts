@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Server, createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BodyTooLarge, readBody } from '../util/body.js';
 import { type Admission, type Decision, ReviewError, parseReview, reviewResponse } from './admission.js';
 
@@ -20,6 +20,8 @@ export interface WebhookServerOptions {
   /** How often the certificate files are read for a change. */
   certCheckMs: number;
   ready: () => boolean;
+  /** Objects in the informer caches, by kind: read at each scrape. */
+  cacheSizes?: () => Record<string, number>;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -41,6 +43,18 @@ export class WebhookServer {
     private readonly opts: WebhookServerOptions,
   ) {
     collectDefaultMetrics({ register: this.registry });
+    const sizes = opts.cacheSizes;
+    if (sizes) {
+      new Gauge({
+        name: 'plexus_webhook_cached_objects',
+        help: 'objects in the informer caches admission answers from, by kind',
+        labelNames: ['kind'],
+        registers: [this.registry],
+        collect() {
+          for (const [kind, n] of Object.entries(sizes())) this.set({ kind }, n);
+        },
+      });
+    }
   }
 
   private readPair(): { cert: Buffer; key: Buffer } {

@@ -5,21 +5,20 @@
  * Runs inside the real node's SR-IOV suite: the device plugin is up and the node has two VFs.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { parseAllDocuments, stringify } from 'yaml';
-import { kubeadmKubeconfig } from '../../src/k8s/kubeconfig-file.js';
+import { stringify } from 'yaml';
 import { Pki } from '../../src/k8s/pki.js';
 import type { LocalCluster } from '../../src/sim/cluster.js';
 import type { Kubectl } from '../../src/sim/cluster-plexus.js';
 import type { ContainerdRig } from '../../src/sim/containerd.js';
-import { repoRoot } from '../../src/sim/simnode.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { ipAddresses } from '../support/rig.js';
+import { type Webhook, startWebhook, stopWebhook, webhookConfigurations, webhookCredentials } from '../support/webhook.js';
 
 export interface WebhookSuiteContext {
   cluster: () => LocalCluster;
@@ -27,44 +26,6 @@ export interface WebhookSuiteContext {
   dir: () => string;
   cri: () => ContainerdRig;
   resource: string;
-}
-
-interface Webhook {
-  name: string;
-  clientConfig: { service?: unknown; url?: string; caBundle?: string };
-}
-interface Doc {
-  kind: string;
-  metadata: { name: string; annotations?: Record<string, string> };
-  webhooks?: Webhook[];
-}
-
-const webhookDocs = (): Doc[] => parseAllDocuments(readFileSync(join(repoRoot(), 'deploy', 'plexus-webhook.yaml'), 'utf8')).map((d) => d.toJS() as Doc);
-
-/** `plexusctl webhook` on the host; resolves with its URL once it serves and its NAD informer has listed. */
-async function startWebhook(args: string[], logs: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(plexusctlPath, ['webhook', '--address', '127.0.0.1:0', '--cert-check-seconds', '1', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let url: string | undefined;
-  child.stderr!.on('data', (c: Buffer) => {
-    for (const line of c.toString().split('\n').filter(Boolean)) {
-      logs.push(line);
-      const m = /"url":"([^"]+)"/.exec(line);
-      if (m) url = m[1];
-      if (/"msg":"informers started"/.test(line)) child.emit('listed');
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.once('listed', () => resolve());
-    child.once('exit', (code) => reject(new Error(`plexusctl webhook exited ${code}: ${logs.join('\n')}`)));
-  });
-  return { child, url: url! };
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 function servedSerial(url: string, ca: Buffer): Promise<string> {
@@ -116,17 +77,8 @@ export function describeWebhook(ctx: WebhookSuiteContext): void {
         }).on('error', reject);
       });
 
-    /** deploy/'s two configurations, pointed at the host's webhook by URL with this CA. */
     const applyConfigurations = async (caBundle: string) => {
-      const configs = webhookDocs().filter((d) => d.kind.endsWith('WebhookConfiguration'));
-      for (const c of configs) {
-        delete c.metadata.annotations;
-        for (const w of c.webhooks!) {
-          const path = w.name.startsWith('pods.mutate') ? '/mutate' : '/validate';
-          w.clientConfig = { url: `${url}${path}`, caBundle };
-        }
-      }
-      await kubectl(['apply', '-f', '-'], configs.map((c) => stringify(c)).join('---\n'));
+      await kubectl(['apply', '-f', '-'], webhookConfigurations(url, caBundle));
     };
 
     before(async () => {
@@ -134,11 +86,7 @@ export function describeWebhook(ctx: WebhookSuiteContext): void {
       tlsDir = join(dir, 'tls');
       mkdirSync(tlsDir, { recursive: true });
       // deploy/'s namespace and RBAC as they are; the webhook runs on that ServiceAccount's token.
-      const rbac = webhookDocs().filter((d) => ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(d.kind));
-      await kubectl(['apply', '-f', '-'], rbac.map((d) => stringify(d)).join('---\n'));
-      const token = (await kubectl(['create', 'token', 'plexus-webhook', '-n', 'plexus-system', '--duration=2h'])).trim();
-      kubeconfig = join(dir, 'webhook.kubeconfig');
-      writeFileSync(kubeconfig, kubeadmKubeconfig(ctx.cluster().server, readFileSync(join(ctx.cluster().opts.dir, 'pki', 'ca.crt')), 'plexus-webhook', { token }));
+      kubeconfig = await webhookCredentials(ctx.cluster(), ctx.kubectl(), join(dir, 'webhook.kubeconfig'));
       pki = new Pki(join(dir, 'pki'), 'plexus-webhook-test-ca');
       const first = pki.issue({ name: 'first', cn: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'], usage: 'server' });
       copyFileSync(first.cert, join(tlsDir, 'tls.crt'));
@@ -152,7 +100,7 @@ export function describeWebhook(ctx: WebhookSuiteContext): void {
 
     after(async function () {
       if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      webhook logs:\n${logs.slice(-40).join('\n')}\n`);
-      await stop(webhook);
+      await stopWebhook(webhook);
       await kubectl(['delete', 'mutatingwebhookconfiguration,validatingwebhookconfiguration', 'plexus-webhook', '--ignore-not-found']);
       await kubectl(['delete', 'pod', 'wh-vf', 'wh-plain', '--ignore-not-found', '--wait=true', '--timeout=120s']);
       await kubectl(['delete', 'network-attachment-definition', 'wh-sriov-a', 'wh-sriov-b', '--ignore-not-found']);
@@ -228,7 +176,7 @@ export function describeWebhook(ctx: WebhookSuiteContext): void {
     });
 
     it('self-managed CA: a webhook with --self-signed-ca writes its CA into both configurations, and the API server trusts it', async () => {
-      await stop(webhook);
+      await stopWebhook(webhook);
       const port = new URL(url).port;
       ({ child: webhook } = await startWebhook(
         [
@@ -257,7 +205,7 @@ export function describeWebhook(ctx: WebhookSuiteContext): void {
     });
 
     it('webhook stopped: a plain pod is still admitted, a pod with networks is refused saying the webhook cannot be called', async () => {
-      await stop(webhook);
+      await stopWebhook(webhook);
       assert.equal(await refusal(['apply', '-f', '-'], stringify(pod('wh-plain', {}))), '');
       const err = await refusal(['apply', '--dry-run=server', '-f', '-'], stringify(pod('wh-down', { 'k8s.v1.cni.cncf.io/networks': 'wh-sriov-a' })));
       assert.match(err, /failed calling webhook "pods\.mutate\.plexus\.network"/);
