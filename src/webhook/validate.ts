@@ -113,7 +113,7 @@ export function validateNad(nad: NetworkAttachmentDefinition): Verdict {
   return { denials, warnings };
 }
 
-/** Only a NAD's own checks: a pod is denied for its request, and a broken NAD is named for what it is. */
+/** One selected network: allowed for the pod's namespace, its NAD present and plannable, its node selector and IPAMClaim consistent. */
 function resolve(sel: NetworkSelection, podNamespace: string, podNodeSelector: Record<string, string>, catalog: Catalog, policy: AdmissionPolicy, verdict: Verdict, ifName: string): SelectedNetwork {
   const out: SelectedNetwork = { selection: sel };
   const where = `network ${sel.namespace}/${sel.name}`;
@@ -134,14 +134,14 @@ function resolve(sel: NetworkSelection, podNamespace: string, podNodeSelector: R
   if (resourceName) out.resourceName = resourceName;
   if (!nad.spec?.config?.trim()) {
     verdict.warnings.push(`${where} has no spec.config: the node's conf file "${sel.name}" is used, which the webhook cannot check`);
-    return out;
-  }
-  try {
-    out.list = nadToConfList(nad, '/nonexistent');
-    checkPluginNames(out.list);
-    checkCapabilities(out.list, sel);
-  } catch (err) {
-    verdict.denials.push(`${message(err)}; ${where} (NAD) as ${ifName}`);
+  } else {
+    try {
+      out.list = nadToConfList(nad, '/nonexistent');
+      checkPluginNames(out.list);
+      checkCapabilities(out.list, sel);
+    } catch (err) {
+      verdict.denials.push(`${message(err)}; ${where} (NAD) as ${ifName}`);
+    }
   }
   const selector = nad.metadata.annotations?.[NODE_SELECTOR_ANNOTATION];
   const wanted = selector ? parseNodeSelector(selector) : {};
@@ -150,9 +150,10 @@ function resolve(sel: NetworkSelection, podNamespace: string, podNodeSelector: R
     if (has !== undefined && has !== v) verdict.denials.push(`${where} runs only on nodes with ${k}=${v} (its ${NODE_SELECTOR_ANNOTATION}) but the pod's nodeSelector has ${k}=${has}`);
   }
   if (sel.ipamClaimReference) {
-    const exists = catalog.ipamClaim(sel.namespace, sel.ipamClaimReference);
-    if (exists === false) verdict.denials.push(`${where}: ipam-claim-reference names IPAMClaim ${sel.namespace}/${sel.ipamClaimReference}, which does not exist`);
-    if (exists === undefined) verdict.warnings.push(`${where}: IPAMClaim ${sel.namespace}/${sel.ipamClaimReference} could not be checked (no IPAMClaim informer)`);
+    // The claim lives with the pod (NPWG 1.3), whatever namespace the NAD is in.
+    const exists = catalog.ipamClaim(podNamespace, sel.ipamClaimReference);
+    if (exists === false) verdict.denials.push(`${where}: ipam-claim-reference names IPAMClaim ${podNamespace}/${sel.ipamClaimReference}, which does not exist`);
+    if (exists === undefined) verdict.warnings.push(`${where}: IPAMClaim ${podNamespace}/${sel.ipamClaimReference} could not be checked (the IPAMClaim CRD is not installed or not listed yet)`);
   }
   return out;
 }

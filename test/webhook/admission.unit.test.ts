@@ -12,9 +12,10 @@ import type { PluginRequest, PluginStdinConf } from '../../src/cni/skel.js';
 import type { NetworkAttachmentDefinition } from '../../src/k8s/types.js';
 import { MetaInvocation } from '../../src/meta/invocation.js';
 import { planAttachments } from '../../src/meta/plan.js';
-import { Admission, type AdmissionRequest, type Decision, parseReview, reviewResponse } from '../../src/webhook/admission.js';
+import { CniError } from '../../src/cni/errors.js';
+import { Admission, type AdmissionRequest, type Decision, PodShapeError, ReviewError, parseReview, reviewResponse } from '../../src/webhook/admission.js';
 import { type InjectOptions, PODNETINFO_VOLUME, parseControlSwitches } from '../../src/webhook/inject.js';
-import { type AdmissionPolicy, type Catalog, DEFAULT_POLICY, validateNad } from '../../src/webhook/validate.js';
+import { type AdmissionPolicy, type Catalog, DEFAULT_POLICY, parseNodeSelector, resourceNameProblem, validateNad } from '../../src/webhook/validate.js';
 import { applyJsonPatch } from '../../src/webhook/jsonpatch.js';
 
 const SRIOV = 'intel.com/sriov_a';
@@ -264,6 +265,91 @@ describe('admission webhook: pods', () => {
     const changed = await a.validate(review('Pod', podObject({ 'k8s.v1.cni.cncf.io/networks': 'mv' }), 'UPDATE', broken));
     assert.equal(changed.allowed, true);
     assert.match(changed.warnings!.join(), /applies to the pod sandbox created next/);
+  });
+});
+
+describe('admission webhook: outside input', () => {
+  it('property: any body is an AdmissionReview or a ReviewError; any object in one is judged or refused with a named error, never a crash', async () => {
+    const a = admission();
+    const anyPodish = fc.record(
+      {
+        apiVersion: fc.constant('v1'),
+        metadata: fc.oneof(
+          fc.jsonValue(),
+          fc.record(
+            { name: fc.string(), annotations: fc.dictionary(fc.constantFrom('k8s.v1.cni.cncf.io/networks', 'v1.multus-cni.io/default-network', 'x'), fc.jsonValue()), labels: fc.jsonValue() },
+            { requiredKeys: [] },
+          ),
+        ),
+        spec: fc.oneof(fc.jsonValue(), fc.record({ containers: fc.array(fc.jsonValue(), { maxLength: 3 }), nodeSelector: fc.jsonValue(), volumes: fc.jsonValue() }, { requiredKeys: [] })),
+      },
+      { requiredKeys: [] },
+    );
+    const body = fc.oneof(
+      fc.jsonValue(),
+      fc.record({
+        apiVersion: fc.constantFrom('admission.k8s.io/v1', 'admission.k8s.io/v1beta1'),
+        kind: fc.constant('AdmissionReview'),
+        request: fc.record(
+          {
+            uid: fc.string(),
+            kind: fc.oneof(
+              fc.jsonValue(),
+              fc.record({ group: fc.constantFrom('', 'k8s.cni.cncf.io'), version: fc.constant('v1'), kind: fc.constantFrom('Pod', 'NetworkAttachmentDefinition', 'Node') }),
+            ),
+            operation: fc.constantFrom('CREATE', 'UPDATE', 'DELETE', 'PATCH'),
+            namespace: fc.string(),
+            object: anyPodish,
+            oldObject: anyPodish,
+          },
+          { requiredKeys: [] },
+        ),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, async (b) => {
+        let req: AdmissionRequest;
+        try {
+          req = parseReview(b);
+        } catch (err) {
+          assert.ok(err instanceof ReviewError, String(err));
+          return;
+        }
+        for (const op of [() => a.validate(req), () => a.mutate(req)]) {
+          try {
+            const d = await op();
+            assert.equal(typeof d.allowed, 'boolean');
+            if (!d.allowed) assert.ok(d.message);
+          } catch (err) {
+            assert.ok(err instanceof PodShapeError || err instanceof CniError, String((err as Error).stack));
+          }
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('property: nodeSelector and resourceName annotations give a map or a reason, and the control switches a typed result', () => {
+    fc.assert(
+      fc.property(
+        fc.string(),
+        fc.string(),
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+        ),
+        (sel, res, cfg) => {
+          const parsed = parseNodeSelector(sel);
+          if (typeof parsed !== 'string') for (const [k, v] of Object.entries(parsed)) assert.ok(k && typeof v === 'string');
+          const why = resourceNameProblem(res);
+          assert.ok(why === undefined ? /^[a-z0-9.-]+\/[A-Za-z0-9_.-]+$/.test(res) : why.length > 0);
+          const sw = parseControlSwitches(cfg);
+          assert.ok(sw.injections instanceof Map && Array.isArray(sw.problems));
+          for (const v of sw.injections.values()) assert.ok(Object.values(v).every((x) => typeof x === 'string'));
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 });
 
