@@ -6,6 +6,10 @@
  *    printed: stderr, stdout, exit code;
  *  - when the daemon cannot answer in time, the result is CNI error 11 (try again later): never a
  *    fallback to another network.
+ * Installed under another name (plexus-ipam, whereabouts) it is the IPAM plugin a delegate execs: the
+ * request goes to POST /ipam instead, and the socket comes from PLEXUS_DAEMON_SOCKET, which the
+ * daemon sets for the delegates it runs (an IPAM's stdin is the delegate's conf, which has no
+ * daemonSocket).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -151,7 +155,10 @@ static int try_again(const char *version, const char *msg, const char *details) 
   return 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  (void)argc;
+  const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+  int as_ipam = strcmp(self, "plexus-shim") != 0;
   /* A daemon that hangs up mid-request is an error to report, not a signal to die of (no output at all). */
   signal(SIGPIPE, SIG_IGN);
   struct buf in = {0};
@@ -166,6 +173,7 @@ int main(void) {
     return 0;
   }
   char *path = conf_string(in.data, "daemonSocket");
+  if (!path && getenv("PLEXUS_DAEMON_SOCKET")) path = getenv("PLEXUS_DAEMON_SOCKET");
   if (!path) path = DEFAULT_SOCKET;
   long timeout_ms = getenv("PLEXUS_SHIM_TIMEOUT_MS") ? atol(getenv("PLEXUS_SHIM_TIMEOUT_MS")) : 120000;
 
@@ -202,7 +210,7 @@ int main(void) {
   }
   struct buf req = {0};
   char head[256];
-  snprintf(head, sizeof head, "POST /cni HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", body.len);
+  snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", as_ipam ? "/ipam" : "/cni", body.len);
   puts_(&req, head);
   put(&req, body.data, body.len);
   for (size_t off = 0; off < req.len;) {

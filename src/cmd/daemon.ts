@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CniDaemon, DEFAULT_LIMITS } from '../daemon/server.js';
-import { DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
+import { type CniReply, type CniRequestBody, DEFAULT_DAEMON_SOCKET } from '../daemon/protocol.js';
 import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
@@ -126,9 +126,32 @@ export function registerDaemon(program: Command): void {
           if (health.synced) log.info({ node: o.nodeName, nadNamespaces: started.watchedNamespaces() }, 'informer caches of the node pods and of NADs synced');
           else log.warn({ node: o.nodeName, ...health }, 'informer caches NOT synced: every ADD reads the pod and its NADs from the API until they are');
         }
+        // Plexus IPAM in the daemon: one event loop holds the node's pools (docs/ipam.md).
+        let ipam: ((body: CniRequestBody) => Promise<CniReply>) | undefined;
+        if (o.nodeName && api) {
+          const { ApiClient } = await import('../k8s/client.js');
+          const { ChunkRegistry } = await import('../ipam/registry.js');
+          const { IpamPools, ipamPluginWith } = await import('../ipam/plugin.js');
+          const { runPlugin } = await import('../cni/skel.js');
+          const plugin = ipamPluginWith(new IpamPools({ stateDir: join(o.cniDir, 'ipam'), registry: new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName) }));
+          ipam = async (body) => {
+            let stdout = '';
+            let stderr = '';
+            const exitCode = await runPlugin(plugin, { env: body.env, readStdin: async () => Buffer.from(body.stdin, 'base64'), stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+            return { exitCode, stdout, stderr };
+          };
+        }
         // What the plugin core gets for every request. hostApi: network-status and Events of confs
         // without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
-        const context: MetaContext = { observer, apiCache: new ApiClientCache(), ...(api ? { hostApi: api } : {}), ...(inProcess ? { inProcess } : {}), ...(cache ? { lookup: cache } : {}) };
+        const context: MetaContext = {
+          observer,
+          apiCache: new ApiClientCache(),
+          ...(api ? { hostApi: api } : {}),
+          ...(inProcess ? { inProcess } : {}),
+          ...(cache ? { lookup: cache } : {}),
+          // An IPAM the delegates exec (plexus-shim under the IPAM's name) finds this daemon here.
+          ...(ipam ? { delegateEnv: { PLEXUS_DAEMON_SOCKET: o.socket } } : {}),
+        };
         const daemon = new CniDaemon(
           o.socket,
           limits,
@@ -150,6 +173,7 @@ export function registerDaemon(program: Command): void {
             inFlight: (n) => metrics.inFlight.set(n),
             readiness: () => cache?.health(),
             cacheContents: () => cache?.contents(),
+            ...(ipam ? { ipam } : {}),
           },
           context,
         );

@@ -23,8 +23,20 @@ export function registerInstall(program: Command): void {
     .option('--multus-conf-dir <dir>', 'where NADs without spec.config find their conf files (Multus confDir)')
     .option('--kubelet-dir <dir>', "kubelet's --root-dir when not /var/lib/kubelet (its PodResources socket and device-plugin checkpoint are below it)")
     .option('--device-info-dir <dir>', 'device-info root when not /var/run/k8s.cni.cncf.io/devinfo (as the device plugin was given)')
+    .option('--whereabouts', 'daemon mode: also install the IPAM shim as "whereabouts", so whereabouts NADs use Plexus IPAM unchanged')
     .action(
-      (o: { cniBinDir: string; cniConfDir: string; mode: string; daemonSocket?: string; kubeconfig?: string; cniDir: string; multusConfDir?: string; kubeletDir?: string; deviceInfoDir?: string }) =>
+      (o: {
+        cniBinDir: string;
+        cniConfDir: string;
+        mode: string;
+        daemonSocket?: string;
+        kubeconfig?: string;
+        cniDir: string;
+        multusConfDir?: string;
+        kubeletDir?: string;
+        deviceInfoDir?: string;
+        whereabouts?: boolean;
+      }) =>
         emit(async () => {
           if (o.mode !== 'oneshot' && o.mode !== 'daemon') throw new CniError(ErrorCode.InvalidEnvironment, 'invalid --mode', `"${o.mode}": expected oneshot or daemon`);
           return install({
@@ -37,6 +49,7 @@ export function registerInstall(program: Command): void {
             ...(o.multusConfDir ? { confDir: o.multusConfDir } : {}),
             ...(o.kubeletDir ? { kubeletDir: o.kubeletDir } : {}),
             ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
+            ...(o.whereabouts ? { whereabouts: true } : {}),
           });
         }),
     );

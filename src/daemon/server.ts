@@ -130,6 +130,12 @@ export interface DaemonHooks {
   readiness?(): object | undefined;
   /** GET /debug/cache: what the informer caches hold. */
   cacheContents?(): object | undefined;
+  /**
+   * POST /ipam: a CNI IPAM request (plexus-shim installed under the IPAM's name, exec'd by a delegate
+   * the daemon is running). Not queued behind the sandbox's operation nor a concurrency slot: that ADD
+   * is waiting for this answer.
+   */
+  ipam?(body: CniRequestBody): Promise<CniReply>;
 }
 
 /** The CNI error code in a plugin's stdout (0 when it succeeded). */
@@ -201,6 +207,10 @@ export class CniDaemon {
       return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(caches ? { caches } : {}) });
     }
     if (req.url === '/debug/cache' && req.method === 'GET') return this.reply(res, 200, this.hooks.cacheContents?.() ?? { cached: false });
+    if (req.url === '/ipam' && req.method === 'POST' && this.hooks.ipam) {
+      const out = await this.hooks.ipam(parseRequest(await readBody(req, MAX_BODY)));
+      return this.replyCni(res, out);
+    }
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req, MAX_BODY));
     if (!this.ready) return this.reply(res, 503, { error: 'plexus daemon is not ready' });
@@ -240,6 +250,11 @@ export class CniDaemon {
       this.hooks.inFlight?.(this.pending);
     }
     this.hooks.served?.(command, out.exitCode, cniCode(out.exitCode, out.stdout), Number(process.hrtime.bigint() - start) / 1e9, body.env);
+    this.replyCni(res, out);
+  }
+
+  /** A plugin's answer as the shim prints it: stderr, then stdout, and the exit code. */
+  private replyCni(res: ServerResponse, out: CniReply): void {
     const stderr = Buffer.from(out.stderr);
     const payload = Buffer.concat([stderr, Buffer.from(out.stdout)]);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': payload.length, [EXIT_CODE_HEADER]: String(out.exitCode), [STDERR_LENGTH_HEADER]: String(stderr.length) });

@@ -52,6 +52,8 @@ export interface MetaContext {
    */
   hostApi?: ApiConfig;
   apiCache?: ApiClientCache;
+  /** Set in every delegate's environment by the hosting daemon (its socket, for the IPAM shim). */
+  delegateEnv?: Record<string, string>;
 }
 
 /** Runs `work` for one delegate network and reports how long it took. */

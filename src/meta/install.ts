@@ -156,17 +156,27 @@ export function installPlugin(binDir: string): { plugin: string; version: string
   return { plugin: launcher, version };
 }
 
-/** The static shim of daemon mode, next to the bundle's native/ dir, installed by temp + rename. */
-export function installShim(binDir: string): string {
+/** Names the shim is installed under as an IPAM plugin: requests under them go to the daemon's IPAM (docs/ipam.md). */
+export const IPAM_SHIM_NAMES = ['plexus-ipam', 'whereabouts'] as const;
+
+/**
+ * The static shim of daemon mode, next to the bundle's native/ dir, installed by temp + rename; under
+ * `plexus-ipam` (or `whereabouts`) it is the IPAM plugin. A `whereabouts` that is not our shim is left
+ * alone unless asked for.
+ */
+export function installShim(binDir: string, name = 'plexus-shim'): string {
   const src = requireAbove(import.meta.url, [join('native', 'plexus-shim')]);
-  const target = join(binDir, 'plexus-shim');
+  const target = join(binDir, name);
+  if (name === 'whereabouts' && existsSync(target) && !isOurShim(target)) {
+    throw new CniError(ErrorCode.InvalidEnvironment, `${target} is another plugin`, 'remove the real whereabouts first (Plexus IPAM answers its confs), or install without --whereabouts');
+  }
   writeFileAtomic(target, readFileSync(src), { mode: 0o755 });
   chmodSync(target, 0o755);
   return target;
 }
 
 /** The node install: the plugin, then the meta conf, which needs the cluster network's conf first. */
-export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<MetaConfOptions, 'binDir'>): InstallResult {
+export function install(opts: { cniBinDir: string; cniConfDir: string; whereabouts?: boolean } & Omit<MetaConfOptions, 'binDir'>): InstallResult {
   const cluster = clusterNetworkConf(opts.cniConfDir);
   if (!cluster) {
     // NPWG §6.1: no meta conf before the cluster network is there; a runtime would otherwise use plexus with nothing to delegate to.
@@ -175,6 +185,7 @@ export function install(opts: { cniBinDir: string; cniConfDir: string } & Omit<M
   // The one-shot plugin is installed in both modes: the daemon runs the same bundle.
   const { plugin, version } = installPlugin(opts.cniBinDir);
   const shim = opts.mode === 'oneshot' ? undefined : installShim(opts.cniBinDir);
+  if (shim) for (const name of ['plexus-ipam', ...(opts.whereabouts ? ['whereabouts'] : [])]) installShim(opts.cniBinDir, name);
   const conf = join(opts.cniConfDir, META_CONF_NAME);
   writeFileAtomic(conf, metaConflist(cluster, { ...opts, binDir: opts.cniBinDir }), { mode: 0o644 });
   return { plugin: shim ?? plugin, version, conf, clusterNetwork: cluster };
@@ -248,9 +259,9 @@ export function uninstall(opts: UninstallOptions): UninstallResult {
     removed.push(conf);
   }
   if (!opts.keepBinaries) {
-    for (const name of ['plexus-shim', 'plexus', 'sriov']) {
+    for (const name of ['plexus-shim', ...IPAM_SHIM_NAMES, 'plexus', 'sriov']) {
       const path = join(opts.cniBinDir, name);
-      const ours = name === 'plexus-shim' ? isOurShim(path) : isOurLauncher(path);
+      const ours = name === 'plexus-shim' || (IPAM_SHIM_NAMES as readonly string[]).includes(name) ? isOurShim(path) : isOurLauncher(path);
       if (!ours) continue;
       rmSync(path, { force: true });
       removed.push(path);

@@ -88,7 +88,13 @@ export class MetaInvocation {
     this.pod = podRefFromArgs(req.args);
     // binDir first, then the runtime's path (Multus order).
     const cniPath = [this.conf.binDir, ...req.path].filter((p, i, all) => p && all.indexOf(p) === i);
-    this.runtime = new CniRuntime({ cniPath, cacheDir: null, env: req.env, onStderr: (c) => process.stderr.write(c), inProcess: ctx.inProcess ?? {} });
+    this.runtime = new CniRuntime({
+      cniPath,
+      cacheDir: null,
+      env: ctx.delegateEnv ? { ...req.env, ...ctx.delegateEnv } : req.env,
+      onStderr: (c) => process.stderr.write(c),
+      inProcess: ctx.inProcess ?? {},
+    });
     this.store = new AttachmentStore(join(this.conf.cniDir, 'attachments'));
     this.logLine = lineLogger({
       levels: LOG_LEVELS,

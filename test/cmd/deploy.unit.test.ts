@@ -78,6 +78,10 @@ describe('deploy manifests', () => {
     assert.ok(allowed('', 'pods/status', 'patch'));
     assert.ok(allowed('', 'events', 'create'));
     assert.ok(!allowed('', 'pods', 'patch') && !allowed('', 'pods', 'update'), 'no write to pod specs');
+    // IPAM: src/ipam/registry.ts's calls, and nothing that could take another node's chunk.
+    for (const verb of ['get', 'create']) assert.ok(allowed('ipam.plexus.network', 'ippools', verb), `ippools ${verb}`);
+    for (const verb of ['get', 'list', 'create']) assert.ok(allowed('ipam.plexus.network', 'ipchunks', verb), `ipchunks ${verb}`);
+    assert.ok(!allowed('ipam.plexus.network', 'ipchunks', 'update') && !allowed('ipam.plexus.network', 'ipchunks', 'patch'), 'chunks are never rewritten');
   });
 
   it('the webhook never blocks the cluster: Fail only for pods that select networks and NADs, short timeouts, two replicas kept by a PDB', () => {

@@ -1,0 +1,163 @@
+/**
+ * `plexus-ipam`, the CNI IPAM plugin (also answering `type: whereabouts` confs): loadConf, cmdAdd,
+ * cmdDel, cmdCheck. It runs in the node daemon, reached through plexus-shim installed under the IPAM's
+ * name (the main plugin, macvlan say, execs it as any IPAM): one event loop per node holds every
+ * pool's state, so nothing on the node needs a lock, and an address from an owned chunk needs no API
+ * call (docs/ipam.md).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CniError, ErrorCode } from '../cni/errors.js';
+import type { Plugin, PluginRequest } from '../cni/skel.js';
+import { SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
+import { convertResult } from '../cni/version.js';
+import { getArg } from '../cni/args.js';
+import { apiFailure } from '../k8s/client.js';
+import { formatIp } from './addr.js';
+import { geometry, pickChunk, startChunk } from './chunks.js';
+import { type IpamConfig, type IpamRange, parseIpamConfig, rangeCapacity } from './config.js';
+import { type Holder, NodePool } from './nodepool.js';
+import { type ChunkRegistry, type PoolRef, poolName } from './registry.js';
+
+export interface IpamHost {
+  /** Where each pool's node log lives (the daemon's, never the conf's). */
+  stateDir: string;
+  registry: ChunkRegistry;
+}
+
+function loadConf(req: PluginRequest): IpamConfig {
+  return parseIpamConfig((req.conf as { ipam?: unknown }).ipam);
+}
+
+export class IpamPools {
+  private readonly local = new Map<string, NodePool>();
+  /** One claim at a time per pool: two ADDs finding the node's chunks full claim one chunk, not two. */
+  private readonly claiming = new Map<string, Promise<boolean>>();
+
+  constructor(private readonly host: IpamHost) {}
+
+  private nodePool(ref: PoolRef): NodePool {
+    let p = this.local.get(ref.name);
+    if (!p || p.geometry.chunkBits !== ref.geometry.chunkBits) {
+      p = new NodePool(join(this.host.stateDir, 'pools'), ref.name, ref.geometry);
+      this.local.set(ref.name, p);
+    }
+    return p;
+  }
+
+  /** An address of `range` for the holder: from an owned chunk, else after claiming the next free chunk. */
+  async take(conf: IpamConfig, range: IpamRange, holder: Holder): Promise<bigint> {
+    const ref = await this.host.registry.pool(conf.networkName, range).catch((err: unknown) => {
+      throw apiFailure(err, `reading the IPPool of ${range.cidr}`);
+    });
+    const local = this.nodePool(ref);
+    for (;;) {
+      const addr = local.take(range, holder);
+      if (addr !== undefined) return addr;
+      // The only API call of an ADD, when this node's chunks are full; failing, it is "try again later".
+      const claimed = await this.claimChunk(ref, range, local).catch((err: unknown) => {
+        throw apiFailure(err, `claiming a chunk of ${range.cidr}`);
+      });
+      if (!claimed) {
+        throw new CniError(
+          ErrorCode.InvalidNetworkConfig,
+          `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} is exhausted`,
+          `${rangeCapacity(range)} addresses in the range; every chunk of it is owned and this node's (${local.chunks.size}) are full`,
+        );
+      }
+    }
+  }
+
+  private claimChunk(ref: PoolRef, range: IpamRange, local: NodePool): Promise<boolean> {
+    let pending = this.claiming.get(ref.name);
+    if (!pending) {
+      pending = (async () => {
+        const owned = await this.host.registry.owned(ref.name);
+        // Chunks the API says are ours but the log lacks (a create whose logging a crash cut off): adopt them.
+        const before = local.chunks.size;
+        for (const [i, node] of owned) if (node === this.host.registry.node && !local.chunks.has(i)) local.addChunk(i);
+        if (local.chunks.size > before) return true;
+        const taken = new Set(owned.keys());
+        for (let start = startChunk(ref.geometry, range, this.host.registry.node); ;) {
+          const index = pickChunk(ref.geometry, range, taken, start);
+          if (index === undefined) return false;
+          if (await this.host.registry.claim(ref, index)) {
+            local.addChunk(index);
+            return true;
+          }
+          taken.add(index);
+          start = index + 1n;
+        }
+      })().finally(() => this.claiming.delete(ref.name));
+      this.claiming.set(ref.name, pending);
+    }
+    return pending;
+  }
+
+  /** DEL: what the sandbox interface holds in each pool this node knows (a pool it never used holds nothing of it; no API call). */
+  async free(conf: IpamConfig, containerID: string, ifName: string): Promise<void> {
+    for (const range of conf.ranges) this.known(conf, range)?.free(containerID, ifName);
+  }
+
+  /** The node's state of a range's pool if it has one, found by name alone (DEL and CHECK need no API). */
+  private known(conf: IpamConfig, range: IpamRange): NodePool | undefined {
+    const name = poolName(conf.networkName, range.cidr);
+    const cached = this.local.get(name);
+    if (cached) return cached;
+    if (!existsSync(join(this.host.stateDir, 'pools', `${name}.log`))) return undefined;
+    // Freeing and finding need no chunk size; nodePool() opens it again with the pool's own before taking.
+    const p = new NodePool(join(this.host.stateDir, 'pools'), name, geometry(range));
+    this.local.set(name, p);
+    return p;
+  }
+
+  holding(conf: IpamConfig, range: IpamRange, containerID: string, ifName: string): bigint | undefined {
+    return this.known(conf, range)?.holding(containerID, ifName);
+  }
+}
+
+export function ipamPluginWith(pools: IpamPools): Plugin {
+  return {
+    about: 'Plexus IPAM (whereabouts-compatible, cluster-wide)',
+    supportedVersions: SUPPORTED_VERSIONS,
+    async add(req) {
+      const conf = loadConf(req);
+      const ns = getArg(req.args, 'K8S_POD_NAMESPACE');
+      const name = getArg(req.args, 'K8S_POD_NAME');
+      const uid = getArg(req.args, 'K8S_POD_UID');
+      const holder: Holder = { containerID: req.containerID, ifName: req.ifName, ...(ns && name ? { pod: `${ns}/${name}` } : {}), ...(uid ? { podUID: uid } : {}) };
+      const ips: NonNullable<Result['ips']> = [];
+      try {
+        for (const range of conf.ranges) {
+          const addr = await pools.take(conf, range, holder);
+          const gw = conf.gateway && conf.gateway.family === range.family && conf.gateway.value >= range.network && conf.gateway.value <= range.broadcast ? conf.gateway.text : undefined;
+          ips.push({ address: `${formatIp({ family: range.family, value: addr })}/${range.prefix}`, ...(gw ? { gateway: gw } : {}) });
+        }
+      } catch (err) {
+        // All or nothing: what this ADD took from the other ranges goes back.
+        await pools.free(conf, req.containerID, req.ifName).catch(() => undefined);
+        throw err;
+      }
+      for (const a of conf.addresses) ips.push({ address: a.address, ...(a.gateway ? { gateway: a.gateway } : {}) });
+      const result: Result = { cniVersion: '1.1.0', ips, ...(conf.routes.length ? { routes: conf.routes } : {}) };
+      return convertResult(result, req.conf.cniVersion);
+    },
+    async del(req) {
+      let conf: IpamConfig;
+      try {
+        conf = loadConf(req);
+      } catch {
+        return; // nothing could have been allocated from a conf that does not parse
+      }
+      await pools.free(conf, req.containerID, req.ifName);
+    },
+    async check(req) {
+      const conf = loadConf(req);
+      for (const range of conf.ranges) {
+        if (pools.holding(conf, range, req.containerID, req.ifName) === undefined) {
+          throw new CniError(ErrorCode.InvalidNetworkConfig, `no address of ${range.cidr} is held for ${req.containerID}/${req.ifName}`);
+        }
+      }
+    },
+  };
+}
