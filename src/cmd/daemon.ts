@@ -8,6 +8,12 @@ import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
 import type { ClusterCache } from '../daemon/cache.js';
 
+/** How old a held address must be before the IPAM GC may free it, and how often it looks. */
+const IPAM_GC_GRACE_MS = 10 * 60_000;
+const IPAM_GC_EVERY_MS = 5 * 60_000;
+/** How long a chunk stays empty before the node gives it back. */
+const IPAM_CHUNK_IDLE_MS = 10 * 60_000;
+
 /** network-status a previous daemon answered ADD for but did not get written (it died first). */
 async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: string, fields: Record<string, unknown>) => void): Promise<void> {
   const { ApiClient } = await import('../k8s/client.js');
@@ -133,7 +139,37 @@ export function registerDaemon(program: Command): void {
           const { ChunkRegistry } = await import('../ipam/registry.js');
           const { IpamPools, ipamPluginWith } = await import('../ipam/plugin.js');
           const { runPlugin } = await import('../cni/skel.js');
-          const plugin = ipamPluginWith(new IpamPools({ stateDir: join(o.cniDir, 'ipam'), registry: new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName) }));
+          const pools = new IpamPools({ stateDir: join(o.cniDir, 'ipam'), registry: new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName) });
+          const plugin = ipamPluginWith(pools);
+          const { AttachmentStore } = await import('../meta/store.js');
+          const store = new AttachmentStore(join(o.cniDir, 'attachments'));
+          // GC: an address whose sandbox the node no longer knows and whose pod the API no longer has
+          // (or has again under another UID) is freed, ten minutes after it was handed out at the earliest.
+          const sweep = () => {
+            const synced = cache?.health().synced === true;
+            const reasons = new Map<string, string>();
+            const freed = pools.sweep((h) => {
+              if (store.read(h.containerID).kind !== 'missing') return true;
+              if (!synced || !h.pod) return undefined;
+              const [ns = '', name = ''] = h.pod.split('/');
+              const pod = cache!.pod(ns, name);
+              if (pod && (!h.podUID || !pod.metadata.uid || pod.metadata.uid === h.podUID)) return true;
+              reasons.set(`${h.containerID}/${h.ifName}`, pod ? 'pod replaced' : 'no sandbox, no pod');
+              return false;
+            }, IPAM_GC_GRACE_MS);
+            for (const f of freed) {
+              const reason = reasons.get(`${f.holder.containerID}/${f.holder.ifName}`) ?? 'unknown';
+              metrics.ipamReclaimed.inc({ reason });
+              log.info({ pool: f.pool, containerID: f.holder.containerID, ifname: f.holder.ifName, pod: f.holder.pod, reason }, 'IPAM address reclaimed');
+            }
+          };
+          setInterval(() => {
+            sweep();
+            void pools.returnIdle(IPAM_CHUNK_IDLE_MS).then(
+              (n) => n && log.info({ chunks: n }, 'IPAM chunks given back'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks not given back'),
+            );
+          }, IPAM_GC_EVERY_MS).unref();
           ipam = async (body) => {
             let stdout = '';
             let stderr = '';

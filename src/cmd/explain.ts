@@ -20,6 +20,7 @@ import type { JsonPatchOp } from '../webhook/inject.js';
 import { applyJsonPatch } from '../webhook/jsonpatch.js';
 import { parsePodView } from '../webhook/pod.js';
 import type { Catalog, Verdict } from '../webhook/validate.js';
+import { textTable } from '../util/table.js';
 import { emit } from './cni.js';
 
 /**
@@ -156,16 +157,7 @@ function table(out: Record<string, unknown>): string {
     Object.keys(Object.assign({}, ...a.delegates.map((d) => d.runtimeConfig)) as object).join(',') || '-',
     a.deviceID ?? '-',
   ]);
-  const header = ['IFNAME', 'NETWORK', 'PLUGINS', 'RUNTIMECONFIG', 'DEVICE'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows]
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
+  return textTable(['IFNAME', 'NETWORK', 'PLUGINS', 'RUNTIMECONFIG', 'DEVICE'], rows);
 }
 
 export function registerExplain(program: Command): void {

@@ -12,6 +12,7 @@ import { registerInstall, registerUninstall } from './install.js';
 import { registerSriov } from './sriov.js';
 import { registerDevicePlugin } from './deviceplugin.js';
 import { registerWebhook } from './webhook.js';
+import { registerIpam } from './ipam.js';
 import { errorLine } from './options.js';
 
 // Set by the bundler (scripts/build.mjs) from package.json and the git commit.
@@ -35,6 +36,7 @@ registerUninstall(program);
 registerSriov(program);
 registerDevicePlugin(program);
 registerWebhook(program);
+registerIpam(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -30,6 +30,12 @@ export class DaemonMetrics implements Observer {
     buckets: BUCKETS,
     registers: [this.registry],
   });
+  readonly ipamReclaimed = new Counter({
+    name: 'plexus_ipam_reclaimed_total',
+    help: 'addresses the IPAM garbage collection freed, by reason (no sandbox on the node and no such pod; pod replaced: another UID)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly informerErrors = new Counter({
     name: 'plexus_informer_errors_total',
     help: 'list/watch failures of the informer caches, by informer (pods, nads)',

@@ -19,6 +19,8 @@ export interface Holder {
   ifName: string;
   pod?: string;
   podUID?: string;
+  /** When it was handed out (ms since the epoch): GC leaves younger ones alone (their ADD may still run). */
+  since?: number;
 }
 
 type Change = { op: 'chunk'; index: string } | { op: 'unchunk'; index: string } | { op: 'take'; addr: string; holder: Holder } | { op: 'free'; addr: string };
@@ -45,7 +47,11 @@ export class NodePool {
     this.replay();
   }
 
-  /** Replays the log; a line cut short by a dying writer (bad checksum) and what follows it is left out. */
+  /**
+   * Replays the log. A line that fails its checksum (cut short by a dying writer: its change was never
+   * acknowledged) is left out, and the log is then rewritten whole, so that the next append does not
+   * run on from the cut line and spoil a good record.
+   */
   private replay(): void {
     let text = '';
     try {
@@ -54,13 +60,18 @@ export class NodePool {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     this.size = Buffer.byteLength(text);
+    let spoiled = text.length > 0 && !text.endsWith('\n');
     for (const line of text.split('\n')) {
       if (!line) continue;
       const at = line.indexOf(' ');
       const body = line.slice(at + 1);
-      if (at !== 16 || line.slice(0, at) !== sum(body)) break;
+      if (at !== 16 || line.slice(0, at) !== sum(body)) {
+        spoiled = true;
+        continue;
+      }
       this.apply(JSON.parse(body) as Change);
     }
+    if (spoiled) this.compact();
   }
 
   private apply(c: Change): void {
@@ -127,11 +138,25 @@ export class NodePool {
       const [lo, hi] = chunkSpan(this.geometry, index);
       const addr = firstFree(range, lo, hi, (a) => this.held.has(a));
       if (addr !== undefined) {
-        this.record({ op: 'take', addr: String(addr), holder });
+        this.record({ op: 'take', addr: String(addr), holder: { ...holder, since: Date.now() } });
         return addr;
       }
     }
     return undefined;
+  }
+
+  /**
+   * GC: frees what `live` says is dead (false; undefined = cannot tell, kept), if held longer than
+   * `graceMs`. Returns what was freed, with its holder.
+   */
+  sweep(live: (h: Holder) => boolean | undefined, graceMs: number, now = Date.now()): { addr: bigint; holder: Holder }[] {
+    const freed: { addr: bigint; holder: Holder }[] = [];
+    for (const [addr, holder] of [...this.held]) {
+      if (now - (holder.since ?? 0) < graceMs || live(holder) !== false) continue;
+      this.record({ op: 'free', addr: String(addr) });
+      freed.push({ addr, holder });
+    }
+    return freed;
   }
 
   /** Frees what this sandbox interface holds (DEL: idempotent, nothing held is not an error). */

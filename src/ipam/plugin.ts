@@ -5,7 +5,7 @@
  * pool's state, so nothing on the node needs a lock, and an address from an owned chunk needs no API
  * call (docs/ipam.md).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { Plugin, PluginRequest } from '../cni/skel.js';
@@ -33,12 +33,17 @@ export class IpamPools {
   private readonly local = new Map<string, NodePool>();
   /** One claim at a time per pool: two ADDs finding the node's chunks full claim one chunk, not two. */
   private readonly claiming = new Map<string, Promise<boolean>>();
+  /** pool/chunk → when it was first seen empty (in memory: a restart starts the clock again). */
+  private readonly emptySince = new Map<string, number>();
+  /** pool/chunk being given back: not adopted again from the API meanwhile. */
+  private readonly releasing = new Set<string>();
 
   constructor(private readonly host: IpamHost) {}
 
   private nodePool(ref: PoolRef): NodePool {
     let p = this.local.get(ref.name);
-    if (!p || p.geometry.chunkBits !== ref.geometry.chunkBits) {
+    const g = p?.geometry;
+    if (!p || !g || g.chunkBits !== ref.geometry.chunkBits || g.network !== ref.geometry.network || g.prefix !== ref.geometry.prefix || g.family !== ref.geometry.family) {
       p = new NodePool(join(this.host.stateDir, 'pools'), ref.name, ref.geometry);
       this.local.set(ref.name, p);
     }
@@ -75,7 +80,7 @@ export class IpamPools {
         const owned = await this.host.registry.owned(ref.name);
         // Chunks the API says are ours but the log lacks (a create whose logging a crash cut off): adopt them.
         const before = local.chunks.size;
-        for (const [i, node] of owned) if (node === this.host.registry.node && !local.chunks.has(i)) local.addChunk(i);
+        for (const [i, node] of owned) if (node === this.host.registry.node && !local.chunks.has(i) && !this.releasing.has(`${ref.name}/${i}`)) local.addChunk(i);
         if (local.chunks.size > before) return true;
         const taken = new Set(owned.keys());
         for (let start = startChunk(ref.geometry, range, this.host.registry.node); ;) {
@@ -111,10 +116,61 @@ export class IpamPools {
     return p;
   }
 
+  /**
+   * Empty chunks go back to the pool once they have been empty for `idleMs` (a node whose pods went
+   * keeps nothing it does not use): first out of the log, so nothing is taken from them, then the API
+   * object. A delete that fails leaves the object; the node adopts it again at its next claim.
+   */
+  async returnIdle(idleMs: number, now = Date.now()): Promise<number> {
+    let returned = 0;
+    for (const [name, p] of this.local) {
+      for (const index of [...p.chunks]) {
+        if (p.inChunk(index).length) {
+          this.emptySince.delete(`${name}/${index}`);
+          continue;
+        }
+        const since = this.emptySince.get(`${name}/${index}`) ?? now;
+        this.emptySince.set(`${name}/${index}`, since);
+        if (now - since < idleMs || this.claiming.has(name)) continue;
+        const key = `${name}/${index}`;
+        this.releasing.add(key);
+        p.removeChunk(index);
+        this.emptySince.delete(key);
+        await this.host.registry
+          .release(name, index)
+          .catch(() => undefined)
+          .finally(() => this.releasing.delete(key));
+        returned++;
+      }
+    }
+    return returned;
+  }
+
+  /** GC over every pool this node has state of: what `live` says is dead and older than `graceMs` is freed. */
+  sweep(live: (h: Holder) => boolean | undefined, graceMs: number, pools?: string[]): { pool: string; addr: bigint; holder: Holder }[] {
+    const dir = join(this.host.stateDir, 'pools');
+    const names =
+      pools ??
+      (existsSync(dir)
+        ? readdirSync(dir)
+            .filter((f) => f.endsWith('.log'))
+            .map((f) => f.slice(0, -4))
+        : []);
+    return names.flatMap((name) => {
+      // The chunk size does not matter to freeing: a pool not open yet is read with any.
+      const p = this.local.get(name) ?? new NodePool(dir, name, { family: 4, network: 0n, prefix: 0, chunkBits: 0 });
+      this.local.set(name, p);
+      return p.sweep(live, graceMs).map((f) => ({ pool: name, ...f }));
+    });
+  }
+
   holding(conf: IpamConfig, range: IpamRange, containerID: string, ifName: string): bigint | undefined {
     return this.known(conf, range)?.holding(containerID, ifName);
   }
 }
+
+/** An address younger than this is never garbage-collected: its ADD may still be running. */
+export const GC_GRACE_MS = 60_000;
 
 export function ipamPluginWith(pools: IpamPools): Plugin {
   return {
@@ -150,6 +206,15 @@ export function ipamPluginWith(pools: IpamPools): Plugin {
         return; // nothing could have been allocated from a conf that does not parse
       }
       await pools.free(conf, req.containerID, req.ifName);
+    },
+    /** CNI GC (spec 1.1): what is not among `cni.dev/valid-attachments` is freed, once older than a minute. */
+    async gc(req) {
+      const conf = loadConf(req);
+      const valid = (req.conf as { 'cni.dev/valid-attachments'?: { containerID?: unknown; ifname?: unknown }[] })['cni.dev/valid-attachments'];
+      if (!Array.isArray(valid)) throw new CniError(ErrorCode.InvalidNetworkConfig, 'GC without cni.dev/valid-attachments', 'the runtime must say which attachments are still valid');
+      const keep = new Set(valid.map((v) => `${String(v.containerID)}/${String(v.ifname)}`));
+      const names = conf.ranges.map((r) => poolName(conf.networkName, r.cidr));
+      pools.sweep((h) => keep.has(`${h.containerID}/${h.ifName}`), GC_GRACE_MS, names);
     },
     async check(req) {
       const conf = loadConf(req);

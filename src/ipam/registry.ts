@@ -88,6 +88,19 @@ export class ChunkRegistry {
     return out;
   }
 
+  /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one). */
+  async release(pool: string, index: bigint): Promise<void> {
+    const path = `${IPAM_API}/ipchunks/${chunkName(pool, index)}`;
+    const have = parseChunk(
+      await this.api.get<unknown>(path).catch((err: unknown) => {
+        if (err instanceof ApiError && err.status === 404) return undefined;
+        throw err;
+      }),
+    );
+    if (!have || have.spec.node !== this.node) return;
+    await this.api.delete(path, have.metadata.uid);
+  }
+
   /** Creates the chunk's object for this node: true when it is now ours, false when another node has it. */
   async claim(pool: PoolRef, index: bigint): Promise<boolean> {
     const [lo] = chunkSpan(pool.geometry, index);

@@ -47,6 +47,12 @@ export class ApiClient {
     return (await this.send('POST', path, body, 'application/json')) as T;
   }
 
+  /** DELETE, with a UID precondition when given (the object deleted is the one that was read). */
+  async delete<T>(path: string, uid?: string): Promise<T> {
+    const body = uid ? { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid } } : undefined;
+    return (await this.send('DELETE', path, body, 'application/json')) as T;
+  }
+
   /**
    * One watch (`?watch=1`) of a collection: `onEvent` gets each event as the server sends it, one JSON
    * object a line. Resolves when the server ends the watch (its timeout), rejects on a failure or a

@@ -344,12 +344,13 @@ export class LocalCluster {
     await this.waitFor('kube-apiserver ready', 'kube-apiserver', async () => (await admin.get<string>('/readyz')) === 'ok', 90_000, apiserver);
   }
 
-  /** kube-apiserver stopped and started again as it was (an upgrade, a crash): every watch breaks. */
-  async restartApiserver(): Promise<void> {
+  /** kube-apiserver stopped and started again as it was (an upgrade, a crash), after `downMs` away: every watch breaks. */
+  async restartApiserver(downMs = 0): Promise<void> {
     const state = this.readState();
     const command = state?.commands?.['kube-apiserver'];
     if (!state || !command) throw new Error(`no kube-apiserver runs in ${this.opts.dir}`);
     await stopPid(state.pids['kube-apiserver']);
+    if (downMs) await sleep(downMs);
     const [cmd, ...args] = command;
     await this.apiserverReady(this.start('kube-apiserver', cmd!, args, state));
   }

@@ -9,12 +9,18 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseIp } from '../../src/ipam/addr.js';
+import { type Geometry, defaultChunkBits, geometry } from '../../src/ipam/chunks.js';
+import { parseIpamConfig } from '../../src/ipam/config.js';
+import { NodePool } from '../../src/ipam/nodepool.js';
+import { poolName } from '../../src/ipam/registry.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
 import { kubectlFor } from '../../src/sim/cluster-plexus.js';
 import { repoRoot } from '../../src/sim/simnode.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
+import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses } from '../support/rig.js';
 
 interface Reply {
@@ -22,14 +28,14 @@ interface Reply {
   out: { ips?: { address: string }[]; code?: number; msg?: string; details?: string };
 }
 
-describe('Plexus IPAM on the real API server: node daemons sharing pools through IPChunks', function () {
+describe('Plexus IPAM on the real API server: 10 node daemons sharing pools through IPChunks', function () {
   this.timeout(300_000);
   const rig = new Rig();
   let dir: string;
   let cluster: LocalCluster;
   let bin: string;
   const daemons: { proc: DaemonProcess; socket: string }[] = [];
-  const NODES = 3;
+  const NODES = 10;
 
   /** One IPAM request as a delegate makes it: the shim under an IPAM name, the delegate's conf on stdin. */
   const ipam = (node: number, command: string, containerID: string, conf: object, as = 'plexus-ipam'): Promise<Reply> =>
@@ -50,6 +56,11 @@ describe('Plexus IPAM on the real API server: node daemons sharing pools through
       child.on('close', (status) => resolve({ status, out: stdout ? (JSON.parse(stdout) as Reply['out']) : {} }));
       child.stdin.end(JSON.stringify(conf));
     });
+  const startNode = (n: number): Promise<DaemonProcess> =>
+    startDaemon(join(dir, `n${n}.sock`), ['--kubeconfig', cluster.adminKubeconfig, '--node-name', `ipam-node-${n}`, '--cni-dir', join(dir, `n${n}`), '--log-level', 'warn']);
+  /** Every address the nodes' logs say is held, with its node: read as a restarted daemon reads them. */
+  const heldEverywhere = (pool: string, g: Geometry): { node: number; addr: bigint }[] =>
+    daemons.flatMap((_, n) => [...new NodePool(join(dir, `n${n}`, 'ipam', 'pools'), pool, g).held.keys()].map((addr) => ({ node: n, addr })));
   const netConf = (ipamSection: object) => ({ cniVersion: '1.0.0', name: 'ipam-test', type: 'macvlan', master: 'eth0', ipam: ipamSection });
 
   before(async () => {
@@ -72,11 +83,7 @@ describe('Plexus IPAM on the real API server: node daemons sharing pools through
     bin = join(dir, 'bin');
     mkdirSync(bin);
     for (const name of ['plexus-ipam', 'whereabouts']) copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, name));
-    for (let n = 0; n < NODES; n++) {
-      const socket = join(dir, `n${n}.sock`);
-      const proc = await startDaemon(socket, ['--kubeconfig', cluster.adminKubeconfig, '--node-name', `ipam-node-${n}`, '--cni-dir', join(dir, `n${n}`), '--log-level', 'warn']);
-      daemons.push({ proc, socket });
-    }
+    for (let n = 0; n < NODES; n++) daemons.push({ proc: await startNode(n), socket: join(dir, `n${n}.sock`) });
   });
 
   after(async () => {
@@ -85,7 +92,7 @@ describe('Plexus IPAM on the real API server: node daemons sharing pools through
     rig.cleanup();
   });
 
-  it('8-way ADDs on 3 nodes over one /26 until it is full and beyond: no address twice, exhaustion is a clear code 7, all DELs free everything', async () => {
+  it('8-way ADDs on 10 nodes over one /26 until it is full and beyond: no address twice, exhaustion is a clear code 7, all DELs free everything', async () => {
     const conf = netConf({ type: 'plexus-ipam', range: '10.60.0.0/26', gateway: '10.60.0.1' });
     const capacity = 64 - 2 - 1;
     const total = capacity + 12;
@@ -108,7 +115,17 @@ describe('Plexus IPAM on the real API server: node daemons sharing pools through
     // Chunks are spread: every node owns some, and the addresses a node gave are in its chunks only.
     const kubectl = kubectlFor(cluster);
     const chunks = JSON.parse(await kubectl(['get', 'ipchunks.ipam.plexus.network', '-o', 'json'])) as { items: { spec: { node: string; cidr: string } }[] };
-    assert.deepEqual([...new Set(chunks.items.map((c) => c.spec.node))].sort(), ['ipam-node-0', 'ipam-node-1', 'ipam-node-2']);
+    assert.equal(new Set(chunks.items.map((c) => c.spec.node)).size, NODES, 'every node owns chunks');
+    // plexusctl ipam: the pool with its chunks over the nodes, and who holds an address.
+    const ctl = (args: string[]) => JSON.parse(execFileSync(plexusctlPath, ['ipam', ...args, '--kubeconfig', cluster.adminKubeconfig, '-o', 'json'], { encoding: 'utf8' })) as unknown;
+    const listed = (ctl(['pools']) as { cidr: string; chunkSize: number; chunks: number; nodes: number }[]).find((p) => p.cidr === '10.60.0.0/26')!;
+    assert.deepEqual([listed.chunkSize, listed.chunks, listed.nodes], [4, chunks.items.length, NODES]);
+    const sample = results.findIndex((r) => r.status === 0);
+    const addr = results[sample]!.out.ips![0]!.address.split('/')[0]!;
+    const who = ctl(['who', addr, '--state-dir', join(dir, `n${sample % NODES}`, 'ipam')]) as { node: string; holder?: { containerID: string; pod?: string } }[];
+    assert.equal(who[0]?.node, `ipam-node-${sample % NODES}`);
+    assert.equal(who[0]?.holder?.containerID, `fill-${sample}`);
+    assert.equal(who[0]?.holder?.pod, `default/fill-${sample}`);
     // A retried ADD gets the same address; DEL frees it (twice is fine); the freed address is handed out again.
     const first = results.findIndex((r) => r.status === 0);
     assert.deepEqual((await ipam(first % NODES, 'ADD', `fill-${first}`, conf)).out.ips, results[first]!.out.ips);
@@ -117,6 +134,111 @@ describe('Plexus IPAM on the real API server: node daemons sharing pools through
     const again = await ipam(first % NODES, 'ADD', 'after', conf);
     assert.equal(again.status, 0, JSON.stringify(again.out));
     await ipam(first % NODES, 'DEL', 'after', conf);
+  });
+
+  interface Churned {
+    /** sandbox → address, what is held at the end. */
+    held: Map<string, string>;
+    /** [time, CNI code (0 = success)] of every ADD. */
+    adds: [number, number][];
+  }
+
+  /**
+   * ADD/DEL churn, 8 at a time round the nodes, until `disturb` is done and `minOps` ran. A failed ADD
+   * is DELeted, as a runtime does. Checked all along: no address given while another sandbox holds it.
+   */
+  async function churn(conf: object, sandboxes: number, minOps: number, disturb: () => Promise<void>): Promise<Churned> {
+    const held = new Map<string, string>();
+    const adds: [number, number][] = [];
+    let next = 0;
+    let disturbed = false;
+    const work = Array.from({ length: 8 }, async () => {
+      while (!disturbed || next < minOps) {
+        const i = next++;
+        const id = `churn-${i % sandboxes}`;
+        const node = (i % sandboxes) % NODES;
+        if (held.has(id)) {
+          await delUntilDone(node, id, conf);
+          held.delete(id);
+          continue;
+        }
+        const add = await ipam(node, 'ADD', id, conf);
+        adds.push([Date.now(), add.status === 0 ? 0 : (add.out.code ?? -1)]);
+        if (add.status === 0) {
+          const addr = add.out.ips![0]!.address;
+          for (const [other, a] of held) assert.notEqual(a, addr, `${addr} given to ${id} while ${other} holds it`);
+          held.set(id, addr);
+        } else {
+          assert.ok([7, 11].includes(add.out.code ?? -1), `ADD ${id}: ${JSON.stringify(add.out)}`);
+          await delUntilDone(node, id, conf);
+        }
+      }
+    });
+    await Promise.all([...work, disturb().finally(() => (disturbed = true))]);
+    return { held, adds };
+  }
+
+  /**
+   * DEL as a runtime does it: again until it succeeds (a daemon killed mid-DEL may have freed the
+   * address or not; only a DEL that answered says which).
+   */
+  async function delUntilDone(node: number, id: string, conf: object): Promise<void> {
+    for (let i = 0; ; i++) {
+      const del = await ipam(node, 'DEL', id, conf);
+      if (del.status === 0) return;
+      if (i > 300) assert.fail(`DEL ${id} never succeeded: ${JSON.stringify(del.out)}`);
+      await sleep(100);
+    }
+  }
+
+  const nodeOf = (id: string) => Number(id.split('-')[1]) % NODES;
+
+  it('kill -9 of a node daemon at random points of the churn, 50 trials: no address twice, and after the DELs nothing is left held', async () => {
+    const cidr = '10.62.0.0/24';
+    const range = parseIpamConfig({ type: 'plexus-ipam', range: cidr }).ranges[0]!;
+    const conf = netConf({ type: 'plexus-ipam', range: cidr });
+    const { held } = await churn(conf, 120, 1000, async () => {
+      for (let trial = 0; trial < 50; trial++) {
+        await sleep(Math.random() * 80);
+        const n = Math.floor(Math.random() * NODES);
+        daemons[n]!.proc.kill('SIGKILL');
+        await new Promise((r) => daemons[n]!.proc.once('exit', r));
+        daemons[n]!.proc = await startNode(n);
+      }
+    });
+    const before = heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range)));
+    assert.equal(new Set(before.map((h) => h.addr)).size, before.length, 'no address held by two nodes');
+    for (const [id] of held) assert.equal((await ipam(nodeOf(id), 'DEL', id, conf)).status, 0);
+    // Every sandbox of the churn DELeted (a runtime DELs each one it ever ADDed): nothing leaked.
+    for (let i = 0; i < 120; i++) await ipam(nodeOf(`churn-${i}`), 'DEL', `churn-${i}`, conf);
+    assert.deepEqual(heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range))), [], 'nothing held after every DEL');
+  });
+
+  it('the API server away for 30 s mid-churn: nodes go on from their own chunks, new chunks wait (code 11), no address twice', async () => {
+    const cidr = '10.63.0.0/24';
+    const conf = netConf({ type: 'plexus-ipam', range: cidr });
+    const elsewhere = netConf({ type: 'plexus-ipam', range: '10.64.0.0/24' });
+    let away: [number, number] = [0, 0];
+    let probe: Reply | undefined;
+    const { held, adds } = await churn(conf, 200, 400, async () => {
+      await sleep(500);
+      const t0 = Date.now();
+      await Promise.all([
+        cluster.restartApiserver(30_000),
+        // A pool no node has a chunk of yet: its first ADD needs the API.
+        sleep(5000).then(async () => (probe = await ipam(0, 'ADD', 'probe', elsewhere))),
+      ]);
+      away = [t0, Date.now()];
+    });
+    const during = adds.filter(([t]) => t > away[0] + 1000 && t < away[1] - 5000);
+    assert.ok(during.filter(([, code]) => code === 0).length > 50, 'ADDs answered from owned chunks while the API server was away');
+    assert.equal(probe?.out.code, 11, `a new chunk waits for the API: ${JSON.stringify(probe?.out)}`);
+    await ipam(0, 'DEL', 'probe', elsewhere);
+    const range = parseIpamConfig({ type: 'plexus-ipam', range: cidr }).ranges[0]!;
+    const all = heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range)));
+    assert.equal(new Set(all.map((h) => h.addr)).size, all.length, 'no address held by two nodes');
+    assert.equal(all.length, held.size, 'the nodes hold exactly what the churn was given');
+    for (let i = 0; i < 200; i++) await ipam(nodeOf(`churn-${i}`), 'DEL', `churn-${i}`, conf);
   });
 
   it('end to end: the meta plugin (shim → daemon) runs a real macvlan, which execs plexus-ipam; the address is in the pod netns; DEL gives it back', async () => {

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { formatIp } from '../../src/ipam/addr.js';
 import { chunkOf, defaultChunkBits, geometry, pickChunk, startChunk } from '../../src/ipam/chunks.js';
-import { parseIpamConfig } from '../../src/ipam/config.js';
+import { type IpamRange, parseIpamConfig } from '../../src/ipam/config.js';
+import { IpamPools } from '../../src/ipam/plugin.js';
+import { type ChunkRegistry, poolName } from '../../src/ipam/registry.js';
 import { NodePool } from '../../src/ipam/nodepool.js';
 
 const rangeOf = (ipam: object) => parseIpamConfig({ type: 'whereabouts', ...ipam }).ranges[0]!;
@@ -58,7 +60,23 @@ describe('IPAM node pool (local chunks and addresses, append-only log)', () => {
     assert.deepEqual([...again.held.keys()], [got[1]]);
   });
 
-  it('a log line cut short by a dying writer is left out, with the state before it kept', () => {
+  it('GC frees only what is dead and older than the grace period; what cannot be told is kept', () => {
+    const r = rangeOf({ range: '10.1.0.0/24' });
+    const p = new NodePool(dir, 'p1', geometry(r));
+    p.addChunk(1n);
+    for (const id of ['dead', 'live', 'unknown', 'young']) p.take(r, { containerID: id, ifName: 'net1' });
+    const now = Date.now();
+    const aged = (id: string) => (id === 'young' ? now : now - 3_600_000);
+    for (const [a, h] of p.held) p.held.set(a, { ...h, since: aged(h.containerID) });
+    const freed = p.sweep((h) => (h.containerID === 'live' ? true : h.containerID === 'unknown' ? undefined : false), 60_000, now);
+    assert.deepEqual(
+      freed.map((f) => f.holder.containerID),
+      ['dead'],
+    );
+    assert.deepEqual([...new NodePool(dir, 'p1', geometry(r)).held.values()].map((h) => h.containerID).sort(), ['live', 'unknown', 'young']);
+  });
+
+  it('a log line cut short by a dying writer is left out, the state before it kept, and what comes after it too', () => {
     const r = rangeOf({ range: '10.1.0.0/24' });
     const p = new NodePool(dir, 'p1', geometry(r));
     p.addChunk(5n);
@@ -66,6 +84,9 @@ describe('IPAM node pool (local chunks and addresses, append-only log)', () => {
     appendFileSync(join(dir, 'p1.log'), readFileSync(join(dir, 'p1.log'), 'utf8').split('\n')[1]!.slice(0, 30));
     const again = new NodePool(dir, 'p1', geometry(r));
     assert.deepEqual([...again.held.keys()], [a]);
+    // What is recorded after the cut line survives the next restart too (the log was rewritten clean).
+    const b = again.take(r, { containerID: 'c2', ifName: 'net1' });
+    assert.deepEqual([...new NodePool(dir, 'p1', geometry(r)).held.keys()], [a, b]);
     writeFileSync(join(dir, 'p1.log'), 'garbage\n');
     assert.equal(new NodePool(dir, 'p1', geometry(r)).held.size, 0);
   });
@@ -118,5 +139,42 @@ describe('IPAM node pool (local chunks and addresses, append-only log)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('IPAM pools of a node: chunks given back', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'plexus-ipam-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** The API's chunk objects as a map (the real API server's behaviour is tested in test/cluster/ipam.test.ts). */
+  function registryOver(objects: Map<bigint, string>, node: string, range: IpamRange): ChunkRegistry {
+    const ref = { name: poolName('', range.cidr), geometry: geometry(range) };
+    return {
+      node,
+      pool: async () => ref,
+      owned: async () => new Map(objects),
+      claim: async (_p: unknown, index: bigint) => (objects.has(index) ? objects.get(index) === node : (objects.set(index, node), true)),
+      release: async (_p: string, index: bigint) => void (objects.get(index) === node && objects.delete(index)),
+    } as unknown as ChunkRegistry;
+  }
+
+  it('an empty chunk goes back after the idle time, never one holding an address; the next ADD claims again', async () => {
+    const range = rangeOf({ range: '10.3.0.0/24' });
+    const conf = parseIpamConfig({ type: 'plexus-ipam', range: '10.3.0.0/24' });
+    const objects = new Map<bigint, string>();
+    const pools = new IpamPools({ stateDir: dir, registry: registryOver(objects, 'a', range) });
+    await pools.take(conf, range, { containerID: 'c1', ifName: 'net1' });
+    await pools.take(conf, range, { containerID: 'c2', ifName: 'net1' });
+    assert.equal(objects.size, 1);
+    const t0 = Date.now();
+    assert.equal(await pools.returnIdle(60_000, t0), 0, 'holds addresses');
+    await pools.free(conf, 'c1', 'net1');
+    await pools.free(conf, 'c2', 'net1');
+    assert.equal(await pools.returnIdle(60_000, t0), 0, 'empty, but not for long');
+    assert.equal(await pools.returnIdle(60_000, t0 + 61_000), 1);
+    assert.equal(objects.size, 0, 'the API object deleted');
+    await pools.take(conf, range, { containerID: 'c3', ifName: 'net1' });
+    assert.equal(objects.size, 1, 'claimed again');
   });
 });
