@@ -62,6 +62,8 @@ async function main(): Promise<void> {
       60_000,
     );
     mkdirSync(bin);
+    const flatFile = join(work, 'whereabouts.conf');
+    writeFileSync(flatFile, JSON.stringify({ datastore: 'kubernetes', kubernetes: { kubeconfig: cluster.adminKubeconfig } }));
     copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, 'plexus-ipam'));
     for (let n = 0; n < NODES; n++) {
       daemons.push(await startDaemon(join(work, `n${n}.sock`), ['--kubeconfig', cluster.adminKubeconfig, '--node-name', `bench-node-${n}`, '--cni-dir', join(work, `n${n}`), '--log-level', 'error']));
@@ -71,7 +73,8 @@ async function main(): Promise<void> {
     const exec = (which: 'plexus' | 'whereabouts', command: string, id: string, node: number, ipam: object): Promise<{ ms: number; error?: string }> =>
       new Promise((resolve) => {
         const path = which === 'plexus' ? join(bin, 'plexus-ipam') : join(WHEREABOUTS, 'whereabouts');
-        const conf = { cniVersion: '1.0.0', name: 'bench', type: 'macvlan', ipam: which === 'plexus' ? ipam : { ...ipam, kubernetes: { kubeconfig: cluster.adminKubeconfig } } };
+        // whereabouts v0.9 wants its flat file besides the NAD's keys (configuration_path).
+        const conf = { cniVersion: '1.0.0', name: 'bench', type: 'macvlan', ipam: which === 'plexus' ? ipam : { ...ipam, configuration_path: flatFile, kubernetes: { kubeconfig: cluster.adminKubeconfig } } };
         const start = performance.now();
         const child = spawn(path, [], {
           env: {
@@ -134,6 +137,7 @@ async function main(): Promise<void> {
         range_end: which === 'plexus' ? '10.83.3.232' : '10.84.3.232',
       });
     }
+    for (const k of ['whereabouts ADD', 'whereabouts 1000, plenty']) if (!out[k]!.ok) throw new Error(`the baseline did not run: ${k}: ${out[k]!.firstError}`);
     const sized = async (range: string) => (await run('plexus', 'ADD', `size-${range.replace(/[./:]/g, '-')}`, 200, { type: 'plexus-ipam', range })).p50;
     timing = { '/24': await sized('10.90.0.0/24'), '/8': await sized('11.0.0.0/8'), '/64': await sized('2001:db8:90::/64') };
   } finally {

@@ -7,6 +7,7 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { dirname } from 'node:path';
+import { CniError, ErrorCode } from '../cni/errors.js';
 import { runPlugin } from '../cni/skel.js';
 import { readBody } from '../util/body.js';
 import type { MetaContext } from '../meta/context.js';
@@ -207,9 +208,22 @@ export class CniDaemon {
       return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(caches ? { caches } : {}) });
     }
     if (req.url === '/debug/cache' && req.method === 'GET') return this.reply(res, 200, this.hooks.cacheContents?.() ?? { cached: false });
-    if (req.url === '/ipam' && req.method === 'POST' && this.hooks.ipam) {
-      const out = await this.hooks.ipam(parseRequest(await readBody(req, MAX_BODY)));
-      return this.replyCni(res, out);
+    if (req.url === '/ipam' && req.method === 'POST') {
+      const body = parseRequest(await readBody(req, MAX_BODY));
+      if (this.hooks.ipam) return this.replyCni(res, await this.hooks.ipam(body));
+      // A final error, not "try again": this daemon will not serve IPAM until it is started otherwise.
+      const error = new CniError(
+        ErrorCode.InvalidEnvironment,
+        'Plexus IPAM is not enabled in this node daemon',
+        'start plexusctl daemon with --node-name and API credentials (--kubeconfig or in-cluster)',
+      );
+      let cniVersion = '1.0.0';
+      try {
+        cniVersion = String((JSON.parse(Buffer.from(body.stdin, 'base64').toString()) as { cniVersion?: unknown }).cniVersion ?? cniVersion);
+      } catch {
+        /* the error is the same without it */
+      }
+      return this.replyCni(res, { exitCode: 1, stdout: JSON.stringify(error.toJSON(cniVersion)), stderr: '' });
     }
     if (req.url !== '/cni' || req.method !== 'POST') return this.reply(res, 404, { error: `no ${req.method} ${req.url}` });
     const body = parseRequest(await readBody(req, MAX_BODY));

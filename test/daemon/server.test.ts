@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { SimNode, podEnv, repoRoot } from '../../src/sim/simnode.js';
@@ -26,6 +27,23 @@ describe('node daemon and shim', function () {
     rig.cleanup();
   });
   const shimConf = (annotations: Record<string, string>) => node.shimConf(socket, annotations);
+
+  it('the shim installed as an IPAM asks /ipam; a daemon without a node name answers a final error saying how to enable it', () => {
+    const bin = rig.dir('ipam-bin');
+    copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, 'plexus-ipam'));
+    const r = spawnSync(join(bin, 'plexus-ipam'), [], {
+      input: JSON.stringify({ cniVersion: '0.4.0', name: 'n', type: 'macvlan', ipam: { type: 'plexus-ipam', range: '10.9.0.0/24' } }),
+      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'x', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'net1', CNI_PATH: bin, PLEXUS_DAEMON_SOCKET: socket },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1);
+    assert.deepEqual(JSON.parse(r.stdout), {
+      cniVersion: '0.4.0',
+      code: 4,
+      msg: 'Plexus IPAM is not enabled in this node daemon',
+      details: 'start plexusctl daemon with --node-name and API credentials (--kubeconfig or in-cluster)',
+    });
+  });
 
   it('serves ADD, CHECK and DEL from the shim with the one-shot core, on a socket only root can use', async () => {
     assert.equal(statSync(socket).mode & 0o777, 0o600);
