@@ -163,8 +163,13 @@ export function registerDaemon(program: Command): void {
               log.info({ pool: f.pool, containerID: f.holder.containerID, ifname: f.holder.ifName, pod: f.holder.pod, reason }, 'IPAM address reclaimed');
             }
           };
+          const leaseRegistry = new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName);
           setInterval(() => {
             sweep();
+            void leaseRegistry.sweepLeases(IPAM_GC_GRACE_MS).then(
+              (gone) => gone.length && log.info({ leases: gone }, 'IPAMClaim leases released (claim deleted, or never bound)'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAMClaim leases not swept'),
+            );
             void pools.returnIdle(IPAM_CHUNK_IDLE_MS).then(
               (n) => n && log.info({ chunks: n }, 'IPAM chunks given back'),
               (err: Error) => log.warn({ error: err.message }, 'IPAM chunks not given back'),

@@ -12,12 +12,13 @@ import type { Plugin, PluginRequest } from '../cni/skel.js';
 import { SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
 import { convertResult } from '../cni/version.js';
 import { getArg } from '../cni/args.js';
+import { IPAM_CLAIM_ARG } from '../meta/selection.js';
 import { apiFailure } from '../k8s/client.js';
-import { formatIp } from './addr.js';
-import { geometry, pickChunk, startChunk } from './chunks.js';
+import { formatIp, parseIp } from './addr.js';
+import { chunkSpan, firstFree, geometry, pickChunk, startChunk } from './chunks.js';
 import { type IpamConfig, type IpamRange, parseIpamConfig, rangeCapacity } from './config.js';
 import { type Holder, NodePool } from './nodepool.js';
-import { type ChunkRegistry, type PoolRef, poolName } from './registry.js';
+import { CLAIMS_OWNER, type ChunkRegistry, type PoolRef, poolName } from './registry.js';
 
 export interface IpamHost {
   /** Where each pool's node log lives (the daemon's, never the conf's). */
@@ -99,6 +100,47 @@ export class IpamPools {
     return pending;
   }
 
+  /**
+   * An address for an IPAMClaim (docs/ipam.md): the one it is bound to, or a free one of a chunk owned
+   * by no node, taken by creating its address lease and then the claim's binding; a claim bound
+   * meanwhile by another node keeps that binding, and this node drops its address lease.
+   */
+  async takeForClaim(conf: IpamConfig, range: IpamRange, namespace: string, name: string): Promise<bigint> {
+    const api = <T>(what: string, p: Promise<T>) =>
+      p.catch((err: unknown) => {
+        throw apiFailure(err, what);
+      });
+    const reg = this.host.registry;
+    const ref = await api(`reading the IPPool of ${range.cidr}`, reg.pool(conf.networkName, range));
+    const uid = await api(`reading IPAMClaim ${namespace}/${name}`, reg.claimUid(namespace, name));
+    if (!uid) throw new CniError(ErrorCode.InvalidNetworkConfig, `IPAMClaim ${namespace}/${name} does not exist`, 'the pod names it in ipam-claim-reference; create it first');
+    const claim = `${namespace}/${name}`;
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const bound = await api('reading the claim binding', reg.boundAddress(ref.name, uid));
+      if (bound) return parseIp(bound)!.value;
+      const owned = await api(`listing chunks of ${range.cidr}`, reg.owned(ref.name));
+      const leased = await api('listing leases', reg.leasedAddresses(ref.name));
+      let addr: bigint | undefined;
+      for (const [index, owner] of owned) {
+        if (owner !== CLAIMS_OWNER) continue;
+        const [lo, hi] = chunkSpan(ref.geometry, index);
+        addr = firstFree(range, lo, hi, (a) => leased.has(formatIp({ family: range.family, value: a })));
+        if (addr !== undefined) break;
+      }
+      if (addr === undefined) {
+        const index = pickChunk(ref.geometry, range, new Set(owned.keys()), startChunk(ref.geometry, range, CLAIMS_OWNER));
+        if (index === undefined) throw new CniError(ErrorCode.InvalidNetworkConfig, `pool ${range.cidr} is exhausted`, `no chunk is left for IPAMClaim ${claim}`);
+        await api('claiming a chunk for IPAMClaims', reg.claim(ref, index, CLAIMS_OWNER));
+        continue;
+      }
+      const text = formatIp({ family: range.family, value: addr });
+      if (!(await api('leasing an address', reg.lease(ref.name, 'address', text, claim, uid)))) continue;
+      if (await api('binding the claim', reg.lease(ref.name, 'binding', text, claim, uid))) return addr;
+      await reg.dropAddressLease(ref.name, text).catch(() => undefined);
+    }
+    throw new CniError(ErrorCode.TryAgainLater, `IPAMClaim ${claim}: no address after 64 tries`, 'other nodes keep taking the same addresses');
+  }
+
   /** DEL: what the sandbox interface holds in each pool this node knows (a pool it never used holds nothing of it; no API call). */
   async free(conf: IpamConfig, containerID: string, ifName: string): Promise<void> {
     for (const range of conf.ranges) this.known(conf, range)?.free(containerID, ifName);
@@ -114,6 +156,11 @@ export class IpamPools {
     const p = new NodePool(join(this.host.stateDir, 'pools'), name, geometry(range));
     this.local.set(name, p);
     return p;
+  }
+
+  /** Writes the claim's status (best effort: the address is the claim's whether or not this lands). */
+  async claimStatus(namespace: string, name: string, ips: string[], pod: string | undefined): Promise<void> {
+    await this.host.registry.claimStatus(namespace, name, ips, pod).catch(() => undefined);
   }
 
   /**
@@ -183,9 +230,12 @@ export function ipamPluginWith(pools: IpamPools): Plugin {
       const uid = getArg(req.args, 'K8S_POD_UID');
       const holder: Holder = { containerID: req.containerID, ifName: req.ifName, ...(ns && name ? { pod: `${ns}/${name}` } : {}), ...(uid ? { podUID: uid } : {}) };
       const ips: NonNullable<Result['ips']> = [];
+      // The meta plugin passes a selection's ipam-claim-reference, resolved in the pod's namespace.
+      const claim = getArg(req.args, IPAM_CLAIM_ARG)?.split('/');
+      if (claim && (claim.length !== 2 || !claim[0] || !claim[1])) throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid ${IPAM_CLAIM_ARG}`, 'expected <namespace>/<name>');
       try {
         for (const range of conf.ranges) {
-          const addr = await pools.take(conf, range, holder);
+          const addr = claim ? await pools.takeForClaim(conf, range, claim[0]!, claim[1]!) : await pools.take(conf, range, holder);
           const gw = conf.gateway && conf.gateway.family === range.family && conf.gateway.value >= range.network && conf.gateway.value <= range.broadcast ? conf.gateway.text : undefined;
           ips.push({ address: `${formatIp({ family: range.family, value: addr })}/${range.prefix}`, ...(gw ? { gateway: gw } : {}) });
         }
@@ -194,6 +244,13 @@ export function ipamPluginWith(pools: IpamPools): Plugin {
         await pools.free(conf, req.containerID, req.ifName).catch(() => undefined);
         throw err;
       }
+      if (claim)
+        await pools.claimStatus(
+          claim[0]!,
+          claim[1]!,
+          ips.map((i) => i.address),
+          holder.pod?.split('/')[1],
+        );
       for (const a of conf.addresses) ips.push({ address: a.address, ...(a.gateway ? { gateway: a.gateway } : {}) });
       const result: Result = { cniVersion: '1.1.0', ips, ...(conf.routes.length ? { routes: conf.routes } : {}) };
       return convertResult(result, req.conf.cniVersion);
@@ -218,6 +275,8 @@ export function ipamPluginWith(pools: IpamPools): Plugin {
     },
     async check(req) {
       const conf = loadConf(req);
+      // A claimed address is the claim's, not this sandbox's: nothing of it is held on the node.
+      if (getArg(req.args, IPAM_CLAIM_ARG)) return;
       for (const range of conf.ranges) {
         if (pools.holding(conf, range, req.containerID, req.ifName) === undefined) {
           throw new CniError(ErrorCode.InvalidNetworkConfig, `no address of ${range.cidr} is held for ${req.containerID}/${req.ifName}`);

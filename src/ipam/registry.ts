@@ -7,12 +7,15 @@
 import { createHash } from 'node:crypto';
 import { type ApiClient, ApiError } from '../k8s/client.js';
 import { isObject } from '../util/object.js';
-import { formatCidr } from './addr.js';
+import { formatCidr, parseIp } from './addr.js';
 import { type Geometry, chunkSpan, defaultChunkBits, geometry } from './chunks.js';
 import type { IpamRange } from './config.js';
 
 export const IPAM_API = '/apis/ipam.plexus.network/v1alpha1';
 export const POOL_LABEL = 'ipam.plexus.network/pool';
+/** The owner of chunks whose addresses go to IPAMClaims, not to one node ('@' is never in a node name). */
+export const CLAIMS_OWNER = '@claims';
+const IPAMCLAIM_API = '/apis/k8s.cni.cncf.io/v1alpha1';
 
 /** A pool's object name: stable for (network_name, CIDR), a DNS label whatever the CIDR's text. */
 export function poolName(networkName: string, cidr: string): string {
@@ -21,6 +24,15 @@ export function poolName(networkName: string, cidr: string): string {
 
 export function chunkName(pool: string, index: bigint): string {
   return `${pool}-${index.toString(16)}`;
+}
+
+/** An address lease's name: the address, hex (IPv6 text has colons). */
+function addressLeaseName(pool: string, address: string): string {
+  return `${pool}-a-${parseIp(address)!.value.toString(16)}`;
+}
+
+function bindingName(pool: string, claimUid: string): string {
+  return `${pool}-c-${claimUid}`;
 }
 
 export interface PoolRef {
@@ -101,8 +113,121 @@ export class ChunkRegistry {
     await this.api.delete(path, have.metadata.uid);
   }
 
-  /** Creates the chunk's object for this node: true when it is now ours, false when another node has it. */
-  async claim(pool: PoolRef, index: bigint): Promise<boolean> {
+  /** An IPAMClaim's UID; undefined when there is no such claim. */
+  async claimUid(namespace: string, name: string): Promise<string | undefined> {
+    const claim = await this.api.get<unknown>(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(namespace)}/ipamclaims/${encodeURIComponent(name)}`).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    });
+    return isObject(claim) && isObject(claim.metadata) && typeof claim.metadata.uid === 'string' ? claim.metadata.uid : undefined;
+  }
+
+  /** The address a claim is bound to in a pool (its binding lease), if it is. */
+  async boundAddress(pool: string, claimUid: string): Promise<string | undefined> {
+    const lease = await this.api.get<unknown>(`${IPAM_API}/ipleases/${bindingName(pool, claimUid)}`).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    });
+    return isObject(lease) && isObject(lease.spec) && typeof lease.spec.address === 'string' ? lease.spec.address : undefined;
+  }
+
+  /** The addresses of the pool that claims hold (their address leases). */
+  async leasedAddresses(pool: string): Promise<Set<string>> {
+    const out = new Set<string>();
+    let next: string | undefined;
+    do {
+      const q = new URLSearchParams({ labelSelector: `${POOL_LABEL}=${pool}`, limit: '1000', ...(next ? { continue: next } : {}) });
+      const page = await this.api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${IPAM_API}/ipleases?${q}`);
+      for (const raw of page.items ?? []) if (isObject(raw) && isObject(raw.spec) && raw.spec.kind === 'address' && typeof raw.spec.address === 'string') out.add(raw.spec.address);
+      next = page.metadata?.continue || undefined;
+    } while (next);
+    return out;
+  }
+
+  /** Creates a lease: true when created, false when one of that name exists (taken, or bound). */
+  async lease(pool: string, kind: 'address' | 'binding', address: string, claim: string, claimUid: string): Promise<boolean> {
+    const name = kind === 'address' ? addressLeaseName(pool, address) : bindingName(pool, claimUid);
+    const body = { apiVersion: 'ipam.plexus.network/v1alpha1', kind: 'IPLease', metadata: { name, labels: { [POOL_LABEL]: pool } }, spec: { pool, address, claim, claimUID: claimUid, kind } };
+    try {
+      await this.api.post(`${IPAM_API}/ipleases`, body);
+      return true;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 409) return false;
+      throw err;
+    }
+  }
+
+  async dropAddressLease(pool: string, address: string): Promise<void> {
+    await this.api.delete(`${IPAM_API}/ipleases/${addressLeaseName(pool, address)}`).catch((err: unknown) => {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    });
+  }
+
+  /**
+   * Leases whose claim is gone (deleted, or deleted and created again: another UID) are removed, and
+   * address leases never bound (a node died between its two creates) once older than `graceMs`.
+   * Every node may run it: each delete is preconditioned on the lease's UID. Returns what went.
+   */
+  async sweepLeases(graceMs: number, now = Date.now()): Promise<string[]> {
+    interface Lease {
+      name: string;
+      uid: string;
+      created: number;
+      spec: { pool: string; address: string; claim: string; claimUID: string; kind: string };
+    }
+    const leases: Lease[] = [];
+    let next: string | undefined;
+    do {
+      const page = await this.api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${IPAM_API}/ipleases?limit=1000${next ? `&continue=${encodeURIComponent(next)}` : ''}`);
+      for (const raw of page.items ?? []) {
+        if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) continue;
+        const { name, uid, creationTimestamp } = raw.metadata;
+        const { pool, address, claim, claimUID, kind } = raw.spec;
+        if (
+          typeof name !== 'string' ||
+          typeof uid !== 'string' ||
+          typeof pool !== 'string' ||
+          typeof address !== 'string' ||
+          typeof claim !== 'string' ||
+          typeof claimUID !== 'string' ||
+          typeof kind !== 'string'
+        )
+          continue;
+        leases.push({ name, uid, created: typeof creationTimestamp === 'string' ? Date.parse(creationTimestamp) : now, spec: { pool, address, claim, claimUID, kind } });
+      }
+      next = page.metadata?.continue || undefined;
+    } while (next);
+    const claimAlive = new Map<string, boolean>();
+    const alive = async (claim: string, uid: string): Promise<boolean> => {
+      if (!claimAlive.has(uid)) {
+        const [ns = '', name = ''] = claim.split('/');
+        claimAlive.set(uid, (await this.claimUid(ns, name)) === uid);
+      }
+      return claimAlive.get(uid)!;
+    };
+    const bound = new Set(leases.filter((l) => l.spec.kind === 'binding').map((l) => `${l.spec.pool}/${l.spec.address}/${l.spec.claimUID}`));
+    const gone: string[] = [];
+    // Bindings first: a claim's address is free only once nothing binds it.
+    for (const l of leases.sort((a, b) => Number(b.spec.kind === 'binding') - Number(a.spec.kind === 'binding'))) {
+      const unbound = l.spec.kind === 'address' && !bound.has(`${l.spec.pool}/${l.spec.address}/${l.spec.claimUID}`) && now - l.created > graceMs;
+      if (!unbound && (await alive(l.spec.claim, l.spec.claimUID))) continue;
+      await this.api.delete(`${IPAM_API}/ipleases/${l.name}`, l.uid).catch((err: unknown) => {
+        if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+      });
+      gone.push(l.name);
+    }
+    return gone;
+  }
+
+  /** The claim's status: its addresses and the pod using them now. */
+  async claimStatus(namespace: string, name: string, ips: string[], pod: string | undefined): Promise<void> {
+    await this.api.patch(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(namespace)}/ipamclaims/${encodeURIComponent(name)}/status`, {
+      status: { ips, ...(pod ? { ownerPod: { name: pod } } : {}) },
+    });
+  }
+
+  /** Creates the chunk's object for `owner` (this node by default): true when it is now the owner's, false when another has it. */
+  async claim(pool: PoolRef, index: bigint, owner = this.node): Promise<boolean> {
     const [lo] = chunkSpan(pool.geometry, index);
     const body = {
       apiVersion: 'ipam.plexus.network/v1alpha1',
@@ -111,7 +236,7 @@ export class ChunkRegistry {
       spec: {
         pool: pool.name,
         index: String(index),
-        node: this.node,
+        node: owner,
         cidr: formatCidr({ family: pool.geometry.family, network: lo, prefix: (pool.geometry.family === 4 ? 32 : 128) - pool.geometry.chunkBits }),
       },
     };
@@ -122,7 +247,7 @@ export class ChunkRegistry {
       if (!(err instanceof ApiError && err.status === 409)) throw err;
       // Ours already (a create whose answer was lost, or a daemon restarted before logging it)?
       const have = parseChunk(await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`).catch(() => undefined));
-      return have?.spec.node === this.node;
+      return have?.spec.node === owner;
     }
   }
 }

@@ -17,7 +17,7 @@ import { isObject } from '../util/object.js';
 import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
 import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
-import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
+import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
 import { AttachmentStore } from './store.js';
 import { lineLogger } from '../util/linelog.js';
 
@@ -231,6 +231,8 @@ export class MetaInvocation {
   }
 
   runtimeConf(ifName: string, capabilityArgs: Record<string, unknown>): RuntimeConf {
-    return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: argsForDelegates(this.req.args), capabilityArgs };
+    const claim = capabilityArgs[IPAM_CLAIM_ARG];
+    const args = argsForDelegates(this.req.args);
+    return { containerID: this.req.containerID, netns: this.req.netns, ifName, args: typeof claim === 'string' ? [...args, [IPAM_CLAIM_ARG, claim]] : args, capabilityArgs };
   }
 }

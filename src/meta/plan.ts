@@ -14,7 +14,7 @@ import { type MetaConf, checkNamespaceAllowed } from './conf.js';
 import { cniDeviceInfoPath } from './deviceinfo.js';
 import type { MetaInvocation, Plan, PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
-import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
+import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
 
 /** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
 export async function planAttachments(inv: MetaInvocation, lenient = false): Promise<Plan> {
@@ -86,6 +86,7 @@ export async function planAttachments(inv: MetaInvocation, lenient = false): Pro
         selection: sel,
       };
       if (resourceName) att.resourceName = resourceName;
+      if (sel.ipamClaimReference) att.capabilityArgs[IPAM_CLAIM_ARG] = `${podNamespace}/${sel.ipamClaimReference}`;
       if (sel.deviceID) att.deviceID = sel.deviceID;
       return att;
     });

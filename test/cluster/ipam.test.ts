@@ -14,7 +14,9 @@ import { parseIp } from '../../src/ipam/addr.js';
 import { type Geometry, defaultChunkBits, geometry } from '../../src/ipam/chunks.js';
 import { parseIpamConfig } from '../../src/ipam/config.js';
 import { NodePool } from '../../src/ipam/nodepool.js';
-import { poolName } from '../../src/ipam/registry.js';
+import { ChunkRegistry, poolName } from '../../src/ipam/registry.js';
+import { ApiClient } from '../../src/k8s/client.js';
+import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
 import { kubectlFor } from '../../src/sim/cluster-plexus.js';
 import { repoRoot } from '../../src/sim/simnode.js';
@@ -38,7 +40,7 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
   const NODES = 10;
 
   /** One IPAM request as a delegate makes it: the shim under an IPAM name, the delegate's conf on stdin. */
-  const ipam = (node: number, command: string, containerID: string, conf: object, as = 'plexus-ipam'): Promise<Reply> =>
+  const ipam = (node: number, command: string, containerID: string, conf: object, as = 'plexus-ipam', extraArgs = ''): Promise<Reply> =>
     new Promise((resolve) => {
       const child = spawn(join(bin, as), [], {
         env: {
@@ -47,7 +49,7 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
           CNI_NETNS: '/var/run/netns/none',
           CNI_IFNAME: 'net1',
           CNI_PATH: bin,
-          CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${containerID}`,
+          CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${containerID}${extraArgs}`,
           PLEXUS_DAEMON_SOCKET: daemons[node]!.socket,
         },
       });
@@ -92,9 +94,9 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     rig.cleanup();
   });
 
-  it('8-way ADDs on 10 nodes over one /26 until it is full and beyond: no address twice, exhaustion is a clear code 7, all DELs free everything', async () => {
-    const conf = netConf({ type: 'plexus-ipam', range: '10.60.0.0/26', gateway: '10.60.0.1' });
-    const capacity = 64 - 2 - 1;
+  it('8-way ADDs on 10 nodes over one /24 until it is full and beyond: no address twice, exhaustion is a clear code 7, all DELs free everything', async () => {
+    const conf = netConf({ type: 'plexus-ipam', range: '10.60.0.0/24', gateway: '10.60.0.1' });
+    const capacity = 256 - 2 - 1;
     const total = capacity + 12;
     const results: Reply[] = [];
     let next = 0;
@@ -108,17 +110,17 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     );
     const given = results.filter((r) => r.status === 0).map((r) => r.out.ips![0]!.address);
     assert.equal(new Set(given).size, given.length, 'no address given twice');
-    assert.ok(!given.includes('10.60.0.1/26') && !given.includes('10.60.0.0/26') && !given.includes('10.60.0.63/26'), 'never the gateway, network or broadcast address');
+    assert.ok(!given.includes('10.60.0.1/24') && !given.includes('10.60.0.0/24') && !given.includes('10.60.0.255/24'), 'never the gateway, network or broadcast address');
     const refused = results.filter((r) => r.status !== 0);
     assert.ok(refused.length >= total - capacity, `${refused.length} refused`);
-    for (const r of refused) assert.match(`${r.out.code} ${r.out.msg}`, /^7 pool 10\.60\.0\.0\/26 is exhausted/);
+    for (const r of refused) assert.match(`${r.out.code} ${r.out.msg}`, /^7 pool 10\.60\.0\.0\/24 is exhausted/);
     // Chunks are spread: every node owns some, and the addresses a node gave are in its chunks only.
     const kubectl = kubectlFor(cluster);
     const chunks = JSON.parse(await kubectl(['get', 'ipchunks.ipam.plexus.network', '-o', 'json'])) as { items: { spec: { node: string; cidr: string } }[] };
     assert.equal(new Set(chunks.items.map((c) => c.spec.node)).size, NODES, 'every node owns chunks');
     // plexusctl ipam: the pool with its chunks over the nodes, and who holds an address.
     const ctl = (args: string[]) => JSON.parse(execFileSync(plexusctlPath, ['ipam', ...args, '--kubeconfig', cluster.adminKubeconfig, '-o', 'json'], { encoding: 'utf8' })) as unknown;
-    const listed = (ctl(['pools']) as { cidr: string; chunkSize: number; chunks: number; nodes: number }[]).find((p) => p.cidr === '10.60.0.0/26')!;
+    const listed = (ctl(['pools']) as { cidr: string; chunkSize: number; chunks: number; nodes: number }[]).find((p) => p.cidr === '10.60.0.0/24')!;
     assert.deepEqual([listed.chunkSize, listed.chunks, listed.nodes], [4, chunks.items.length, NODES]);
     const sample = results.findIndex((r) => r.status === 0);
     const addr = results[sample]!.out.ips![0]!.address.split('/')[0]!;
@@ -241,6 +243,40 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     for (let i = 0; i < 200; i++) await ipam(nodeOf(`churn-${i}`), 'DEL', `churn-${i}`, conf);
   });
 
+  it('an IPAMClaim keeps its address across its pod gone and back on another node; two nodes asking at once get the same one; status.ips written', async () => {
+    const kubectl = kubectlFor(cluster);
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({ apiVersion: 'k8s.cni.cncf.io/v1alpha1', kind: 'IPAMClaim', metadata: { name: 'vm-1', namespace: 'default' }, spec: { network: 'ipam-test', interface: 'net1' } }),
+    );
+    const conf = netConf({ type: 'plexus-ipam', range: '10.65.0.0/24' });
+    const claimed = ';K8S_IPAM_CLAIM=default/vm-1';
+    // Two pods of one claim at once on two nodes (a VM migrating): one address.
+    const [a, b] = await Promise.all([ipam(2, 'ADD', 'vm-a', conf, 'plexus-ipam', claimed), ipam(7, 'ADD', 'vm-b', conf, 'plexus-ipam', claimed)]);
+    assert.equal(a.status, 0, JSON.stringify(a.out));
+    assert.deepEqual(b.out.ips, a.out.ips);
+    const addr = a.out.ips![0]!.address;
+    // The first pod goes (its DEL leaves the claim's address alone); the claim's next pod, elsewhere, gets it again.
+    assert.equal((await ipam(2, 'DEL', 'vm-a', conf, 'plexus-ipam', claimed)).status, 0);
+    assert.equal((await ipam(2, 'DEL', 'vm-b', conf, 'plexus-ipam', claimed)).status, 0);
+    assert.deepEqual((await ipam(5, 'ADD', 'vm-c', conf, 'plexus-ipam', claimed)).out.ips?.[0]?.address, addr);
+    // Nodes' own addresses never land on it.
+    const others = await Promise.all(Array.from({ length: 30 }, (_, i) => ipam(i % NODES, 'ADD', `plain-${i}`, conf)));
+    assert.ok(others.every((r) => r.status === 0 && r.out.ips![0]!.address !== addr));
+    const status = JSON.parse(await kubectl(['get', 'ipamclaims.k8s.cni.cncf.io', 'vm-1', '-o', 'json'])) as { status?: { ips?: string[]; ownerPod?: { name: string } } };
+    assert.deepEqual(status.status?.ips, [addr]);
+    assert.equal(status.status?.ownerPod?.name, 'vm-c');
+    // The claim deleted: its leases go at the next sweep (any node's), and its address is free again.
+    await kubectl(['delete', 'ipamclaims.k8s.cni.cncf.io', 'vm-1']);
+    const registry = new ChunkRegistry(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'ipam-node-0');
+    const gone = await registry.sweepLeases(120_000);
+    assert.equal(gone.length, 2, `binding and address lease of vm-1: ${gone.join(', ')}`);
+    assert.deepEqual(await registry.sweepLeases(120_000), []);
+    const missing = await ipam(5, 'ADD', 'vm-x', conf, 'plexus-ipam', ';K8S_IPAM_CLAIM=default/nope');
+    assert.match(`${missing.out.code} ${missing.out.msg}`, /^7 IPAMClaim default\/nope does not exist/);
+    for (let i = 0; i < 30; i++) await ipam(i % NODES, 'DEL', `plain-${i}`, conf);
+  });
+
   it('end to end: the meta plugin (shim → daemon) runs a real macvlan, which execs plexus-ipam; the address is in the pod netns; DEL gives it back', async () => {
     const kubectl = kubectlFor(cluster);
     const [master] = rig.veth('im');
@@ -256,7 +292,7 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     writeFileSync(clusterConf, JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', type: 'loopback' }));
     copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, 'plexus-shim'));
     const ns = rig.netns('ipam');
-    const meta = {
+    const meta: { runtimeConfig: { 'io.kubernetes.cri.pod-annotations': Record<string, string> } } & Record<string, unknown> = {
       cniVersion: '1.0.0',
       name: 'plexus',
       type: 'plexus-shim',
@@ -290,6 +326,19 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     const again = await ipam(1, 'ADD', 'after-e2e', netConf({ type: 'plexus-ipam', range: '10.61.0.0/24', gateway: '10.61.0.1' }));
     assert.equal(again.out.ips?.[0]?.address, addr);
     await ipam(1, 'DEL', 'after-e2e', netConf({ type: 'plexus-ipam', range: '10.61.0.0/24', gateway: '10.61.0.1' }));
+    // With ipam-claim-reference in the selection, the meta plugin hands the claim to the IPAM: the pod
+    // gets the claim's address, the one any node gives that claim.
+    meta.runtimeConfig['io.kubernetes.cri.pod-annotations']['k8s.v1.cni.cncf.io/networks'] = '[{"name": "ipam-mv", "ipam-claim-reference": "vm-2"}]';
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({ apiVersion: 'k8s.cni.cncf.io/v1alpha1', kind: 'IPAMClaim', metadata: { name: 'vm-2', namespace: 'default' }, spec: { network: 'ipam-mv', interface: 'net1' } }),
+    );
+    const claimedAdd = run('ADD');
+    assert.equal(claimedAdd.status, 0, claimedAdd.stdout + claimedAdd.stderr);
+    const [claimedAddr] = ipAddresses(ns.name, 'net1');
+    const elsewhere = await ipam(6, 'ADD', 'vm-2-next', netConf({ type: 'plexus-ipam', range: '10.61.0.0/24', gateway: '10.61.0.1' }), 'plexus-ipam', ';K8S_IPAM_CLAIM=default/vm-2');
+    assert.equal(elsewhere.out.ips?.[0]?.address, claimedAddr);
+    assert.equal(run('DEL').status, 0);
   });
 
   it('a whereabouts conf works unchanged (type whereabouts, its kubeconfig key ignored), IPv4 and IPv6 at once', async () => {

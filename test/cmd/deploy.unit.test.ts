@@ -82,6 +82,8 @@ describe('deploy manifests', () => {
     for (const verb of ['get', 'create']) assert.ok(allowed('ipam.plexus.network', 'ippools', verb), `ippools ${verb}`);
     for (const verb of ['get', 'list', 'create']) assert.ok(allowed('ipam.plexus.network', 'ipchunks', verb), `ipchunks ${verb}`);
     assert.ok(!allowed('ipam.plexus.network', 'ipchunks', 'update') && !allowed('ipam.plexus.network', 'ipchunks', 'patch'), 'chunks are never rewritten');
+    for (const verb of ['get', 'list', 'create', 'delete']) assert.ok(allowed('ipam.plexus.network', 'ipleases', verb), `ipleases ${verb}`);
+    assert.ok(allowed('k8s.cni.cncf.io', 'ipamclaims', 'get') && allowed('k8s.cni.cncf.io', 'ipamclaims/status', 'patch'));
   });
 
   it('the webhook never blocks the cluster: Fail only for pods that select networks and NADs, short timeouts, two replicas kept by a PDB', () => {
