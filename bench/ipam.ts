@@ -74,7 +74,12 @@ async function main(): Promise<void> {
       new Promise((resolve) => {
         const path = which === 'plexus' ? join(bin, 'plexus-ipam') : join(WHEREABOUTS, 'whereabouts');
         // whereabouts v0.9 wants its flat file besides the NAD's keys (configuration_path).
-        const conf = { cniVersion: '1.0.0', name: 'bench', type: 'macvlan', ipam: which === 'plexus' ? ipam : { ...ipam, configuration_path: flatFile, kubernetes: { kubeconfig: cluster.adminKubeconfig } } };
+        const conf = {
+          cniVersion: '1.0.0',
+          name: 'bench',
+          type: 'macvlan',
+          ipam: which === 'plexus' ? ipam : { ...ipam, configuration_path: flatFile, kubernetes: { kubeconfig: cluster.adminKubeconfig } },
+        };
         const start = performance.now();
         const child = spawn(path, [], {
           env: {
