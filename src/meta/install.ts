@@ -161,8 +161,8 @@ export const IPAM_SHIM_NAMES = ['plexus-ipam', 'whereabouts'] as const;
 
 /**
  * The static shim of daemon mode, next to the bundle's native/ dir, installed by temp + rename; under
- * `plexus-ipam` (or `whereabouts`) it is the IPAM plugin. A `whereabouts` that is not our shim is left
- * alone unless asked for.
+ * `plexus-ipam` (or `whereabouts`) it is the IPAM plugin. A `whereabouts` there that is not our shim
+ * (the real one) is refused, not replaced.
  */
 export function installShim(binDir: string, name = 'plexus-shim'): string {
   const src = requireAbove(import.meta.url, [join('native', 'plexus-shim')]);
