@@ -159,8 +159,10 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     const busy = new Set<string>();
     const step = async (id: string, node: number): Promise<void> => {
       if (held.has(id)) {
-        await delUntilDone(node, id, conf);
+        // Out of the book before the DEL is sent: once the daemon has freed the address another
+        // sandbox may get it, before this worker has read the DEL's answer.
         held.delete(id);
+        await delUntilDone(node, id, conf);
         return;
       }
       const add = await ipam(node, 'ADD', id, conf);
