@@ -20,15 +20,11 @@ import { repoRoot } from '../src/sim/simnode.js';
 import { pollUntil } from '../src/util/poll.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from '../test/support/daemon.js';
 import { besidePrevious } from './history.js';
+import { quantile } from './stats.js';
 
 const NODES = 10;
 const CONCURRENCY = 8;
 const WHEREABOUTS = join(repoRoot(), '.tools', 'whereabouts', 'v0.9.2');
-
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
 
 interface Outcome {
   ok: number;

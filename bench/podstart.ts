@@ -20,28 +20,17 @@ import { addExampleLinks, repoRoot } from '../src/sim/simnode.js';
 import { startDaemon, stopDaemon } from '../test/support/daemon.js';
 import { plexusctlPath } from '../test/support/plugins.js';
 import { besidePrevious } from './history.js';
+import { quantile, rssMiB } from './stats.js';
 
 const PODS = Number(process.env.BENCH_PODSTART_PODS ?? 100);
 const NAMESPACE = 'default';
 
 type PodJson = { metadata: { name: string }; status?: { conditions?: { type: string; status: string }[] } };
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
-
 /** CPU seconds (user + system) a process has used so far. */
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
 }
 
 /** One round: PODS pods created in one request, each Ready time from a watch; then deleted and waited gone. */

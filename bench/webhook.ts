@@ -22,24 +22,13 @@ import { kubectlFor, preparePlexus } from '../src/sim/cluster-plexus.js';
 import { repoRoot } from '../src/sim/simnode.js';
 import { startWebhook, stopWebhook, webhookConfigurations, webhookCredentials } from '../test/support/webhook.js';
 import { besidePrevious } from './history.js';
+import { quantile, rssMiB } from './stats.js';
 
 const RATE = 100;
 const SECONDS = Number(process.env.BENCH_WEBHOOK_SECONDS ?? 10);
 const NADS = Number(process.env.BENCH_WEBHOOK_NADS ?? 10_000);
 const NS = 'wb';
 const RESOURCE = 'intel.com/bench_vf';
-
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
-}
 
 const nad = (name: string, resourceName?: string) => ({
   apiVersion: 'k8s.cni.cncf.io/v1',

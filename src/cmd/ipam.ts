@@ -6,7 +6,7 @@ import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { formatIp, parseCidr, parseIp } from '../ipam/addr.js';
 import { chunkOf, chunkSpan } from '../ipam/chunks.js';
 import { NodePool } from '../ipam/nodepool.js';
-import { IPAM_API } from '../ipam/registry.js';
+import { IPAM_API, listAll } from '../ipam/registry.js';
 import { isObject } from '../util/object.js';
 import { textTable } from '../util/table.js';
 import { emit } from './cni.js';
@@ -23,17 +23,6 @@ async function client(kubeconfig?: string): Promise<ApiClient> {
   const cfg = kubeconfig ? await loadKubeconfig(kubeconfig) : inClusterConfig(process.env);
   if (!cfg) throw new Error('no API credentials: --kubeconfig, or run in a pod');
   return new ApiClient(cfg, 30_000);
-}
-
-async function listAll(api: ApiClient, path: string): Promise<unknown[]> {
-  const out: unknown[] = [];
-  let next: string | undefined;
-  do {
-    const page = await api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${path}?limit=500${next ? `&continue=${encodeURIComponent(next)}` : ''}`);
-    out.push(...(page.items ?? []));
-    next = page.metadata?.continue || undefined;
-  } while (next);
-  return out;
 }
 
 /** Pools with their chunks, as the API has them. */

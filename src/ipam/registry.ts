@@ -35,6 +35,19 @@ function bindingName(pool: string, claimUid: string): string {
   return `${pool}-c-${claimUid}`;
 }
 
+/** Every object of a collection, page by page (the API server's limit + continue). */
+export async function listAll(api: ApiClient, path: string, query: Record<string, string> = {}): Promise<unknown[]> {
+  const out: unknown[] = [];
+  let next: string | undefined;
+  do {
+    const q = new URLSearchParams({ ...query, limit: '1000', ...(next ? { continue: next } : {}) });
+    const page = await api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${path}?${q}`);
+    out.push(...(page.items ?? []));
+    next = page.metadata?.continue || undefined;
+  } while (next);
+  return out;
+}
+
 export interface PoolRef {
   name: string;
   geometry: Geometry;
@@ -87,16 +100,10 @@ export class ChunkRegistry {
   /** Every chunk of the pool that some node owns: index → node. */
   async owned(pool: string): Promise<Map<bigint, string>> {
     const out = new Map<bigint, string>();
-    let next: string | undefined;
-    do {
-      const q = new URLSearchParams({ labelSelector: `${POOL_LABEL}=${pool}`, limit: '1000', ...(next ? { continue: next } : {}) });
-      const page = await this.api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${IPAM_API}/ipchunks?${q}`);
-      for (const raw of page.items ?? []) {
-        const c = parseChunk(raw);
-        if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), c.spec.node);
-      }
-      next = page.metadata?.continue || undefined;
-    } while (next);
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { labelSelector: `${POOL_LABEL}=${pool}` })) {
+      const c = parseChunk(raw);
+      if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), c.spec.node);
+    }
     return out;
   }
 
@@ -134,13 +141,9 @@ export class ChunkRegistry {
   /** The addresses of the pool that claims hold (their address leases). */
   async leasedAddresses(pool: string): Promise<Set<string>> {
     const out = new Set<string>();
-    let next: string | undefined;
-    do {
-      const q = new URLSearchParams({ labelSelector: `${POOL_LABEL}=${pool}`, limit: '1000', ...(next ? { continue: next } : {}) });
-      const page = await this.api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${IPAM_API}/ipleases?${q}`);
-      for (const raw of page.items ?? []) if (isObject(raw) && isObject(raw.spec) && raw.spec.kind === 'address' && typeof raw.spec.address === 'string') out.add(raw.spec.address);
-      next = page.metadata?.continue || undefined;
-    } while (next);
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipleases`, { labelSelector: `${POOL_LABEL}=${pool}` })) {
+      if (isObject(raw) && isObject(raw.spec) && raw.spec.kind === 'address' && typeof raw.spec.address === 'string') out.add(raw.spec.address);
+    }
     return out;
   }
 
@@ -176,27 +179,22 @@ export class ChunkRegistry {
       spec: { pool: string; address: string; claim: string; claimUID: string; kind: string };
     }
     const leases: Lease[] = [];
-    let next: string | undefined;
-    do {
-      const page = await this.api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${IPAM_API}/ipleases?limit=1000${next ? `&continue=${encodeURIComponent(next)}` : ''}`);
-      for (const raw of page.items ?? []) {
-        if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) continue;
-        const { name, uid, creationTimestamp } = raw.metadata;
-        const { pool, address, claim, claimUID, kind } = raw.spec;
-        if (
-          typeof name !== 'string' ||
-          typeof uid !== 'string' ||
-          typeof pool !== 'string' ||
-          typeof address !== 'string' ||
-          typeof claim !== 'string' ||
-          typeof claimUID !== 'string' ||
-          typeof kind !== 'string'
-        )
-          continue;
-        leases.push({ name, uid, created: typeof creationTimestamp === 'string' ? Date.parse(creationTimestamp) : now, spec: { pool, address, claim, claimUID, kind } });
-      }
-      next = page.metadata?.continue || undefined;
-    } while (next);
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipleases`)) {
+      if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) continue;
+      const { name, uid, creationTimestamp } = raw.metadata;
+      const { pool, address, claim, claimUID, kind } = raw.spec;
+      if (
+        typeof name !== 'string' ||
+        typeof uid !== 'string' ||
+        typeof pool !== 'string' ||
+        typeof address !== 'string' ||
+        typeof claim !== 'string' ||
+        typeof claimUID !== 'string' ||
+        typeof kind !== 'string'
+      )
+        continue;
+      leases.push({ name, uid, created: typeof creationTimestamp === 'string' ? Date.parse(creationTimestamp) : now, spec: { pool, address, claim, claimUID, kind } });
+    }
     const claimAlive = new Map<string, boolean>();
     const alive = async (claim: string, uid: string): Promise<boolean> => {
       if (!claimAlive.has(uid)) {
