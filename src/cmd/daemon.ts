@@ -164,8 +164,34 @@ export function registerDaemon(program: Command): void {
             }
           };
           const leaseRegistry = new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName);
+          // Loans addressed to this node (the tail of a full pool, docs/ipam.md): answered as they come,
+          // their addresses freed as they go; those deleted while the daemon was down are freed once listed.
+          const { Informer } = await import('../k8s/informer.js');
+          const { IPAM_API, parseLoan } = await import('../ipam/registry.js');
+          const loans = new Informer(new ApiClient(api, 30_000, undefined, 'plexus-daemon'), {
+            path: `${IPAM_API}/iploans`,
+            query: { fieldSelector: `spec.lender=${o.nodeName}` },
+            keep: (raw) => {
+              const loan = parseLoan(raw);
+              return { metadata: { name: loan.name }, loan };
+            },
+            onChange: ({ loan }, gone) => void pools.onLoan(loan, gone).catch((err: Error) => log.warn({ loan: loan.name, error: err.message }, 'IPAM loan not answered')),
+            onError: (err) => log.warn({ informer: 'iploans', error: err.message }, 'informer list/watch failed'),
+          });
+          const settleLent = () => {
+            if (!loans.listed) return;
+            const freed = pools.settleLent(new Set(loans.list().map((l) => l.metadata.name)));
+            if (freed) log.info({ addresses: freed }, 'IPAM addresses lent under deleted loans freed');
+          };
+          await loans.start();
+          settleLent();
           setInterval(() => {
             sweep();
+            settleLent();
+            void pools.settleBorrowed(IPAM_GC_GRACE_MS).then(
+              (n) => n && log.info({ loans: n }, 'IPAM loans no longer used deleted'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAM loans not settled'),
+            );
             void leaseRegistry.sweepLeases(IPAM_GC_GRACE_MS).then(
               (gone) => gone.length && log.info({ leases: gone }, 'IPAMClaim leases released (claim deleted, or never bound)'),
               (err: Error) => log.warn({ error: err.message }, 'IPAMClaim leases not swept'),

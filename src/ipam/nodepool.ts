@@ -21,7 +21,14 @@ export interface Holder {
   podUID?: string;
   /** When it was handed out (ms since the epoch): GC leaves younger ones alone (their ADD may still run). */
   since?: number;
+  /** Borrowed: the address is another node's, lent under this IPLoan (docs/ipam.md, the tail of a pool). */
+  loan?: string;
+  /** Lent: the address is this node's, held for the IPLoan of that name until the loan is deleted. */
+  lent?: string;
 }
+
+/** The holder key of an address lent under a loan (never a container ID: those have no ':'). */
+export const lentHolder = (loan: string): Holder => ({ containerID: `loan:${loan}`, ifName: '-', lent: loan });
 
 type Change = { op: 'chunk'; index: string } | { op: 'unchunk'; index: string } | { op: 'take'; addr: string; holder: Holder } | { op: 'free'; addr: string };
 
@@ -145,6 +152,28 @@ export class NodePool {
     return undefined;
   }
 
+  /** Lends an address of an owned chunk to the IPLoan `loan` (the same one again if already lent to it). */
+  lend(range: IpamRange, loan: string): bigint | undefined {
+    return this.take(range, lentHolder(loan));
+  }
+
+  /** Frees what was lent to the loan (its object is gone: the borrower uses it no more). */
+  unlend(loan: string): bigint | undefined {
+    const h = lentHolder(loan);
+    return this.free(h.containerID, h.ifName);
+  }
+
+  /** Records an address another node lent (not of an owned chunk), before it is returned. */
+  borrow(addr: bigint, holder: Holder & { loan: string }): void {
+    if (this.held.has(addr)) throw new Error(`address ${addr} of pool ${this.name} is already held here`);
+    this.record({ op: 'take', addr: String(addr), holder: { ...holder, since: Date.now() } });
+  }
+
+  holder(containerID: string, ifName: string): Holder | undefined {
+    const addr = this.holding(containerID, ifName);
+    return addr === undefined ? undefined : this.held.get(addr);
+  }
+
   /**
    * GC: frees what `live` says is dead (false; undefined = cannot tell, kept), if held longer than
    * `graceMs`. Returns what was freed, with its holder.
@@ -152,7 +181,8 @@ export class NodePool {
   sweep(live: (h: Holder) => boolean | undefined, graceMs: number, now = Date.now()): { addr: bigint; holder: Holder }[] {
     const freed: { addr: bigint; holder: Holder }[] = [];
     for (const [addr, holder] of [...this.held]) {
-      if (now - (holder.since ?? 0) < graceMs || live(holder) !== false) continue;
+      // What is lent goes back when its loan object goes, never by this GC.
+      if (holder.lent || now - (holder.since ?? 0) < graceMs || live(holder) !== false) continue;
       this.record({ op: 'free', addr: String(addr) });
       freed.push({ addr, holder });
     }

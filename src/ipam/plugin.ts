@@ -13,12 +13,16 @@ import { SUPPORTED_VERSIONS, type Result } from '../cni/types.js';
 import { convertResult } from '../cni/version.js';
 import { getArg } from '../cni/args.js';
 import { IPAM_CLAIM_ARG } from '../meta/selection.js';
-import { apiFailure } from '../k8s/client.js';
+import { ApiError, apiFailure } from '../k8s/client.js';
 import { formatIp, parseIp } from './addr.js';
-import { chunkSpan, firstFree, geometry, pickChunk, startChunk } from './chunks.js';
+import { chunkOf, chunkSpan, firstFree, geometry, pickChunk, startChunk } from './chunks.js';
 import { type IpamConfig, type IpamRange, parseIpamConfig, rangeCapacity } from './config.js';
 import { type Holder, NodePool } from './nodepool.js';
-import { CLAIMS_OWNER, type ChunkRegistry, type PoolRef, poolName } from './registry.js';
+import { CLAIMS_OWNER, type ChunkRegistry, type Loan, type PoolRef, poolName } from './registry.js';
+
+/** How long a borrower waits for a lender's answer before it asks the next (the lender may be down). */
+const LOAN_ANSWER_MS = 2000;
+const LOAN_POLL_MS = 20;
 
 export interface IpamHost {
   /** Where each pool's node log lives (the daemon's, never the conf's). */
@@ -39,7 +43,10 @@ export class IpamPools {
   /** pool/chunk being given back: not adopted again from the API meanwhile. */
   private readonly releasing = new Set<string>();
 
-  constructor(private readonly host: IpamHost) {}
+  constructor(
+    private readonly host: IpamHost,
+    private readonly loanAnswerMs = LOAN_ANSWER_MS,
+  ) {}
 
   private nodePool(ref: PoolRef): NodePool {
     let p = this.local.get(ref.name);
@@ -64,14 +71,99 @@ export class IpamPools {
       const claimed = await this.claimChunk(ref, range, local).catch((err: unknown) => {
         throw apiFailure(err, `claiming a chunk of ${range.cidr}`);
       });
-      if (!claimed) {
-        throw new CniError(
-          ErrorCode.InvalidNetworkConfig,
-          `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} is exhausted`,
-          `${rangeCapacity(range)} addresses in the range; every chunk of it is owned and this node's (${local.chunks.size}) are full`,
-        );
-      }
+      if (claimed) continue;
+      // No chunk left: the tail of the pool is in other nodes' chunks; one of them lends an address.
+      const borrowed = await this.borrow(conf, ref, range, local, holder).catch((err: unknown) => {
+        throw apiFailure(err, `borrowing an address of ${range.cidr}`);
+      });
+      if (borrowed !== undefined) return borrowed;
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} is exhausted`,
+        `${rangeCapacity(range)} addresses in the range; every chunk of it is owned, this node's (${local.chunks.size}) are full, and no other node had one to lend`,
+      );
     }
+  }
+
+  /**
+   * The tail of a full pool (docs/ipam.md): asks the nodes owning its chunks, those with most first,
+   * for one address each in turn, through an IPLoan the owner answers. The answer is checked (an
+   * allocatable address of the range, in a chunk the lender owns) and recorded before it is returned.
+   * A loan not used is deleted, which gives its address back to the lender.
+   */
+  private async borrow(conf: IpamConfig, ref: PoolRef, range: IpamRange, local: NodePool, holder: Holder): Promise<bigint | undefined> {
+    const reg = this.host.registry;
+    const owned = await reg.owned(ref.name);
+    const chunksOf = new Map<string, number>();
+    for (const node of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
+    for (const [lender] of [...chunksOf].sort((a, b) => b[1] - a[1])) {
+      const name = await reg.requestLoan(ref, conf.networkName, range, lender, holder.pod);
+      const answer = await this.answerOf(name);
+      const ip = answer?.address === undefined ? undefined : parseIp(answer.address);
+      if (ip && ip.family === range.family && firstFree(range, ip.value, ip.value, (a) => local.held.has(a)) === ip.value && owned.get(chunkOf(ref.geometry, ip.value)) === lender) {
+        local.borrow(ip.value, { ...holder, loan: name });
+        return ip.value;
+      }
+      await reg.dropLoan(name);
+    }
+    return undefined;
+  }
+
+  /** The loan once its lender answered; undefined if it did not in time, or the loan went. */
+  private async answerOf(name: string): Promise<Loan | undefined> {
+    for (const deadline = Date.now() + this.loanAnswerMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, LOAN_POLL_MS))) {
+      const loan = await this.host.registry.loan(name);
+      if (!loan || loan.address !== undefined || loan.refused !== undefined) return loan;
+    }
+    return undefined;
+  }
+
+  /**
+   * A loan addressed to this node (the daemon's informer of them): answered once, with an address of an
+   * owned chunk held for it, or a refusal; when the loan is deleted, its address is freed. An answer that
+   * may or may not have landed keeps the address held: only the loan's deletion frees it.
+   */
+  async onLoan(loan: Loan, gone: boolean): Promise<void> {
+    const reg = this.host.registry;
+    if (loan.lender !== reg.node) return;
+    if (gone) {
+      this.openPools()
+        .find((p) => p.name === loan.pool)
+        ?.unlend(loan.name);
+      return;
+    }
+    if (loan.address !== undefined || loan.refused !== undefined) return;
+    if (loan.pool !== poolName(loan.network, loan.range.cidr)) return reg.answerLoan(loan.name, { refused: 'spec.pool is not the pool of spec.network and spec.cidr' });
+    const local = this.nodePool(await reg.pool(loan.network, loan.range));
+    const addr = local.lend(loan.range, loan.name);
+    try {
+      await reg.answerLoan(loan.name, addr === undefined ? { refused: `${reg.node} has no free address in its chunks` } : { address: formatIp({ family: loan.range.family, value: addr }) });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) local.unlend(loan.name);
+      else throw err;
+    }
+  }
+
+  /** What this node lent under loans that no longer exist (deleted while the daemon was down) is freed. */
+  settleLent(loans: Set<string>): number {
+    let freed = 0;
+    for (const p of this.openPools()) for (const h of [...p.held.values()]) if (h.lent && !loans.has(h.lent) && p.unlend(h.lent) !== undefined) freed++;
+    return freed;
+  }
+
+  /**
+   * Loans this node made and no longer holds an address of (freed by DEL or GC while the delete of the
+   * loan failed, or a crash between the answer and the record) are deleted, once older than `graceMs`.
+   */
+  async settleBorrowed(graceMs: number, now = Date.now()): Promise<number> {
+    const holding = new Set(this.openPools().flatMap((p) => [...p.held.values()].map((h) => h.loan)));
+    let dropped = 0;
+    for (const loan of await this.host.registry.borrowed()) {
+      if (holding.has(loan.name) || now - loan.created < graceMs) continue;
+      await this.host.registry.dropLoan(loan.name);
+      dropped++;
+    }
+    return dropped;
   }
 
   private claimChunk(ref: PoolRef, range: IpamRange, local: NodePool): Promise<boolean> {
@@ -143,7 +235,14 @@ export class IpamPools {
 
   /** DEL: what the sandbox interface holds in each pool this node knows (a pool it never used holds nothing of it; no API call). */
   async free(conf: IpamConfig, containerID: string, ifName: string): Promise<void> {
-    for (const range of conf.ranges) this.known(conf, range)?.free(containerID, ifName);
+    for (const range of conf.ranges) {
+      const p = this.known(conf, range);
+      const loan = p?.holder(containerID, ifName)?.loan;
+      p?.free(containerID, ifName);
+      // A borrowed address goes back to its lender with the loan; not waited for (DEL needs no API):
+      // a delete that fails is done again by settleBorrowed.
+      if (loan) void this.host.registry.dropLoan(loan).catch(() => undefined);
+    }
   }
 
   /** The node's state of a range's pool if it has one, found by name alone (DEL and CHECK need no API). */
@@ -193,22 +292,26 @@ export class IpamPools {
     return returned;
   }
 
-  /** GC over every pool this node has state of: what `live` says is dead and older than `graceMs` is freed. */
-  sweep(live: (h: Holder) => boolean | undefined, graceMs: number, pools?: string[]): { pool: string; addr: bigint; holder: Holder }[] {
+  /** Every pool this node has state of, opened (the chunk size does not matter to freeing or finding: a pool not open yet is read with any). */
+  private openPools(names?: string[]): NodePool[] {
     const dir = join(this.host.stateDir, 'pools');
-    const names =
-      pools ??
+    const all =
+      names ??
       (existsSync(dir)
         ? readdirSync(dir)
             .filter((f) => f.endsWith('.log'))
             .map((f) => f.slice(0, -4))
         : []);
-    return names.flatMap((name) => {
-      // The chunk size does not matter to freeing: a pool not open yet is read with any.
+    return all.map((name) => {
       const p = this.local.get(name) ?? new NodePool(dir, name, { family: 4, network: 0n, prefix: 0, chunkBits: 0 });
       this.local.set(name, p);
-      return p.sweep(live, graceMs).map((f) => ({ pool: name, ...f }));
+      return p;
     });
+  }
+
+  /** GC over every pool this node has state of: what `live` says is dead and older than `graceMs` is freed (borrowed addresses' loans are deleted by settleBorrowed). */
+  sweep(live: (h: Holder) => boolean | undefined, graceMs: number, pools?: string[]): { pool: string; addr: bigint; holder: Holder }[] {
+    return this.openPools(pools).flatMap((p) => p.sweep(live, graceMs).map((f) => ({ pool: p.name, ...f })));
   }
 
   holding(conf: IpamConfig, range: IpamRange, containerID: string, ifName: string): bigint | undefined {

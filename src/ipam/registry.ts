@@ -4,10 +4,10 @@
  * server creates a name once). Called only when a node needs a new chunk or gives one back, never for
  * an address inside a chunk it owns.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type ApiClient, ApiError } from '../k8s/client.js';
 import { isObject } from '../util/object.js';
-import { formatCidr, parseIp } from './addr.js';
+import { formatCidr, formatIp, parseCidr, parseIp } from './addr.js';
 import { type Geometry, chunkSpan, defaultChunkBits, geometry } from './chunks.js';
 import type { IpamRange } from './config.js';
 
@@ -46,6 +46,81 @@ export async function listAll(api: ApiClient, path: string, query: Record<string
     next = page.metadata?.continue || undefined;
   } while (next);
   return out;
+}
+
+/**
+ * An IPLoan (docs/ipam.md, the tail of a pool): a node whose pool has no chunk left asks the owner of a
+ * chunk for one address of it. The owner (`lender`) answers in status with an address it now holds for
+ * the loan, or a refusal; the address is the borrower's until the loan object is deleted.
+ */
+export interface Loan {
+  name: string;
+  /** ms since the epoch */
+  created: number;
+  pool: string;
+  network: string;
+  lender: string;
+  borrower: string;
+  /** The borrower's range (its first, last and excluded addresses: NADs of one pool may differ there). */
+  range: IpamRange;
+  pod?: string;
+  address?: string;
+  refused?: string;
+}
+
+const LOAN_MAX_EXCLUDED = 256;
+
+/** A range as a loan carries it: the pool's CIDR, first, last, and excluded spans as `lo-hi`. */
+export function rangeSpec(r: IpamRange): { cidr: string; first: string; last: string; excluded: string[] } {
+  const ip = (value: bigint) => formatIp({ family: r.family, value });
+  return { cidr: r.cidr, first: ip(r.first), last: ip(r.last), excluded: r.excluded.slice(0, LOAN_MAX_EXCLUDED).map(([a, b]) => `${ip(a)}-${ip(b)}`) };
+}
+
+/** An IPLoan object as the API server sent it, checked whole: throws saying what is wrong. */
+export function parseLoan(raw: unknown): Loan {
+  const fail = (why: string): never => {
+    throw new Error(`not an IPLoan: ${why}`);
+  };
+  if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) return fail('no metadata or spec');
+  const { name, creationTimestamp } = raw.metadata;
+  const { pool, network, lender, borrower, cidr, first, last, excluded, pod } = raw.spec;
+  if (typeof name !== 'string' || !name) return fail('no name');
+  for (const [key, v] of Object.entries({ pool, lender, borrower, cidr, first, last })) if (typeof v !== 'string' || !v) return fail(`spec.${key} is not a string`);
+  if (network !== undefined && typeof network !== 'string') return fail('spec.network is not a string');
+  if (pod !== undefined && typeof pod !== 'string') return fail('spec.pod is not a string');
+  const subnet = parseCidr(cidr as string);
+  if (!subnet || formatCidr(subnet) !== cidr) return fail(`spec.cidr ${JSON.stringify(cidr)} is not a canonical CIDR`);
+  const inSubnet = (text: unknown, key: string): bigint => {
+    const ip = typeof text === 'string' ? parseIp(text) : undefined;
+    if (!ip || ip.family !== subnet.family || ip.value < subnet.network || ip.value > subnet.broadcast) return fail(`${key} ${JSON.stringify(text)} is not an address of ${cidr as string}`);
+    return ip.value;
+  };
+  const lo = inSubnet(first, 'spec.first');
+  const hi = inSubnet(last, 'spec.last');
+  if (lo > hi) return fail('spec.first is above spec.last');
+  if (!Array.isArray(excluded) || excluded.length > LOAN_MAX_EXCLUDED) return fail(`spec.excluded must be a list of at most ${LOAN_MAX_EXCLUDED} spans`);
+  const spans = excluded.map((e, i): [bigint, bigint] => {
+    const [a, b, more] = typeof e === 'string' ? e.split('-') : [];
+    if (more !== undefined) return fail(`spec.excluded[${i}] is not lo-hi`);
+    const span: [bigint, bigint] = [inSubnet(a, `spec.excluded[${i}]`), inSubnet(b, `spec.excluded[${i}]`)];
+    return span[0] <= span[1] ? span : fail(`spec.excluded[${i}] runs backwards`);
+  });
+  const status = isObject(raw.status) ? raw.status : {};
+  const address = typeof status.address === 'string' ? status.address : undefined;
+  const refused = typeof status.refused === 'string' ? status.refused : undefined;
+  const created = typeof creationTimestamp === 'string' ? Date.parse(creationTimestamp) : NaN;
+  return {
+    name,
+    created: Number.isNaN(created) ? 0 : created,
+    pool: pool as string,
+    network: (network as string | undefined) ?? '',
+    lender: lender as string,
+    borrower: borrower as string,
+    range: { family: subnet.family, cidr: cidr as string, prefix: subnet.prefix, network: subnet.network, broadcast: subnet.broadcast, first: lo, last: hi, excluded: spans },
+    ...(pod !== undefined ? { pod: pod as string } : {}),
+    ...(address !== undefined ? { address } : {}),
+    ...(refused !== undefined ? { refused } : {}),
+  };
 }
 
 export interface PoolRef {
@@ -222,6 +297,48 @@ export class ChunkRegistry {
     await this.api.patch(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(namespace)}/ipamclaims/${encodeURIComponent(name)}/status`, {
       status: { ips, ...(pod ? { ownerPod: { name: pod } } : {}) },
     });
+  }
+
+  /** Asks `lender` for an address of the pool: the new IPLoan's name (a fresh one each time: a retry never finds an old answer). */
+  async requestLoan(pool: PoolRef, network: string, range: IpamRange, lender: string, pod?: string): Promise<string> {
+    const name = `${pool.name}-l-${randomBytes(8).toString('hex')}`;
+    const spec = { pool: pool.name, network, lender, borrower: this.node, ...rangeSpec(range), ...(pod ? { pod } : {}) };
+    await this.api.post(`${IPAM_API}/iploans`, { apiVersion: 'ipam.plexus.network/v1alpha1', kind: 'IPLoan', metadata: { name, labels: { [POOL_LABEL]: pool.name } }, spec });
+    return name;
+  }
+
+  /** A loan as it is now; undefined when it is gone. */
+  async loan(name: string): Promise<Loan | undefined> {
+    const raw = await this.api.get<unknown>(`${IPAM_API}/iploans/${name}`).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    });
+    return raw === undefined ? undefined : parseLoan(raw);
+  }
+
+  /** The lender's answer, in the loan's status. */
+  async answerLoan(name: string, answer: { address: string } | { refused: string }): Promise<void> {
+    await this.api.patch(`${IPAM_API}/iploans/${name}/status`, { status: answer });
+  }
+
+  /** Deletes a loan (its address goes back to the lender); a loan already gone is fine. */
+  async dropLoan(name: string): Promise<void> {
+    await this.api.delete(`${IPAM_API}/iploans/${name}`).catch((err: unknown) => {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    });
+  }
+
+  /** The loans this node made (as borrower); objects that do not parse are left out. */
+  async borrowed(): Promise<Loan[]> {
+    const out: Loan[] = [];
+    for (const raw of await listAll(this.api, `${IPAM_API}/iploans`, { fieldSelector: `spec.borrower=${this.node}` })) {
+      try {
+        out.push(parseLoan(raw));
+      } catch {
+        // not one of ours to settle
+      }
+    }
+    return out;
   }
 
   /** Creates the chunk's object for `owner` (this node by default): true when it is now the owner's, false when another has it. */
