@@ -185,6 +185,17 @@ export function registerDaemon(program: Command): void {
           };
           await loans.start();
           settleLent();
+          metrics.ipamUsage = () => pools.usage();
+          // What each owned chunk holds, into its IPChunk's status, a second behind the log at most.
+          let reflecting = false;
+          setInterval(() => {
+            if (reflecting) return;
+            reflecting = true;
+            void pools
+              .reflect()
+              .catch((err: Error) => log.warn({ error: err.message }, 'IPAM chunk status not written'))
+              .finally(() => (reflecting = false));
+          }, 1000).unref();
           setInterval(() => {
             sweep();
             settleLent();

@@ -6,7 +6,7 @@ import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { formatIp, parseCidr, parseIp } from '../ipam/addr.js';
 import { chunkOf, chunkSpan } from '../ipam/chunks.js';
 import { NodePool } from '../ipam/nodepool.js';
-import { IPAM_API, listAll } from '../ipam/registry.js';
+import { type ChunkAddress, IPAM_API, listAll } from '../ipam/registry.js';
 import { isObject } from '../util/object.js';
 import { textTable } from '../util/table.js';
 import { emit } from './cni.js';
@@ -16,7 +16,17 @@ interface PoolRow {
   network: string;
   cidr: string;
   chunkBits: number;
-  chunks: { index: bigint; node: string }[];
+  chunks: { index: bigint; node: string; addresses: ChunkAddress[] }[];
+}
+
+/** A chunk status's addresses (written by the owner, src/ipam/plugin.ts reflect); entries that are not one are left out. */
+function statusAddresses(raw: unknown): ChunkAddress[] {
+  const list = isObject(raw) && isObject(raw.status) && Array.isArray(raw.status.addresses) ? raw.status.addresses : [];
+  return list.flatMap((a): ChunkAddress[] => {
+    if (!isObject(a) || typeof a.address !== 'string') return [];
+    const text = (k: string) => (typeof a[k] === 'string' ? { [k]: a[k] as string } : {});
+    return [{ address: a.address, ...text('pod'), ...text('containerID'), ...text('ifName'), ...text('loan') }];
+  });
 }
 
 async function client(kubeconfig?: string): Promise<ApiClient> {
@@ -37,7 +47,8 @@ async function pools(api: ApiClient): Promise<PoolRow[]> {
   for (const raw of await listAll(api, `${IPAM_API}/ipchunks`)) {
     const spec = isObject(raw) && isObject(raw.spec) ? raw.spec : {};
     const row = typeof spec.pool === 'string' ? rows.get(spec.pool) : undefined;
-    if (row && typeof spec.index === 'string' && /^\d+$/.test(spec.index) && typeof spec.node === 'string') row.chunks.push({ index: BigInt(spec.index), node: spec.node });
+    if (row && typeof spec.index === 'string' && /^\d+$/.test(spec.index) && typeof spec.node === 'string')
+      row.chunks.push({ index: BigInt(spec.index), node: spec.node, addresses: statusAddresses(raw) });
   }
   return [...rows.values()];
 }
@@ -53,12 +64,20 @@ export function registerIpam(program: Command): void {
   common(ipam.command('pools').description('every pool: network, CIDR, chunk size, chunks owned, nodes')).action((o: { kubeconfig?: string; output: string }) =>
     emit(async () => {
       const rows = await pools(await client(o.kubeconfig));
-      const out = rows.map((p) => ({ pool: p.name, network: p.network, cidr: p.cidr, chunkSize: 2 ** p.chunkBits, chunks: p.chunks.length, nodes: new Set(p.chunks.map((c) => c.node)).size }));
+      const out = rows.map((p) => ({
+        pool: p.name,
+        network: p.network,
+        cidr: p.cidr,
+        chunkSize: 2 ** p.chunkBits,
+        chunks: p.chunks.length,
+        nodes: new Set(p.chunks.map((c) => c.node)).size,
+        used: p.chunks.reduce((n, c) => n + c.addresses.length, 0),
+      }));
       if (o.output === 'json') return out;
       process.stdout.write(
         `${textTable(
-          ['POOL', 'NETWORK', 'CIDR', 'CHUNK', 'CHUNKS', 'NODES'],
-          out.map((r) => [r.pool, r.network || '-', r.cidr, String(r.chunkSize), String(r.chunks), String(r.nodes)]),
+          ['POOL', 'NETWORK', 'CIDR', 'CHUNK', 'CHUNKS', 'NODES', 'USED'],
+          out.map((r) => [r.pool, r.network || '-', r.cidr, String(r.chunkSize), String(r.chunks), String(r.nodes), String(r.used)]),
         )}\n`,
       );
       return undefined;
@@ -73,20 +92,20 @@ export function registerIpam(program: Command): void {
         .sort((a, b) => (a.index < b.index ? -1 : 1))
         .map((c) => {
           const [lo, hi] = chunkSpan(g, c.index);
-          return { node: c.node, first: formatIp({ family: g.family, value: lo }), last: formatIp({ family: g.family, value: hi }) };
+          return { node: c.node, first: formatIp({ family: g.family, value: lo }), last: formatIp({ family: g.family, value: hi }), used: c.addresses.length };
         });
       if (o.output === 'json') return { pool: p.name, network: p.network, cidr: p.cidr, chunkSize: 2 ** p.chunkBits, chunks };
       process.stdout.write(
         `${textTable(
-          ['NODE', 'FIRST', 'LAST'],
-          chunks.map((c) => [c.node, c.first, c.last]),
+          ['NODE', 'FIRST', 'LAST', 'USED'],
+          chunks.map((c) => [c.node, c.first, c.last, String(c.used)]),
         )}\n`,
       );
       return undefined;
     }),
   );
-  common(ipam.command('who <ip>').description('the pool, chunk and node of an address; with --state-dir on that node, the sandbox and pod holding it'))
-    .option('--state-dir <dir>', "the node daemon's IPAM state (its --cni-dir + /ipam)")
+  common(ipam.command('who <ip>').description("the pool, chunk and node of an address, and the sandbox and pod holding it (from the chunk's status, or with --state-dir on that node, from its log)"))
+    .option('--state-dir <dir>', "the node daemon's IPAM state (its --cni-dir + /ipam): its log, not the status written a second later")
     .action((ip: string, o: { kubeconfig?: string; output: string; stateDir?: string }) =>
       emit(async () => {
         const addr = parseIp(ip);
@@ -97,9 +116,10 @@ export function registerIpam(program: Command): void {
           const c = parseCidr(p.cidr)!;
           if (g.family !== addr.family || addr.value < c.network || addr.value > c.broadcast) continue;
           const index = chunkOf(g, addr.value);
-          const owner = p.chunks.find((x) => x.index === index)?.node;
-          const holder = o.stateDir && owner ? new NodePool(join(o.stateDir, 'pools'), p.name, g).held.get(addr.value) : undefined;
-          found.push({ pool: p.name, network: p.network, cidr: p.cidr, node: owner ?? null, ...(holder ? { holder } : {}) });
+          const chunk = p.chunks.find((x) => x.index === index);
+          // The node's own log when on that node; else the chunk's status, which its owner writes.
+          const holder = o.stateDir && chunk ? new NodePool(join(o.stateDir, 'pools'), p.name, g).held.get(addr.value) : chunk?.addresses.find((a) => parseIp(a.address)?.value === addr.value);
+          found.push({ pool: p.name, network: p.network, cidr: p.cidr, node: chunk?.node ?? null, ...(holder ? { holder } : {}) });
         }
         return found;
       }),

@@ -36,6 +36,28 @@ export class DaemonMetrics implements Observer {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  /** Each IPAM pool this node has state of, read at each scrape (unset: no IPAM here, no sample). */
+  ipamUsage: (() => { pool: string; chunks: number; used: number; lent: number; borrowed: number }[]) | undefined;
+  readonly ipamAddresses = new Gauge({
+    name: 'plexus_ipam_addresses',
+    help: "addresses of an IPAM pool on this node, by state (used: by this node's sandboxes from its chunks; lent: to other nodes; borrowed: from them)",
+    labelNames: ['pool', 'state'],
+    registers: [this.registry],
+    collect: () => {
+      this.ipamAddresses.reset();
+      for (const u of this.ipamUsage?.() ?? []) for (const state of ['used', 'lent', 'borrowed'] as const) this.ipamAddresses.set({ pool: u.pool, state }, u[state]);
+    },
+  });
+  readonly ipamChunks = new Gauge({
+    name: 'plexus_ipam_chunks',
+    help: 'chunks of an IPAM pool this node owns',
+    labelNames: ['pool'],
+    registers: [this.registry],
+    collect: () => {
+      this.ipamChunks.reset();
+      for (const u of this.ipamUsage?.() ?? []) this.ipamChunks.set({ pool: u.pool }, u.chunks);
+    },
+  });
   readonly informerErrors = new Counter({
     name: 'plexus_informer_errors_total',
     help: 'list/watch failures of the informer caches, by informer (pods, nads)',

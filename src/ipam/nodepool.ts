@@ -28,7 +28,7 @@ export interface Holder {
 }
 
 /** The holder key of an address lent under a loan (never a container ID: those have no ':'). */
-export const lentHolder = (loan: string): Holder => ({ containerID: `loan:${loan}`, ifName: '-', lent: loan });
+export const lentHolder = (loan: string, pod?: string): Holder => ({ containerID: `loan:${loan}`, ifName: '-', lent: loan, ...(pod ? { pod } : {}) });
 
 type Change = { op: 'chunk'; index: string } | { op: 'unchunk'; index: string } | { op: 'take'; addr: string; holder: Holder } | { op: 'free'; addr: string };
 
@@ -42,6 +42,8 @@ export class NodePool {
   private readonly byHolder = new Map<string, bigint>();
   private readonly file: string;
   private size = 0;
+  /** Told after every recorded change (the daemon reflects chunks into the API from it). */
+  onChange: (() => void) | undefined;
 
   constructor(
     dir: string,
@@ -100,11 +102,13 @@ export class NodePool {
     if (this.size + Buffer.byteLength(line) > this.compactAt) {
       this.apply(c);
       this.compact();
+      this.onChange?.();
       return;
     }
     appendFileSync(this.file, line, { mode: 0o600 });
     this.size += Buffer.byteLength(line);
     this.apply(c);
+    this.onChange?.();
   }
 
   /** The log rewritten as the state it describes (temp + rename). */
@@ -153,8 +157,8 @@ export class NodePool {
   }
 
   /** Lends an address of an owned chunk to the IPLoan `loan` (the same one again if already lent to it). */
-  lend(range: IpamRange, loan: string): bigint | undefined {
-    return this.take(range, lentHolder(loan));
+  lend(range: IpamRange, loan: string, pod?: string): bigint | undefined {
+    return this.take(range, lentHolder(loan, pod));
   }
 
   /** Frees what was lent to the loan (its object is gone: the borrower uses it no more). */

@@ -15,10 +15,10 @@ import { getArg } from '../cni/args.js';
 import { IPAM_CLAIM_ARG } from '../meta/selection.js';
 import { ApiError, apiFailure } from '../k8s/client.js';
 import { formatIp, parseIp } from './addr.js';
-import { chunkOf, chunkSpan, firstFree, geometry, pickChunk, startChunk } from './chunks.js';
+import { type Geometry, chunkOf, chunkSpan, firstFree, geometry, pickChunk, startChunk } from './chunks.js';
 import { type IpamConfig, type IpamRange, parseIpamConfig, rangeCapacity } from './config.js';
 import { type Holder, NodePool } from './nodepool.js';
-import { CLAIMS_OWNER, type ChunkRegistry, type Loan, type PoolRef, poolName } from './registry.js';
+import { CLAIMS_OWNER, type ChunkAddress, type ChunkRegistry, type Loan, type PoolRef, poolName } from './registry.js';
 
 /** How long a borrower waits for a lender's answer before it asks the next (the lender may be down). */
 const LOAN_ANSWER_MS = 2000;
@@ -42,18 +42,77 @@ export class IpamPools {
   private readonly emptySince = new Map<string, number>();
   /** pool/chunk being given back: not adopted again from the API meanwhile. */
   private readonly releasing = new Set<string>();
+  /** Pools changed since their chunks were last reflected into the API, and what each chunk's status says. */
+  private readonly changed = new Set<string>();
+  private readonly reflected = new Map<string, string>();
 
   constructor(
     private readonly host: IpamHost,
     private readonly loanAnswerMs = LOAN_ANSWER_MS,
   ) {}
 
+  /** A pool's node state read from its log; its changes mark it for reflecting into the API. */
+  private open(name: string, g: Geometry): NodePool {
+    const p = new NodePool(join(this.host.stateDir, 'pools'), name, g);
+    p.onChange = () => this.changed.add(name);
+    this.local.set(name, p);
+    this.changed.add(name);
+    return p;
+  }
+
+  /**
+   * Writes each changed chunk's addresses into its IPChunk's status (who holds what, for `plexusctl
+   * ipam who` and people), off the ADD path: the daemon calls it every second. Best effort: the log is
+   * the record; a status that fails to land is tried again at the next call.
+   */
+  async reflect(): Promise<number> {
+    const names = [...this.changed];
+    this.changed.clear();
+    let written = 0;
+    for (const name of names) {
+      const p = this.local.get(name);
+      if (!p) continue;
+      try {
+        const g = (await this.host.registry.poolByName(name))?.geometry;
+        if (!g) continue;
+        const byChunk = new Map<bigint, ChunkAddress[]>([...p.chunks].map((i) => [i, []]));
+        for (const [addr, h] of p.held) {
+          const entry = byChunk.get(chunkOf(g, addr));
+          if (!entry) continue; // borrowed: its lender reflects it
+          entry.push({ address: formatIp({ family: g.family, value: addr }), ...(h.pod ? { pod: h.pod } : {}), ...(h.lent ? { loan: h.lent } : { containerID: h.containerID, ifName: h.ifName }) });
+        }
+        // A chunk given back and claimed again is a new object: written afresh.
+        for (const key of this.reflected.keys()) if (key.startsWith(`${name}/`) && !byChunk.has(BigInt(key.slice(name.length + 1)))) this.reflected.delete(key);
+        for (const [index, addresses] of byChunk) {
+          const key = `${name}/${index}`;
+          const text = JSON.stringify(addresses);
+          if (this.reflected.get(key) === text) continue;
+          await this.host.registry.chunkStatus(name, index, addresses);
+          this.reflected.set(key, text);
+          written++;
+        }
+      } catch {
+        this.changed.add(name);
+      }
+    }
+    return written;
+  }
+
+  /** Per pool: chunks owned, addresses used by sandboxes here, lent to other nodes, borrowed from them (Prometheus gauges). */
+  usage(): { pool: string; chunks: number; used: number; lent: number; borrowed: number }[] {
+    return [...this.local.values()].map((p) => {
+      const holders = [...p.held.values()];
+      const lent = holders.filter((h) => h.lent).length;
+      const borrowed = holders.filter((h) => h.loan).length;
+      return { pool: p.name, chunks: p.chunks.size, used: holders.length - lent - borrowed, lent, borrowed };
+    });
+  }
+
   private nodePool(ref: PoolRef): NodePool {
     let p = this.local.get(ref.name);
     const g = p?.geometry;
     if (!p || !g || g.chunkBits !== ref.geometry.chunkBits || g.network !== ref.geometry.network || g.prefix !== ref.geometry.prefix || g.family !== ref.geometry.family) {
-      p = new NodePool(join(this.host.stateDir, 'pools'), ref.name, ref.geometry);
-      this.local.set(ref.name, p);
+      p = this.open(ref.name, ref.geometry);
     }
     return p;
   }
@@ -135,7 +194,7 @@ export class IpamPools {
     if (loan.address !== undefined || loan.refused !== undefined) return;
     if (loan.pool !== poolName(loan.network, loan.range.cidr)) return reg.answerLoan(loan.name, { refused: 'spec.pool is not the pool of spec.network and spec.cidr' });
     const local = this.nodePool(await reg.pool(loan.network, loan.range));
-    const addr = local.lend(loan.range, loan.name);
+    const addr = local.lend(loan.range, loan.name, loan.pod);
     try {
       await reg.answerLoan(loan.name, addr === undefined ? { refused: `${reg.node} has no free address in its chunks` } : { address: formatIp({ family: loan.range.family, value: addr }) });
     } catch (err) {
@@ -252,9 +311,7 @@ export class IpamPools {
     if (cached) return cached;
     if (!existsSync(join(this.host.stateDir, 'pools', `${name}.log`))) return undefined;
     // Freeing and finding need no chunk size; nodePool() opens it again with the pool's own before taking.
-    const p = new NodePool(join(this.host.stateDir, 'pools'), name, geometry(range));
-    this.local.set(name, p);
-    return p;
+    return this.open(name, geometry(range));
   }
 
   /** Writes the claim's status (best effort: the address is the claim's whether or not this lands). */
@@ -302,11 +359,7 @@ export class IpamPools {
             .filter((f) => f.endsWith('.log'))
             .map((f) => f.slice(0, -4))
         : []);
-    return all.map((name) => {
-      const p = this.local.get(name) ?? new NodePool(dir, name, { family: 4, network: 0n, prefix: 0, chunkBits: 0 });
-      this.local.set(name, p);
-      return p;
-    });
+    return all.map((name) => this.local.get(name) ?? this.open(name, { family: 4, network: 0n, prefix: 0, chunkBits: 0 }));
   }
 
   /** GC over every pool this node has state of: what `live` says is dead and older than `graceMs` is freed (borrowed addresses' loans are deleted by settleBorrowed). */

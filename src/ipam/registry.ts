@@ -123,6 +123,15 @@ export function parseLoan(raw: unknown): Loan {
   };
 }
 
+/** One address of a chunk as its IPChunk's status shows it: the sandbox interface holding it, or the loan it is lent under. */
+export interface ChunkAddress {
+  address: string;
+  pod?: string;
+  containerID?: string;
+  ifName?: string;
+  loan?: string;
+}
+
 export interface PoolRef {
   name: string;
   geometry: Geometry;
@@ -170,6 +179,29 @@ export class ChunkRegistry {
     const ref = { name, geometry: geometry(range, spec.chunkBits) };
     this.pools.set(name, ref);
     return ref;
+  }
+
+  /** A pool known by name only (what a node's log is named after): its geometry from the IPPool; undefined when there is none. */
+  async poolByName(name: string): Promise<PoolRef | undefined> {
+    const cached = this.pools.get(name);
+    if (cached) return cached;
+    const stored = await this.api.get<unknown>(`${IPAM_API}/ippools/${name}`).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    });
+    const spec = isObject(stored) && isObject(stored.spec) ? stored.spec : {};
+    const cidr = typeof spec.cidr === 'string' ? parseCidr(spec.cidr) : undefined;
+    if (!cidr || typeof spec.chunkBits !== 'number') return undefined;
+    const ref = { name, geometry: { family: cidr.family, network: cidr.network, prefix: cidr.prefix, chunkBits: spec.chunkBits } };
+    this.pools.set(name, ref);
+    return ref;
+  }
+
+  /** Writes what a chunk this node owns holds into its IPChunk's status; a chunk whose object is gone is left. */
+  async chunkStatus(pool: string, index: bigint, addresses: ChunkAddress[]): Promise<void> {
+    await this.api.patch(`${IPAM_API}/ipchunks/${chunkName(pool, index)}/status`, { status: { used: addresses.length, addresses } }).catch((err: unknown) => {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    });
   }
 
   /** Every chunk of the pool that some node owns: index → node. */

@@ -10,7 +10,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseIp } from '../../src/ipam/addr.js';
+import { formatIp, parseIp } from '../../src/ipam/addr.js';
 import { type Geometry, defaultChunkBits, geometry } from '../../src/ipam/chunks.js';
 import { parseIpamConfig } from '../../src/ipam/config.js';
 import { NodePool } from '../../src/ipam/nodepool.js';
@@ -140,12 +140,22 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     const ctl = (args: string[]) => JSON.parse(execFileSync(plexusctlPath, ['ipam', ...args, '--kubeconfig', cluster.adminKubeconfig, '-o', 'json'], { encoding: 'utf8' })) as unknown;
     const listed = (ctl(['pools']) as { cidr: string; chunkSize: number; chunks: number; nodes: number }[]).find((p) => p.cidr === '10.60.0.0/24')!;
     assert.deepEqual([listed.chunkSize, listed.chunks, listed.nodes], [4, chunks.items.length, NODES]);
+    // The owners write what their chunks hold into the IPChunks' status, a second behind: who holds an
+    // address is answered from the API alone, a lent one too (with its loan).
+    await pollUntil('chunk status written', async () => (ctl(['pools']) as { cidr: string; used: number }[]).find((p) => p.cidr === '10.60.0.0/24')?.used === capacity || undefined, 30_000);
+    const lentAddr = formatIp({ family: 4, value: lent[0]!.addr });
+    const lentWho = ctl(['who', lentAddr]) as { node: string; holder?: { loan?: string; pod?: string } }[];
+    assert.equal(lentWho[0]?.node, `ipam-node-${lent[0]!.node}`, 'the lender owns the chunk');
+    assert.match(lentWho[0]?.holder?.loan ?? '', /-l-[0-9a-f]{16}$/);
+    assert.match(lentWho[0]?.holder?.pod ?? '', /^default\/fill-\d+$/, "the borrower's pod");
     const sample = results.findIndex((r) => r.status === 0);
     const addr = results[sample]!.out.ips![0]!.address.split('/')[0]!;
-    const who = ctl(['who', addr, '--state-dir', join(dir, `n${sample % NODES}`, 'ipam')]) as { node: string; holder?: { containerID: string; pod?: string } }[];
-    assert.equal(who[0]?.node, `ipam-node-${sample % NODES}`);
-    assert.equal(who[0]?.holder?.containerID, `fill-${sample}`);
-    assert.equal(who[0]?.holder?.pod, `default/fill-${sample}`);
+    for (const stateDir of [[], ['--state-dir', join(dir, `n${sample % NODES}`, 'ipam')]]) {
+      const who = ctl(['who', addr, ...stateDir]) as { node: string; holder?: { containerID: string; pod?: string } }[];
+      assert.equal(who[0]?.node, `ipam-node-${sample % NODES}`);
+      assert.equal(who[0]?.holder?.containerID, `fill-${sample}`);
+      assert.equal(who[0]?.holder?.pod, `default/fill-${sample}`);
+    }
     // A retried ADD gets the same address; DEL frees it (twice is fine); the freed address is handed out again.
     const first = results.findIndex((r) => r.status === 0);
     assert.deepEqual((await ipam(first % NODES, 'ADD', `fill-${first}`, conf)).out.ips, results[first]!.out.ips);

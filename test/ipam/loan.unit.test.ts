@@ -156,6 +156,9 @@ describe('IPAM loans (the tail of a pool)', () => {
       await assert.rejects(c.take(conf, range, { containerID: 'c9', ifName: 'net1' }), /is exhausted.*no other node had one to lend/s);
       await assert.rejects(a.take(conf, range, { containerID: 'a2', ifName: 'net1' }), /is exhausted/);
       assert.equal(world.loans.size, 4, 'refused loans are deleted');
+      // What the Prometheus gauges show: c borrowed 4, a and b lent 2 each besides their own.
+      const usage = [a, b, c].map((n) => n.usage().map(({ chunks, used, lent, borrowed }) => [chunks, used, lent, borrowed]));
+      assert.deepEqual(usage, [[[1, 1, 2, 0]], [[1, 1, 2, 0]], [[0, 0, 0, 4]]]);
       // A retried ADD gets the same borrowed address; its DEL gives it back to its lender.
       assert.equal(text(await c.take(conf, range, { containerID: 'c0', ifName: 'net1' })), got[0]);
       await c.free(conf, 'c0', 'net1');
