@@ -199,6 +199,10 @@ export function registerDaemon(program: Command): void {
           setInterval(() => {
             sweep();
             settleLent();
+            void leaseRegistry.sweepShadows(IPAM_GC_GRACE_MS).then(
+              (n) => n && log.info({ chunks: n }, 'IPAM shadow chunks whose chunk is gone deleted'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAM shadow chunks not swept'),
+            );
             void pools.settleBorrowed(IPAM_GC_GRACE_MS).then(
               (n) => n && log.info({ loans: n }, 'IPAM loans no longer used deleted'),
               (err: Error) => log.warn({ error: err.message }, 'IPAM loans not settled'),

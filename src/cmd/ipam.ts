@@ -16,7 +16,7 @@ interface PoolRow {
   network: string;
   cidr: string;
   chunkBits: number;
-  chunks: { index: bigint; node: string; addresses: ChunkAddress[] }[];
+  chunks: { index: bigint; node: string; shadowOf?: string; addresses: ChunkAddress[] }[];
 }
 
 /** A chunk status's addresses (written by the owner, src/ipam/plugin.ts reflect); entries that are not one are left out. */
@@ -48,7 +48,7 @@ async function pools(api: ApiClient): Promise<PoolRow[]> {
     const spec = isObject(raw) && isObject(raw.spec) ? raw.spec : {};
     const row = typeof spec.pool === 'string' ? rows.get(spec.pool) : undefined;
     if (row && typeof spec.index === 'string' && /^\d+$/.test(spec.index) && typeof spec.node === 'string')
-      row.chunks.push({ index: BigInt(spec.index), node: spec.node, addresses: statusAddresses(raw) });
+      row.chunks.push({ index: BigInt(spec.index), node: spec.node, ...(typeof spec.shadowOf === 'string' ? { shadowOf: spec.shadowOf } : {}), addresses: statusAddresses(raw) });
   }
   return [...rows.values()];
 }
@@ -92,13 +92,19 @@ export function registerIpam(program: Command): void {
         .sort((a, b) => (a.index < b.index ? -1 : 1))
         .map((c) => {
           const [lo, hi] = chunkSpan(g, c.index);
-          return { node: c.node, first: formatIp({ family: g.family, value: lo }), last: formatIp({ family: g.family, value: hi }), used: c.addresses.length };
+          return {
+            node: c.node,
+            first: formatIp({ family: g.family, value: lo }),
+            last: formatIp({ family: g.family, value: hi }),
+            used: c.addresses.length,
+            ...(c.shadowOf ? { shadowOf: c.shadowOf } : {}),
+          };
         });
       if (o.output === 'json') return { pool: p.name, network: p.network, cidr: p.cidr, chunkSize: 2 ** p.chunkBits, chunks };
       process.stdout.write(
         `${textTable(
-          ['NODE', 'FIRST', 'LAST', 'USED'],
-          chunks.map((c) => [c.node, c.first, c.last, String(c.used)]),
+          ['NODE', 'FIRST', 'LAST', 'USED', 'SHADOW-OF'],
+          chunks.map((c) => [c.node, c.first, c.last, String(c.used), c.shadowOf ?? '-']),
         )}\n`,
       );
       return undefined;
@@ -119,7 +125,7 @@ export function registerIpam(program: Command): void {
           const chunk = p.chunks.find((x) => x.index === index);
           // The node's own log when on that node; else the chunk's status, which its owner writes.
           const holder = o.stateDir && chunk ? new NodePool(join(o.stateDir, 'pools'), p.name, g).held.get(addr.value) : chunk?.addresses.find((a) => parseIp(a.address)?.value === addr.value);
-          found.push({ pool: p.name, network: p.network, cidr: p.cidr, node: chunk?.node ?? null, ...(holder ? { holder } : {}) });
+          found.push({ pool: p.name, network: p.network, cidr: p.cidr, node: chunk?.node ?? null, ...(chunk?.shadowOf ? { shadowOf: chunk.shadowOf } : {}), ...(holder ? { holder } : {}) });
         }
         return found;
       }),

@@ -127,7 +127,7 @@ export class IpamPools {
       const addr = local.take(range, holder);
       if (addr !== undefined) return addr;
       // The only API call of an ADD, when this node's chunks are full; failing, it is "try again later".
-      const claimed = await this.claimChunk(ref, range, local).catch((err: unknown) => {
+      const claimed = await this.claimChunk(ref, range, local, conf.enableOverlappingRanges).catch((err: unknown) => {
         throw apiFailure(err, `claiming a chunk of ${range.cidr}`);
       });
       if (claimed) continue;
@@ -154,12 +154,18 @@ export class IpamPools {
     const reg = this.host.registry;
     const owned = await reg.owned(ref.name);
     const chunksOf = new Map<string, number>();
-    for (const node of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
+    for (const { node, shadowOf } of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER && !shadowOf) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
     for (const [lender] of [...chunksOf].sort((a, b) => b[1] - a[1])) {
       const name = await reg.requestLoan(ref, conf.networkName, range, lender, holder.pod);
       const answer = await this.answerOf(name);
       const ip = answer?.address === undefined ? undefined : parseIp(answer.address);
-      if (ip && ip.family === range.family && firstFree(range, ip.value, ip.value, (a) => local.held.has(a)) === ip.value && owned.get(chunkOf(ref.geometry, ip.value)) === lender) {
+      if (
+        ip &&
+        ip.family === range.family &&
+        firstFree(range, ip.value, ip.value, (a) => local.held.has(a)) === ip.value &&
+        owned.get(chunkOf(ref.geometry, ip.value))?.node === lender &&
+        !owned.get(chunkOf(ref.geometry, ip.value))?.shadowOf
+      ) {
         local.borrow(ip.value, { ...holder, loan: name });
         return ip.value;
       }
@@ -225,20 +231,20 @@ export class IpamPools {
     return dropped;
   }
 
-  private claimChunk(ref: PoolRef, range: IpamRange, local: NodePool): Promise<boolean> {
+  private claimChunk(ref: PoolRef, range: IpamRange, local: NodePool, overlapping: boolean): Promise<boolean> {
     let pending = this.claiming.get(ref.name);
     if (!pending) {
       pending = (async () => {
         const owned = await this.host.registry.owned(ref.name);
         // Chunks the API says are ours but the log lacks (a create whose logging a crash cut off): adopt them.
         const before = local.chunks.size;
-        for (const [i, node] of owned) if (node === this.host.registry.node && !local.chunks.has(i) && !this.releasing.has(`${ref.name}/${i}`)) local.addChunk(i);
+        for (const [i, { node, shadowOf }] of owned) if (node === this.host.registry.node && !shadowOf && !local.chunks.has(i) && !this.releasing.has(`${ref.name}/${i}`)) local.addChunk(i);
         if (local.chunks.size > before) return true;
         const taken = new Set(owned.keys());
         for (let start = startChunk(ref.geometry, range, this.host.registry.node); ;) {
           const index = pickChunk(ref.geometry, range, taken, start);
           if (index === undefined) return false;
-          if (await this.host.registry.claim(ref, index)) {
+          if (await this.host.registry.claim(ref, index, this.host.registry.node, overlapping)) {
             local.addChunk(index);
             return true;
           }
@@ -273,7 +279,7 @@ export class IpamPools {
       const leased = await api('listing leases', reg.leasedAddresses(ref.name));
       let addr: bigint | undefined;
       for (const [index, owner] of owned) {
-        if (owner !== CLAIMS_OWNER) continue;
+        if (owner.node !== CLAIMS_OWNER || owner.shadowOf) continue;
         const [lo, hi] = chunkSpan(ref.geometry, index);
         addr = firstFree(range, lo, hi, (a) => leased.has(formatIp({ family: range.family, value: a })));
         if (addr !== undefined) break;
@@ -281,7 +287,7 @@ export class IpamPools {
       if (addr === undefined) {
         const index = pickChunk(ref.geometry, range, new Set(owned.keys()), startChunk(ref.geometry, range, CLAIMS_OWNER));
         if (index === undefined) throw new CniError(ErrorCode.InvalidNetworkConfig, `pool ${range.cidr} is exhausted`, `no chunk is left for IPAMClaim ${claim}`);
-        await api('claiming a chunk for IPAMClaims', reg.claim(ref, index, CLAIMS_OWNER));
+        await api('claiming a chunk for IPAMClaims', reg.claim(ref, index, CLAIMS_OWNER, conf.enableOverlappingRanges));
         continue;
       }
       const text = formatIp({ family: range.family, value: addr });
@@ -326,7 +332,11 @@ export class IpamPools {
    */
   async returnIdle(idleMs: number, now = Date.now()): Promise<number> {
     let returned = 0;
-    for (const [name, p] of this.local) {
+    for (const name of [...this.local.keys()]) {
+      // The pool's own chunk size (a pool opened for DEL or GC has a stand-in): emptiness is counted with it.
+      const ref = await this.host.registry.poolByName(name).catch(() => undefined);
+      if (!ref) continue;
+      const p = this.nodePool(ref);
       for (const index of [...p.chunks]) {
         if (p.inChunk(index).length) {
           this.emptySince.delete(`${name}/${index}`);
@@ -340,7 +350,7 @@ export class IpamPools {
         p.removeChunk(index);
         this.emptySince.delete(key);
         await this.host.registry
-          .release(name, index)
+          .release(ref, index)
           .catch(() => undefined)
           .finally(() => this.releasing.delete(key));
         returned++;

@@ -7,8 +7,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type ApiClient, ApiError } from '../k8s/client.js';
 import { isObject } from '../util/object.js';
-import { formatCidr, formatIp, parseCidr, parseIp } from './addr.js';
-import { type Geometry, chunkSpan, defaultChunkBits, geometry } from './chunks.js';
+import { bitsOf, formatCidr, formatIp, parseCidr, parseIp } from './addr.js';
+import { type Geometry, chunkOf, chunkSpan, defaultChunkBits, geometry } from './chunks.js';
 import type { IpamRange } from './config.js';
 
 export const IPAM_API = '/apis/ipam.plexus.network/v1alpha1';
@@ -138,19 +138,41 @@ export interface PoolRef {
 }
 
 interface ChunkObject {
-  metadata: { name: string; uid?: string };
-  spec: { pool: string; index: string; node: string };
+  metadata: { name: string; uid?: string; created: number };
+  spec: { pool: string; index: string; node: string; shadowOf?: string };
+}
+
+/** Who owns a chunk. A shadow is held for a chunk of an overlapping pool (`<pool>/<index>`): nothing is handed out of it. */
+export interface ChunkOwner {
+  node: string;
+  shadowOf?: string;
 }
 
 function parseChunk(raw: unknown): ChunkObject | undefined {
   if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) return undefined;
-  const { pool, index, node } = raw.spec;
+  const { pool, index, node, shadowOf } = raw.spec;
   if (typeof raw.metadata.name !== 'string' || typeof pool !== 'string' || typeof index !== 'string' || !/^\d{1,40}$/.test(index) || typeof node !== 'string') return undefined;
-  return { metadata: { name: raw.metadata.name, ...(typeof raw.metadata.uid === 'string' ? { uid: raw.metadata.uid } : {}) }, spec: { pool, index, node } };
+  if (shadowOf !== undefined && typeof shadowOf !== 'string') return undefined;
+  const created = typeof raw.metadata.creationTimestamp === 'string' ? Date.parse(raw.metadata.creationTimestamp) : NaN;
+  return {
+    metadata: { name: raw.metadata.name, ...(typeof raw.metadata.uid === 'string' ? { uid: raw.metadata.uid } : {}), created: Number.isNaN(created) ? 0 : created },
+    spec: { pool, index, node, ...(shadowOf !== undefined ? { shadowOf } : {}) },
+  };
+}
+
+const lastOf = (g: Geometry): bigint => g.network + (1n << BigInt(bitsOf(g.family) - g.prefix)) - 1n;
+
+/** The pools of a network (and family) whose CIDRs overlap `g`'s. */
+function overlappingIn<T extends PoolRef & { network: string }>(pools: T[], network: string, g: Pick<Geometry, 'family' | 'network' | 'prefix'>): PoolRef[] {
+  const last = lastOf({ ...g, chunkBits: 0 });
+  return pools
+    .filter((p) => p.network === network && p.geometry.family === g.family && p.geometry.network <= last && g.network <= lastOf(p.geometry))
+    .map(({ name, geometry }) => ({ name, geometry }));
 }
 
 export class ChunkRegistry {
   private readonly pools = new Map<string, PoolRef>();
+  private readonly overlaps = new Map<string, PoolRef[]>();
 
   constructor(
     private readonly api: ApiClient,
@@ -168,7 +190,11 @@ export class ChunkRegistry {
       stored = await this.api.get<unknown>(path);
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 404)) throw err;
-      const body = { apiVersion: 'ipam.plexus.network/v1alpha1', kind: 'IPPool', metadata: { name }, spec: { network: networkName, cidr: range.cidr, chunkBits: defaultChunkBits(range) } };
+      // A pool overlapping others of its network takes their chunk size: its chunks and theirs then
+      // match one to one, and each chunk claimed shadows one chunk of each of them (docs/ipam.md).
+      const theirs = overlappingIn(await this.listPools(), networkName, range)[0]?.geometry.chunkBits;
+      const chunkBits = theirs === undefined ? defaultChunkBits(range) : Math.min(theirs, bitsOf(range.family) - range.prefix);
+      const body = { apiVersion: 'ipam.plexus.network/v1alpha1', kind: 'IPPool', metadata: { name }, spec: { network: networkName, cidr: range.cidr, chunkBits } };
       stored = await this.api.post<unknown>(`${IPAM_API}/ippools`, body).catch(async (e: unknown) => {
         if (e instanceof ApiError && e.status === 409) return this.api.get<unknown>(path);
         throw e;
@@ -204,18 +230,94 @@ export class ChunkRegistry {
     });
   }
 
-  /** Every chunk of the pool that some node owns: index → node. */
-  async owned(pool: string): Promise<Map<bigint, string>> {
-    const out = new Map<bigint, string>();
+  /** Every chunk of the pool that some node owns (or holds as a shadow of an overlapping pool's chunk). */
+  async owned(pool: string): Promise<Map<bigint, ChunkOwner>> {
+    const out = new Map<bigint, ChunkOwner>();
     for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { labelSelector: `${POOL_LABEL}=${pool}` })) {
       const c = parseChunk(raw);
-      if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), c.spec.node);
+      if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), { node: c.spec.node, ...(c.spec.shadowOf !== undefined ? { shadowOf: c.spec.shadowOf } : {}) });
     }
     return out;
   }
 
-  /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one). */
-  async release(pool: string, index: bigint): Promise<void> {
+  /**
+   * The other pools of the pool's network and family whose CIDRs overlap its own (CIDRs overlap only by
+   * one holding the other), listed once, after the pool exists: of two overlapping pools, whoever uses
+   * the later one knows the earlier (docs/ipam.md, overlapping ranges).
+   */
+  async overlapping(pool: PoolRef): Promise<PoolRef[]> {
+    const cached = this.overlaps.get(pool.name);
+    if (cached) return cached;
+    const all = await this.listPools();
+    const self = all.find((p) => p.name === pool.name);
+    const found = self ? overlappingIn(all, self.network, pool.geometry).filter((p) => p.name !== pool.name) : [];
+    this.overlaps.set(pool.name, found);
+    return found;
+  }
+
+  private async listPools(): Promise<(PoolRef & { network: string })[]> {
+    return (await listAll(this.api, `${IPAM_API}/ippools`)).flatMap((raw) => {
+      if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec) || typeof raw.metadata.name !== 'string') return [];
+      const cidr = typeof raw.spec.cidr === 'string' ? parseCidr(raw.spec.cidr) : undefined;
+      if (!cidr || typeof raw.spec.chunkBits !== 'number') return [];
+      return [
+        {
+          name: raw.metadata.name,
+          network: typeof raw.spec.network === 'string' ? raw.spec.network : '',
+          geometry: { family: cidr.family, network: cidr.network, prefix: cidr.prefix, chunkBits: raw.spec.chunkBits },
+        },
+      ];
+    });
+  }
+
+  /** The chunks of the overlapping pools that a chunk's addresses fall in, each with its pool. */
+  private async shadowsOf(pool: PoolRef, index: bigint): Promise<[PoolRef, bigint][]> {
+    const [lo, hi] = chunkSpan(pool.geometry, index);
+    const out: [PoolRef, bigint][] = [];
+    for (const q of await this.overlapping(pool)) {
+      const from = lo > q.geometry.network ? lo : q.geometry.network;
+      const to = hi < lastOf(q.geometry) ? hi : lastOf(q.geometry);
+      for (let i = chunkOf(q.geometry, from); from <= to && i <= chunkOf(q.geometry, to); i++) out.push([q, i]);
+    }
+    return out;
+  }
+
+  /**
+   * Shadows this node holds whose chunk is gone (a claim cut short between its shadows and its chunk, or
+   * a release between its chunk and its shadows), once older than `graceMs`: deleted. Returns how many.
+   */
+  async sweepShadows(graceMs: number, now = Date.now()): Promise<number> {
+    let gone = 0;
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`)) {
+      const c = parseChunk(raw);
+      if (!c?.spec.shadowOf || c.spec.node !== this.node || now - c.metadata.created < graceMs) continue;
+      const [pool = '', index = ''] = c.spec.shadowOf.split('/');
+      const primary = /^\d{1,40}$/.test(index) ? parseChunk(await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool, BigInt(index))}`).catch(() => undefined)) : undefined;
+      if (primary && primary.spec.node === c.spec.node && !primary.spec.shadowOf) continue;
+      await this.api.delete(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid).catch((err: unknown) => {
+        if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+      });
+      gone++;
+    }
+    return gone;
+  }
+
+  /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one), then its shadows. */
+  async release(pool: PoolRef, index: bigint): Promise<void> {
+    const path = `${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`;
+    const have = parseChunk(
+      await this.api.get<unknown>(path).catch((err: unknown) => {
+        if (err instanceof ApiError && err.status === 404) return undefined;
+        throw err;
+      }),
+    );
+    if (!have || have.spec.node !== this.node || have.spec.shadowOf) return;
+    await this.api.delete(path, have.metadata.uid);
+    // Then its shadows: what a crash leaves of them sweepShadows removes.
+    for (const [q, i] of await this.shadowsOf(pool, index)) await this.dropShadow(q.name, i, `${pool.name}/${index}`);
+  }
+
+  private async dropShadow(pool: string, index: bigint, of: string): Promise<void> {
     const path = `${IPAM_API}/ipchunks/${chunkName(pool, index)}`;
     const have = parseChunk(
       await this.api.get<unknown>(path).catch((err: unknown) => {
@@ -223,8 +325,10 @@ export class ChunkRegistry {
         throw err;
       }),
     );
-    if (!have || have.spec.node !== this.node) return;
-    await this.api.delete(path, have.metadata.uid);
+    if (have?.spec.shadowOf !== of) return;
+    await this.api.delete(path, have.metadata.uid).catch((err: unknown) => {
+      if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+    });
   }
 
   /** An IPAMClaim's UID; undefined when there is no such claim. */
@@ -373,8 +477,32 @@ export class ChunkRegistry {
     return out;
   }
 
-  /** Creates the chunk's object for `owner` (this node by default): true when it is now the owner's, false when another has it. */
-  async claim(pool: PoolRef, index: bigint, owner = this.node): Promise<boolean> {
+  /**
+   * Claims a chunk for `owner` (this node by default): true when it is now the owner's, false when
+   * another has it. With `overlapping` (whereabouts' enable_overlapping_ranges, its default), the chunks
+   * of overlapping pools its addresses fall in are claimed first, as its shadows: a 409 on any of them
+   * means another pool's owner has some of these addresses, and what was claimed is given back.
+   */
+  async claim(pool: PoolRef, index: bigint, owner = this.node, overlapping = true): Promise<boolean> {
+    const key = `${pool.name}/${index}`;
+    const made: [string, bigint][] = [];
+    const undo = async () => {
+      for (const [q, i] of made) await this.dropShadow(q, i, key);
+    };
+    for (const [q, i] of overlapping ? await this.shadowsOf(pool, index) : []) {
+      if (!(await this.createChunk(q, i, owner, key))) {
+        await undo();
+        return false;
+      }
+      made.push([q.name, i]);
+    }
+    if (await this.createChunk(pool, index, owner)) return true;
+    await undo();
+    return false;
+  }
+
+  /** Creates one chunk object: true when it is now `owner`'s (as that shadow, or not one), false when another has it. */
+  private async createChunk(pool: PoolRef, index: bigint, owner: string, shadowOf?: string): Promise<boolean> {
     const [lo] = chunkSpan(pool.geometry, index);
     const body = {
       apiVersion: 'ipam.plexus.network/v1alpha1',
@@ -385,6 +513,7 @@ export class ChunkRegistry {
         index: String(index),
         node: owner,
         cidr: formatCidr({ family: pool.geometry.family, network: lo, prefix: (pool.geometry.family === 4 ? 32 : 128) - pool.geometry.chunkBits }),
+        ...(shadowOf ? { shadowOf } : {}),
       },
     };
     try {
@@ -394,7 +523,7 @@ export class ChunkRegistry {
       if (!(err instanceof ApiError && err.status === 409)) throw err;
       // Ours already (a create whose answer was lost, or a daemon restarted before logging it)?
       const have = parseChunk(await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`).catch(() => undefined));
-      return have?.spec.node === owner;
+      return have?.spec.node === owner && have.spec.shadowOf === shadowOf;
     }
   }
 }

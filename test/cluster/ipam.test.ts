@@ -303,6 +303,46 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     assert.deepEqual(heldEverywhere(pool, g), [], 'nothing held after every DEL');
   });
 
+  it('overlapping ranges of one network (whereabouts enable_overlapping_ranges, its default): a /16 and a /24 inside it, 8-way on 10 nodes, never give one address twice; with it false they are separate pools', async () => {
+    const wide = netConf({ type: 'plexus-ipam', range: '10.67.0.0/16', range_start: '10.67.1.0', range_end: '10.67.1.255' });
+    const narrow = netConf({ type: 'plexus-ipam', range: '10.67.1.0/24' });
+    const confOf = (i: number) => (i % 2 ? wide : narrow);
+    // The pools come one after the other (the later takes the earlier's chunk size), then 8-way past the 256 addresses they share.
+    const results: Reply[] = [await ipam(0, 'ADD', 'ovl-0', narrow), await ipam(1, 'ADD', 'ovl-1', wide)];
+    const total = 320;
+    let next = 2;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < total) {
+          const i = next++;
+          results[i] = await ipam(i % NODES, 'ADD', `ovl-${i}`, confOf(i));
+        }
+      }),
+    );
+    const given = results.filter((r) => r.status === 0).map((r) => r.out.ips![0]!.address.split('/')[0]!);
+    assert.equal(new Set(given).size, given.length, 'no address given in both pools');
+    assert.ok(given.length >= 200, `${given.length} of the 256 shared addresses given`);
+    for (const r of results.filter((x) => x.status !== 0)) assert.match(`${r.out.code} ${r.out.msg}`, /^7 pool 10\.67\.[01]\.0\/(16|24) is exhausted/);
+    const ctl = (args: string[]) => JSON.parse(execFileSync(plexusctlPath, ['ipam', ...args, '--kubeconfig', cluster.adminKubeconfig, '-o', 'json'], { encoding: 'utf8' })) as unknown;
+    const sizes = (ctl(['pools']) as { cidr: string; chunkSize: number }[]).filter((p) => p.cidr.startsWith('10.67.')).map((p) => p.chunkSize);
+    assert.deepEqual(sizes, [4, 4], 'the /16 took the chunk size of the /24 it overlaps');
+    const shown = ctl(['show', '10.67.0.0/16']) as { chunks: { shadowOf?: string }[] };
+    assert.ok(
+      shown.chunks.some((c) => c.shadowOf),
+      'chunks of the /24 are shadowed in the /16',
+    );
+    for (let i = 0; i < total; i++) assert.equal((await ipam(i % NODES, 'DEL', `ovl-${i}`, confOf(i))).status, 0);
+    // enable_overlapping_ranges: false, as in whereabouts: the ranges do not look at each other.
+    const separate = [
+      netConf({ type: 'plexus-ipam', range: '10.68.1.0/24', range_end: '10.68.1.3', enable_overlapping_ranges: false }),
+      netConf({ type: 'plexus-ipam', range: '10.68.0.0/16', range_start: '10.68.1.1', range_end: '10.68.1.3', enable_overlapping_ranges: false }),
+    ];
+    const [a, b] = [await ipam(0, 'ADD', 'sep-a', separate[0]!), await ipam(0, 'ADD', 'sep-b', separate[1]!)];
+    assert.deepEqual([a.out.ips?.[0]?.address, b.out.ips?.[0]?.address], ['10.68.1.1/24', '10.68.1.1/16'], 'the same address in both, as whereabouts gives it');
+    await ipam(0, 'DEL', 'sep-a', separate[0]!);
+    await ipam(0, 'DEL', 'sep-b', separate[1]!);
+  });
+
   it('the API server away for 30 s mid-churn: nodes go on from their own chunks, new chunks wait (code 11), no address twice', async () => {
     const cidr = '10.63.0.0/24';
     const conf = netConf({ type: 'plexus-ipam', range: cidr });

@@ -113,7 +113,8 @@ describe('IPAM loans (the tail of a pool)', () => {
         ({
           node,
           pool: async () => ref,
-          owned: async () => new Map(chunks),
+          poolByName: async () => ref,
+          owned: async () => new Map([...chunks].map(([i, n]) => [i, { node: n }])),
           claim: async (_p: unknown, index: bigint) => (chunks.has(index) ? chunks.get(index) === node : (chunks.set(index, node), true)),
           release: async () => undefined,
           requestLoan: async (_p: unknown, network: string, r: IpamRange, lender: string) => {

@@ -153,9 +153,10 @@ describe('IPAM pools of a node: chunks given back', () => {
     return {
       node,
       pool: async () => ref,
-      owned: async () => new Map(objects),
+      poolByName: async () => ref,
+      owned: async () => new Map([...objects].map(([i, n]) => [i, { node: n }])),
       claim: async (_p: unknown, index: bigint) => (objects.has(index) ? objects.get(index) === node : (objects.set(index, node), true)),
-      release: async (_p: string, index: bigint) => void (objects.get(index) === node && objects.delete(index)),
+      release: async (_p: unknown, index: bigint) => void (objects.get(index) === node && objects.delete(index)),
     } as unknown as ChunkRegistry;
   }
 
@@ -176,5 +177,23 @@ describe('IPAM pools of a node: chunks given back', () => {
     assert.equal(objects.size, 0, 'the API object deleted');
     await pools.take(conf, range, { containerID: 'c3', ifName: 'net1' });
     assert.equal(objects.size, 1, 'claimed again');
+  });
+
+  it('after a restart, a chunk holding addresses is never taken for empty (pools opened for GC have no chunk size of their own)', async () => {
+    const range = rangeOf({ range: '10.4.0.0/24' });
+    const conf = parseIpamConfig({ type: 'plexus-ipam', range: '10.4.0.0/24' });
+    const objects = new Map<bigint, string>();
+    await new IpamPools({ stateDir: dir, registry: registryOver(objects, 'a', range) }).take(conf, range, { containerID: 'c1', ifName: 'net1' });
+    const restarted = new IpamPools({ stateDir: dir, registry: registryOver(objects, 'a', range) });
+    // The daemon's first GC opens every pool's log by name, before any ADD gives it its geometry.
+    assert.deepEqual(
+      restarted.sweep(() => true, 0),
+      [],
+    );
+    const t0 = Date.now();
+    await restarted.returnIdle(60_000, t0);
+    assert.equal(await restarted.returnIdle(60_000, t0 + 3_600_000), 0);
+    assert.equal(objects.size, 1, 'the chunk is still owned');
+    assert.equal(restarted.holding(conf, range, 'c1', 'net1') !== undefined, true);
   });
 });
