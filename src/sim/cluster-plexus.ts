@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pollUntil } from '../util/poll.js';
 import { parseAllDocuments, stringify } from 'yaml';
 import { kubeadmKubeconfig } from '../k8s/kubeconfig-file.js';
 import { type LocalCluster, componentsDir } from './cluster.js';
@@ -24,6 +25,21 @@ export function kubectlFor(cluster: LocalCluster): Kubectl {
       );
       if (input !== undefined) child.stdin!.end(input);
     });
+}
+
+/**
+ * Applies CRD manifests (files or directories) and waits until `resources` (plural.group, comma-joined
+ * as kubectl takes them) are served: Established is not yet served, the API server answers 429
+ * "storage is (re)initializing" a moment longer.
+ */
+export async function applyCrds(kubectl: Kubectl, manifests: string[], resources: string[]): Promise<void> {
+  for (const m of manifests) await kubectl(['apply', '-f', m]);
+  const served = () =>
+    kubectl(['get', resources.join(',')]).then(
+      () => true,
+      () => undefined,
+    );
+  await pollUntil(`${resources.join(', ')} served`, served, 60_000);
 }
 
 /**

@@ -19,7 +19,7 @@ import { ChunkRegistry, poolName } from '../../src/ipam/registry.js';
 import { ApiClient } from '../../src/k8s/client.js';
 import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
-import { kubectlFor } from '../../src/sim/cluster-plexus.js';
+import { applyCrds, kubectlFor } from '../../src/sim/cluster-plexus.js';
 import { repoRoot } from '../../src/sim/simnode.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
@@ -75,18 +75,7 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     cluster = new LocalCluster({ dir: join(dir, 'cluster'), kubelet: false });
     await cluster.up();
     const kubectl = kubectlFor(cluster);
-    await kubectl(['apply', '-f', join(repoRoot(), 'crds')]);
-    await kubectl(['wait', '--for=condition=Established', 'crd/ipchunks.ipam.plexus.network', 'crd/ippools.ipam.plexus.network', 'crd/iploans.ipam.plexus.network', '--timeout=60s']);
-    // Established is not yet served: the API server answers 429 "storage is (re)initializing" a moment longer.
-    await pollUntil(
-      'IPChunks served',
-      async () =>
-        await kubectl(['get', 'ipchunks.ipam.plexus.network,iploans.ipam.plexus.network']).then(
-          () => true,
-          () => undefined,
-        ),
-      30_000,
-    );
+    await applyCrds(kubectl, [join(repoRoot(), 'crds')], ['ipchunks.ipam.plexus.network', 'iploans.ipam.plexus.network', 'ipleases.ipam.plexus.network']);
     bin = join(dir, 'bin');
     mkdirSync(bin);
     for (const name of ['plexus-ipam', 'whereabouts']) copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, name));
