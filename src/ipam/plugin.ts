@@ -135,7 +135,15 @@ export class IpamPools {
       const borrowed = await this.borrow(conf, ref, range, local, holder).catch((err: unknown) => {
         throw apiFailure(err, `borrowing an address of ${range.cidr}`);
       });
-      if (borrowed !== undefined) return borrowed;
+      if (borrowed.addr !== undefined) return borrowed.addr;
+      // An owner that did not answer (its daemon down, or its watch not back yet) may have room: not "exhausted".
+      if (borrowed.unanswered) {
+        throw new CniError(
+          ErrorCode.TryAgainLater,
+          `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} has no chunk left here, and ${borrowed.unanswered} of its owners did not answer a loan`,
+          `they may have free addresses; try again (no loan answered within ${this.loanAnswerMs} ms)`,
+        );
+      }
       throw new CniError(
         ErrorCode.InvalidNetworkConfig,
         `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} is exhausted`,
@@ -150,14 +158,16 @@ export class IpamPools {
    * allocatable address of the range, in a chunk the lender owns) and recorded before it is returned.
    * A loan not used is deleted, which gives its address back to the lender.
    */
-  private async borrow(conf: IpamConfig, ref: PoolRef, range: IpamRange, local: NodePool, holder: Holder): Promise<bigint | undefined> {
+  private async borrow(conf: IpamConfig, ref: PoolRef, range: IpamRange, local: NodePool, holder: Holder): Promise<{ addr?: bigint; unanswered: number }> {
     const reg = this.host.registry;
     const owned = await reg.owned(ref.name);
     const chunksOf = new Map<string, number>();
     for (const { node, shadowOf } of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER && !shadowOf) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
+    let unanswered = 0;
     for (const [lender] of [...chunksOf].sort((a, b) => b[1] - a[1])) {
       const name = await reg.requestLoan(ref, conf.networkName, range, lender, holder.pod);
       const answer = await this.answerOf(name);
+      if (answer?.address === undefined && answer?.refused === undefined) unanswered++;
       const ip = answer?.address === undefined ? undefined : parseIp(answer.address);
       if (
         ip &&
@@ -167,11 +177,11 @@ export class IpamPools {
         !owned.get(chunkOf(ref.geometry, ip.value))?.shadowOf
       ) {
         local.borrow(ip.value, { ...holder, loan: name });
-        return ip.value;
+        return { addr: ip.value, unanswered };
       }
       await reg.dropLoan(name);
     }
-    return undefined;
+    return { unanswered };
   }
 
   /** The loan once its lender answered; undefined if it did not in time, or the loan went. */

@@ -44,6 +44,12 @@ export function defaultGateways(result: Result): string[] {
   return out;
 }
 
+/**
+ * network-status `ips` are bare addresses, as Multus writes them and as their readers (policy agents,
+ * KubeVirt) parse them with an IP parser; the CNI result's are CIDRs (`10.1.2.3/24`).
+ */
+const bareIp = (cidr: string): string => cidr.split('/')[0]!;
+
 /** One entry per attachment; a minimal map (name, interface, default) when the result says little. */
 export function statusEntry(input: StatusInput, ifName: string, multusCompat = false): NetworkStatusEntry {
   const entry: NetworkStatusEntry = { name: input.network, default: input.isDefault };
@@ -55,13 +61,13 @@ export function statusEntry(input: StatusInput, ifName: string, multusCompat = f
     entry.interface = iface.name;
     // An IP without an interface index (Calico, older plugins: the index is optional in CNI) is the
     // attachment's own: this entry stands for the attachment (Multus ≥ 4.1 drops them, its #1359).
-    const ips = (result?.ips ?? []).filter((ip) => ip.interface === index || ip.interface === undefined).map((ip) => ip.address);
+    const ips = (result?.ips ?? []).filter((ip) => ip.interface === index || ip.interface === undefined).map((ip) => bareIp(ip.address));
     if (ips.length) entry.ips = ips;
     if (iface.mac) entry.mac = iface.mac;
     if (multusCompat && iface.mtu) entry.mtu = iface.mtu;
   } else {
     entry.interface = ifName;
-    const ips = (result?.ips ?? []).filter((ip) => ip.interface === undefined).map((ip) => ip.address);
+    const ips = (result?.ips ?? []).filter((ip) => ip.interface === undefined).map((ip) => bareIp(ip.address));
     if (ips.length) entry.ips = ips;
   }
   const dns = result?.dns;

@@ -24,7 +24,7 @@ import { repoRoot } from '../../src/sim/simnode.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
-import { Rig, ipAddresses } from '../support/rig.js';
+import { Rig, ipAddresses, linkExists } from '../support/rig.js';
 
 interface Reply {
   status: number | null;
@@ -455,6 +455,101 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     const elsewhere = await ipam(6, 'ADD', 'vm-2-next', netConf({ type: 'plexus-ipam', range: '10.61.0.0/24', gateway: '10.61.0.1' }), 'plexus-ipam', ';K8S_IPAM_CLAIM=default/vm-2');
     assert.equal(elsewhere.out.ips?.[0]?.address, claimedAddr);
     assert.equal(run('DEL').status, 0);
+  });
+
+  it('pods on 10 nodes through the meta plugin and a real macvlan, 8-way past the end of a /26: every pod netns has its own address, the pool is used whole, an exhausted ADD leaves no interface, the DELs free it all', async () => {
+    const kubectl = kubectlFor(cluster);
+    const [master] = rig.veth('ip26');
+    execFileSync('ip', ['link', 'set', master!, 'up']);
+    const ipamConf = { type: 'plexus-ipam', range: '10.69.0.0/26', gateway: '10.69.0.1' };
+    const nad = {
+      apiVersion: 'k8s.cni.cncf.io/v1',
+      kind: 'NetworkAttachmentDefinition',
+      metadata: { name: 'ipam-mv26', namespace: 'default' },
+      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'ipam-mv26', type: 'macvlan', master, mode: 'bridge', ipam: ipamConf }) },
+    };
+    await kubectl(['apply', '-f', '-'], JSON.stringify(nad));
+    const clusterConf = join(dir, 'loopback26.conf');
+    writeFileSync(clusterConf, JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', type: 'loopback' }));
+    copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, 'plexus-shim'));
+    const capacity = 64 - 3;
+    const pods = Array.from({ length: capacity + 9 }, (_, i) => ({ id: `pod26-${i}`, node: i % NODES, ns: rig.netns(`p26${i}`) }));
+    const run = (pod: (typeof pods)[number], command: string) =>
+      new Promise<{ status: number | null; stdout: string }>((resolve) => {
+        const child = spawn(join(bin, 'plexus-shim'), [], {
+          env: {
+            CNI_COMMAND: command,
+            CNI_CONTAINERID: pod.id,
+            CNI_NETNS: pod.ns.path,
+            CNI_IFNAME: 'eth0',
+            CNI_PATH: `${bin}:/usr/lib/cni`,
+            CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.id};K8S_POD_UID=u-${pod.id}`,
+          },
+        });
+        let stdout = '';
+        child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+        child.on('close', (status) => resolve({ status, stdout }));
+        child.stdin.end(
+          JSON.stringify({
+            cniVersion: '1.0.0',
+            name: 'plexus',
+            type: 'plexus-shim',
+            daemonSocket: daemons[pod.node]!.socket,
+            clusterNetwork: clusterConf,
+            binDir: bin,
+            cniDir: join(dir, `n${pod.node}`),
+            capabilities: { 'io.kubernetes.cri.pod-annotations': true },
+            runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'k8s.v1.cni.cncf.io/networks': 'ipam-mv26' } },
+          }),
+        );
+      });
+    const added = new Map<string, { status: number | null; stdout: string }>();
+    let next = 0;
+    // As kubelet does: a sandbox whose ADD failed for now (code 11: an owner of the pool's last chunks
+    // did not answer a loan, its watch still coming back after the API server test) is DELeted and tried again.
+    const addAsKubelet = async (pod: (typeof pods)[number]) => {
+      for (let attempt = 0; ; attempt++) {
+        const r = await run(pod, 'ADD');
+        if (r.status === 0 || /is exhausted/.test(r.stdout) || attempt === 60) return r;
+        await run(pod, 'DEL');
+        await sleep(1000);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < pods.length) {
+          const pod = pods[next++]!;
+          added.set(pod.id, await addAsKubelet(pod));
+        }
+      }),
+    );
+    const inNetns = new Map<string, string>();
+    for (const pod of pods) {
+      const r = added.get(pod.id)!;
+      if (r.status === 0) inNetns.set(pod.id, ipAddresses(pod.ns.name, 'net1')[0]!);
+      else {
+        assert.match(r.stdout, /pool 10\.69\.0\.0\/26 is exhausted/, `${pod.id}: ${r.stdout}`);
+        assert.ok(!linkExists('net1', pod.ns.name), `${pod.id}: a failed ADD leaves no interface`);
+      }
+    }
+    const addrs = [...inNetns.values()];
+    assert.equal(new Set(addrs).size, addrs.length, 'no address in two pod netns');
+    assert.equal(
+      addrs.length,
+      capacity,
+      `the pool used whole: ${[...added.values()]
+        .filter((r) => r.status !== 0)
+        .map((r) => r.stdout)
+        .join(' ')}`,
+    );
+    assert.ok(addrs.every((a) => /^10\.69\.0\.\d+\/26$/.test(a) && a !== '10.69.0.1/26'));
+    // What the netns have is what the nodes' logs hold (a lent address counted at its borrower).
+    const range = parseIpamConfig(ipamConf).ranges[0]!;
+    const held = heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range))).map((h) => `${formatIp({ family: 4, value: h.addr })}/26`);
+    assert.deepEqual(held.sort(), [...addrs].sort());
+    for (const pod of pods) assert.equal((await run(pod, 'DEL')).status, 0);
+    await pollUntil('loans returned', async () => heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range)), 'lent').length === 0 || undefined, 30_000);
+    assert.deepEqual(heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range))), [], 'nothing held after the DELs');
   });
 
   it('a whereabouts conf works unchanged (type whereabouts, its kubeconfig key ignored), IPv4 and IPv6 at once', async () => {

@@ -45,6 +45,14 @@ interface PodJson {
   status?: { phase?: string };
 }
 
+/** A NetworkAttachmentDefinition named after its conf. */
+const nadDoc = (namespace: string, config: { name: string } & Record<string, unknown>) => ({
+  apiVersion: 'k8s.cni.cncf.io/v1',
+  kind: 'NetworkAttachmentDefinition',
+  metadata: { name: config.name, namespace },
+  spec: { config: JSON.stringify(config) },
+});
+
 describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, kubelet v1.37 from pinned Go modules)', function () {
   this.timeout(600_000);
   const rig = new Rig();
@@ -559,21 +567,14 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       it(`annotated example pods get their secondaries; network-status in the real status subresource, Events; kubectl delete leaves nothing`, async () => {
         const macvlanBefore = hostLocalReservations(leases('macvlan-a'));
         // A chain as well: bridge, then tuning (MTU and MAC on the pod's side).
-        const tunedNad = {
-          apiVersion: 'k8s.cni.cncf.io/v1',
-          kind: 'NetworkAttachmentDefinition',
-          metadata: { name: 'bridge-tuned', namespace: 'default' },
-          spec: {
-            config: JSON.stringify({
-              cniVersion: '1.0.0',
-              name: 'bridge-tuned',
-              plugins: [
-                { type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } },
-                { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' },
-              ],
-            }),
-          },
-        };
+        const tunedNad = nadDoc('default', {
+          cniVersion: '1.0.0',
+          name: 'bridge-tuned',
+          plugins: [
+            { type: 'bridge', bridge: TUNED_BRIDGE, ipam: { type: 'static', addresses: [{ address: '10.77.5.7/24' }] } },
+            { type: 'tuning', mtu: 1400, mac: '02:00:0a:4d:05:07' },
+          ],
+        });
         const tunedPod = {
           apiVersion: 'v1',
           kind: 'Pod',
@@ -617,7 +618,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
             ['default/bridge-b', 'data0', false],
           ],
         );
-        assert.deepEqual(status[2]!.ips, ['10.77.0.9/24']);
+        assert.deepEqual(status[2]!.ips, ['10.77.0.9'], 'bare addresses, as Multus writes them');
         assert.match(await kubectl(['get', 'pod', 'two-nets', '-o', 'yaml']), /k8s\.v1\.cni\.cncf\.io\/network-status/);
         const events = JSON.parse(await kubectl(['get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid},reason=AddedInterface`, '-o', 'json'])) as {
           items: { message: string }[];
@@ -635,6 +636,54 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       });
 
       if (mode === 'daemon') {
+        it('Plexus IPAM through the kubelet: pods on a plexus-ipam NAD get distinct addresses of its pool (network-status, the netns and the IPChunk status agree); kubectl delete frees them', async () => {
+          const nad = nadDoc('default', {
+            cniVersion: '1.0.0',
+            name: 'ipam-data',
+            type: 'macvlan',
+            master: EXAMPLE_LINKS.macvlanMaster,
+            mode: 'bridge',
+            ipam: { type: 'plexus-ipam', range: '10.77.10.0/28', gateway: '10.77.10.1' },
+          });
+          const names = ['ipam-a', 'ipam-b', 'ipam-c'];
+          const pods = names.map((name) => ({
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name, namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/networks': 'ipam-data' } },
+            spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] },
+          }));
+          await kubectl(['apply', '-f', '-'], [nad, ...pods].map((d) => stringify(d)).join('---\n'));
+          for (const name of names) {
+            await until(`${name} Running`, async () => (await getPod(name))?.status?.phase === 'Running', 120_000).catch(async (err: Error) => {
+              throw new Error(`${err.message}: ${await kubectl(['get', 'events', '--field-selector', `involvedObject.name=${name}`, '-o', 'jsonpath={.items[*].message}'])}`);
+            });
+          }
+          const inNetns = new Map<string, string>();
+          for (const name of names) {
+            const sandbox = (await cri.readySandbox('default', name))!;
+            const [addr] = ipAddresses(sandbox.netns!.split('/').pop()!, 'net1');
+            assert.match(addr ?? '', /^10\.77\.10\.\d+\/28$/);
+            assert.notEqual(addr, '10.77.10.1/28', 'never the gateway');
+            inNetns.set(name, addr!);
+            const status = await until(`network-status of ${name}`, async () => (await getPod(name))?.metadata.annotations?.[STATUS]);
+            const entry = (JSON.parse(status) as { name: string; ips?: string[] }[]).find((e) => e.name === 'default/ipam-data');
+            assert.deepEqual(entry?.ips, [addr!.split('/')[0]]);
+          }
+          assert.equal(new Set(inNetns.values()).size, names.length, 'no address twice');
+          // The daemon (deploy/'s RBAC) claimed a chunk and writes what it holds into the IPChunk's status.
+          type Chunks = { items: { spec: { node: string; cidr: string }; status?: { addresses?: { address: string; pod?: string }[] } }[] };
+          const chunks = async () => (JSON.parse(await kubectl(['get', 'ipchunks.ipam.plexus.network', '-o', 'json'])) as Chunks).items.filter((c) => c.spec.cidr.startsWith('10.77.10.'));
+          const reflected = await until('the chunk status', async () => {
+            const held = (await chunks()).flatMap((c) => (c.status?.addresses ?? []).map((a) => `${a.pod}=${a.address}`));
+            return held.length === names.length ? held.sort() : undefined;
+          });
+          assert.deepEqual(reflected, names.map((n) => `default/${n}=${inNetns.get(n)!.split('/')[0]}`).sort());
+          assert.ok((await chunks()).every((c) => c.spec.node === cluster.nodeName));
+          await kubectl(['delete', 'pod', ...names, '--wait=true', '--timeout=120s']);
+          await until('the addresses freed', async () => (await chunks()).every((c) => !c.status?.addresses?.length) || undefined);
+          await kubectl(['delete', 'network-attachment-definition', 'ipam-data']);
+        });
+
         it('kube-apiserver restarts: the informers list and watch again (a NAD made after the restart reaches the cache), and the next pod gets it', async () => {
           const cached = (): Promise<{ nads?: string[] }> =>
             new Promise((resolve, reject) => {

@@ -138,7 +138,7 @@ describe('IPAM loans (the tail of a pool)', () => {
         nodes.set(name, pools);
         return pools;
       };
-      return { node, loans };
+      return { node, loans, chunks };
     }
 
     it("a node with no chunk left borrows the pool's last addresses from the owners; a DEL gives them back; a loan not held is settled", async () => {
@@ -173,6 +173,19 @@ describe('IPAM loans (the tail of a pool)', () => {
       assert.equal(await c.settleBorrowed(60_000, leftover.created + 1000), 0, 'not before the grace period');
       assert.equal(await c.settleBorrowed(0), 1);
       assert.ok(!world.loans.has('stray'));
+    });
+
+    it('an owner that does not answer makes the ADD "try again" (code 11), not "exhausted": it may have room', async () => {
+      const conf = confOf({ range: '10.7.0.0/29' });
+      const range = conf.ranges[0]!;
+      const world = api(range);
+      const a = world.node('a');
+      await a.take(conf, range, { containerID: 'a1', ifName: 'net1' });
+      // The other chunk belongs to a node whose daemon is down.
+      for (const i of [0n, 1n]) if (!world.chunks.has(i)) world.chunks.set(i, 'down');
+      for (let i = 2; i <= 3; i++) await a.take(conf, range, { containerID: `a${i}`, ifName: 'net1' });
+      await assert.rejects(a.take(conf, range, { containerID: 'a4', ifName: 'net1' }), (err: Error & { code?: number }) => err.code === 11 && /1 of its owners did not answer/.test(err.message));
+      assert.equal(world.loans.size, 0, 'the unanswered loan is deleted');
     });
   });
 });

@@ -55,7 +55,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
     assert.equal(calls.filter((r) => r.verb === 'patch').length, 1, 'one PATCH for network-status');
     const status = JSON.parse(node.api.get('v1', 'pods', 'default', 'two-nets')!.metadata.annotations!['k8s.v1.cni.cncf.io/network-status']!) as Record<string, unknown>[];
     assert.equal(status.length, 3);
-    assert.deepEqual(status[0], { name: 'cluster', interface: 'eth0', ips: ['10.76.0.2/24'], mac: status[0]!.mac, default: true, 'default-route': ['10.76.0.1'] });
+    assert.deepEqual(status[0], { name: 'cluster', interface: 'eth0', ips: ['10.76.0.2'], mac: status[0]!.mac, default: true, 'default-route': ['10.76.0.1'] });
     assert.deepEqual(
       status.map((s) => [s.name, s.interface, s.default]),
       [
@@ -64,7 +64,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         ['default/bridge-b', 'data0', false],
       ],
     );
-    assert.deepEqual(status[2]!.ips, ['10.77.0.9/24']);
+    assert.deepEqual(status[2]!.ips, ['10.77.0.9']);
     const events = node.api.list('v1', 'events').filter((e) => (e as { reason?: string }).reason === 'AddedInterface');
     assert.equal(events.length, 3);
 
@@ -186,7 +186,7 @@ describe('meta plugin `plexus` executed as a runtime does', function () {
         ],
         'the nameless delegate is named after the meta conf',
       );
-      assert.deepEqual(status[1]!.ips, ['10.66.0.5/24'], 'IPs without an index belong to the attachment');
+      assert.deepEqual(status[1]!.ips, ['10.66.0.5'], 'IPs without an index belong to the attachment');
       assert.ok(existsSync(join(node.dir, 'ipam-mdrop', 'plexus')), "the delegate's IPAM state is keyed by that name");
       assert.equal((await node.exec({ ...env, CNI_COMMAND: 'DEL' }, conf)).status, 0);
       assert.deepEqual(reservations(join(node.dir, 'ipam-mdrop', 'plexus')), []);
