@@ -183,8 +183,8 @@ export function registerDaemon(program: Command): void {
             const freed = pools.settleLent(new Set(loans.list().map((l) => l.metadata.name)));
             if (freed) log.info({ addresses: freed }, 'IPAM addresses lent under deleted loans freed');
           };
-          await loans.start();
-          settleLent();
+          // Not awaited: the daemon serves (DEL needs no API) while the API server is away at start.
+          void loans.start().then(settleLent);
           metrics.ipamUsage = () => pools.usage();
           // What each owned chunk holds, into its IPChunk's status, a second behind the log at most.
           let reflecting = false;

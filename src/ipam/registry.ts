@@ -70,7 +70,11 @@ export interface Loan {
 
 const LOAN_MAX_EXCLUDED = 256;
 
-/** A range as a loan carries it: the pool's CIDR, first, last, and excluded spans as `lo-hi`. */
+/**
+ * A range as a loan carries it: the pool's CIDR, first, last, and excluded spans as `lo-hi` (at most
+ * LOAN_MAX_EXCLUDED: past that a lender may answer an excluded address, which the borrower's own check
+ * of the answer refuses).
+ */
 export function rangeSpec(r: IpamRange): { cidr: string; first: string; last: string; excluded: string[] } {
   const ip = (value: bigint) => formatIp({ family: r.family, value });
   return { cidr: r.cidr, first: ip(r.first), last: ip(r.last), excluded: r.excluded.slice(0, LOAN_MAX_EXCLUDED).map(([a, b]) => `${ip(a)}-${ip(b)}`) };
@@ -292,7 +296,8 @@ export class ChunkRegistry {
       const c = parseChunk(raw);
       if (!c?.spec.shadowOf || c.spec.node !== this.node || now - c.metadata.created < graceMs) continue;
       const [pool = '', index = ''] = c.spec.shadowOf.split('/');
-      const primary = /^\d{1,40}$/.test(index) ? parseChunk(await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool, BigInt(index))}`).catch(() => undefined)) : undefined;
+      // Only a chunk the API server says is not there (404) leaves its shadows orphaned; any other failure skips.
+      const primary = /^\d{1,40}$/.test(index) ? parseChunk(await this.chunkObject(pool, BigInt(index))) : undefined;
       if (primary && primary.spec.node === c.spec.node && !primary.spec.shadowOf) continue;
       await this.api.delete(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid).catch((err: unknown) => {
         if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
@@ -304,29 +309,17 @@ export class ChunkRegistry {
 
   /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one), then its shadows. */
   async release(pool: PoolRef, index: bigint): Promise<void> {
-    const path = `${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`;
-    const have = parseChunk(
-      await this.api.get<unknown>(path).catch((err: unknown) => {
-        if (err instanceof ApiError && err.status === 404) return undefined;
-        throw err;
-      }),
-    );
+    const have = parseChunk(await this.chunkObject(pool.name, index));
     if (!have || have.spec.node !== this.node || have.spec.shadowOf) return;
-    await this.api.delete(path, have.metadata.uid);
+    await this.api.delete(`${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`, have.metadata.uid);
     // Then its shadows: what a crash leaves of them sweepShadows removes.
     for (const [q, i] of await this.shadowsOf(pool, index)) await this.dropShadow(q.name, i, `${pool.name}/${index}`);
   }
 
   private async dropShadow(pool: string, index: bigint, of: string): Promise<void> {
-    const path = `${IPAM_API}/ipchunks/${chunkName(pool, index)}`;
-    const have = parseChunk(
-      await this.api.get<unknown>(path).catch((err: unknown) => {
-        if (err instanceof ApiError && err.status === 404) return undefined;
-        throw err;
-      }),
-    );
+    const have = parseChunk(await this.chunkObject(pool, index));
     if (have?.spec.shadowOf !== of) return;
-    await this.api.delete(path, have.metadata.uid).catch((err: unknown) => {
+    await this.api.delete(`${IPAM_API}/ipchunks/${chunkName(pool, index)}`, have.metadata.uid).catch((err: unknown) => {
       if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
     });
   }
@@ -521,9 +514,20 @@ export class ChunkRegistry {
       return true;
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 409)) throw err;
-      // Ours already (a create whose answer was lost, or a daemon restarted before logging it)?
-      const have = parseChunk(await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool.name, index)}`).catch(() => undefined));
+      // Ours already (a create whose answer was lost, or a daemon restarted before logging it)? A read
+      // that fails throws: answering "not ours" could undo the shadows of a chunk that is ours.
+      const have = parseChunk(await this.chunkObject(pool.name, index));
       return have?.spec.node === owner && have.spec.shadowOf === shadowOf;
+    }
+  }
+
+  /** A chunk's object as the API server has it; undefined when it has none (404), other failures thrown. */
+  private async chunkObject(pool: string, index: bigint): Promise<unknown> {
+    try {
+      return await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool, index)}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
     }
   }
 }
