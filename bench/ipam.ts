@@ -47,6 +47,11 @@ async function main(): Promise<void> {
   try {
     await cluster.up();
     await applyCrds(kubectl, [join(repoRoot(), 'crds'), join(WHEREABOUTS, 'crds')], ['ipchunks.ipam.plexus.network', 'ippools.whereabouts.cni.cncf.io']);
+    // The simulated nodes have Node objects: a node without one is gone for good, and its chunks reclaimed.
+    await kubectl(
+      ['create', '-f', '-'],
+      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: Array.from({ length: NODES }, (_, n) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `bench-node-${n}` } })) }),
+    );
     mkdirSync(bin);
     const flatFile = join(work, 'whereabouts.conf');
     writeFileSync(flatFile, JSON.stringify({ datastore: 'kubernetes', kubernetes: { kubeconfig: cluster.adminKubeconfig } }));

@@ -185,6 +185,13 @@ export function registerDaemon(program: Command): void {
           };
           // Not awaited: the daemon serves (DEL needs no API) while the API server is away at start.
           void loans.start().then(settleLent);
+          // Chunks reclaimed while this node was gone (its Node object deleted) are not handed out of again.
+          const forgetLost = () =>
+            void pools.forgetLostChunks().then(
+              (n) => n && log.warn({ chunks: n }, 'IPAM chunks in the log that the API says are not this node any more: nothing more taken from them'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks not checked against the API'),
+            );
+          forgetLost();
           metrics.ipamUsage = () => pools.usage();
           // What each owned chunk holds, into its IPChunk's status, a second behind the log at most.
           let reflecting = false;
@@ -199,6 +206,11 @@ export function registerDaemon(program: Command): void {
           setInterval(() => {
             sweep();
             settleLent();
+            forgetLost();
+            void leaseRegistry.reclaimFromGoneNodes(IPAM_GC_GRACE_MS).then(
+              (gone) => gone.length && log.info({ chunks: gone }, 'IPAM chunks of nodes gone for good (no Node object) reclaimed'),
+              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks of gone nodes not reclaimed'),
+            );
             void leaseRegistry.sweepShadows(IPAM_GC_GRACE_MS).then(
               (n) => n && log.info({ chunks: n }, 'IPAM shadow chunks whose chunk is gone deleted'),
               (err: Error) => log.warn({ error: err.message }, 'IPAM shadow chunks not swept'),

@@ -132,6 +132,14 @@ export class NodePool {
     if (this.chunks.has(index)) this.record({ op: 'unchunk', index: String(index) });
   }
 
+  /**
+   * Stops handing out from a chunk the API says is no longer this node's (its Node object was deleted
+   * and the chunk reclaimed while this daemon was away): what it holds stays held, nothing new is taken.
+   */
+  forgetChunk(index: bigint): void {
+    if (this.chunks.has(index)) this.record({ op: 'unchunk', index: String(index) });
+  }
+
   inChunk(index: bigint): bigint[] {
     return [...this.held.keys()].filter((a) => chunkOf(this.geometry, a) === index);
   }

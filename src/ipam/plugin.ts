@@ -382,6 +382,29 @@ export class IpamPools {
     return all.map((name) => this.local.get(name) ?? this.open(name, { family: 4, network: 0n, prefix: 0, chunkBits: 0 }));
   }
 
+  /**
+   * Chunks in this node's logs that the API says are not its own (reclaimed as a gone node's while this
+   * daemon was away, or never created): nothing more is handed out of them. A pool whose chunks cannot
+   * be listed is left as it is (the API partitioned: its chunks stay its own). Returns how many.
+   */
+  async forgetLostChunks(): Promise<number> {
+    let forgotten = 0;
+    for (const p of this.openPools()) {
+      if (this.claiming.has(p.name)) continue;
+      const before = [...p.chunks];
+      const owned = await this.host.registry.owned(p.name).catch(() => undefined);
+      if (!owned) continue;
+      for (const index of before) {
+        const owner = owned.get(index);
+        if (owner?.node === this.host.registry.node && !owner.shadowOf) continue;
+        if (this.claiming.has(p.name) || this.releasing.has(`${p.name}/${index}`)) continue;
+        p.forgetChunk(index);
+        forgotten++;
+      }
+    }
+    return forgotten;
+  }
+
   /** GC over every pool this node has state of: what `live` says is dead and older than `graceMs` is freed (borrowed addresses' loans are deleted by settleBorrowed). */
   sweep(live: (h: Holder) => boolean | undefined, graceMs: number, pools?: string[]): { pool: string; addr: bigint; holder: Holder }[] {
     return this.openPools(pools).flatMap((p) => p.sweep(live, graceMs).map((f) => ({ pool: p.name, ...f })));

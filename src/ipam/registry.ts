@@ -177,6 +177,8 @@ function overlappingIn<T extends PoolRef & { network: string }>(pools: T[], netw
 export class ChunkRegistry {
   private readonly pools = new Map<string, PoolRef>();
   private readonly overlaps = new Map<string, PoolRef[]>();
+  /** node → when this registry first saw it without a Node object. */
+  private readonly goneSince = new Map<string, number>();
 
   constructor(
     private readonly api: ApiClient,
@@ -305,6 +307,41 @@ export class ChunkRegistry {
       gone++;
     }
     return gone;
+  }
+
+  /**
+   * Chunks of nodes that are gone for good (no Node object, seen so by this registry for `graceMs`) are
+   * deleted, so their addresses can be claimed again; not while a loan they made is still held (the
+   * borrower still uses its address), and never chunks owned by no node. Returns what was deleted.
+   */
+  async reclaimFromGoneNodes(graceMs: number, now = Date.now()): Promise<string[]> {
+    const chunks = (await listAll(this.api, `${IPAM_API}/ipchunks`)).flatMap((raw) => parseChunk(raw) ?? []);
+    const reclaimed: string[] = [];
+    for (const node of new Set(chunks.map((c) => c.spec.node))) {
+      if (node === this.node || node === CLAIMS_OWNER) continue;
+      const exists = await this.api.get(`/api/v1/nodes/${encodeURIComponent(node)}`).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ApiError && err.status === 404) return false;
+          throw err;
+        },
+      );
+      if (exists) {
+        this.goneSince.delete(node);
+        continue;
+      }
+      const since = this.goneSince.get(node) ?? now;
+      this.goneSince.set(node, since);
+      if (now - since < graceMs) continue;
+      if ((await listAll(this.api, `${IPAM_API}/iploans`, { fieldSelector: `spec.lender=${node}` })).length) continue;
+      for (const c of chunks.filter((x) => x.spec.node === node)) {
+        await this.api.delete(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid).catch((err: unknown) => {
+          if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+        });
+        reclaimed.push(c.metadata.name);
+      }
+    }
+    return reclaimed;
   }
 
   /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one), then its shadows. */

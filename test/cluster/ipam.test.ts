@@ -68,6 +68,7 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
    */
   const heldEverywhere = (pool: string, g: Geometry, which: 'used' | 'lent' = 'used'): { node: number; addr: bigint }[] =>
     daemons.flatMap((_, n) => [...new NodePool(join(dir, `n${n}`, 'ipam', 'pools'), pool, g).held].filter(([, h]) => (which === 'lent') === Boolean(h.lent)).map(([addr]) => ({ node: n, addr })));
+  const nodeObject = (n: number) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `ipam-node-${n}` } });
   const netConf = (ipamSection: object) => ({ cniVersion: '1.0.0', name: 'ipam-test', type: 'macvlan', master: 'eth0', ipam: ipamSection });
 
   before(async () => {
@@ -76,6 +77,8 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     await cluster.up();
     const kubectl = kubectlFor(cluster);
     await applyCrds(kubectl, [join(repoRoot(), 'crds')], ['ipchunks.ipam.plexus.network', 'iploans.ipam.plexus.network', 'ipleases.ipam.plexus.network']);
+    // The simulated nodes are nodes to the API too: a node without its Node object is one gone for good.
+    await kubectl(['create', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: Array.from({ length: NODES }, (_, n) => nodeObject(n)) }));
     bin = join(dir, 'bin');
     mkdirSync(bin);
     for (const name of ['plexus-ipam', 'whereabouts']) copyFileSync(join(repoRoot(), 'native', 'plexus-shim'), join(bin, name));
@@ -550,6 +553,43 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     for (const pod of pods) assert.equal((await run(pod, 'DEL')).status, 0);
     await pollUntil('loans returned', async () => heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range)), 'lent').length === 0 || undefined, 30_000);
     assert.deepEqual(heldEverywhere(poolName('', range.cidr), geometry(range, defaultChunkBits(range))), [], 'nothing held after the DELs');
+  });
+
+  it('a node gone for good (its Node object deleted): the others reclaim its chunks; its daemon, back with its old log, takes nothing more from them', async () => {
+    const kubectl = kubectlFor(cluster);
+    const conf = netConf({ type: 'plexus-ipam', range: '10.71.0.0/24' });
+    const range = parseIpamConfig({ type: 'plexus-ipam', range: '10.71.0.0/24' }).ranges[0]!;
+    const pool = poolName('', range.cidr);
+    assert.equal((await ipam(9, 'ADD', 'gone-1', conf)).status, 0);
+    const registry = new ChunkRegistry(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'ipam-node-0');
+    const ownedBy9 = async () => [...(await registry.owned(pool))].filter(([, o]) => o.node === 'ipam-node-9').map(([i]) => i);
+    const lost = await ownedBy9();
+    assert.ok(lost.length > 0);
+    assert.deepEqual(await registry.reclaimFromGoneNodes(0), [], 'a node with its Node object keeps its chunks');
+    await kubectl(['delete', 'node', 'ipam-node-9']);
+    const reclaimed = await registry.reclaimFromGoneNodes(0);
+    assert.ok(
+      lost.every((i) => reclaimed.includes(`${pool}-${i.toString(16)}`)),
+      `reclaimed ${reclaimed.join(', ')}`,
+    );
+    assert.deepEqual(await ownedBy9(), []);
+    // The node comes back (its daemon restarted, its log still listing the chunks): it forgets them.
+    await kubectl(['create', '-f', '-'], JSON.stringify(nodeObject(9)));
+    daemons[9]!.proc.kill('SIGKILL');
+    await new Promise((r) => daemons[9]!.proc.once('exit', r));
+    daemons[9]!.proc = await startNode(9);
+    const log = () => [...new NodePool(join(dir, 'n9', 'ipam', 'pools'), pool, geometry(range, defaultChunkBits(range))).chunks];
+    await pollUntil('the lost chunks forgotten', async () => log().every((i) => !lost.includes(i)) || undefined, 30_000);
+    const again = await ipam(9, 'ADD', 'gone-2', conf);
+    assert.equal(again.status, 0, JSON.stringify(again.out));
+    // Whatever it holds now comes from chunks the API says are its own.
+    const mine = await ownedBy9();
+    assert.ok(
+      log().every((i) => mine.includes(i)),
+      `log ${log().join(',')} vs API ${mine.join(',')}`,
+    );
+    await ipam(9, 'DEL', 'gone-2', conf);
+    await ipam(9, 'DEL', 'gone-1', conf);
   });
 
   it('a whereabouts conf works unchanged (type whereabouts, its kubeconfig key ignored), IPv4 and IPv6 at once', async () => {

@@ -60,6 +60,18 @@ describe('IPAM node pool (local chunks and addresses, append-only log)', () => {
     assert.deepEqual([...again.held.keys()], [got[1]]);
   });
 
+  it('a chunk forgotten (reclaimed while the node was gone) keeps what it held and gives nothing more, across a restart', () => {
+    const r = rangeOf({ range: '10.1.0.0/24' });
+    const p = new NodePool(dir, 'p1', geometry(r));
+    p.addChunk(2n);
+    const a = p.take(r, { containerID: 'c1', ifName: 'net1' })!;
+    p.forgetChunk(2n);
+    assert.equal(p.take(r, { containerID: 'c2', ifName: 'net1' }), undefined);
+    const again = new NodePool(dir, 'p1', geometry(r));
+    assert.deepEqual([[...again.chunks], [...again.held.keys()]], [[], [a]]);
+    assert.equal(again.free('c1', 'net1'), a);
+  });
+
   it('GC frees only what is dead and older than the grace period; what cannot be told is kept', () => {
     const r = rangeOf({ range: '10.1.0.0/24' });
     const p = new NodePool(dir, 'p1', geometry(r));
