@@ -164,6 +164,19 @@ export function registerDaemon(program: Command): void {
             }
           };
           const leaseRegistry = new ChunkRegistry(new ApiClient(api, 10_000), o.nodeName);
+          /** A housekeeping task in the background: logged when it did something (`did` gives the fields), a failure logged as a warning. */
+          const housekeep = <T>(task: Promise<T>, did: (r: T) => Record<string, unknown> | undefined, done: string, failed: string, level: 'info' | 'warn' = 'info') =>
+            void task.then(
+              (r) => {
+                const fields = did(r);
+                if (fields) log[level](fields, done);
+              },
+              (err: Error) => log.warn({ error: err.message }, failed),
+            );
+          const ifAny =
+            <K extends string>(key: K) =>
+            (n: number | string[]) =>
+              (typeof n === 'number' ? n : n.length) ? { [key]: n } : undefined;
           // Loans addressed to this node (the tail of a full pool, docs/ipam.md): answered as they come,
           // their addresses freed as they go; those deleted while the daemon was down are freed once listed.
           const { Informer } = await import('../k8s/informer.js');
@@ -187,9 +200,12 @@ export function registerDaemon(program: Command): void {
           void loans.start().then(settleLent);
           // Chunks reclaimed while this node was gone (its Node object deleted) are not handed out of again.
           const forgetLost = () =>
-            void pools.forgetLostChunks().then(
-              (n) => n && log.warn({ chunks: n }, 'IPAM chunks in the log that the API says are not this node any more: nothing more taken from them'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks not checked against the API'),
+            housekeep(
+              pools.forgetLostChunks(),
+              ifAny('chunks'),
+              'IPAM chunks in the log that the API says are not this node any more: nothing more taken from them',
+              'IPAM chunks not checked against the API',
+              'warn',
             );
           forgetLost();
           metrics.ipamUsage = () => pools.usage();
@@ -207,26 +223,16 @@ export function registerDaemon(program: Command): void {
             sweep();
             settleLent();
             forgetLost();
-            void leaseRegistry.reclaimFromGoneNodes(IPAM_GC_GRACE_MS).then(
-              (gone) => gone.length && log.info({ chunks: gone }, 'IPAM chunks of nodes gone for good (no Node object) reclaimed'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks of gone nodes not reclaimed'),
+            housekeep(
+              leaseRegistry.reclaimFromGoneNodes(IPAM_GC_GRACE_MS),
+              ifAny('chunks'),
+              'IPAM chunks of nodes gone for good (no Node object) reclaimed',
+              'IPAM chunks of gone nodes not reclaimed',
             );
-            void leaseRegistry.sweepShadows(IPAM_GC_GRACE_MS).then(
-              (n) => n && log.info({ chunks: n }, 'IPAM shadow chunks whose chunk is gone deleted'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAM shadow chunks not swept'),
-            );
-            void pools.settleBorrowed(IPAM_GC_GRACE_MS).then(
-              (n) => n && log.info({ loans: n }, 'IPAM loans no longer used deleted'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAM loans not settled'),
-            );
-            void leaseRegistry.sweepLeases(IPAM_GC_GRACE_MS).then(
-              (gone) => gone.length && log.info({ leases: gone }, 'IPAMClaim leases released (claim deleted, or never bound)'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAMClaim leases not swept'),
-            );
-            void pools.returnIdle(IPAM_CHUNK_IDLE_MS).then(
-              (n) => n && log.info({ chunks: n }, 'IPAM chunks given back'),
-              (err: Error) => log.warn({ error: err.message }, 'IPAM chunks not given back'),
-            );
+            housekeep(leaseRegistry.sweepShadows(IPAM_GC_GRACE_MS), ifAny('chunks'), 'IPAM shadow chunks whose chunk is gone deleted', 'IPAM shadow chunks not swept');
+            housekeep(pools.settleBorrowed(IPAM_GC_GRACE_MS), ifAny('loans'), 'IPAM loans no longer used deleted', 'IPAM loans not settled');
+            housekeep(leaseRegistry.sweepLeases(IPAM_GC_GRACE_MS), ifAny('leases'), 'IPAMClaim leases released (claim deleted, or never bound)', 'IPAMClaim leases not swept');
+            housekeep(pools.returnIdle(IPAM_CHUNK_IDLE_MS), ifAny('chunks'), 'IPAM chunks given back', 'IPAM chunks not given back');
           }, IPAM_GC_EVERY_MS).unref();
           ipam = async (body) => {
             let stdout = '';
