@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # A C compiler and static libc (the N-API addon, the static shim), the reference CNI plugins (delegates),
 # the container runtimes of the test rig, the tools the tests use as oracles, and openssl (the CA of
 # the API double and of plexusctl cluster).
-PACKAGES="gcc libc6-dev containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables procps strace openssl"
+PACKAGES="gcc libc6-dev containernetworking-plugins containerd runc podman catatonit busybox-static iproute2 iptables nftables procps strace openssl"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

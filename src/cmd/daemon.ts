@@ -7,6 +7,7 @@ import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconf
 import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
 import type { ClusterCache } from '../daemon/cache.js';
+import type { LocalSandbox, PolicyEngine } from '../policy/engine.js';
 
 /** How old a held address must be before the IPAM GC may free it, and how often it looks. */
 const IPAM_GC_GRACE_MS = 10 * 60_000;
@@ -20,6 +21,23 @@ async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: strin
   const { AttachmentStore } = await import('../meta/store.js');
   const { resendPendingStatus } = await import('../daemon/recovery.js');
   await resendPendingStatus(new AttachmentStore(join(cniDir, 'attachments')), new ApiClient(api, 10_000), log);
+}
+
+/** The node's sandboxes with NAD attachments, from the attachment store: network policy adopts them at start. */
+async function sandboxesInStore(cniDir: string): Promise<LocalSandbox[]> {
+  const { existsSync } = await import('node:fs');
+  const { AttachmentStore } = await import('../meta/store.js');
+  const { policyNetworks } = await import('../meta/report.js');
+  const store = new AttachmentStore(join(cniDir, 'attachments'));
+  const out: LocalSandbox[] = [];
+  for (const id of store.list()) {
+    const read = store.read(id);
+    if (read.kind !== 'ok') continue;
+    const r = read.record;
+    if (!r.attachments.length || !r.podName || !r.netns || !existsSync(r.netns)) continue;
+    out.push({ containerID: r.containerID, netns: r.netns, namespace: r.podNamespace, name: r.podName, ...(r.podUID ? { uid: r.podUID } : {}), networks: policyNetworks(r) });
+  }
+  return out;
 }
 
 export function registerDaemon(program: Command): void {
@@ -44,6 +62,8 @@ export function registerDaemon(program: Command): void {
       'kube-system',
     )
     .option('--cni-dir <dir>', 'attachment records dir (network-status owed by a previous daemon is resent from it), for the generated conf', '/var/lib/cni/plexus')
+    .option('--no-network-policy', 'do not enforce MultiNetworkPolicies (they are enforced when --node-name is given)')
+    .option('--nft <path>', 'the nftables binary that installs pod tables (default: /usr/sbin/nft)')
     .option('--kubelet-dir <dir>', "for the generated conf: kubelet's --root-dir when not /var/lib/kubelet")
     .option('--device-info-dir <dir>', 'for the generated conf: the device-info root when not /var/run/k8s.cni.cncf.io/devinfo')
     .action(
@@ -64,6 +84,8 @@ export function registerDaemon(program: Command): void {
         sriovHostRoot?: string;
         kubeletDir?: string;
         deviceInfoDir?: string;
+        networkPolicy: boolean;
+        nft?: string;
       }) => {
         const limits = { ...DEFAULT_LIMITS, maxConcurrent: o.maxConcurrent, maxQueued: o.maxQueued, ...(o.maxRss ? { maxRssBytes: o.maxRss * 1048576 } : {}) };
         // Loaded only by the daemon, never by the per-pod executables.
@@ -241,6 +263,45 @@ export function registerDaemon(program: Command): void {
             return { exitCode, stdout, stderr };
           };
         }
+        // MultiNetworkPolicy, enforced in each pod's netns (docs/policy.md).
+        let policy: PolicyEngine | undefined;
+        if (o.nodeName && api && o.networkPolicy) {
+          const { PolicyEngine } = await import('../policy/engine.js');
+          const { findNft } = await import('../policy/nft.js');
+          const nft = findNft(o.nft);
+          if (!nft) log.warn({ nft: o.nft ?? '/usr/sbin/nft' }, 'nft not found: pods a MultiNetworkPolicy selects fail their ADD until it is installed');
+          const engine = new PolicyEngine({
+            api,
+            nodeName: o.nodeName,
+            nft: nft ?? o.nft ?? '/usr/sbin/nft',
+            observer: {
+              synced: (pod, seconds, rules) => {
+                metrics.policySync.observe(seconds);
+                metrics.policyRules.set({ pod }, rules);
+              },
+              failed: (pod, error) => {
+                metrics.policyErrors.inc();
+                log.warn({ pod, error }, 'network policy table not replaced (retried)');
+              },
+              forgot: (pod) => metrics.policyRules.remove({ pod }),
+              unfilterable: (p, sandbox, ifName, why) => {
+                metrics.policyUnfilterable.inc();
+                log.warn({ policy: `${p.namespace}/${p.name}`, pod: `${sandbox.namespace}/${sandbox.name}`, ifname: ifName, why }, 'policy not enforced on an interface');
+              },
+              log: (msg, fields) => log.warn(fields, msg),
+            },
+          });
+          // Not awaited: DEL serves while the API server is away; an ADD waits for the policies (engine.ready).
+          void engine
+            .start()
+            .then(async () => {
+              const sandboxes = await sandboxesInStore(o.cniDir);
+              engine.adopt(sandboxes);
+              log.info({ sandboxes: sandboxes.length, ready: engine.ready }, 'network policy: the sandboxes of the node adopted, their tables reconciled');
+            })
+            .catch((err: Error) => log.error({ error: err.message }, 'network policy not started'));
+          policy = engine;
+        }
         // What the plugin core gets for every request. hostApi: network-status and Events of confs
         // without a kubeconfig (a DaemonSet install) go with the daemon's own credentials.
         const context: MetaContext = {
@@ -251,6 +312,7 @@ export function registerDaemon(program: Command): void {
           ...(cache ? { lookup: cache } : {}),
           // An IPAM the delegates exec (plexus-shim under the IPAM's name) finds this daemon here.
           ...(ipam ? { delegateEnv: { PLEXUS_DAEMON_SOCKET: o.socket } } : {}),
+          ...(policy ? { policy } : {}),
         };
         const daemon = new CniDaemon(
           o.socket,
@@ -273,6 +335,7 @@ export function registerDaemon(program: Command): void {
             inFlight: (n) => metrics.inFlight.set(n),
             readiness: () => cache?.health(),
             cacheContents: () => cache?.contents(),
+            ...(policy ? { policyOf: (ns: string, name: string) => policy.explain(ns, name) } : {}),
             ...(ipam ? { ipam } : {}),
           },
           context,

@@ -13,6 +13,7 @@ import { registerSriov } from './sriov.js';
 import { registerDevicePlugin } from './deviceplugin.js';
 import { registerWebhook } from './webhook.js';
 import { registerIpam } from './ipam.js';
+import { registerPolicy } from './policy.js';
 import { errorLine } from './options.js';
 
 // Set by the bundler (scripts/build.mjs) from package.json and the git commit.
@@ -37,6 +38,7 @@ registerSriov(program);
 registerDevicePlugin(program);
 registerWebhook(program);
 registerIpam(program);
+registerPolicy(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -86,6 +86,24 @@ export class DaemonMetrics implements Observer {
     labelNames: ['kind'],
     registers: [this.registry],
   });
+  readonly policySync = new Histogram({
+    name: 'plexus_policy_sync_duration_seconds',
+    help: "time from a change (policy, pod, namespace, or the pod's ADD) to the pod's nftables table replaced",
+    buckets: [0.001, 0.0025, ...BUCKETS],
+    registers: [this.registry],
+  });
+  readonly policyRules = new Gauge({
+    name: 'plexus_policy_rules',
+    help: 'accept rules in a pod netns (both directions, all filtered interfaces), by pod',
+    labelNames: ['pod'],
+    registers: [this.registry],
+  });
+  readonly policyErrors = new Counter({ name: 'plexus_policy_sync_errors_total', help: "pods' tables that could not be replaced (retried)", registers: [this.registry] });
+  readonly policyUnfilterable = new Counter({
+    name: 'plexus_policy_unfilterable_total',
+    help: 'interfaces selected by a policy that cannot be filtered (no kernel interface: DPDK/vfio), reported as Warning Events on the policy',
+    registers: [this.registry],
+  });
   readonly api = new Counter({ name: 'plexus_api_requests_total', help: 'requests to the Kubernetes API server by verb', labelNames: ['verb'], registers: [this.registry] });
 
   constructor() {

@@ -131,6 +131,8 @@ export interface DaemonHooks {
   readiness?(): object | undefined;
   /** GET /debug/cache: what the informer caches hold. */
   cacheContents?(): object | undefined;
+  /** GET /debug/policy?namespace=&name=: a pod's sandboxes on this node, their filtered interfaces and installed tables. */
+  policyOf?(namespace: string, name: string): object[];
   /**
    * POST /ipam: a CNI IPAM request (plexus-shim installed under the IPAM's name, exec'd by a delegate
    * the daemon is running). Not queued behind the sandbox's operation nor a concurrency slot: that ADD
@@ -208,6 +210,11 @@ export class CniDaemon {
       return this.reply(res, this.ready ? 200 : 503, { ready: this.ready, ...(caches ? { caches } : {}) });
     }
     if (req.url === '/debug/cache' && req.method === 'GET') return this.reply(res, 200, this.hooks.cacheContents?.() ?? { cached: false });
+    if (req.url?.startsWith('/debug/policy?') && req.method === 'GET') {
+      const q = new URLSearchParams(req.url.slice('/debug/policy?'.length));
+      if (!this.hooks.policyOf) return this.reply(res, 404, { error: 'network policy is not enforced by this daemon' });
+      return this.reply(res, 200, this.hooks.policyOf(q.get('namespace') ?? '', q.get('name') ?? ''));
+    }
     if (req.url === '/ipam' && req.method === 'POST') {
       const body = parseRequest(await readBody(req, MAX_BODY));
       if (this.hooks.ipam) return this.replyCni(res, await this.hooks.ipam(body));

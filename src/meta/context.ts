@@ -41,6 +41,12 @@ export class ApiClientCache {
   }
 }
 
+/** Network policy of the hosting daemon: a sandbox's rules are in place before its ADD returns. */
+export interface PolicyHook {
+  attached(sandbox: { containerID: string; netns: string; namespace: string; name: string; uid?: string; networks: { network: string; ifName?: string; ips: string[] }[] }): Promise<void>;
+  detached(containerID: string): void;
+}
+
 export interface MetaContext {
   lookup?: ObjectLookup;
   /** Delegates run inside the process instead of exec'd (same code, no start-up per attachment). */
@@ -54,6 +60,7 @@ export interface MetaContext {
   apiCache?: ApiClientCache;
   /** Set in every delegate's environment by the hosting daemon (its socket, for the IPAM shim). */
   delegateEnv?: Record<string, string>;
+  policy?: PolicyHook;
 }
 
 /** Runs `work` for one delegate network and reports how long it took. */

@@ -21,7 +21,7 @@ import { MetaInvocation, type PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
 import { waitForAddsInFlight } from './orphans.js';
 import { planAttachments } from './plan.js';
-import { addedEvents, applyDefaultRoute, event, reportAdd, statusEntries, writeStatus } from './report.js';
+import { addedEvents, applyDefaultRoute, event, policyNetworks, reportAdd, statusEntries, writeStatus } from './report.js';
 import type { AttachmentRecord, StoredAttachment } from './store.js';
 
 /** How long the daemon's ADD waits for the network-status PATCH before answering with the status owed. */
@@ -127,6 +127,7 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
         carrier,
         record.attachments.filter((s) => s !== carrier),
       );
+    if (inv.ctx.policy && inv.pod) await installPolicy(inv, record);
   } catch (err) {
     const failing = record.attachments[tried - 1];
     if (failing && failing.state === 'planned') record.attachments[tried - 1] = { ...failing, state: 'failed' };
@@ -163,6 +164,17 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
   return cluster;
 }
 
+/** The daemon's network policy for the new sandbox, in place before the ADD returns (no unprotected moment). */
+async function installPolicy(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  const pod = inv.pod!;
+  const networks = policyNetworks(record);
+  try {
+    await inv.ctx.policy!.attached({ containerID: record.containerID, netns: record.netns, namespace: pod.namespace, name: pod.name, ...(pod.uid ? { uid: pod.uid } : {}), networks });
+  } catch (err) {
+    throw new CniError(ErrorCode.TryAgainLater, 'network policy not installed', (err as Error).message);
+  }
+}
+
 /**
  * Partial ADD failure: DEL the attachments that were tried, in reverse (the failing one too: it may
  * have done part of its work). The record keeps only what could not be undone, so the runtime's
@@ -193,6 +205,7 @@ async function deleteInReverse<T>(items: readonly T[], del: (item: T, index: num
 
 export async function cmdDel(req: PluginRequest, ctx: MetaContext = {}): Promise<void> {
   const inv = new MetaInvocation(req, ctx);
+  ctx.policy?.detached(req.containerID);
   const read = inv.store.read(req.containerID);
   if (read.kind === 'ok') {
     await delRecord(inv, read.record);

@@ -31,6 +31,13 @@ export async function applyDefaultRoute(netns: string, carrier: StoredAttachment
   return gateways;
 }
 
+/** A sandbox's NAD attachments as network policy reads them: network, interface, bare addresses. */
+export function policyNetworks(record: AttachmentRecord): { network: string; ifName?: string; ips: string[] }[] {
+  return statusEntries(record, false)
+    .filter((e) => !e.default)
+    .map((e) => ({ network: e.name, ...(e.interface ? { ifName: e.interface } : {}), ips: e.ips ?? [] }));
+}
+
 export function statusEntries(record: AttachmentRecord, compat: boolean): NetworkStatusEntry[] {
   const carrier = record.attachments.find((a) => a.defaultRoute !== undefined);
   return record.attachments

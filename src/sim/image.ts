@@ -108,6 +108,11 @@ export function buildPlexusImage(repo: string, dir: string, name = 'plexus:dev')
   copyHostFile(rootfs, node, '/usr/bin/node');
   for (const lib of sharedLibraries(node)) copyHostFile(rootfs, lib);
   copyHostFile(rootfs, '/bin/busybox');
+  // nft installs the pods' network policy tables (docs/policy.md).
+  const nft = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p));
+  if (!nft) throw new Error('nft is missing: install nftables (scripts/setup.sh does)');
+  copyHostFile(rootfs, nft, '/usr/sbin/nft');
+  for (const lib of sharedLibraries(nft)) copyHostFile(rootfs, lib);
   for (const applet of ['sh', 'cat', 'ls', 'env', 'readlink', 'dirname']) symlinkSync('busybox', join(rootfs, 'bin', applet));
   // /var/run is /run, as on the hosts: runtimes name netns /var/run/netns/…, the DaemonSet mounts /run/netns.
   mkdirSync(join(rootfs, 'run'));

@@ -1,0 +1,446 @@
+/**
+ * MultiNetworkPolicy enforcement in the node daemon. Three informers (policies, pods, namespaces) keep
+ * the cluster as policy sees it; the node's own pods (their sandboxes: netns and interfaces) come from
+ * the ADDs and, at start, from the attachment store. A change marks only the local pods it can affect;
+ * those are recomputed and, where their table differs, replaced in one nft transaction. An ADD of a pod
+ * a policy selects returns only once its table is in place.
+ */
+import { existsSync } from 'node:fs';
+import { ApiClient, ApiError } from '../k8s/client.js';
+import { Informer } from '../k8s/informer.js';
+import type { ApiConfig } from '../k8s/kubeconfig.js';
+import { nativeAddon } from '../util/native.js';
+import { type InterfaceRules, type PolicyWorld, rulesForPod } from './compute.js';
+import {
+  MNP_GROUP,
+  MNP_PLURAL,
+  type MultiNetworkPolicy,
+  type Peer,
+  type PodNetwork,
+  type PolicyNamespace,
+  type PolicyPod,
+  matches,
+  parsePolicy,
+  parsePolicyNamespace,
+  parsePolicyPod,
+} from './model.js';
+import { applyTable, renderTable } from './nft.js';
+
+/** A sandbox of this node, as the meta plugin attached it. */
+export interface LocalSandbox {
+  containerID: string;
+  netns: string;
+  namespace: string;
+  name: string;
+  uid?: string;
+  /** Its NAD attachments (not the cluster network's). */
+  networks: PodNetwork[];
+}
+
+export interface PolicyObserver {
+  /** A pod's table replaced: how long since the change that asked for it, and its rule count. */
+  synced(pod: string, seconds: number, rules: number): void;
+  failed(pod: string, error: string): void;
+  forgot(pod: string): void;
+  /** An interface a policy selects that cannot be filtered (no kernel interface in the pod: DPDK/vfio); a Warning Event on the policy says so too. */
+  unfilterable(policy: MultiNetworkPolicy, pod: LocalSandbox, ifName: string, why: string): void;
+  log(msg: string, fields: Record<string, unknown>): void;
+}
+
+interface Local {
+  sandbox: LocalSandbox;
+  /** The table last put in its netns ('' = none), undefined before the first sync. */
+  installed?: string;
+  dirtySince?: number;
+  rules: number;
+  reported: Set<string>;
+  /** The sandbox's table replacements, one at a time: the last computed is the last installed. */
+  queue: Promise<void>;
+}
+
+const key = (ns: string, name: string) => `${ns}/${name}`;
+
+/** The informers' view of the cluster, indexed by namespace. */
+class PolicyCache implements PolicyWorld {
+  readonly policies = new Map<string, Map<string, MultiNetworkPolicy>>();
+  readonly pods = new Map<string, Map<string, PolicyPod>>();
+  readonly namespaceMap = new Map<string, PolicyNamespace>();
+  /** The node's own pods' attachments as their ADD made them: ahead of their network-status in the API. */
+  readonly localNetworks = new Map<string, PodNetwork[]>();
+
+  *policiesIn(ns: string): Iterable<MultiNetworkPolicy> {
+    yield* this.policies.get(ns)?.values() ?? [];
+  }
+  *podsIn(ns: string): Iterable<PolicyPod> {
+    for (const p of this.pods.get(ns)?.values() ?? []) {
+      const local = this.localNetworks.get(key(p.namespace, p.name));
+      yield local ? { ...p, networks: local } : p;
+    }
+  }
+  namespaces(): Iterable<PolicyNamespace> {
+    return this.namespaceMap.values();
+  }
+  put<T>(index: Map<string, Map<string, T>>, ns: string, name: string, value: T | undefined): T | undefined {
+    const inNs = index.get(ns) ?? new Map<string, T>();
+    const old = inNs.get(name);
+    if (value === undefined) inNs.delete(name);
+    else inNs.set(name, value);
+    if (inNs.size) index.set(ns, inNs);
+    else index.delete(ns);
+    return old;
+  }
+}
+
+/** Whether a peer of `policy` selects `pod` (namespace labels as the cache has them). */
+function peerSelects(world: PolicyCache, policy: MultiNetworkPolicy, peer: Peer, pod: PolicyPod): boolean {
+  if (peer.ipBlock) return false;
+  if (peer.namespaceSelector) {
+    const ns = world.namespaceMap.get(pod.namespace);
+    if (!ns || !matches(peer.namespaceSelector, ns.labels)) return false;
+  } else if (pod.namespace !== policy.namespace) return false;
+  return !peer.podSelector || matches(peer.podSelector, pod.labels);
+}
+
+const relevant = (p: PolicyPod | undefined) => (p ? JSON.stringify([p.labels, p.networks, p.namedPorts]) : '');
+
+export interface PolicyEngineOptions {
+  api: ApiConfig;
+  nodeName: string;
+  nft: string;
+  observer: PolicyObserver;
+  /** Tables replaced at once. */
+  concurrency?: number;
+}
+
+export class PolicyEngine {
+  private readonly world = new PolicyCache();
+  private readonly locals = new Map<string, Local>();
+  private readonly client: ApiClient;
+  /** Each informer's first list tried, and whether it has listed. */
+  private readonly informers: { listed: boolean; start(): Promise<void>; stop(): Promise<void> }[] = [];
+  private policyInformer!: Informer<{ metadata: { name: string; namespace: string; resourceVersion?: string }; policy?: MultiNetworkPolicy }>;
+  /** No MultiNetworkPolicy CRD: no policy can exist. */
+  private noCrd = false;
+  private flushing: Promise<void> | undefined;
+  private flushAgain = false;
+  private readonly concurrency: number;
+
+  constructor(private readonly o: PolicyEngineOptions) {
+    this.client = new ApiClient(o.api, 30_000, undefined, 'plexus-daemon');
+    this.concurrency = o.concurrency ?? 4;
+  }
+
+  /** Starts the informers; resolves once each has tried its first list. */
+  async start(): Promise<void> {
+    const version = await this.servedVersion();
+    this.policyInformer = new Informer(this.client, {
+      path: `/apis/${MNP_GROUP}/${version}/${MNP_PLURAL}`,
+      keep: (raw) => {
+        const md = (raw as { metadata: { name: string; namespace: string; resourceVersion?: string } }).metadata;
+        try {
+          return { metadata: md, policy: parsePolicy(raw) };
+        } catch (err) {
+          // A policy that does not parse is applied to nothing, and said so (the API server's schema
+          // lets through what NetworkPolicy's validation would refuse).
+          this.o.observer.log('MultiNetworkPolicy refused', { policy: `${md.namespace}/${md.name}`, error: (err as Error).message });
+          return { metadata: md };
+        }
+      },
+      onChange: (obj, gone) => this.policyChanged(obj.metadata.namespace, obj.metadata.name, gone ? undefined : obj.policy),
+      onError: (err) => {
+        this.noCrd = err instanceof ApiError && err.status === 404;
+        if (!this.noCrd) this.o.observer.log('policy informer list/watch failed', { informer: 'multi-networkpolicies', error: err.message });
+      },
+    });
+    const pods = new Informer(this.client, {
+      path: '/api/v1/pods',
+      keep: (raw) => {
+        const pod = parsePolicyPod(raw);
+        return { metadata: { name: pod.name, namespace: pod.namespace, ...(pod.resourceVersion ? { resourceVersion: pod.resourceVersion } : {}) }, pod };
+      },
+      onChange: (obj, gone) => this.podChanged(obj.pod.namespace, obj.pod.name, gone ? undefined : obj.pod),
+      onError: (err) => this.o.observer.log('policy informer list/watch failed', { informer: 'pods', error: err.message }),
+    });
+    const namespaces = new Informer(this.client, {
+      path: '/api/v1/namespaces',
+      keep: (raw) => {
+        const ns = parsePolicyNamespace(raw);
+        return { metadata: { name: ns.name, ...(ns.resourceVersion ? { resourceVersion: ns.resourceVersion } : {}) }, ns };
+      },
+      onChange: (obj, gone) => this.namespaceChanged(obj.ns.name, gone ? undefined : obj.ns),
+      onError: (err) => this.o.observer.log('policy informer list/watch failed', { informer: 'namespaces', error: err.message }),
+    });
+    this.informers.push(this.policyInformer, pods, namespaces);
+    await Promise.all(this.informers.map((i) => i.start()));
+  }
+
+  /** v1beta2 (endPort) where the CRD serves it, else v1beta1. */
+  private async servedVersion(): Promise<string> {
+    try {
+      const group = await this.client.get<{ versions?: { version: string }[] }>(`/apis/${MNP_GROUP}`);
+      return group.versions?.some((v) => v.version === 'v1beta2') ? 'v1beta2' : 'v1beta1';
+    } catch {
+      return 'v1beta1';
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.stop()));
+  }
+
+  /** Whether every policy is known (listed, or known not to exist): until then an ADD cannot know its rules. */
+  get ready(): boolean {
+    return this.informers.every((i) => i.listed || (i === this.policyInformer && this.noCrd));
+  }
+
+  /**
+   * Marks the node's pods that any of `policies` selects: only their tables can change. A pod whose
+   * labels are not known (yet) is marked too.
+   */
+  private markSelectedBy(policies: (MultiNetworkPolicy | undefined)[], since: number): void {
+    const by = policies.filter((p): p is MultiNetworkPolicy => p !== undefined);
+    if (!by.length) return;
+    for (const l of this.locals.values()) {
+      if (l.dirtySince !== undefined) continue;
+      const labels = this.world.pods.get(l.sandbox.namespace)?.get(l.sandbox.name)?.labels;
+      if (!labels || by.some((p) => p.namespace === l.sandbox.namespace && matches(p.podSelector, labels))) l.dirtySince = since;
+    }
+  }
+
+  private policyChanged(ns: string, name: string, policy: MultiNetworkPolicy | undefined): void {
+    const old = this.world.put(this.world.policies, ns, name, policy);
+    this.markSelectedBy([old, policy], performance.now());
+    this.schedule();
+  }
+
+  private podChanged(ns: string, name: string, pod: PolicyPod | undefined): void {
+    const old = this.world.put(this.world.pods, ns, name, pod);
+    if (relevant(old) === relevant(pod)) return;
+    const now = performance.now();
+    for (const l of this.locals.values()) if (l.sandbox.namespace === ns && l.sandbox.name === name) l.dirtySince ??= now;
+    this.markPeersOf([old, pod], now);
+    this.schedule();
+  }
+
+  /** Every policy with a rule whose peers `selects`. */
+  private policiesWithPeer(selects: (policy: MultiNetworkPolicy, peer: Peer) => boolean): MultiNetworkPolicy[] {
+    const out: MultiNetworkPolicy[] = [];
+    for (const policies of this.world.policies.values())
+      for (const p of policies.values()) if ([...(p.ingress ?? []), ...(p.egress ?? [])].some((r) => r.peers.some((peer) => selects(p, peer)))) out.push(p);
+    return out;
+  }
+
+  /** Marks the node's pods selected by policies that have one of `pods` (before or after a change) as a peer. */
+  private markPeersOf(pods: (PolicyPod | undefined)[], now: number): void {
+    const known = pods.filter((v): v is PolicyPod => v !== undefined);
+    this.markSelectedBy(
+      this.policiesWithPeer((p, peer) => known.some((v) => peerSelects(this.world, p, peer, v))),
+      now,
+    );
+  }
+
+  private namespaceChanged(name: string, ns: PolicyNamespace | undefined): void {
+    const old = this.world.namespaceMap.get(name);
+    if (ns) this.world.namespaceMap.set(name, ns);
+    else this.world.namespaceMap.delete(name);
+    if (JSON.stringify(old?.labels) === JSON.stringify(ns?.labels)) return;
+    // Namespace labels matter only to namespaceSelector peers.
+    this.markSelectedBy(
+      this.policiesWithPeer((_, peer) => peer.namespaceSelector !== undefined),
+      performance.now(),
+    );
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return;
+    }
+    this.flushing = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.flush())
+      .finally(() => {
+        this.flushing = undefined;
+        if (this.flushAgain) {
+          this.flushAgain = false;
+          this.schedule();
+        }
+      });
+  }
+
+  private async flush(): Promise<void> {
+    const dirty = [...this.locals.values()].filter((l) => l.dirtySince !== undefined);
+    let next = 0;
+    const worker = async () => {
+      while (next < dirty.length) {
+        const l = dirty[next++]!;
+        const since = l.dirtySince!;
+        l.dirtySince = undefined;
+        // Detached meanwhile (its DEL), or its netns already gone: nothing to install.
+        if (this.locals.get(l.sandbox.containerID) !== l || !existsSync(l.sandbox.netns)) continue;
+        try {
+          await this.sync(l, since);
+        } catch (err) {
+          if (this.locals.get(l.sandbox.containerID) !== l) continue;
+          l.dirtySince ??= since;
+          this.o.observer.failed(key(l.sandbox.namespace, l.sandbox.name), (err as Error).message);
+          // Tried again with the next change, or in a second.
+          setTimeout(() => this.schedule(), 1000).unref();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, dirty.length) }, worker));
+  }
+
+  /** The pod as policy sees it: labels from the API, attachments from its ADD. */
+  private podOf(s: LocalSandbox): PolicyPod | undefined {
+    const known = this.world.pods.get(s.namespace)?.get(s.name);
+    if (!known || (s.uid && known.uid && known.uid !== s.uid)) return undefined;
+    return { ...known, networks: s.networks };
+  }
+
+  /** What the sandbox's table should be now; undefined while its pod is not known (the table stays as it is). */
+  desired(s: LocalSandbox, pod = this.podOf(s)): { table: string; interfaces: InterfaceRules[] } | undefined {
+    if (!pod) return undefined;
+    const present = this.linksOf(s.netns);
+    const interfaces = rulesForPod(this.world, pod).filter((iface) => {
+      if (present.has(iface.ifName)) return true;
+      const local = this.locals.get(s.containerID);
+      const why = `no kernel interface ${iface.ifName} in the pod (a userspace DPDK/vfio device?)`;
+      for (const name of [...(iface.ingress?.policies ?? []), ...(iface.egress?.policies ?? [])]) {
+        const [ns = '', n = ''] = name.split('/');
+        const policy = this.world.policies.get(ns)?.get(n);
+        const said = `${name} ${iface.ifName}`;
+        if (policy && !local?.reported.has(said)) {
+          local?.reported.add(said);
+          this.o.observer.unfilterable(policy, s, iface.ifName, why);
+          void this.warn(policy, `not enforced on pod ${s.namespace}/${s.name} interface ${iface.ifName} (node ${this.o.nodeName}): ${why}`);
+        }
+      }
+      return false;
+    });
+    return { table: renderTable(interfaces), interfaces };
+  }
+
+  /** A Warning Event on the policy: where users look for why it does not hold. */
+  private async warn(policy: MultiNetworkPolicy, message: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.client
+      .post(`/api/v1/namespaces/${encodeURIComponent(policy.namespace)}/events`, {
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { generateName: `${policy.name}.`, namespace: policy.namespace },
+        involvedObject: { apiVersion: `${MNP_GROUP}/v1beta1`, kind: 'MultiNetworkPolicy', name: policy.name, namespace: policy.namespace, ...(policy.uid ? { uid: policy.uid } : {}) },
+        reason: 'PolicyNotEnforced',
+        message,
+        type: 'Warning',
+        source: { component: 'plexus-daemon', host: this.o.nodeName },
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      })
+      .catch((err: Error) => this.o.observer.log('policy Event not posted', { policy: `${policy.namespace}/${policy.name}`, error: err.message }));
+  }
+
+  private linksOf(netns: string): Set<string> {
+    try {
+      return new Set(nativeAddon().linkNames(netns));
+    } catch {
+      return new Set();
+    }
+  }
+
+  /** Computes the sandbox's table and installs it if it changed; after any replacement of it still running. */
+  private sync(l: Local, since: number, pod?: PolicyPod): Promise<void> {
+    const run = l.queue.then(async () => {
+      const want = this.desired(l.sandbox, pod ?? this.podOf(l.sandbox));
+      if (!want || want.table === l.installed) return;
+      const { table, interfaces } = want;
+      await applyTable(this.o.nft, l.sandbox.netns, table);
+      l.installed = table;
+      l.rules = interfaces.reduce((n, i) => n + (i.ingress?.allow.length ?? 0) + (i.egress?.allow.length ?? 0), 0);
+      this.o.observer.synced(key(l.sandbox.namespace, l.sandbox.name), (performance.now() - since) / 1000, l.rules);
+    });
+    l.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * A sandbox the meta plugin has just attached: its table is in place when this resolves. Throws when
+   * the policies are not known yet, or the table cannot be installed (the ADD then fails and is undone).
+   */
+  async attached(s: LocalSandbox): Promise<void> {
+    const since = performance.now();
+    if (!this.ready) {
+      const deadline = Date.now() + 5000;
+      while (!this.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (!this.ready) throw new Error('the MultiNetworkPolicies are not known yet (the API server cannot be listed)');
+    }
+    let pod = this.podOf(s);
+    // Only a policy of its namespace for one of its networks can select it: with none, its labels do not matter.
+    const mayBeSelected = [...this.world.policiesIn(s.namespace)].some((p) => p.networks.some((n) => s.networks.some((x) => x.network === n)));
+    if (!pod && mayBeSelected) pod = await this.readPod(s);
+    // A new netns has no table: nothing to write when no policy selects the pod.
+    const l: Local = { sandbox: s, installed: '', rules: 0, reported: new Set(), queue: Promise.resolve() };
+    this.locals.set(s.containerID, l);
+    this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
+    if (!pod) return;
+    try {
+      await this.sync(l, since, pod);
+    } catch (err) {
+      this.detached(s.containerID);
+      throw err;
+    }
+    // Its addresses are peers of the node's other pods now (ahead of its network-status).
+    this.markPeersOf([pod], since);
+    l.dirtySince = undefined;
+    this.schedule();
+  }
+
+  /** A pod not in the informer yet (created a moment ago), read once; undefined when the API has no such pod. */
+  private async readPod(s: LocalSandbox): Promise<PolicyPod | undefined> {
+    let raw: unknown;
+    try {
+      raw = await this.client.get<unknown>(`/api/v1/namespaces/${encodeURIComponent(s.namespace)}/pods/${encodeURIComponent(s.name)}`);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+      // Not a Kubernetes pod (a runtime used without the kubelet): no policy can name it.
+      this.o.observer.log('no such pod in the API: no MultiNetworkPolicy applies to its sandbox', { pod: key(s.namespace, s.name), containerID: s.containerID });
+      return undefined;
+    }
+    const read = parsePolicyPod(raw);
+    if (s.uid && read.uid && read.uid !== s.uid) throw new Error(`pod ${s.namespace}/${s.name} is not the one of this sandbox (UID ${read.uid}, not ${s.uid})`);
+    this.world.put(this.world.pods, s.namespace, s.name, read);
+    return { ...read, networks: s.networks };
+  }
+
+  /** The sandbox is being torn down: nothing more to keep for it (its netns goes with its rules). */
+  detached(containerID: string): void {
+    const l = this.locals.get(containerID);
+    if (!l) return;
+    this.locals.delete(containerID);
+    const k = key(l.sandbox.namespace, l.sandbox.name);
+    if ([...this.locals.values()].every((o) => key(o.sandbox.namespace, o.sandbox.name) !== k)) this.world.localNetworks.delete(k);
+    this.o.observer.forgot(k);
+  }
+
+  /**
+   * At start: the node's sandboxes from the attachment store. Their tables (left in place while the
+   * daemon was down) are recomputed against the cluster as it is now and replaced where they differ.
+   */
+  adopt(sandboxes: LocalSandbox[]): void {
+    const now = performance.now();
+    for (const s of sandboxes) {
+      this.locals.set(s.containerID, { sandbox: s, dirtySince: now, rules: 0, reported: new Set(), queue: Promise.resolve() });
+      this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
+    }
+    this.schedule();
+  }
+
+  /** What `plexusctl policy explain` and /debug read: each local pod's interfaces and their rules. */
+  explain(namespace: string, name: string): { containerID: string; interfaces: InterfaceRules[]; table: string }[] {
+    return [...this.locals.values()]
+      .filter((l) => l.sandbox.namespace === namespace && l.sandbox.name === name)
+      .map((l) => ({ containerID: l.sandbox.containerID, interfaces: this.desired(l.sandbox)?.interfaces ?? [], table: l.installed ?? '' }));
+  }
+}
