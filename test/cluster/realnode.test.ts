@@ -32,6 +32,7 @@ import { unary } from '../../src/util/grpc-unary.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { startDaemon, stopDaemon } from '../support/daemon.js';
 import { plexusctlPath } from '../support/plugins.js';
+import { ProbeAgent } from '../support/probes.js';
 import { Rig, ipAddresses, ipJson, linkExists, listNetns } from '../support/rig.js';
 
 const STATUS = 'k8s.v1.cni.cncf.io/network-status';
@@ -39,6 +40,8 @@ const STATUS = 'k8s.v1.cni.cncf.io/network-status';
 const DAEMONSET_SOCKET = '/run/plexus/plexus.sock';
 /** The bridge of the bridge + tuning chain NAD. */
 const TUNED_BRIDGE = 'plx-br-t';
+/** The bridge of the network policy case. */
+const POLICY_BRIDGE = 'plx-br-pol';
 
 interface PodJson {
   metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string> };
@@ -103,7 +106,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
 
   after(async () => {
     await cluster?.down();
-    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB, TUNED_BRIDGE]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
+    for (const l of [EXAMPLE_LINKS.macvlanMaster, EXAMPLE_LINKS.vf, EXAMPLE_LINKS.bridgeB, TUNED_BRIDGE, POLICY_BRIDGE]) if (linkExists(l)) execFileSync('ip', ['link', 'del', l]);
     rig.cleanup();
     // Nothing of the cluster is left: processes, mounts, cgroups, netns.
     assert.deepEqual(
@@ -682,6 +685,68 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
           await kubectl(['delete', 'pod', ...names, '--wait=true', '--timeout=120s']);
           await until('the addresses freed', async () => (await chunks()).every((c) => !c.status?.addresses?.length) || undefined);
           await kubectl(['delete', 'network-attachment-definition', 'ipam-data']);
+        });
+
+        it('MultiNetworkPolicy through kubectl apply: the DaemonSet enforces it in the pods the kubelet runs (probes from their netns), explain shows the installed table, deleting it opens again', async () => {
+          const nad = nadDoc('default', { cniVersion: '1.0.0', name: 'pol-net', type: 'bridge', bridge: POLICY_BRIDGE, ipam: { type: 'host-local', ranges: [[{ subnet: '10.77.11.0/24' }]] } });
+          const roles = { 'pol-a': 'server', 'pol-b': 'friend', 'pol-c': 'stranger' };
+          const pods = Object.entries(roles).map(([name, role]) => ({
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name, namespace: 'default', labels: { role }, annotations: { 'k8s.v1.cni.cncf.io/networks': 'pol-net' } },
+            spec: { containers: [{ name: 'app', image: 'localhost/plexus-pause:1', imagePullPolicy: 'Never' }] },
+          }));
+          await kubectl(['apply', '-f', '-'], [nad, ...pods].map((d) => stringify(d)).join('---\n'));
+          const agents = new Map<string, { agent: ProbeAgent; addr: string }>();
+          try {
+            for (const name of Object.keys(roles)) {
+              await until(`${name} Running`, async () => (await getPod(name))?.status?.phase === 'Running', 120_000);
+              const netns = (await cri.readySandbox('default', name))!.netns!;
+              const [addr] = ipAddresses(netns.split('/').pop()!, 'net1');
+              assert.match(addr ?? '', /^10\.77\.11\./);
+              agents.set(name, { agent: new ProbeAgent(netns), addr: addr!.split('/')[0]! });
+            }
+            await Promise.all([...agents.values()].map((a) => a.agent.ready));
+            const probe = (from: string, to: string, kind: 'tcp80' | 'tcp81') => agents.get(from)!.agent.probe(kind, agents.get(to)!.addr);
+            const matrix = async () => ({
+              friend80: await probe('pol-b', 'pol-a', 'tcp80'),
+              friend81: await probe('pol-b', 'pol-a', 'tcp81'),
+              stranger80: await probe('pol-c', 'pol-a', 'tcp80'),
+              out: await probe('pol-a', 'pol-c', 'tcp80'),
+            });
+            assert.deepEqual(await matrix(), { friend80: true, friend81: true, stranger80: true, out: true }, 'open before any policy');
+            // As a user writes it: YAML, v1beta1 (upstream's served version), kubectl apply.
+            const policyYaml = [
+              'apiVersion: k8s.cni.cncf.io/v1beta1',
+              'kind: MultiNetworkPolicy',
+              'metadata:',
+              '  name: server-from-friends',
+              '  namespace: default',
+              '  annotations:',
+              '    k8s.v1.cni.cncf.io/policy-for: pol-net',
+              'spec:',
+              '  podSelector: {matchLabels: {role: server}}',
+              '  policyTypes: [Ingress]',
+              '  ingress:',
+              '    - from: [{podSelector: {matchLabels: {role: friend}}}]',
+              '      ports: [{protocol: TCP, port: 80}]',
+              '',
+            ].join('\n');
+            await kubectl(['apply', '-f', '-'], policyYaml);
+            const enforced = { friend80: true, friend81: false, stranger80: false, out: true };
+            await until('the policy enforced', async () => JSON.stringify(await matrix()) === JSON.stringify(enforced) || undefined, 30_000);
+            const explained = execFileSync(plexusctlPath, ['policy', 'explain', 'default/pol-a', '--kubeconfig', cluster.adminKubeconfig, '--socket', DAEMONSET_SOCKET], { encoding: 'utf8' });
+            assert.match(explained, /net1 \(default\/pol-net\):/);
+            assert.match(explained, new RegExp(`default/server-from-friends ingress\\[0\\]  from ${agents.get('pol-b')!.addr.replace(/\./g, '\\.')}  tcp 80`));
+            assert.match(explained, /installed in sandbox [0-9a-f]{12}:\n {2}table inet plexus_policy/, 'the daemon of the DaemonSet answers for its node');
+            await kubectl(['delete', 'multi-networkpolicy', 'server-from-friends']);
+            await until('open again', async () => (await matrix()).stranger80 || undefined, 30_000);
+          } finally {
+            for (const a of agents.values()) a.agent.stop();
+            await kubectl(['delete', 'pod', ...Object.keys(roles), '--wait=true', '--timeout=120s']);
+            await kubectl(['delete', 'network-attachment-definition', 'pol-net']);
+            if (linkExists(POLICY_BRIDGE)) execFileSync('ip', ['link', 'del', POLICY_BRIDGE]);
+          }
         });
 
         it('kube-apiserver restarts: the informers list and watch again (a NAD made after the restart reaches the cache), and the next pod gets it', async () => {
