@@ -79,6 +79,14 @@ export function discovery(known: ResourceType[], path: string): unknown {
   return undefined;
 }
 
+/** A validator for CRD schemas, with the integer formats Kubernetes schemas use. */
+function crdValidator(): InstanceType<typeof Ajv> {
+  const ajv = new Ajv({ strict: false, allErrors: true });
+  ajv.addFormat('int32', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 });
+  ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) });
+  return ajv;
+}
+
 /** The resource types a CRD serves (one per served version), with its schema compiled for validation. */
 export function crdTypes(spec: unknown): ResourceType[] {
   const types: ResourceType[] = [];
@@ -99,7 +107,7 @@ export function crdTypes(spec: unknown): ResourceType[] {
       subresources: Object.keys(v.subresources ?? {}),
     };
     if (s.names.shortNames) t.shortNames = s.names.shortNames;
-    if (v.schema?.openAPIV3Schema) t.validate = new Ajv({ strict: false, allErrors: true }).compile(stripK8sExtensions(v.schema.openAPIV3Schema) as object);
+    if (v.schema?.openAPIV3Schema) t.validate = crdValidator().compile(stripK8sExtensions(v.schema.openAPIV3Schema) as object);
     types.push(t);
   }
   return types;
