@@ -78,4 +78,5 @@ writeFileSync(join(root, 'build/bundles.json'), JSON.stringify(metafile));
 // Files the bundles read at run time.
 copyFileSync(join(root, 'src/k8s/podresources-v1.proto'), join(root, 'dist/podresources-v1.proto'));
 copyFileSync(join(root, 'src/sim/cri-runtime-v1.proto'), join(root, 'dist/cri-runtime-v1.proto'));
+copyFileSync(join(root, 'src/dra/dra-v1.proto'), join(root, 'dist/dra-v1.proto'));
 for (const p of ['deviceplugin-v1beta1.proto', 'pluginregistration-v1.proto']) copyFileSync(join(root, 'src/deviceplugin', p), join(root, 'dist', p));

@@ -14,6 +14,7 @@ import { registerDevicePlugin } from './deviceplugin.js';
 import { registerWebhook } from './webhook.js';
 import { registerIpam } from './ipam.js';
 import { registerPolicy } from './policy.js';
+import { registerDra } from './dra.js';
 import { errorLine } from './options.js';
 
 // Set by the bundler (scripts/build.mjs) from package.json and the git commit.
@@ -39,6 +40,7 @@ registerDevicePlugin(program);
 registerWebhook(program);
 registerIpam(program);
 registerPolicy(program);
+registerDra(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -4,10 +4,13 @@
  * real scheduler allocates claims against them with CEL selectors.
  */
 import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/deviceplugin/config.js';
 import { assignPools } from '../../src/deviceplugin/pools.js';
+import { DraDriver } from '../../src/dra/driver.js';
 import { DRA_DRIVER, SlicePublisher, sliceDevices } from '../../src/dra/slices.js';
+import { sriovHostOf } from '../../src/sim/sriov-host.js';
 import { ApiClient } from '../../src/k8s/client.js';
 import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
@@ -150,5 +153,42 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
       const pod = JSON.parse(await kubectl(['get', 'pod', '-n', 'dra', `pod-${template}`, '-o', 'json'])) as { spec: { nodeName?: string } };
       assert.equal(pod.spec.nodeName, NODE);
     }
+  });
+
+  it('prepare and unprepare of an allocated claim are idempotent and checkpointed: a driver restarted between them answers from its checkpoint', async () => {
+    const pod = JSON.parse(await kubectl(['get', 'pod', '-n', 'dra', 'pod-numa1', '-o', 'json'])) as { status: { resourceClaimStatuses: { resourceClaimName: string }[] } };
+    const name = pod.status.resourceClaimStatuses[0]!.resourceClaimName;
+    const uid = (await kubectl(['get', 'resourceclaim', '-n', 'dra', name, '-o', 'jsonpath={.metadata.uid}'])).trim();
+    const claim = { namespace: 'dra', name, uid };
+    const dir = rig.dir('drastate');
+    writeFileSync(join(dir, 'config.json'), CONFIG);
+    const api = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 30_000);
+    const driver = () =>
+      new DraDriver({
+        api,
+        nodeName: NODE,
+        host: sriovHostOf(kernel),
+        configFile: join(dir, 'config.json'),
+        kubeletDir: join(dir, 'kubelet'),
+        stateDir: join(dir, 'state'),
+        cdiDir: join(dir, 'cdi'),
+        devinfoDir: join(dir, 'devinfo'),
+        log: () => undefined,
+      });
+    const first = driver();
+    const devices = await first.prepare(claim);
+    assert.equal(devices.length, 1);
+    assert.deepEqual(await first.prepare(claim), devices, 'a repeated prepare gives the same answer');
+    const spec = join(dir, 'cdi', `${DRA_DRIVER}-${uid}.json`);
+    assert.ok(existsSync(spec));
+    // A restarted driver: the claim is prepared already, by its checkpoint.
+    const second = driver();
+    assert.deepEqual(second.preparedClaims()[uid]?.devices, devices);
+    assert.deepEqual(await second.prepare({ ...claim, name: 'not-read-again' }), devices, 'answered from the checkpoint, no API read');
+    second.unprepare(claim);
+    assert.equal(existsSync(spec), false, 'the CDI spec removed');
+    second.unprepare(claim);
+    assert.deepEqual(driver().preparedClaims(), {}, 'nothing left in the checkpoint');
+    await assert.rejects(second.prepare({ ...claim, uid: 'another-uid' }), /has UID .*, kubelet asked for another-uid/);
   });
 });
