@@ -4,6 +4,7 @@
  * is a CNI error naming the element and the field: a pod never starts with fewer networks than
  * it asked for.
  */
+import { DNS_LABEL } from '../k8s/names.js';
 import { isIpOrCidr, isMac, isPlainIp, macNotAssignable } from '../net/addr.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { validateIfName } from '../cni/skel.js';
@@ -20,8 +21,6 @@ export const RESOURCE_NAME_ANNOTATION = 'k8s.v1.cni.cncf.io/resourceName';
  * so it never lands in a runtimeConfig.
  */
 export const IPAM_CLAIM_ARG = 'K8S_IPAM_CLAIM';
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 export interface PortMapping {
   hostPort: number;

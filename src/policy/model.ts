@@ -4,6 +4,7 @@
  * policy that does not parse is refused whole (and reported), never half applied.
  */
 import { type Cidr, parseCidr } from '../ipam/addr.js';
+import { isDnsLabel, isDnsSubdomain } from '../k8s/names.js';
 import { isObject } from '../util/object.js';
 
 export const MNP_GROUP = 'k8s.cni.cncf.io';
@@ -170,9 +171,6 @@ function parseRules(v: unknown, where: string, peersKey: 'from' | 'to'): PolicyR
   });
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 /** The policy-for annotation: `ns/name` or `name`, comma-separated, spaces around entries allowed. */
 export function parsePolicyFor(text: string | undefined, namespace: string): string[] {
   if (text === undefined) return [];
@@ -182,7 +180,7 @@ export function parsePolicyFor(text: string | undefined, namespace: string): str
     if (!entry) continue;
     const parts = entry.split('/');
     const [ns, name] = parts.length === 2 ? parts : parts.length === 1 ? [namespace, parts[0]] : [];
-    if (!ns || !name || !DNS_LABEL.test(ns) || !DNS_SUBDOMAIN.test(name)) fail(POLICY_FOR_ANNOTATION, `"${entry}" is not a NAD name (name or namespace/name)`);
+    if (!ns || !name || !isDnsLabel(ns) || !isDnsSubdomain(name)) fail(POLICY_FOR_ANNOTATION, `"${entry}" is not a NAD name (name or namespace/name)`);
     if (!out.includes(`${ns}/${name}`)) out.push(`${ns}/${name}`);
   }
   return out;

@@ -4,6 +4,7 @@
  * parser, the namespace, plugin-name and capability checks): a pod the webhook admits is a pod whose
  * networks the plugin can plan, and a denial says what the plugin's code-7 error would have said.
  */
+import { isDnsLabel, isDnsSubdomain } from '../k8s/names.js';
 import { CniError } from '../cni/errors.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import type { NetworkAttachmentDefinition } from '../k8s/types.js';
@@ -53,8 +54,6 @@ export interface SelectedNetwork {
   resourceName?: string;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
 function message(err: unknown): string {
@@ -65,7 +64,7 @@ function message(err: unknown): string {
 export function resourceNameProblem(value: string): string | undefined {
   const [domain, name, ...rest] = value.split('/');
   if (rest.length || !domain || !name) return `must be <domain>/<name>, got ${JSON.stringify(value)}`;
-  if (domain.length > 253 || !DNS_SUBDOMAIN.test(domain)) return `domain ${JSON.stringify(domain)} is not a DNS subdomain`;
+  if (!isDnsSubdomain(domain)) return `domain ${JSON.stringify(domain)} is not a DNS subdomain`;
   if (domain === 'kubernetes.io' || domain.endsWith('.kubernetes.io')) return `domain ${JSON.stringify(domain)} is reserved for Kubernetes' own resources`;
   if (name.length > 63 || !QUALIFIED_NAME.test(name)) return `name ${JSON.stringify(name)} must be 1-63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric`;
   return undefined;
@@ -91,7 +90,7 @@ export function validateNad(nad: NetworkAttachmentDefinition): Verdict {
   const denials: string[] = [];
   const warnings: string[] = [];
   const { name, namespace, annotations = {} } = nad.metadata;
-  if (!DNS_LABEL.test(name) || name.length > 63) warnings.push(`metadata.name "${name}" is not a DNS-1123 label: no ${NETWORKS_ANNOTATION} annotation can select it`);
+  if (!isDnsLabel(name)) warnings.push(`metadata.name "${name}" is not a DNS-1123 label: no ${NETWORKS_ANNOTATION} annotation can select it`);
   const resourceName = annotations[RESOURCE_NAME_ANNOTATION];
   if (resourceName !== undefined) {
     const why = resourceNameProblem(resourceName);
