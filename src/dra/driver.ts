@@ -13,7 +13,7 @@ import loaderModule from '@grpc/proto-loader';
 import { containerResponse, writeDpDeviceInfo } from '../deviceplugin/allocate.js';
 import { type PoolConfig, parseConfig } from '../deviceplugin/config.js';
 import { bindUnix, grpc, kubeletApis, type PluginInfo } from '../deviceplugin/grpc.js';
-import { assignPools } from '../deviceplugin/pools.js';
+import { type Assignment, assignPools } from '../deviceplugin/pools.js';
 import type { ApiClient } from '../k8s/client.js';
 import { type HostInventory, discover } from '../sriov/discover.js';
 import type { SriovHost } from '../sriov/backend.js';
@@ -73,7 +73,8 @@ function allocationResults(claim: unknown): AllocationResult[] {
 
 export class DraDriver {
   private inventory: HostInventory | undefined;
-  private pools: PoolConfig[] = [];
+  /** The pools of the last discovery, as the slices published them. */
+  private assignment: Assignment | undefined;
   private readonly publisher: SlicePublisher;
   private readonly checkpointFile: string;
   private prepared: Record<string, PreparedClaim>;
@@ -105,17 +106,16 @@ export class DraDriver {
 
   /** Discovery, pools and health as the device plugin sees them, published as the node's slices. */
   async rediscover(): Promise<boolean> {
-    this.pools = parseConfig(readFileSync(this.o.configFile, 'utf8')).pools;
+    const pools = parseConfig(readFileSync(this.o.configFile, 'utf8')).pools;
     this.inventory = discover(this.o.host.sysfs);
-    const assignment = assignPools(this.inventory, this.pools);
-    return this.publisher.publish(sliceDevices(this.inventory, assignment));
+    this.assignment = assignPools(this.inventory, pools);
+    return this.publisher.publish(sliceDevices(this.inventory, this.assignment));
   }
 
   /** The device of a slice by its name, and the pool it is in. */
   private device(name: string): { dev: HostInventory['devices'][number]; pool: PoolConfig } | undefined {
     const inv = this.inventory!;
-    const assignment = assignPools(inv, this.pools);
-    for (const { pool, devices } of assignment.pools) {
+    for (const { pool, devices } of this.assignment!.pools) {
       const id = devices.find((d) => deviceName(d) === name);
       const dev = id ? inv.devices.find((d) => d.address === id) : undefined;
       if (dev) return { dev, pool };

@@ -129,7 +129,7 @@ export class NodePool {
   /** Gives a chunk up (locally; the API object goes after this): only an empty one. */
   removeChunk(index: bigint): void {
     if (this.inChunk(index).length) throw new Error(`chunk ${index} of pool ${this.name} still holds addresses`);
-    if (this.chunks.has(index)) this.record({ op: 'unchunk', index: String(index) });
+    this.forgetChunk(index);
   }
 
   /**

@@ -301,9 +301,7 @@ export class ChunkRegistry {
       // Only a chunk the API server says is not there (404) leaves its shadows orphaned; any other failure skips.
       const primary = /^\d{1,40}$/.test(index) ? parseChunk(await this.chunkObject(pool, BigInt(index))) : undefined;
       if (primary && primary.spec.node === c.spec.node && !primary.spec.shadowOf) continue;
-      await this.api.delete(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid).catch((err: unknown) => {
-        if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
-      });
+      await this.deleteIfThere(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid);
       gone++;
     }
     return gone;
@@ -335,9 +333,7 @@ export class ChunkRegistry {
       if (now - since < graceMs) continue;
       if ((await listAll(this.api, `${IPAM_API}/iploans`, { fieldSelector: `spec.lender=${node}` })).length) continue;
       for (const c of chunks.filter((x) => x.spec.node === node)) {
-        await this.api.delete(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid).catch((err: unknown) => {
-          if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
-        });
+        await this.deleteIfThere(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid);
         reclaimed.push(c.metadata.name);
       }
     }
@@ -356,9 +352,7 @@ export class ChunkRegistry {
   private async dropShadow(pool: string, index: bigint, of: string): Promise<void> {
     const have = parseChunk(await this.chunkObject(pool, index));
     if (have?.spec.shadowOf !== of) return;
-    await this.api.delete(`${IPAM_API}/ipchunks/${chunkName(pool, index)}`, have.metadata.uid).catch((err: unknown) => {
-      if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
-    });
+    await this.deleteIfThere(`${IPAM_API}/ipchunks/${chunkName(pool, index)}`, have.metadata.uid);
   }
 
   /** An IPAMClaim's UID; undefined when there is no such claim. */
@@ -450,9 +444,7 @@ export class ChunkRegistry {
     for (const l of leases.sort((a, b) => Number(b.spec.kind === 'binding') - Number(a.spec.kind === 'binding'))) {
       const unbound = l.spec.kind === 'address' && !bound.has(`${l.spec.pool}/${l.spec.address}/${l.spec.claimUID}`) && now - l.created > graceMs;
       if (!unbound && (await alive(l.spec.claim, l.spec.claimUID))) continue;
-      await this.api.delete(`${IPAM_API}/ipleases/${l.name}`, l.uid).catch((err: unknown) => {
-        if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
-      });
+      await this.deleteIfThere(`${IPAM_API}/ipleases/${l.name}`, l.uid);
       gone.push(l.name);
     }
     return gone;
@@ -556,6 +548,13 @@ export class ChunkRegistry {
       const have = parseChunk(await this.chunkObject(pool.name, index));
       return have?.spec.node === owner && have.spec.shadowOf === shadowOf;
     }
+  }
+
+  /** DELETE with a UID precondition; already gone (404) or replaced by another object (409) is done. */
+  private async deleteIfThere(path: string, uid: string | undefined): Promise<void> {
+    await this.api.delete(path, uid).catch((err: unknown) => {
+      if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+    });
   }
 
   /** A chunk's object as the API server has it; undefined when it has none (404), other failures thrown. */

@@ -2,6 +2,7 @@
  * Reporting an ADD: the default route moved onto the attachment that asks for it, network-status
  * (one PATCH) and one AddedInterface Event per attachment, sent together. Nothing here fails an ADD.
  */
+import type { PodNetwork } from '../policy/model.js';
 import { ipFamily, toCanonical } from '../cni/version.js';
 import { readDeviceInfo } from './deviceinfo.js';
 import type { MetaInvocation } from './invocation.js';
@@ -32,7 +33,7 @@ export async function applyDefaultRoute(netns: string, carrier: StoredAttachment
 }
 
 /** A sandbox's NAD attachments as network policy reads them: network, interface, bare addresses. */
-export function policyNetworks(record: AttachmentRecord): { network: string; ifName?: string; ips: string[] }[] {
+export function policyNetworks(record: AttachmentRecord): PodNetwork[] {
   return statusEntries(record, false)
     .filter((e) => !e.default)
     .map((e) => ({ network: e.name, ...(e.interface ? { ifName: e.interface } : {}), ips: e.ips ?? [] }));

@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { ApiClient, ApiError } from '../k8s/client.js';
+import type { PolicySandbox } from '../meta/context.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import { nativeAddon } from '../util/native.js';
@@ -27,15 +28,7 @@ import {
 import { applyTable, renderTable } from './nft.js';
 
 /** A sandbox of this node, as the meta plugin attached it. */
-export interface LocalSandbox {
-  containerID: string;
-  netns: string;
-  namespace: string;
-  name: string;
-  uid?: string;
-  /** Its NAD attachments (not the cluster network's). */
-  networks: PodNetwork[];
-}
+export type LocalSandbox = PolicySandbox;
 
 export interface PolicyObserver {
   /** A pod's table replaced: how long since the change that asked for it, and its rule count. */
