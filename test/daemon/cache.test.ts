@@ -89,7 +89,8 @@ describe('node daemon with informer caches', function () {
     node.api.acceptedTokens = new Set(['token-one']);
     const rotating = await startDaemon(rotSocket, ['--kubeconfig', kubeconfig, '--node-name', 'plx-node']);
     try {
-      await waitFor('the caches to sync', () => rotating.logs.some((l) => /caches/.test(String(l.msg))), 10000);
+      // Synced, and the network policy informers started too: no start-up request is in flight at the rotation.
+      await waitFor('the caches to sync', () => rotating.logs.some((l) => /caches/.test(String(l.msg))) && rotating.logs.some((l) => /network policy: the sandboxes/.test(String(l.msg))), 10000);
       // Rotated, and the old token revoked at once (harsher than kubelet, which keeps it valid for a while).
       writeFileSync(tokenFile, 'token-two');
       node.api.acceptedTokens = new Set(['token-two']);
