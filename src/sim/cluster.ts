@@ -16,6 +16,7 @@ import { loadKubeconfig } from '../k8s/kubeconfig.js';
 import type { KeyPair } from '../k8s/pki.js';
 import { findAbove } from '../util/find-above.js';
 import { pidAlive, stopPid } from '../util/pid.js';
+import type { Containerd2 } from './containerd.js';
 
 export const CLUSTER_PORTS = { apiserver: 16443, etcdClient: 12379, etcdPeer: 12380, kubelet: 10250, kubeletHealthz: 10248, controllerManager: 10257, scheduler: 10259 };
 export const SERVICE_CIDR = '10.96.0.0/16';
@@ -30,6 +31,8 @@ export interface ClusterOptions {
   binDir?: string;
   /** Start kubelet and containerd (default true); false gives a control plane only. */
   kubelet?: boolean;
+  /** Run kubelet on containerd 2.x (CDI devices applied) instead of Debian's 1.6. */
+  containerd2?: Containerd2;
   log?: (line: string) => void;
 }
 
@@ -244,7 +247,7 @@ export class LocalCluster {
     const dir = this.opts.dir;
     const { ContainerdRig } = await import('./containerd.js');
     // The pods' cluster network until Plexus is installed in front of it (00-plexus.conflist then wins).
-    const cri = await ContainerdRig.start(this.containerdDir, {}, { detached: true });
+    const cri = await ContainerdRig.start(this.containerdDir, {}, { detached: true, ...(this.opts.containerd2 ? { containerd2: this.opts.containerd2 } : {}) });
     state.pids.containerd = cri.pid!;
     this.saveState(state);
     writeFileSync(

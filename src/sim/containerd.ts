@@ -1,6 +1,7 @@
 /**
- * containerd 1.6 CRI rig (used by the tests and by `plexusctl demo`): a private containerd (config, socket, root and state under one scratch
- * dir), a pause image built locally from catatonit, and a small CRI client over gRPC.
+ * containerd CRI rig (used by the tests and by `plexusctl demo`): a private containerd (config, socket, root and state under one scratch
+ * dir), a pause image built locally from catatonit, and a small CRI client over gRPC. Debian's containerd 1.6 by default; containerd
+ * 2.x built by scripts/build-cluster.sh where CDI devices must be applied (1.6 ignores them).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { requireAbove } from '../util/find-above.js';
+import { findAbove, requireAbove } from '../util/find-above.js';
 import { importImage, ociImageTar } from './image.js';
 import { stopPid } from '../util/pid.js';
 
@@ -45,6 +46,62 @@ export function buildPauseImage(dir: string): string {
   return ociImageTar(dir, 'pause.tar', { name: PAUSE_IMAGE, rootfs: root, entrypoint: ['/pause', '-P'] });
 }
 
+/** containerd 2.x as scripts/build-cluster.sh builds it: its binaries, and the dirs its CDI registry reads. */
+export interface Containerd2 {
+  binDir: string;
+  cdiSpecDirs: string[];
+}
+
+/** The containerd 2.x binaries built under .tools/containerd/ (the newest version). */
+export function containerd2Dir(): string {
+  const tools = findAbove(import.meta.url, [join('.tools', 'containerd')]);
+  const versions = tools ? readdirSync(tools).filter((v) => readdirSync(join(tools, v)).some((f) => f.startsWith('.built-'))) : [];
+  if (!tools || !versions.length) throw new Error('containerd 2.x is not built: run sh scripts/build-cluster.sh');
+  return join(tools, versions.sort().at(-1)!);
+}
+
+/** CRI config of containerd 1.6 (version 2) or 2.x (version 3: the CRI plugin split into runtime and images; CDI always on). */
+function criConfig(rig: { socket: string; binDir: string; confDir: string }, dir: string, v2: Containerd2 | undefined): string {
+  const head = `root = "${join(dir, 'root')}"
+state = "${join(dir, 'state')}"
+[grpc]
+  address = "${rig.socket}"
+[ttrpc]
+  address = "${rig.socket}.ttrpc"
+`;
+  if (!v2)
+    return `version = 2
+${head}[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "${rig.binDir}"
+    conf_dir = "${rig.confDir}"
+    max_conf_num = 1
+`;
+  const platform = `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`;
+  // Images are imported through the transfer service, which unpacks only for the platforms named here.
+  return `version = 3
+${head}[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "${platform}"
+    snapshotter = "native"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "${PAUSE_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  cdi_spec_dirs = [${v2.cdiSpecDirs.map((d) => `"${d}"`).join(', ')}]
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["${rig.binDir}"]
+    conf_dir = "${rig.confDir}"
+    max_conf_num = 1
+`;
+}
+
 export class ContainerdRig {
   readonly socket: string;
   readonly confDir: string;
@@ -65,41 +122,27 @@ export class ContainerdRig {
    * Starts containerd with its CNI bin dir holding the reference plugins plus `extraPlugins`.
    * `detached`: it outlives this process (plexusctl cluster up); stop it with attach(dir, pid).stop().
    */
-  static async start(dir: string, extraPlugins: Record<string, string> = {}, opts: { detached?: boolean } = {}): Promise<ContainerdRig> {
+  static async start(dir: string, extraPlugins: Record<string, string> = {}, opts: { detached?: boolean; containerd2?: Containerd2 } = {}): Promise<ContainerdRig> {
     const rig = new ContainerdRig(dir);
     mkdirSync(rig.confDir, { recursive: true });
     mkdirSync(rig.binDir, { recursive: true });
     // containerd 1.6 takes one bin dir: link the reference plugins and ours into it.
     for (const name of readdirSync('/usr/lib/cni')) symlinkSync(join('/usr/lib/cni', name), join(rig.binDir, name));
     for (const [name, path] of Object.entries(extraPlugins)) symlinkSync(path, join(rig.binDir, name));
-    const config = `version = 2
-root = "${join(dir, 'root')}"
-state = "${join(dir, 'state')}"
-[grpc]
-  address = "${rig.socket}"
-[ttrpc]
-  address = "${rig.socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "${PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "${rig.binDir}"
-    conf_dir = "${rig.confDir}"
-    max_conf_num = 1
-`;
+    const config = criConfig(rig, dir, opts.containerd2);
     writeFileSync(join(dir, 'config.toml'), config);
     const log = join(dir, 'containerd.log');
-    rig.proc = spawn('sh', ['-c', `exec containerd --config ${join(dir, 'config.toml')} >${log} 2>&1`], {
+    const v2 = opts.containerd2;
+    // containerd finds its runc shim on PATH: 2.x's own shim first.
+    rig.proc = spawn('sh', ['-c', `exec ${v2 ? join(v2.binDir, 'containerd') : 'containerd'} --config ${join(dir, 'config.toml')} >${log} 2>&1`], {
       stdio: 'ignore',
       detached: opts.detached === true,
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: '' },
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: '', ...(v2 ? { PATH: `${v2.binDir}:${process.env.PATH ?? ''}` } : {}) },
     });
     if (opts.detached) rig.proc.unref();
     for (let i = 0; i < 100 && !existsSync(rig.socket); i++) await sleep(100);
     if (!existsSync(rig.socket)) throw new Error(`containerd did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
-    importImage(rig.socket, buildPauseImage(dir));
+    importImage(rig.socket, buildPauseImage(dir), v2 ? join(v2.binDir, 'ctr') : undefined);
     rig.connect();
     return rig;
   }
@@ -141,7 +184,8 @@ state = "${join(dir, 'state')}"
   async waitReady(): Promise<void> {
     for (let i = 0; i < 50; i++) {
       const s = await this.call<{ status: { conditions: { type: string; status: boolean }[] } }>('Status', { verbose: false });
-      if (s.status.conditions.every((c) => c.status)) return;
+      // What kubelet waits for (containerd 2.x adds a deprecation-warnings condition, false on cgroup v1).
+      if (['RuntimeReady', 'NetworkReady'].every((t) => s.status.conditions.some((c) => c.type === t && c.status))) return;
       await sleep(200);
     }
     throw new Error('containerd CRI never became ready (RuntimeReady/NetworkReady)');
@@ -182,6 +226,18 @@ state = "${join(dir, 'state')}"
       if (s.state === 'SANDBOX_READY' && s.metadata?.namespace === namespace && s.metadata.name === name) return s;
     }
     return undefined;
+  }
+
+  /** The environment of a sandbox's containers as the runtime put it in their OCI spec (CDI edits applied), by container name. */
+  async containerEnv(sandboxId: string): Promise<Record<string, string[]>> {
+    const { containers } = await this.call<{ containers: { id: string; metadata?: { name: string } }[] }>('ListContainers', { filter: { pod_sandbox_id: sandboxId } });
+    const out: Record<string, string[]> = {};
+    for (const c of containers) {
+      const res = await this.call<{ info: Record<string, string> }>('ContainerStatus', { container_id: c.id, verbose: true });
+      const info = res.info.info ? (JSON.parse(res.info.info) as { runtimeSpec?: { process?: { env?: string[] } } }) : {};
+      out[c.metadata?.name ?? c.id] = info.runtimeSpec?.process?.env ?? [];
+    }
+    return out;
   }
 
   async listPods(): Promise<{ id: string }[]> {

@@ -65,8 +65,8 @@ export function ociImageTar(dir: string, file: string, spec: ImageSpec): string 
 }
 
 /** Imports an image tar into containerd's CRI namespace (where kubelet looks). */
-export function importImage(containerdSocket: string, tar: string): void {
-  execFileSync('ctr', ['-a', containerdSocket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', tar], { stdio: 'pipe' });
+export function importImage(containerdSocket: string, tar: string, ctr = 'ctr'): void {
+  execFileSync(ctr, ['-a', containerdSocket, '-n', 'k8s.io', 'images', 'import', '--snapshotter', 'native', tar], { stdio: 'pipe' });
 }
 
 /** The shared libraries a dynamically linked executable loads, with its ELF interpreter, as ldd names them. */
