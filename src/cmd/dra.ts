@@ -9,6 +9,7 @@ interface Flags {
   nodeName?: string;
   kubeconfig?: string;
   config?: string;
+  devicePluginConfig?: string;
   sysfsRoot?: string;
   kubeletDir: string;
   stateDir: string;
@@ -25,6 +26,7 @@ export function registerDra(program: Command): void {
     .option('--node-name <name>', 'this node (its ResourceSlices, its claims)', process.env.NODE_NAME)
     .option('--kubeconfig <file>', 'kubeconfig (default: in-cluster credentials)')
     .option('--config <file>', 'pools (the device plugin config.json; default: device-plugin/config.json)')
+    .option('--device-plugin-config <file>', "the device plugin's config.json, when both run on the node: VFs its pools select are never published")
     .option('--sysfs-root <dir>', `host root holding sys/, proc/ and dev/ (default: $${HOST_ROOT_ENV} or /)`)
     .option('--kubelet-dir <dir>', 'holds plugins/ and plugins_registry/', '/var/lib/kubelet')
     .option('--state-dir <dir>', 'the checkpoint of prepared claims', '/var/lib/plexus/dra')
@@ -50,6 +52,7 @@ export function registerDra(program: Command): void {
         nodeName: o.nodeName,
         host: await openSriovHost(o.sysfsRoot ?? process.env[HOST_ROOT_ENV] ?? '/'),
         configFile,
+        ...(o.devicePluginConfig ? { devicePluginConfig: o.devicePluginConfig } : {}),
         kubeletDir: o.kubeletDir,
         stateDir: o.stateDir,
         cdiDir: o.cdiDir,

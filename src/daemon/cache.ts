@@ -28,7 +28,15 @@ export function keptPod(raw: unknown): Pod {
   const pod = parsePod(raw, 'pod from the informer');
   const { name, namespace, uid, resourceVersion } = pod.metadata;
   const annotations = picked(pod.metadata.annotations, POD_ANNOTATIONS);
-  return { metadata: { name, namespace, ...(uid ? { uid } : {}), ...(resourceVersion ? { resourceVersion } : {}), ...(annotations ? { annotations } : {}) } };
+  const kept: Pod = { metadata: { name, namespace, ...(uid ? { uid } : {}), ...(resourceVersion ? { resourceVersion } : {}), ...(annotations ? { annotations } : {}) } };
+  // DRA: the claims a NAD's device can come from (names only), and the node their slices are on.
+  const claims = pod.spec?.resourceClaims;
+  if (Array.isArray(claims) && claims.length) {
+    kept.spec = { ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}), resourceClaims: claims };
+    const statuses = pod.status?.resourceClaimStatuses;
+    if (Array.isArray(statuses)) kept.status = { resourceClaimStatuses: statuses };
+  }
+  return kept;
 }
 
 /** A NAD as the cache keeps it: its config and resourceName, not (say) kubectl's last-applied copy of it. */

@@ -5,6 +5,7 @@
  * changes: a new generation, written slice by slice, the old generation's extra slices deleted.
  */
 import { ApiError, type ApiClient } from '../k8s/client.js';
+import { DEVICE_ID_ATTRIBUTE, RESOURCE_API, RESOURCE_NAME_ATTRIBUTE } from '../k8s/resource.js';
 import { type PoolConfig, resourceFullName } from '../deviceplugin/config.js';
 import { deviceHealth } from '../deviceplugin/health.js';
 import type { Assignment } from '../deviceplugin/pools.js';
@@ -13,7 +14,6 @@ import { isObject } from '../util/object.js';
 
 /** The driver name in ResourceSlices, DeviceClasses and claims; also the domain of its attributes. */
 export const DRA_DRIVER = 'sriov.plexus.network';
-export const RESOURCE_API = '/apis/resource.k8s.io/v1';
 /** resource.k8s.io/v1 allows at most 128 devices in one ResourceSlice. */
 export const DEVICES_PER_SLICE = 128;
 
@@ -45,12 +45,13 @@ export function sliceDevices(inv: HostInventory, assignment: Assignment, expecte
         numaNode: { int: dev.numaNode },
         pool: { string: resourceFullName(pool) },
         // What Multus's DRA reader takes a NAD's device from.
-        'k8s.cni.cncf.io/deviceID': { string: dev.address },
-        'k8s.cni.cncf.io/resourceName': { string: resourceFullName(pool) },
+        [DEVICE_ID_ATTRIBUTE]: { string: dev.address },
+        [RESOURCE_NAME_ATTRIBUTE]: { string: resourceFullName(pool) },
       };
       if (dev.driver) attributes.driver = { string: dev.driver };
       if (dev.pf) attributes.pfPciAddress = { string: dev.pf };
       if (pf?.netdevs[0]) attributes.pfName = { string: pf.netdevs[0].name };
+      if (pf?.netdevs[0]?.speedMbps) attributes.linkSpeedMbps = { int: pf.netdevs[0].speedMbps };
       if (dev.vfIndex !== undefined) attributes.vfIndex = { int: dev.vfIndex };
       if (dev.iommuGroup) attributes.iommuGroup = { string: dev.iommuGroup };
       if (dev.netdevs[0]) attributes.linkType = { string: dev.netdevs[0].linkType };
@@ -104,6 +105,11 @@ export class SlicePublisher {
     const q = new URLSearchParams({ fieldSelector: `spec.nodeName=${this.nodeName},spec.driver=${this.driver}` });
     const list = await this.api.get<{ items?: unknown[] }>(`${RESOURCE_API}/resourceslices?${q}`);
     return (list.items ?? []).filter((i): i is StoredSlice => isObject(i) && isObject(i.metadata) && isObject(i.spec));
+  }
+
+  /** The API's slices may no longer be what was last written (kubelet wipes a node's slices when it starts): compare again at the next publish. */
+  forget(): void {
+    this.last = undefined;
   }
 
   /** Makes the API hold exactly these devices for this node; false when nothing had changed. */

@@ -15,6 +15,7 @@ import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, parseNad, parsePod, podPath } from '../k8s/types.js';
 import { isObject } from '../util/object.js';
 import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
+import type { ClaimDeviceRef } from './claims.js';
 import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
 import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
@@ -41,6 +42,8 @@ export interface PlannedAttachment {
   selection?: NetworkSelection;
   resourceName?: string;
   deviceID?: string;
+  /** The ResourceClaim device the deviceID came from (DRA): its network data is written after ADD. */
+  claim?: ClaimDeviceRef;
   deviceInfoFile?: string;
   /** Multus `auxiliaryCNIChainName`: chained plugins run for every pod; no interface, no status entry. */
   auxiliary?: boolean;

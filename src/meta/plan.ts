@@ -9,10 +9,12 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
+import { podClaimNames } from '../k8s/resource.js';
+import { type ClaimedDevices, claimedDevices } from './claims.js';
 import { checkCapabilities, checkPluginNames, declares } from './checks.js';
 import { type MetaConf, checkNamespaceAllowed } from './conf.js';
 import { cniDeviceInfoPath } from './deviceinfo.js';
-import type { MetaInvocation, Plan, PlannedAttachment } from './invocation.js';
+import type { MetaInvocation, Plan, PlannedAttachment, PodRef } from './invocation.js';
 import { inlineDelegate } from './nad.js';
 import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
 
@@ -127,36 +129,68 @@ function auxiliaryChain(conf: MetaConf, cniVersion = '1.0.0'): NetworkConfigList
   return parseNetworkConfig(Buffer.from(JSON.stringify({ cniVersion, name: chain, plugins })), `auxiliary chain ${dir}`);
 }
 
-/** resourceName → the pod's device IDs from kubelet; the Nth network of a resource takes the Nth ID. */
+/**
+ * resourceName → the pod's device IDs: kubelet's device plugin allocations, then the devices of the
+ * pod's ResourceClaims (DRA) that carry that resourceName; the Nth network of a resource takes the Nth.
+ * The claims are read only when the device plugins' devices are not enough (no cost for those pods).
+ */
 async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment[]): Promise<void> {
   const needing = attachments.filter((a) => a.resourceName && !a.deviceID);
   if (!needing.length || !inv.pod) return;
-  let devices: PodDevices;
-  if (existsSync(inv.conf.podResourcesSocket)) {
-    try {
-      devices = await podDevicesFromKubelet(inv.conf.podResourcesSocket, inv.pod.namespace, inv.pod.name, inv.conf.apiTimeoutMs);
-    } catch (err) {
-      throw new CniError(ErrorCode.TryAgainLater, 'kubelet PodResources failed', (err as Error).message);
-    }
-  } else if (existsSync(inv.conf.kubeletCheckpoint)) {
-    devices = podDevicesFromCheckpoint(inv.conf.kubeletCheckpoint, inv.pod.uid);
-  } else {
-    throw new CniError(ErrorCode.InvalidNetworkConfig, 'no source of device allocations', `neither ${inv.conf.podResourcesSocket} nor ${inv.conf.kubeletCheckpoint} exists`);
+  const fromKubelet = await devicePluginDevices(inv, inv.pod);
+  const wanted = new Map<string, number>();
+  for (const a of needing) wanted.set(a.resourceName!, (wanted.get(a.resourceName!) ?? 0) + 1);
+  const enough = [...wanted].every(([name, n]) => (fromKubelet?.get(name)?.length ?? 0) >= n);
+  let claimed: ClaimedDevices = { devices: [], unpublished: [] };
+  if (!enough) {
+    const pod = await inv.getPod();
+    const api = pod && podClaimNames(pod).length ? await inv.apiClient() : undefined;
+    if (api) claimed = await claimedDevices(api, pod!, (why) => inv.log(`DRA device not for NADs: ${why}`, 'debug'));
+    else if (!fromKubelet)
+      throw new CniError(
+        ErrorCode.InvalidNetworkConfig,
+        'no source of device allocations',
+        `neither ${inv.conf.podResourcesSocket} nor ${inv.conf.kubeletCheckpoint} exists, and the pod has no ResourceClaims`,
+      );
   }
   const taken = new Map<string, number>();
   for (const a of needing) {
-    const ids = devices.get(a.resourceName!) ?? [];
-    const n = taken.get(a.resourceName!) ?? 0;
+    const name = a.resourceName!;
+    const fromClaims = claimed.devices.filter((c) => c.resourceName === name);
+    const ids = [...(fromKubelet?.get(name) ?? []), ...fromClaims.map((c) => c.deviceID)];
+    const n = taken.get(name) ?? 0;
     const id = ids[n];
+    // A claimed device missing from the slices may be this one: slices come back (kubelet wiped them at its start).
+    if (!id && claimed.unpublished.length)
+      throw new CniError(
+        ErrorCode.TryAgainLater,
+        `no ${name} device for ${a.network} yet`,
+        `the pod's claimed device(s) ${claimed.unpublished.join(', ')} are in no ResourceSlice of this node now; their driver publishes them again`,
+      );
     if (!id)
       throw new CniError(
         ErrorCode.InvalidNetworkConfig,
-        `no ${a.resourceName} device left for ${a.network}`,
-        `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}); request one per network`,
+        `no ${name} device left for ${a.network}`,
+        `the pod was allocated ${ids.length} (${ids.join(', ') || 'none'}) by device plugins and ResourceClaims; request one per network`,
       );
-    taken.set(a.resourceName!, n + 1);
+    taken.set(name, n + 1);
     a.deviceID = id;
+    const claim = fromClaims[n - (ids.length - fromClaims.length)];
+    if (claim) a.claim = claim.ref;
   }
+}
+
+/** The pod's device plugin devices from kubelet (PodResources, else its checkpoint); undefined when there is neither. */
+async function devicePluginDevices(inv: MetaInvocation, pod: PodRef): Promise<PodDevices | undefined> {
+  if (existsSync(inv.conf.podResourcesSocket)) {
+    try {
+      return await podDevicesFromKubelet(inv.conf.podResourcesSocket, pod.namespace, pod.name, inv.conf.apiTimeoutMs);
+    } catch (err) {
+      throw new CniError(ErrorCode.TryAgainLater, 'kubelet PodResources failed', (err as Error).message);
+    }
+  }
+  if (existsSync(inv.conf.kubeletCheckpoint)) return podDevicesFromCheckpoint(inv.conf.kubeletCheckpoint, pod.uid);
+  return undefined;
 }
 
 function selectionCapabilityArgs(sel: NetworkSelection): Record<string, unknown> {

@@ -21,7 +21,7 @@ import { MetaInvocation, type PlannedAttachment } from './invocation.js';
 import { inlineDelegate } from './nad.js';
 import { waitForAddsInFlight } from './orphans.js';
 import { planAttachments } from './plan.js';
-import { addedEvents, applyDefaultRoute, event, policyNetworks, reportAdd, statusEntries, writeStatus } from './report.js';
+import { addedEvents, applyDefaultRoute, claimNetworkData, event, policyNetworks, reportAdd, statusEntries, writeStatus } from './report.js';
 import type { AttachmentRecord, StoredAttachment } from './store.js';
 
 /** How long the daemon's ADD waits for the network-status PATCH before answering with the status owed. */
@@ -39,6 +39,7 @@ function interfacesInNetns(netns: string): Set<string> {
 function toStored(a: PlannedAttachment, list: NetworkConfigList): StoredAttachment {
   const s: StoredAttachment = { network: a.network, ifName: a.ifName, config: list.bytes.toString(), capabilityArgs: a.capabilityArgs, isDefault: a.isDefault, state: 'planned' };
   if (a.deviceID) s.deviceID = a.deviceID;
+  if (a.claim) s.claim = a.claim;
   if (a.deviceInfoFile) s.deviceInfoFile = a.deviceInfoFile;
   if (a.selection?.defaultRoute) s.defaultRoute = a.selection.defaultRoute;
   if (a.auxiliary) s.auxiliary = true;
@@ -152,7 +153,7 @@ export async function cmdAdd(req: PluginRequest, ctx: MetaContext = {}, runner?:
     }
     runner(req.containerID, async () => {
       if (!written && ((await patching) || (await writeStatus(inv, status, 3)))) inv.store.settlePendingStatus(req.containerID, status);
-      await addedEvents(inv, record);
+      await Promise.all([addedEvents(inv, record), claimNetworkData(inv, record)]);
     });
   } else {
     inv.store.write(record);

@@ -1,9 +1,11 @@
 /**
  * Reporting an ADD: the default route moved onto the attachment that asks for it, network-status
- * (one PATCH) and one AddedInterface Event per attachment, sent together. Nothing here fails an ADD.
+ * (one PATCH), one AddedInterface Event per attachment and the network data of DRA devices in their
+ * claims, sent together. Nothing here fails an ADD.
  */
 import type { PodNetwork } from '../policy/model.js';
 import { ipFamily, toCanonical } from '../cni/version.js';
+import { writeClaimNetworkData } from './claims.js';
 import { readDeviceInfo } from './deviceinfo.js';
 import type { MetaInvocation } from './invocation.js';
 import { type NetworkStatusEntry, chooseGateways, defaultGateways, statusEntry, writeNetworkStatus } from './status.js';
@@ -61,8 +63,19 @@ export function statusEntries(record: AttachmentRecord, compat: boolean): Networ
  * slowest, not for their sum. Nothing about reporting (not even a broken kubeconfig) fails the ADD.
  */
 export async function reportAdd(inv: MetaInvocation, record: AttachmentRecord, status: string): Promise<boolean> {
-  const [written] = await Promise.all([writeStatus(inv, status, 1), addedEvents(inv, record)]);
+  const [written] = await Promise.all([writeStatus(inv, status, 1), addedEvents(inv, record), claimNetworkData(inv, record)]);
   return written;
+}
+
+/** The network data of the sandbox's DRA devices, in their ResourceClaims (best effort: a Warning Event says what failed). */
+export async function claimNetworkData(inv: MetaInvocation, record: AttachmentRecord): Promise<void> {
+  if (!record.attachments.some((a) => a.claim)) return;
+  const api = await inv.apiClient().catch(() => undefined);
+  if (!api) return;
+  for (const why of await writeClaimNetworkData(api, record.attachments)) {
+    inv.log(`network data not written: ${why}`, 'error');
+    await event(inv, 'Warning', 'NetworkDataNotWritten', why);
+  }
 }
 
 /**

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import type { CniArgs } from '../cni/args.js';
 import { writeFileAtomic } from '../cni/cache.js';
 import type { AnyResult } from '../cni/types.js';
+import type { ClaimDeviceRef } from './claims.js';
 
 export const STORE_SCHEMA_VERSION = 1;
 
@@ -30,6 +31,8 @@ export interface StoredAttachment {
   capabilityArgs: Record<string, unknown>;
   isDefault: boolean;
   deviceID?: string;
+  /** The ResourceClaim device the deviceID came from (DRA). */
+  claim?: ClaimDeviceRef;
   deviceInfoFile?: string;
   defaultRoute?: string[];
   /** Multus auxiliary chain: no interface of its own, no network-status entry. */

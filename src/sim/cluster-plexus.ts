@@ -47,14 +47,16 @@ export async function applyCrds(kubectl: Kubectl, manifests: string[], resources
  * `<dir>/plexus.kubeconfig` (YAML, as kubeadm lays it out), and examples/network-attachment-definitions.yaml.
  * Returns the kubeconfig's path.
  */
-export async function preparePlexus(cluster: LocalCluster, kubectl: Kubectl, dir: string): Promise<string> {
+export async function preparePlexus(cluster: LocalCluster, kubectl: Kubectl, dir: string, node = cluster.nodeName): Promise<string> {
   await kubectl(['apply', '-f', join(repoRoot(), 'crds')]);
   const rbac = parseAllDocuments(readFileSync(join(repoRoot(), 'deploy', 'plexus-daemon.yaml'), 'utf8'))
     .map((d) => d.toJS() as { kind: string })
     .filter((d) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(d.kind));
   await kubectl(['apply', '-f', '-'], rbac.map((d) => stringify(d)).join('---\n'));
   await kubectl(['wait', '--for=condition=Established', 'crd/network-attachment-definitions.k8s.cni.cncf.io', '--timeout=60s']);
-  const token = (await kubectl(['create', 'token', 'plexus', '-n', 'kube-system', '--duration=2h'])).trim();
+  // Bound to the node, as the DaemonSet's projected token is to its pod on the node: DRA status writes
+  // are allowed only for claims allocated on the caller's node (associated-node).
+  const token = (await kubectl(['create', 'token', 'plexus', '-n', 'kube-system', '--duration=2h', '--bound-object-kind=Node', `--bound-object-name=${node}`])).trim();
   const kubeconfig = join(dir, 'plexus.kubeconfig');
   writeFileSync(kubeconfig, kubeadmKubeconfig(cluster.server, readFileSync(join(cluster.opts.dir, 'pki', 'ca.crt')), 'plexus', { token }));
   await kubectl(['apply', '-f', join(repoRoot(), 'examples', 'network-attachment-definitions.yaml')]);

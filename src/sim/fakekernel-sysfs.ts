@@ -83,6 +83,8 @@ export abstract class FakeSysfs {
       type: String(n.type),
       operstate: n.up && n.carrier ? 'up' : 'down',
       carrier: n.up && n.carrier ? '1' : '0',
+      // Mb/s while the link is up, -1 without a link (what most NIC drivers report).
+      speed: n.up && n.carrier ? '25000' : '-1',
       dev_port: '0',
       ifindex: String(1000 + (routingId(dev.address) & 0xfff)),
     };

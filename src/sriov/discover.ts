@@ -17,6 +17,8 @@ export interface NetdevInfo {
   operstate?: string;
   /** operstate is up (reading `carrier` of a down link fails with EINVAL). */
   carrier?: boolean;
+  /** Link speed in Mb/s while the link is up (`speed` reads -1 or fails without one). */
+  speedMbps?: number;
   /** `ether`, `infiniband`, or the ARPHRD number; a VF's is its PF's (same port, same link layer). */
   linkType: string;
 }
@@ -82,7 +84,15 @@ function linkType(host: HostRoot, netdevDir: string): string {
 function netdevInfo(host: HostRoot, dir: string, name: string): NetdevInfo {
   const operstate = host.read(`${dir}/net/${name}/operstate`) ?? 'unknown';
   const mac = host.read(`${dir}/net/${name}/address`);
-  return { name, ...(mac ? { mac } : {}), operstate, carrier: operstate === 'up', linkType: linkType(host, `${dir}/net/${name}`) };
+  const speed = Number(host.read(`${dir}/net/${name}/speed`));
+  return {
+    name,
+    ...(mac ? { mac } : {}),
+    operstate,
+    carrier: operstate === 'up',
+    ...(Number.isInteger(speed) && speed > 0 ? { speedMbps: speed } : {}),
+    linkType: linkType(host, `${dir}/net/${name}`),
+  };
 }
 
 /** Facts of one PF shared by its VFs, read once per discovery. */

@@ -22,7 +22,7 @@ interface Container {
 interface Manifest {
   kind: string;
   metadata: { name: string; namespace?: string };
-  spec?: { template: { spec: { containers: Container[]; initContainers?: Container[]; volumes: Volume[] } } };
+  spec?: { template?: { spec: { containers: Container[]; initContainers?: Container[]; volumes: Volume[] } } };
 }
 
 export interface NodeLayout {
@@ -49,7 +49,7 @@ export function deployManifest(file: string, layout: NodeLayout, kinds?: string[
   const out: Manifest[] = [];
   for (const doc of docs) {
     if (kinds && !kinds.includes(doc.kind)) continue;
-    const pod = doc.spec?.template.spec;
+    const pod = doc.spec?.template?.spec;
     if (pod) {
       for (const v of pod.volumes) if (v.hostPath && layout.hostPaths[v.hostPath.path]) v.hostPath.path = layout.hostPaths[v.hostPath.path]!;
       if (layout.kubeletDir) {

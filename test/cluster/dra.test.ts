@@ -4,21 +4,23 @@
  * real scheduler allocates claims against them with CEL selectors.
  */
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/deviceplugin/config.js';
 import { assignPools } from '../../src/deviceplugin/pools.js';
-import { DraDriver } from '../../src/dra/driver.js';
-import { DRA_DRIVER, SlicePublisher, sliceDevices } from '../../src/dra/slices.js';
+import { DraDriver, type DraDriverOptions } from '../../src/dra/driver.js';
+import { DRA_DRIVER, SlicePublisher, deviceName, sliceDevices } from '../../src/dra/slices.js';
 import { sriovHostOf } from '../../src/sim/sriov-host.js';
 import { ApiClient } from '../../src/k8s/client.js';
 import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
-import { kubectlFor } from '../../src/sim/cluster-plexus.js';
+import { kubectlFor, preparePlexus } from '../../src/sim/cluster-plexus.js';
 import { FakeKernel } from '../../src/sim/fakekernel.js';
 import { discover } from '../../src/sriov/discover.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { TWO_NUMA_HOST } from '../support/hosts.js';
+import { installRecordPlugin, plexusPath } from '../support/plugins.js';
 import { Rig } from '../support/rig.js';
 
 const NODE = 'dra-node';
@@ -37,6 +39,22 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
   let kernel: FakeKernel;
   let publisher: SlicePublisher;
   const slices = async (): Promise<Slice[]> => (JSON.parse(await kubectl(['get', 'resourceslices', '--field-selector', `spec.nodeName=${NODE}`, '-o', 'json'])) as { items: Slice[] }).items;
+  /** A DRA driver on the simulated host with its files under `dir` (CONFIG's pools); `more` overrides. */
+  const newDriver = async (dir: string, more: Partial<DraDriverOptions> = {}): Promise<DraDriver> => {
+    writeFileSync(join(dir, 'config.json'), CONFIG);
+    return new DraDriver({
+      api: new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 30_000),
+      nodeName: NODE,
+      host: sriovHostOf(kernel),
+      configFile: join(dir, 'config.json'),
+      kubeletDir: join(dir, 'kubelet'),
+      stateDir: join(dir, 'state'),
+      cdiDir: join(dir, 'cdi'),
+      devinfoDir: join(dir, 'devinfo'),
+      log: () => undefined,
+      ...more,
+    });
+  };
   const publish = () => {
     const inv = discover(kernel.host());
     return publisher.publish(sliceDevices(inv, assignPools(inv, parseConfig(CONFIG).pools)));
@@ -161,34 +179,211 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
     const uid = (await kubectl(['get', 'resourceclaim', '-n', 'dra', name, '-o', 'jsonpath={.metadata.uid}'])).trim();
     const claim = { namespace: 'dra', name, uid };
     const dir = rig.dir('drastate');
-    writeFileSync(join(dir, 'config.json'), CONFIG);
-    const api = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 30_000);
-    const driver = () =>
-      new DraDriver({
-        api,
-        nodeName: NODE,
-        host: sriovHostOf(kernel),
-        configFile: join(dir, 'config.json'),
-        kubeletDir: join(dir, 'kubelet'),
-        stateDir: join(dir, 'state'),
-        cdiDir: join(dir, 'cdi'),
-        devinfoDir: join(dir, 'devinfo'),
-        log: () => undefined,
-      });
-    const first = driver();
+    const driver = () => newDriver(dir);
+    const first = await driver();
     const devices = await first.prepare(claim);
     assert.equal(devices.length, 1);
     assert.deepEqual(await first.prepare(claim), devices, 'a repeated prepare gives the same answer');
     const spec = join(dir, 'cdi', `${DRA_DRIVER}-${uid}.json`);
     assert.ok(existsSync(spec));
     // A restarted driver: the claim is prepared already, by its checkpoint.
-    const second = driver();
+    const second = await driver();
     assert.deepEqual(second.preparedClaims()[uid]?.devices, devices);
     assert.deepEqual(await second.prepare({ ...claim, name: 'not-read-again' }), devices, 'answered from the checkpoint, no API read');
     second.unprepare(claim);
     assert.equal(existsSync(spec), false, 'the CDI spec removed');
     second.unprepare(claim);
-    assert.deepEqual(driver().preparedClaims(), {}, 'nothing left in the checkpoint');
+    assert.deepEqual((await driver()).preparedClaims(), {}, 'nothing left in the checkpoint');
     await assert.rejects(second.prepare({ ...claim, uid: 'another-uid' }), /has UID .*, kubelet asked for another-uid/);
+  });
+
+  it("the meta plugin: a NAD whose resourceName is the pool takes the VF of the pod's claim; after ADD the claim has its network data and Ready; DEL needs no API", async () => {
+    const pod = JSON.parse(await kubectl(['get', 'pod', '-n', 'dra', 'pod-numa1', '-o', 'json'])) as { metadata: { uid: string }; status: { resourceClaimStatuses: { resourceClaimName: string }[] } };
+    const claimName = pod.status.resourceClaimStatuses[0]!.resourceClaimName;
+    const claimJson = async () =>
+      JSON.parse(await kubectl(['get', 'resourceclaim', '-n', 'dra', claimName, '-o', 'json'])) as {
+        status: {
+          allocation: { devices: { results: { driver: string; pool: string; device: string }[] } };
+          devices?: { driver: string; pool: string; device: string; conditions: { type: string; status: string }[]; networkData: { interfaceName: string; ips: string[]; hardwareAddress: string } }[];
+        };
+      };
+    const allocated = (await claimJson()).status.allocation.devices.results[0]!;
+    const [slice] = await slices();
+    const vf = slice!.spec.devices.find((d) => d.name === allocated.device)!.attributes.pciAddress!.string!;
+    const dir = rig.dir('drameta');
+    // Plexus's own RBAC (deploy/), with a token bound to the node the claim is allocated on.
+    const kubeconfig = await preparePlexus(cluster, kubectl, dir, NODE);
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    installRecordPlugin(bin, 'record');
+    const record = join(dir, 'record.jsonl');
+    writeFileSync(join(dir, 'cluster.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', type: 'record', address: '10.1.0.2/24' }));
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'k8s.cni.cncf.io/v1',
+        kind: 'NetworkAttachmentDefinition',
+        metadata: { name: 'vfnet', namespace: 'dra', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'intel.com/x710' } },
+        spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'vfnet', type: 'record', recordFile: record, address: '10.56.0.7/24' }) },
+      }),
+    );
+    await kubectl(['annotate', 'pod', '-n', 'dra', 'pod-numa1', 'k8s.v1.cni.cncf.io/networks=vfnet']);
+    const ns = rig.netns('drameta');
+    const meta = (kube: string) => ({
+      cniVersion: '1.0.0',
+      name: 'plexus',
+      type: 'plexus',
+      kubeconfig: kube,
+      clusterNetwork: join(dir, 'cluster.conf'),
+      binDir: bin,
+      cniDir: join(dir, 'cni'),
+      deviceInfoDir: join(dir, 'devinfo'),
+      // No kubelet here: the devices come from the claim alone.
+      podResourcesSocket: join(dir, 'none.sock'),
+      kubeletCheckpoint: join(dir, 'none-checkpoint'),
+    });
+    const cni = (command: string, kube: string) =>
+      spawnSync(plexusPath, [], {
+        input: JSON.stringify(meta(kube)),
+        encoding: 'utf8',
+        env: {
+          CNI_COMMAND: command,
+          CNI_CONTAINERID: 'dra-meta',
+          CNI_NETNS: ns.path,
+          CNI_IFNAME: 'eth0',
+          CNI_PATH: bin,
+          CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=dra;K8S_POD_NAME=pod-numa1;K8S_POD_UID=${pod.metadata.uid}`,
+        },
+      });
+    const add = cni('ADD', kubeconfig);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const calls = readFileSync(record, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { command: string; conf: { deviceID?: string; pciBusID?: string; runtimeConfig?: { deviceID?: string } } });
+    const added = calls.find((c) => c.command === 'ADD')!;
+    assert.deepEqual([added.conf.deviceID, added.conf.pciBusID, added.conf.runtimeConfig?.deviceID], [vf, vf, undefined]);
+    const entry = (await claimJson()).status.devices?.find((d) => d.device === allocated.device);
+    assert.ok(entry, `the claim's status.devices: ${JSON.stringify((await claimJson()).status)}`);
+    assert.deepEqual([entry.driver, entry.pool], [DRA_DRIVER, NODE]);
+    assert.deepEqual(entry.networkData, { interfaceName: 'net1', ips: ['10.56.0.7/24'], hardwareAddress: '02:00:00:00:00:01' });
+    assert.deepEqual(
+      entry.conditions.map((c) => `${c.type}=${c.status}`),
+      ['Ready=True'],
+    );
+    // DEL from the attachment record: a kubeconfig that reaches no API server changes nothing.
+    writeFileSync(join(dir, 'nowhere.kubeconfig'), readFileSync(kubeconfig, 'utf8').replace(/server: .*/, 'server: https://127.0.0.1:1'));
+    const del = cni('DEL', join(dir, 'nowhere.kubeconfig'));
+    assert.equal(del.status, 0, del.stdout + del.stderr);
+    assert.ok(readFileSync(record, 'utf8').includes('"command":"DEL"'));
+  });
+
+  it("a DPDK claim (the class's opaque VfConfig asks for vfio-pci): prepare binds the VF (CDI with its vfio group), it stays in the slice while prepared, unprepare gives it back to iavf; a prepare cut short after binding is undone by a restarted driver's unprepare, or finished by its retry", async () => {
+    const cel = (expression: string) => ({ cel: { expression } });
+    const vfConfig = { apiVersion: `${DRA_DRIVER}/v1alpha1`, kind: 'VfConfig', driver: 'vfio-pci' };
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'resource.k8s.io/v1',
+            kind: 'DeviceClass',
+            metadata: { name: 'plexus-dpdk-vf' },
+            spec: { selectors: [cel(`device.driver == "${DRA_DRIVER}"`)], config: [{ opaque: { driver: DRA_DRIVER, parameters: vfConfig } }] },
+          },
+          {
+            apiVersion: 'resource.k8s.io/v1',
+            kind: 'ResourceClaimTemplate',
+            metadata: { name: 'dpdk', namespace: 'dra' },
+            spec: { spec: { devices: { requests: [{ name: 'vf', exactly: { deviceClassName: 'plexus-dpdk-vf' } }] } } },
+          },
+          ...['pod-dpdk', 'pod-dpdk-2'].map((name) => ({
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name, namespace: 'dra' },
+            spec: {
+              tolerations: [{ operator: 'Exists' }],
+              resourceClaims: [{ name: 'vf', resourceClaimTemplateName: 'dpdk' }],
+              containers: [{ name: 'c', image: 'pause', resources: { claims: [{ name: 'vf' }] } }],
+            },
+          })),
+        ],
+      }),
+    );
+    const allocatedClaim = (pod: string) =>
+      pollUntil(
+        `the claim of ${pod} allocated`,
+        async () => {
+          const p = JSON.parse(await kubectl(['get', 'pod', '-n', 'dra', pod, '-o', 'json'])) as { status?: { resourceClaimStatuses?: { resourceClaimName?: string }[] } };
+          const name = p.status?.resourceClaimStatuses?.[0]?.resourceClaimName;
+          if (!name) return undefined;
+          const claim = JSON.parse(await kubectl(['get', 'resourceclaim', '-n', 'dra', name, '-o', 'json'])) as {
+            metadata: { uid: string };
+            status?: { allocation?: { devices?: { results?: { device: string }[] } } };
+          };
+          const device = claim.status?.allocation?.devices?.results?.[0]?.device;
+          return device ? { claim: { namespace: 'dra', name, uid: claim.metadata.uid }, device } : undefined;
+        },
+        60_000,
+      );
+    const dir = rig.dir('dradpdk');
+    const driver = (cdiDir = join(dir, 'cdi')) => newDriver(dir, { cdiDir, netdevUse: async () => new Map() });
+    const addressOf = (device: string) => discover(kernel.host()).devices.find((d) => deviceName(d.address) === device)!;
+
+    const { claim, device } = await allocatedClaim('pod-dpdk');
+    const before = addressOf(device);
+    assert.equal(before.driver, 'iavf');
+    const d = await driver();
+    await d.prepare(claim);
+    const bound = addressOf(device);
+    assert.equal(bound.driver, 'vfio-pci', 'bound for the DPDK claim');
+    const spec = JSON.parse(readFileSync(join(dir, 'cdi', `${DRA_DRIVER}-${claim.uid}.json`), 'utf8')) as { devices: { containerEdits: { deviceNodes: { path: string }[] } }[] };
+    assert.deepEqual(
+      spec.devices[0]!.containerEdits.deviceNodes.map((n) => n.path),
+      ['/dev/vfio/vfio', `/dev/vfio/${bound.iommuGroup}`],
+    );
+    await d.rediscover();
+    await pollUntil('the slice published', async () => ((await slices())[0]?.spec.devices.some((x) => x.name === device) ? true : undefined), 10_000);
+    d.unprepare(claim);
+    assert.equal(addressOf(device).driver, 'iavf', 'back to its kernel driver');
+    d.unprepare(claim);
+
+    // Cut short after binding: the CDI dir cannot be made (a file is in its place), prepare fails with the VF bound.
+    const second = await allocatedClaim('pod-dpdk-2');
+    writeFileSync(join(dir, 'blocked'), '');
+    await assert.rejects((await driver(join(dir, 'blocked', 'cdi'))).prepare(second.claim));
+    assert.equal(addressOf(second.device).driver, 'vfio-pci');
+    assert.equal((await driver()).preparedClaims()[second.claim.uid]?.state, 'preparing', 'the checkpoint says the prepare did not finish');
+    // kubelet gives up on the pod: a restarted driver's unprepare releases what the cut-short prepare bound.
+    (await driver()).unprepare(second.claim);
+    assert.equal(addressOf(second.device).driver, 'iavf');
+    // Or kubelet retries: the restarted driver finishes it, and the answer is the full one.
+    await assert.rejects((await driver(join(dir, 'blocked', 'cdi'))).prepare(second.claim));
+    const retried = await (await driver()).prepare(second.claim);
+    assert.deepEqual(
+      retried.map((x) => x.device_name),
+      [second.device],
+    );
+    assert.equal(addressOf(second.device).driver, 'vfio-pci');
+    assert.equal((await driver()).preparedClaims()[second.claim.uid]?.state, undefined);
+    (await driver()).unprepare(second.claim);
+    assert.equal(addressOf(second.device).driver, 'iavf');
+  });
+
+  it("side by side with the device plugin: VFs its config's pools select are not published (it allocates them), the others are", async () => {
+    const dir = rig.dir('draside');
+    writeFileSync(join(dir, 'dp.json'), JSON.stringify({ resourceList: [{ resourceName: 'x710_dp', selectors: [{ vendors: ['8086'], pfNames: ['ens1f0'] }] }] }));
+    const logs: string[] = [];
+    const driver = await newDriver(dir, { devicePluginConfig: join(dir, 'dp.json'), log: (_level, msg) => logs.push(msg) });
+    assert.equal(await driver.rediscover(), true);
+    const [slice] = await slices();
+    assert.deepEqual(new Set(slice!.spec.devices.map((d) => d.attributes.pfName?.string)), new Set(['ens2f0']));
+    assert.equal(slice!.spec.devices.length, 4);
+    assert.ok(logs.some((l) => l.includes('left to the device plugin')));
+    const alone = await newDriver(rig.dir('drasidealone'));
+    assert.equal(await alone.rediscover(), true);
+    assert.equal((await slices())[0]!.spec.devices.length, 8, 'all 8 again without the device plugin config');
   });
 });

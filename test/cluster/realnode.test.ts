@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync,
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parse, stringify } from 'yaml';
+import { parse, parseAllDocuments, stringify } from 'yaml';
 import { ApiClient, ApiError } from '../../src/k8s/client.js';
 import { Informer } from '../../src/k8s/informer.js';
 import { keptNad } from '../../src/daemon/cache.js';
@@ -25,6 +25,7 @@ import { ContainerdRig } from '../../src/sim/containerd.js';
 import { ApiServerDouble } from '../../src/sim/apiserver.js';
 import { EXAMPLE_LINKS, addExampleLinks, exampleDocs, podEnv, repoRoot, simulatedSriovPlugin } from '../../src/sim/simnode.js';
 import { FakeKernel } from '../../src/sim/fakekernel.js';
+import { discover } from '../../src/sriov/discover.js';
 import { hostLocalReservations } from '../../src/sim/hostlocal.js';
 import { KubeletDouble } from '../../src/sim/kubelet.js';
 import { podDevicesFromKubelet } from '../../src/k8s/podresources.js';
@@ -930,5 +931,116 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     });
 
     describeWebhook({ cluster: () => cluster, kubectl: () => kubectl, dir: () => dir, cri: () => cri, resource: RESOURCE });
+  });
+
+  describe("SR-IOV through DRA: deploy/'s DRA driver → scheduler (CEL) → kubelet NodePrepareResources → containerd → plexus (the claim's VF) → sriov; the network data in the claim", () => {
+    const pfName = `plxrd${process.pid % 100}`;
+    let kernel: FakeKernel;
+    let cri: ContainerdRig;
+    const devinfo = () => join(dir, 'devinfo');
+    const driverPod = () => daemonSetPod('plexus-dra-driver');
+    const examples = () => parseAllDocuments(readFileSync(join(repoRoot(), 'examples', 'dra.yaml'), 'utf8')).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
+    before(async () => {
+      kernel = FakeKernel.create(join(dir, 'dra-host'), { realNetdevs: true, pfs: [{ address: '0000:af:00.0', vendor: '8086', device: '158b', numVfs: 2, netdev: pfName, numa: 1 }] });
+      await kubectl(['label', 'node', cluster.nodeName, 'feature.node.kubernetes.io/network-sriov.capable=true', '--overwrite']);
+      // The device plugin was removed above; its ConfigMap goes too (else the DRA driver leaves it the VFs it selects).
+      await kubectl(['delete', 'configmap', '-n', 'kube-system', 'plexus-device-plugin', '--ignore-not-found']);
+      // deploy/'s DRA driver as it is, its pool on this host's PF (the ConfigMap names PFs).
+      const manifest = deployManifest('plexus-dra-driver.yaml', {
+        hostPaths: { '/var/run/k8s.cni.cncf.io/devinfo': devinfo(), '/var/lib/plexus/dra': join(dir, 'dra-state'), '/var/run/cdi': join(dir, 'cdi') },
+        kubeletDir: cluster.kubeletDir,
+        hostRoot: kernel.root,
+        env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(CLUSTER_PORTS.apiserver) },
+      }).replace('"pfNames": ["ens2f0", "ens2f1"]', `"pfNames": ["${pfName}"]`);
+      assert.ok(manifest.includes(pfName), 'the ConfigMap names the PF');
+      await kubectl(['apply', '-f', '-'], manifest);
+      await until('the DRA driver DaemonSet pod Running', async () => ((await driverPod())?.status.containerStatuses?.every((c) => c.ready) ? true : undefined), 120_000).catch(async (err: Error) => {
+        throw new Error(`${err.message}; ${JSON.stringify((await driverPod())?.status)}; logs: ${podLogs('kube-system_plexus-dra-driver-')}`);
+      });
+      execFileSync(
+        plexusctlPath,
+        [
+          'install',
+          ...['--mode', 'oneshot', '--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', plexusKubeconfig],
+          ...['--cni-dir', join(dir, 'plexus-sriov'), '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo()],
+        ],
+        { stdio: 'pipe' },
+      );
+      copyFileSync(simulatedSriovPlugin(join(dir, 'sriov-launcher-dra'), kernel.root), join(cluster.cniBinDir, 'sriov'));
+      cri = ContainerdRig.attach(cluster.containerdDir, undefined);
+    });
+    after(async function () {
+      cri?.close();
+      if (this.test?.parent?.tests.some((t) => t.state === 'failed')) process.stderr.write(`      DRA driver pod logs:\n${podLogs('kube-system_plexus-dra-driver-')}\n`);
+      await kubectl(['delete', 'pod', 'dra-vf', '--ignore-not-found', '--wait=true', '--timeout=120s']);
+      await kubectl(['delete', '-f', join(repoRoot(), 'examples', 'dra.yaml'), '--ignore-not-found']);
+      await kubectl(['delete', 'daemonset', '-n', 'kube-system', 'plexus-dra-driver', '--ignore-not-found', '--wait=true', '--timeout=60s']);
+      await until('the DRA driver pod gone', async () => ((await driverPod()) ? undefined : true), 60_000);
+      kernel?.destroy();
+    });
+
+    it("examples/dra.yaml's pod: its claim is allocated a VF of the PF, prepared by the driver, the VF moved into the pod by plexus → sriov; the claim shows the network data; deleting the pod gives the VF back exactly as it was and the claim goes", async () => {
+      await until('the slice of the node', async () => ((await kubectl(['get', 'resourceslices', '-o', 'json'])).includes(pfName) ? true : undefined), 60_000);
+      const vfsBefore = new Map(kernel.pfVfs(pfName).map((v, i) => [i, v]));
+      const macsBefore = [0, 1].map((i) => ipJson<{ address: string; mtu: number }[]>(['-j', 'link', 'show', `${pfName}v${i}`])[0]!);
+      // The example as a user applies it: classes, templates, NAD, pod.
+      await kubectl(['apply', '-f', join(repoRoot(), 'examples', 'dra.yaml')]);
+      assert.deepEqual(
+        examples()
+          .filter((d) => d.kind === 'ResourceClaimTemplate')
+          .map((d) => d.metadata.name),
+        ['one-x710-vf', 'two-vfs-one-numa-node', 'one-dpdk-vf'],
+      );
+      await until('dra-vf Running', async () => (await getPod('dra-vf'))?.status?.phase === 'Running', 120_000).catch(async (err: Error) => {
+        const events = await kubectl(['get', 'events', '-o', 'jsonpath={range .items[*]}{.involvedObject.name}: {.reason} {.message}{"\\n"}{end}']);
+        throw new Error(`${err.message}\n${events}\nDRA driver: ${podLogs('kube-system_plexus-dra-driver-')}`);
+      });
+      interface Claim {
+        metadata: { name: string };
+        status: {
+          allocation: { devices: { results: { driver: string; pool: string; device: string }[] } };
+          devices?: { driver: string; device: string; conditions: { type: string; status: string }[]; networkData: { interfaceName: string; ips: string[]; hardwareAddress: string } }[];
+        };
+      }
+      const claimYaml = async (): Promise<Claim> => {
+        const list = parse(await kubectl(['get', 'resourceclaim', '-o', 'yaml'])) as { items: Claim[] };
+        return list.items.find((c) => c.metadata.name.startsWith('dra-vf-'))!;
+      };
+      const claim = await until('the network data in the claim (kubectl get resourceclaim -o yaml)', async () => ((await claimYaml())?.status.devices?.length ? claimYaml() : undefined));
+      const [result] = claim.status.allocation.devices.results;
+      assert.equal(result!.driver, 'sriov.plexus.network');
+      const address = (
+        JSON.parse(await kubectl(['get', 'resourceslices', '-o', 'json'])) as { items: { spec: { devices: { name: string; attributes: Record<string, { string?: string }> }[] } }[] }
+      ).items
+        .flatMap((sl) => sl.spec.devices)
+        .find((d) => d.name === result!.device)!.attributes.pciAddress!.string!;
+      const index = discover(kernel.host()).devices.find((d) => d.address === address)!.vfIndex!;
+      const sandbox = (await cri.readySandbox('default', 'dra-vf'))!;
+      const ns = sandbox.netns!.split('/').pop()!;
+      assert.deepEqual(ipAddresses(ns, 'net1'), ['10.79.0.5/24'], 'the VF is net1 in the pod');
+      assert.equal(linkExists(`${pfName}v${index}`), false, 'the claimed VF left the host');
+      assert.ok(linkExists(`${pfName}v${1 - index}`), 'the other VF stayed');
+      assert.equal(kernel.pfVfs(pfName)[index]?.vlan, 100, "the PF side carries the NAD's VLAN");
+      const mac = ipJson<{ address: string }[]>(['-n', ns, '-j', 'link', 'show', 'net1'])[0]!.address;
+      const [entry] = claim.status.devices!;
+      assert.deepEqual([entry!.driver, entry!.device], [result!.driver, result!.device]);
+      assert.deepEqual(entry!.networkData, { interfaceName: 'net1', ips: ['10.79.0.5/24'], hardwareAddress: mac });
+      assert.deepEqual(
+        entry!.conditions.map((c) => `${c.type}=${c.status}`),
+        ['Ready=True'],
+      );
+      // The CDI spec kubelet got for the claim names the VF, with the device plugin's env.
+      const specs = readdirSync(join(dir, 'cdi'));
+      assert.equal(specs.length, 1);
+      assert.ok(readFileSync(join(dir, 'cdi', specs[0]!), 'utf8').includes(`PCIDEVICE_INTEL_COM_INTEL_SRIOV_DRA=${address}`));
+
+      await kubectl(['delete', 'pod', 'dra-vf', '--wait=true', '--timeout=120s']);
+      await until('the VF back on the host', async () => linkExists(`${pfName}v${index}`) || undefined, 60_000);
+      assert.deepEqual(kernel.pfVfs(pfName)[index], vfsBefore.get(index), 'the PF side of the VF as it was');
+      const back = ipJson<{ address: string; mtu: number }[]>(['-j', 'link', 'show', `${pfName}v${index}`])[0]!;
+      assert.deepEqual([back.address, back.mtu], [macsBefore[index]!.address, macsBefore[index]!.mtu], 'its MAC and MTU as they were');
+      await until('the claim deleted with its pod (deallocated)', async () => ((await claimYaml()) ? undefined : true), 60_000);
+      await until('the claim unprepared', async () => (readdirSync(join(dir, 'cdi')).length === 0 ? true : undefined), 60_000);
+    });
   });
 });

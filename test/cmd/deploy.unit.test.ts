@@ -84,6 +84,26 @@ describe('deploy manifests', () => {
     assert.ok(!allowed('ipam.plexus.network', 'ipchunks', 'update') && !allowed('ipam.plexus.network', 'ipchunks', 'patch'), 'chunks are never rewritten');
     for (const verb of ['get', 'list', 'create', 'delete']) assert.ok(allowed('ipam.plexus.network', 'ipleases', verb), `ipleases ${verb}`);
     assert.ok(allowed('k8s.cni.cncf.io', 'ipamclaims', 'get') && allowed('k8s.cni.cncf.io', 'ipamclaims/status', 'patch'));
+    // DRA: src/meta/claims.ts reads the pod's claims and the node's slices, and applies network data to
+    // claims allocated on its own node only.
+    assert.ok(allowed('resource.k8s.io', 'resourceclaims', 'get') && allowed('resource.k8s.io', 'resourceslices', 'list'));
+    assert.ok(allowed('resource.k8s.io', 'resourceclaims/status', 'patch') && allowed('resource.k8s.io', 'resourceclaims/driver', 'associated-node:patch'));
+    assert.ok(!allowed('resource.k8s.io', 'resourceclaims/driver', 'arbitrary-node:patch'), "never another node's claims");
+    assert.ok(!allowed('resource.k8s.io', 'resourceclaims', 'patch') && !allowed('resource.k8s.io', 'resourceslices', 'create'), 'no claim specs, no slices');
+  });
+
+  it('the DRA driver is allowed exactly the API calls it makes', () => {
+    const role = manifests.find((m) => m.kind === 'ClusterRole' && m.metadata.name === 'plexus-dra-driver');
+    const allowed = (group: string, resource: string, verb: string): boolean => !!role?.rules?.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+    // src/dra/slices.ts's SlicePublisher, src/dra/driver.ts's claim read, the Node as the slices' owner.
+    for (const verb of ['list', 'create', 'update', 'delete']) assert.ok(allowed('resource.k8s.io', 'resourceslices', verb), `resourceslices ${verb}`);
+    assert.ok(allowed('resource.k8s.io', 'resourceclaims', 'get') && allowed('', 'nodes', 'get'));
+    assert.ok(
+      role!.rules!.every((r) => !r.resources.some((x) => x.startsWith('resourceclaims/'))),
+      'claims are only read',
+    );
+    const ds = manifests.find((m) => m.kind === 'DaemonSet' && m.metadata.name === 'plexus-dra-driver');
+    assert.equal((ds?.spec?.template.spec as { serviceAccountName?: string }).serviceAccountName, 'plexus-dra-driver');
   });
 
   it('the webhook never blocks the cluster: Fail only for pods that select networks and NADs, short timeouts, two replicas kept by a PDB', () => {

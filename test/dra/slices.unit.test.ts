@@ -21,7 +21,7 @@ describe('DRA ResourceSlices from the device plugin discovery', () => {
     rig.cleanup();
   });
 
-  it('one device per pooled VF, with PCI, PF, NUMA, pool and the Multus DRA keys as attributes', () => {
+  it('one device per pooled VF, with PCI, PF, NUMA, link speed, pool and the Multus DRA keys as attributes', () => {
     const inv = discover(k.host());
     const devices = sliceDevices(inv, assignPools(inv, parseConfig(CONFIG).pools));
     assert.equal(devices.length, 8);
@@ -32,6 +32,7 @@ describe('DRA ResourceSlices from the device plugin discovery', () => {
     assert.deepEqual(first.attributes.pciAddress, { string: vf.address });
     assert.deepEqual(first.attributes.pfPciAddress, { string: '0000:3b:00.0' });
     assert.deepEqual(first.attributes.pfName, { string: 'ens1f0' });
+    assert.deepEqual(first.attributes.linkSpeedMbps, { int: 25000 }, "the PF's link speed");
     assert.deepEqual(first.attributes.numaNode, { int: 0 });
     assert.deepEqual(first.attributes.vfIndex, { int: 0 });
     assert.deepEqual(first.attributes.pool, { string: 'intel.com/x710' });

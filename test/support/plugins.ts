@@ -26,5 +26,7 @@ export const REFERENCE_PLUGINS = '/usr/lib/cni';
 // The checkout's root, found the way the code finds it.
 export const repoRoot = findRepoRoot();
 export const plexusctlPath = join(repoRoot, 'bin', 'plexusctl');
+/** The one-shot meta plugin as installed. */
+export const plexusPath = join(repoRoot, 'bin', 'plexus');
 /** The daemon-mode shim as installed (bin/ runs the static native/plexus-shim). */
 export const shimPath = join(repoRoot, 'bin', 'plexus-shim');
