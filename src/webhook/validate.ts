@@ -5,6 +5,7 @@
  * networks the plugin can plan, and a denial says what the plugin's code-7 error would have said.
  */
 import { isDnsLabel, isDnsSubdomain } from '../k8s/names.js';
+import { isObject } from '../util/object.js';
 import { CniError } from '../cni/errors.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import type { NetworkAttachmentDefinition } from '../k8s/types.js';
@@ -52,6 +53,8 @@ export interface SelectedNetwork {
   nad?: NetworkAttachmentDefinition;
   list?: NetworkConfigList;
   resourceName?: string;
+  /** Its device comes from one of the pod's ResourceClaims (DRA), not a device-plugin request. */
+  fromClaim?: boolean;
 }
 
 const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
@@ -182,8 +185,21 @@ export function validatePod(pod: PodView, catalog: Catalog, policy: AdmissionPol
     names.set(ifName, `${sel.namespace}/${sel.name}`);
     networks.push(resolve(sel, pod.namespace, pod.nodeSelector, catalog, policy, verdict, ifName));
   });
+  markClaimed(pod, networks, catalog);
   checkDevices(pod, networks, catalog, verdict);
   return { ...verdict, networks };
+}
+
+/**
+ * DRA: a pod with ResourceClaims takes a NAD's device from a claim when the claimed device's pool is
+ * the NAD's resourceName (the meta plugin's side, docs/dra.md). A resource no node advertises as an
+ * extended resource is such a pool: asking the pod for it as a device-plugin request (or injecting
+ * one) would keep it Pending for good.
+ */
+function markClaimed(pod: PodView, networks: SelectedNetwork[], catalog: Catalog): void {
+  const spec = isObject(pod.raw.spec) ? pod.raw.spec : {};
+  if (!Array.isArray(spec.resourceClaims) || !spec.resourceClaims.length) return;
+  for (const n of networks) if (n.resourceName && !((catalog.largestAllocatable(n.resourceName) ?? 0) > 0)) n.fromClaim = true;
 }
 
 /** Networks with a resourceName need that many devices requested by the pod, and a node that has them. */
@@ -205,6 +221,6 @@ function checkDevices(pod: PodView, networks: SelectedNetwork[], catalog: Catalo
 /** resourceName → how many selected networks use it (each takes one device). */
 export function devicesNeeded(networks: SelectedNetwork[]): Map<string, number> {
   const out = new Map<string, number>();
-  for (const n of networks) if (n.resourceName && !n.selection.deviceID) out.set(n.resourceName, (out.get(n.resourceName) ?? 0) + 1);
+  for (const n of networks) if (n.resourceName && !n.selection.deviceID && !n.fromClaim) out.set(n.resourceName, (out.get(n.resourceName) ?? 0) + 1);
   return out;
 }

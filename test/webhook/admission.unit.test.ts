@@ -214,6 +214,26 @@ describe('admission webhook: pods', () => {
     assert.match((await admit(podObject({ 'k8s.v1.cni.cncf.io/networks': 'sriov-a' }), admission(cat))).validate.warnings!.join(), /no node advertises intel\.com\/sriov_a/);
   });
 
+  it('a pod with ResourceClaims (DRA): a NAD of a resource no node advertises takes its device from a claim, so nothing is injected or denied; an advertised one still is', async () => {
+    const cat = catalog();
+    cat.nads.set('default/dra-net', nad('dra-net', { cniVersion: '1.0.0', name: 'dra-net', type: 'sriov' }, { 'k8s.v1.cni.cncf.io/resourceName': 'intel.com/x710_dra' }));
+    const withClaim = (networks: string) => {
+      const obj = podObject({ 'k8s.v1.cni.cncf.io/networks': networks }, [{ name: 'app', resources: { claims: [{ name: 'vf' }] } }]);
+      (obj.spec as Record<string, unknown>).resourceClaims = [{ name: 'vf', resourceClaimTemplateName: 'one-vf' }];
+      return obj;
+    };
+    const dra = await admit(withClaim('dra-net'), admission(cat));
+    assert.equal(dra.validate.allowed, true, dra.validate.message);
+    assert.equal((dra.mutated.spec as { containers: { resources: Record<string, unknown> }[] }).containers[0]!.resources.requests, undefined, 'no device-plugin request injected');
+    // Without claims the same NAD is a device-plugin resource: a pod short of it is denied.
+    const plain = await admission(cat).validate(review('Pod', podObject({ 'k8s.v1.cni.cncf.io/networks': 'dra-net' })));
+    assert.match(plain.message!, /selects 1 network\(s\) of resource intel\.com\/x710_dra but its containers request 0/);
+    // A resource some node advertises is injected even for a pod with claims (say, a GPU claim).
+    const both = await admit(withClaim('dra-net,sriov-a'), admission(cat));
+    assert.equal(both.validate.allowed, true, both.validate.message);
+    assert.deepEqual((both.mutated.spec as { containers: { resources: { limits?: Record<string, string> } }[] }).containers[0]!.resources.limits, { [SRIOV]: '1' });
+  });
+
   it("a NAD's nodeSelector is injected without a resourceName (NRI #78); a conflicting one is denied", async () => {
     const { mutated, validate } = await admit(podObject({ 'k8s.v1.cni.cncf.io/networks': 'pinned' }));
     assert.equal(validate.allowed, true);
