@@ -16,6 +16,7 @@ interface Flags {
   cdiDir: string;
   devinfoDir: string;
   rediscoverSeconds: number;
+  metricsAddress: string;
   logLevel: string;
 }
 
@@ -33,6 +34,7 @@ export function registerDra(program: Command): void {
     .option('--cdi-dir <dir>', 'CDI specs of prepared claims', '/var/run/cdi')
     .option('--devinfo-dir <dir>', 'device-info root: files go to <dir>/dp/', '/var/run/k8s.cni.cncf.io/devinfo')
     .option('--rediscover-seconds <n>', 'rediscovery and health period (the slices follow)', integerOption(1), 5)
+    .option('--metrics-address <host:port>', 'serve /metrics (Prometheus) and /debug (published devices, prepared claims) here', '127.0.0.1:9093')
     .option('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info')
     .action(async (o: Flags) => {
       // Loaded only by this daemon.
@@ -41,6 +43,8 @@ export function registerDra(program: Command): void {
       const { inClusterConfig, loadKubeconfig } = await import('../k8s/kubeconfig.js');
       const { openSriovHost } = await import('./sriov-host.js');
       const { DraDriver } = await import('../dra/driver.js');
+      const { draMetrics, serveDraMetrics } = await import('../dra/metrics.js');
+      const metrics = draMetrics();
       const log = pino({ level: o.logLevel, base: { component: 'plexus-dra-driver' } }, pino.destination(2));
       if (!o.nodeName) throw new Error('--node-name (or NODE_NAME) is required');
       const configFile = o.config ?? defaultConfigPath();
@@ -58,10 +62,13 @@ export function registerDra(program: Command): void {
         cdiDir: o.cdiDir,
         devinfoDir: o.devinfoDir,
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
+        observe: metrics.observer,
       });
       await driver.start(o.rediscoverSeconds);
-      log.info({ node: o.nodeName }, 'serving');
+      const served = await serveDraMetrics(driver, metrics.registry, o.metricsAddress);
+      log.info({ node: o.nodeName, metrics: served.url }, 'serving');
       const stop = () => {
+        served.close();
         driver.stop();
         process.exit(0);
       };

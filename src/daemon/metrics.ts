@@ -1,6 +1,6 @@
 /** The node daemon's Prometheus metrics (prom-client) and the observer that feeds them. */
 import type { Server } from 'node:http';
-import { listenHttp } from '../util/listen.js';
+import { serveMetrics } from '../util/metrics-http.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Observer } from '../meta/context.js';
 
@@ -120,16 +120,7 @@ export class DaemonMetrics implements Observer {
 
   /** GET /metrics on host:port; resolves with the address it listens on. */
   async serve(address: string): Promise<{ server: Server; url: string }> {
-    const { server, base } = await listenHttp(address, (req, res) => {
-      if (req.url !== '/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      void this.registry.metrics().then((text) => {
-        res.writeHead(200, { 'Content-Type': this.registry.contentType });
-        res.end(text);
-      });
-    });
+    const { server, base } = await serveMetrics(this.registry, address);
     return { server, url: `${base}/metrics` };
   }
 }

@@ -1,6 +1,6 @@
 /** The device plugin's /metrics (prom-client) and /debug (pools, health reasons, exclusions). */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { listenHttp } from '../util/listen.js';
+import { serveMetrics } from '../util/metrics-http.js';
 import type { SriovDevicePlugin } from './plugin.js';
 
 export async function serveDevicePluginMetrics(plugin: SriovDevicePlugin, address: string): Promise<{ url: string; close(): void }> {
@@ -37,16 +37,6 @@ export async function serveDevicePluginMetrics(plugin: SriovDevicePlugin, addres
       this.set(plugin.debug().configError ? 0 : 1);
     },
   });
-  const { server, base } = await listenHttp(address, (req, res) => {
-    if (req.url === '/debug') {
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify(plugin.debug(), null, 2));
-    } else if (req.url === '/metrics') {
-      void registry.metrics().then((text) => {
-        res.writeHead(200, { 'Content-Type': registry.contentType });
-        res.end(text);
-      });
-    } else res.writeHead(404).end();
-  });
+  const { server, base } = await serveMetrics(registry, address, () => plugin.debug());
   return { url: base, close: () => server.close() };
 }

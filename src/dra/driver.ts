@@ -86,6 +86,9 @@ function requestedDrivers(claim: ResourceClaim): (request: string) => 'vfio-pci'
   };
 }
 
+/** Told of each claim's prepare or unprepare: how it went and how long it took (metrics). */
+export type DraObserver = (call: 'prepare' | 'unprepare', ok: boolean, seconds: number) => void;
+
 export interface DraDriverOptions {
   api: ApiClient;
   nodeName: string;
@@ -100,6 +103,7 @@ export interface DraDriverOptions {
   /** The host's addresses and routes per netdev (vfio preflight); the kernel's by default. */
   netdevUse?: () => Promise<NetdevUse>;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  observe?: DraObserver;
 }
 
 export class DraDriver {
@@ -262,6 +266,15 @@ export class DraDriver {
     return structuredClone(this.prepared);
   }
 
+  /** What /debug shows: the published devices by pool, the VFs left to the device plugin, the checkpoint. */
+  debug(): { pools: { pool: string; devices: string[] }[]; leftToDevicePlugin: string[]; claims: Record<string, PreparedClaim> } {
+    return {
+      pools: (this.assignment?.pools ?? []).map((p) => ({ pool: resourceFullName(p.pool), devices: p.devices })),
+      leftToDevicePlugin: this.skipped ? this.skipped.split(',') : [],
+      claims: this.preparedClaims(),
+    };
+  }
+
   /** Serves the DRA socket and the registration socket kubelet's plugin watcher finds. */
   async start(rediscoverSeconds: number): Promise<void> {
     await this.rediscover();
@@ -279,9 +292,13 @@ export class DraDriver {
       NodePrepareResources: (call: Req, cb: sendUnaryData<object>) => {
         void Promise.all(
           call.request.claims.map(async (c) => {
+            const t0 = performance.now();
             try {
-              return [c.uid, { devices: await this.prepare(c), error: '' }] as const;
+              const devices = await this.prepare(c);
+              this.o.observe?.('prepare', true, (performance.now() - t0) / 1000);
+              return [c.uid, { devices, error: '' }] as const;
             } catch (err) {
+              this.o.observe?.('prepare', false, (performance.now() - t0) / 1000);
               this.o.log('warn', 'claim not prepared', { claim: `${c.namespace}/${c.name}`, error: (err as Error).message });
               return [c.uid, { devices: [], error: (err as Error).message }] as const;
             }
@@ -291,10 +308,14 @@ export class DraDriver {
       NodeUnprepareResources: (call: Req, cb: sendUnaryData<object>) => {
         const claims: Record<string, { error: string }> = {};
         for (const c of call.request.claims) {
+          const t0 = performance.now();
           try {
             this.unprepare(c);
+            this.o.observe?.('unprepare', true, (performance.now() - t0) / 1000);
             claims[c.uid] = { error: '' };
           } catch (err) {
+            this.o.observe?.('unprepare', false, (performance.now() - t0) / 1000);
+            this.o.log('warn', 'claim not unprepared', { claim: `${c.namespace}/${c.name}`, error: (err as Error).message });
             claims[c.uid] = { error: (err as Error).message };
           }
         }
