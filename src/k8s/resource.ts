@@ -78,22 +78,23 @@ export function parseResourceClaim(raw: unknown, what: string): ResourceClaim {
 }
 
 /**
- * The names of the pod's ResourceClaims, in `spec.resourceClaims` order: a claim named directly, or the
- * one made from a template (`status.resourceClaimStatuses`). A template whose claim is not made yet is
- * left out (the pod is not scheduled then, so no sandbox exists for it).
+ * The pod's ResourceClaims, in `spec.resourceClaims` order: each entry's name in the pod (`ref`) and
+ * the claim's own name, a claim named directly or the one made from a template
+ * (`status.resourceClaimStatuses`). A template whose claim is not made yet is left out (the pod is not
+ * scheduled then, so no sandbox exists for it); a claim two entries name is listed once.
  */
-export function podClaimNames(pod: Pod): string[] {
+export function podClaims(pod: Pod): { ref: string; claim: string }[] {
   const spec = isObject(pod.spec) && Array.isArray(pod.spec.resourceClaims) ? pod.spec.resourceClaims : [];
   const statuses = isObject(pod.status) && Array.isArray(pod.status.resourceClaimStatuses) ? pod.status.resourceClaimStatuses : [];
   const made = new Map<string, string>();
   for (const s of statuses) if (isObject(s) && typeof s.name === 'string' && typeof s.resourceClaimName === 'string') made.set(s.name, s.resourceClaimName);
-  const names: string[] = [];
+  const out: { ref: string; claim: string }[] = [];
   for (const c of spec) {
     if (!isObject(c) || typeof c.name !== 'string') continue;
-    const name = typeof c.resourceClaimName === 'string' ? c.resourceClaimName : made.get(c.name);
-    if (name && !names.includes(name)) names.push(name);
+    const claim = typeof c.resourceClaimName === 'string' ? c.resourceClaimName : made.get(c.name);
+    if (claim && !out.some((o) => o.claim === claim)) out.push({ ref: c.name, claim });
   }
-  return names;
+  return out;
 }
 
 /** The Multus attributes of one slice device. */

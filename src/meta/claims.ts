@@ -1,14 +1,15 @@
 /**
  * DRA devices for NADs, both ways. In: the pod's ResourceClaims give device IDs to NADs whose
  * `k8s.v1.cni.cncf.io/resourceName` equals a claimed device's `k8s.cni.cncf.io/resourceName` slice
- * attribute (Multus's contract, so any driver that publishes the two attributes works). Out: after
+ * attribute (Multus's contract, so any driver that publishes the two attributes works), or names a
+ * claim and request of the pod as `<claim name in the pod>/<request>`. Out: after
  * ADD, each such device's `status.devices[]` entry in its claim gets the interface's network data and
  * a Ready condition, by server-side apply (other drivers' entries are not touched).
  */
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { toCanonical } from '../cni/version.js';
 import { type ApiClient, apiFailure } from '../k8s/client.js';
-import { type ClaimResult, RESOURCE_API, claimPath, parseResourceClaim, podClaimNames, sliceDeviceIds } from '../k8s/resource.js';
+import { type ClaimResult, RESOURCE_API, claimPath, parseResourceClaim, podClaims, sliceDeviceIds } from '../k8s/resource.js';
 import type { Pod } from '../k8s/types.js';
 import type { StoredAttachment } from './store.js';
 
@@ -24,9 +25,13 @@ export interface ClaimDeviceRef {
 }
 
 export interface ClaimedDevice {
-  resourceName: string;
+  /** Its slice's `k8s.cni.cncf.io/resourceName`, when it has one. */
+  resourceName?: string;
   deviceID: string;
   ref: ClaimDeviceRef;
+  /** The claim's name in the pod (`spec.resourceClaims[].name`) and the request it was allocated for. */
+  podClaim: string;
+  request: string;
 }
 
 export interface ClaimedDevices {
@@ -36,16 +41,16 @@ export interface ClaimedDevices {
 }
 
 /**
- * The pod's claimed devices that carry both Multus attributes, in claim order then allocation order.
- * A claim not allocated yet is a retryable error; devices without the attributes (a GPU in the same
- * claim) are skipped, as Multus does, and `skipped` says which.
+ * The pod's claimed devices that have a `k8s.cni.cncf.io/deviceID`, in claim order then allocation
+ * order. A claim not allocated yet is a retryable error; devices without it (a GPU in the same claim)
+ * are skipped, as Multus does, and `skipped` says which.
  */
 export async function claimedDevices(api: ApiClient, pod: Pod, skipped: (why: string) => void = () => undefined): Promise<ClaimedDevices> {
-  const names = podClaimNames(pod);
-  if (!names.length) return { devices: [], unpublished: [] };
+  const refs = podClaims(pod);
+  if (!refs.length) return { devices: [], unpublished: [] };
   const ns = pod.metadata.namespace;
   const claims = await Promise.all(
-    names.map(async (name) => {
+    refs.map(async ({ claim: name }) => {
       const what = `ResourceClaim ${ns}/${name}`;
       const raw = await api.get<unknown>(claimPath(ns, name)).catch((err: unknown) => {
         throw apiFailure(err, `reading ${what}`);
@@ -68,16 +73,16 @@ export async function claimedDevices(api: ApiClient, pod: Pod, skipped: (why: st
   );
   const ids = new Map(lists.flatMap((m) => [...m]));
   const out: ClaimedDevices = { devices: [], unpublished: [] };
-  for (const claim of claims) {
+  for (const [i, claim] of claims.entries()) {
     for (const r of claim.results!) {
       const key = `${r.driver}/${r.pool}/${r.device}`;
       const attrs = ids.get(key);
       if (!attrs) out.unpublished.push(key);
-      if (!attrs?.deviceID || !attrs.resourceName) {
-        skipped(`${key} of ResourceClaim ${ns}/${claim.name}: ${attrs ? 'its slice device has no k8s.cni.cncf.io/deviceID and resourceName attributes' : 'in no ResourceSlice of this node'}`);
+      if (!attrs?.deviceID) {
+        skipped(`${key} of ResourceClaim ${ns}/${claim.name}: ${attrs ? 'its slice device has no k8s.cni.cncf.io/deviceID attribute' : 'in no ResourceSlice of this node'}`);
         continue;
       }
-      out.devices.push({ resourceName: attrs.resourceName, deviceID: attrs.deviceID, ref: refOf(claim, r) });
+      out.devices.push({ ...(attrs.resourceName ? { resourceName: attrs.resourceName } : {}), deviceID: attrs.deviceID, ref: refOf(claim, r), podClaim: refs[i]!.ref, request: r.request });
     }
   }
   return out;

@@ -9,7 +9,7 @@ import { CniError, ErrorCode } from '../cni/errors.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
-import { podClaimNames } from '../k8s/resource.js';
+import { podClaims } from '../k8s/resource.js';
 import { type ClaimedDevices, claimedDevices } from './claims.js';
 import { checkCapabilities, checkPluginNames, declares } from './checks.js';
 import { type MetaConf, checkNamespaceAllowed } from './conf.js';
@@ -131,7 +131,8 @@ function auxiliaryChain(conf: MetaConf, cniVersion = '1.0.0'): NetworkConfigList
 
 /**
  * resourceName → the pod's device IDs: kubelet's device plugin allocations, then the devices of the
- * pod's ResourceClaims (DRA) that carry that resourceName; the Nth network of a resource takes the Nth.
+ * pod's ResourceClaims (DRA) that carry that resourceName, or of the claim and request it names
+ * (`<claim name in the pod>/<request>`); the Nth network of a resource takes the Nth.
  * The claims are read only when the device plugins' devices are not enough (no cost for those pods).
  */
 async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment[]): Promise<void> {
@@ -144,7 +145,7 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
   let claimed: ClaimedDevices = { devices: [], unpublished: [] };
   if (!enough) {
     const pod = await inv.getPod();
-    const api = pod && podClaimNames(pod).length ? await inv.apiClient() : undefined;
+    const api = pod && podClaims(pod).length ? await inv.apiClient() : undefined;
     if (api) claimed = await claimedDevices(api, pod!, (why) => inv.log(`DRA device not for NADs: ${why}`, 'debug'));
     else if (!fromKubelet)
       throw new CniError(
@@ -156,7 +157,11 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
   const taken = new Map<string, number>();
   for (const a of needing) {
     const name = a.resourceName!;
-    const fromClaims = claimed.devices.filter((c) => c.resourceName === name);
+    // `<claim name in the pod>/<request>` names the devices of that request; else the slices' resourceName decides.
+    const slash = name.indexOf('/');
+    const [ref, request] = [name.slice(0, slash), name.slice(slash + 1)];
+    const named = slash > 0 ? claimed.devices.filter((c) => c.podClaim === ref && (c.request === request || c.request.startsWith(`${request}/`))) : [];
+    const fromClaims = named.length ? named : claimed.devices.filter((c) => c.resourceName === name);
     const ids = [...(fromKubelet?.get(name) ?? []), ...fromClaims.map((c) => c.deviceID)];
     const n = taken.get(name) ?? 0;
     const id = ids[n];

@@ -242,13 +242,13 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
       podResourcesSocket: join(dir, 'none.sock'),
       kubeletCheckpoint: join(dir, 'none-checkpoint'),
     });
-    const cni = (command: string, kube: string) =>
+    const cni = (command: string, kube: string, containerID = 'dra-meta') =>
       spawnSync(plexusPath, [], {
         input: JSON.stringify(meta(kube)),
         encoding: 'utf8',
         env: {
           CNI_COMMAND: command,
-          CNI_CONTAINERID: 'dra-meta',
+          CNI_CONTAINERID: containerID,
           CNI_NETNS: ns.path,
           CNI_IFNAME: 'eth0',
           CNI_PATH: bin,
@@ -276,6 +276,28 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
     const del = cni('DEL', join(dir, 'nowhere.kubeconfig'));
     assert.equal(del.status, 0, del.stdout + del.stderr);
     assert.ok(readFileSync(record, 'utf8').includes('"command":"DEL"'));
+
+    // A NAD naming the pod's claim and request (`<claim name in the pod>/<request>`) gets that request's device.
+    const named = join(dir, 'named.jsonl');
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'k8s.cni.cncf.io/v1',
+        kind: 'NetworkAttachmentDefinition',
+        metadata: { name: 'vfnet-named', namespace: 'dra', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'vf/vf' } },
+        spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'vfnet-named', type: 'record', recordFile: named }) },
+      }),
+    );
+    await kubectl(['annotate', 'pod', '-n', 'dra', 'pod-numa1', '--overwrite', 'k8s.v1.cni.cncf.io/networks=vfnet-named']);
+    const byName = cni('ADD', kubeconfig, 'dra-meta-named');
+    assert.equal(byName.status, 0, byName.stdout + byName.stderr);
+    const namedAdd = readFileSync(named, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { command: string; conf: { deviceID?: string } })
+      .find((c) => c.command === 'ADD')!;
+    assert.equal(namedAdd.conf.deviceID, vf);
+    assert.equal(cni('DEL', kubeconfig, 'dra-meta-named').status, 0);
   });
 
   it("a DPDK claim (the class's opaque VfConfig asks for vfio-pci): prepare binds the VF (CDI with its vfio group), it stays in the slice while prepared, unprepare gives it back to iavf; a prepare cut short after binding is undone by a restarted driver's unprepare, or finished by its retry", async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { CniError, ErrorCode } from '../../src/cni/errors.js';
-import { parseResourceClaim, podClaimNames, sliceDeviceIds } from '../../src/k8s/resource.js';
+import { parseResourceClaim, podClaims, sliceDeviceIds } from '../../src/k8s/resource.js';
 import type { Pod } from '../../src/k8s/types.js';
 
 const label = fc.stringMatching(/^[a-z][a-z0-9-]{0,10}$/);
@@ -48,7 +48,7 @@ describe('DRA objects as Plexus reads them (src/k8s/resource.ts)', () => {
     );
   });
 
-  it("a pod's claim names: spec order, a template's claim from status, a template not made yet left out, no repeats", () => {
+  it("a pod's claims: spec order with their names in the pod, a template's claim from status, a template not made yet left out, no repeats", () => {
     const pod: Pod = {
       metadata: { name: 'p', namespace: 'ns' },
       spec: {
@@ -61,12 +61,15 @@ describe('DRA objects as Plexus reads them (src/k8s/resource.ts)', () => {
       },
       status: { resourceClaimStatuses: [{ name: 'a', resourceClaimName: 'p-a-x1' }] },
     };
-    assert.deepEqual(podClaimNames(pod), ['p-a-x1', 'shared']);
+    assert.deepEqual(podClaims(pod), [
+      { ref: 'a', claim: 'p-a-x1' },
+      { ref: 'b', claim: 'shared' },
+    ]);
     fc.assert(
       fc.property(fc.anything(), fc.anything(), (claims, statuses) => {
-        const names = podClaimNames({ metadata: { name: 'p', namespace: 'ns' }, spec: { resourceClaims: claims }, status: { resourceClaimStatuses: statuses } });
-        assert.ok(names.every((n) => typeof n === 'string' && n.length > 0));
-        assert.equal(new Set(names).size, names.length);
+        const found = podClaims({ metadata: { name: 'p', namespace: 'ns' }, spec: { resourceClaims: claims }, status: { resourceClaimStatuses: statuses } });
+        assert.ok(found.every((c) => typeof c.ref === 'string' && typeof c.claim === 'string' && c.claim.length > 0));
+        assert.equal(new Set(found.map((c) => c.claim)).size, found.length);
       }),
     );
   });
