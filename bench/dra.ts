@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DRA_DRIVER } from '../src/dra/slices.js';
 import { ApiClient } from '../src/k8s/client.js';
 import { loadKubeconfig } from '../src/k8s/kubeconfig.js';
 import { LocalCluster } from '../src/sim/cluster.js';
@@ -21,6 +20,7 @@ import { PAUSE_IMAGE, containerd2Dir } from '../src/sim/containerd.js';
 import { FakeKernel } from '../src/sim/fakekernel.js';
 import { repoRoot } from '../src/sim/simnode.js';
 import { startDaemon, stopDaemon } from '../test/support/daemon.js';
+import { claimTemplate, deviceClass, list, resourceNad } from '../test/support/dra.js';
 import { plexusctlPath } from '../test/support/plugins.js';
 import { besidePrevious } from './history.js';
 import { quantile } from './stats.js';
@@ -127,29 +127,15 @@ async function main(): Promise<void> {
       ...['--cni-bin-dir', cluster.cniBinDir, '--cni-conf-dir', cluster.cniConfDir, '--kubeconfig', kubeconfig, '--cni-dir', cniDir],
       ...['--daemon-socket', socket, '--kubelet-dir', cluster.kubeletDir, '--device-info-dir', devinfo],
     ]);
-    const nad = (name: string, resource: string) => ({
-      apiVersion: 'k8s.cni.cncf.io/v1',
-      kind: 'NetworkAttachmentDefinition',
-      metadata: { name, namespace: NAMESPACE, annotations: { 'k8s.v1.cni.cncf.io/resourceName': resource } },
-      spec: { config: JSON.stringify({ cniVersion: '1.0.0', name, type: 'sriov', vlan: 10, ipam: { type: 'static', addresses: [{ address: '10.81.0.5/24' }] } }) },
-    });
+    const sriov = { type: 'sriov', vlan: 10, ipam: { type: 'static', addresses: [{ address: '10.81.0.5/24' }] } };
     await kubectl(
       ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'List',
-        items: [
-          nad('bench-dp', 'intel.com/x710_dp'),
-          nad('bench-dra', 'intel.com/x710_dra'),
-          { apiVersion: 'resource.k8s.io/v1', kind: 'DeviceClass', metadata: { name: 'bench-vf' }, spec: { selectors: [{ cel: { expression: `device.driver == "${DRA_DRIVER}"` } }] } },
-          {
-            apiVersion: 'resource.k8s.io/v1',
-            kind: 'ResourceClaimTemplate',
-            metadata: { name: 'bench-vf', namespace: NAMESPACE },
-            spec: { spec: { devices: { requests: [{ name: 'vf', exactly: { deviceClassName: 'bench-vf' } }] } } },
-          },
-        ],
-      }),
+      list([
+        resourceNad('bench-dp', NAMESPACE, 'intel.com/x710_dp', sriov),
+        resourceNad('bench-dra', NAMESPACE, 'intel.com/x710_dra', sriov),
+        deviceClass('bench-vf'),
+        claimTemplate('bench-vf', NAMESPACE, 'bench-vf'),
+      ]),
     );
     const api = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 30_000);
     // Both resources advertised (kubelet's allocatable, the driver's slice) before anything is timed.

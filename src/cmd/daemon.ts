@@ -7,7 +7,8 @@ import { type ApiConfig, inClusterConfig, loadKubeconfig } from '../k8s/kubeconf
 import type { MetaContext, Observer } from '../meta/context.js';
 import { integerOption } from './options.js';
 import type { ClusterCache } from '../daemon/cache.js';
-import type { LocalSandbox, PolicyEngine } from '../policy/engine.js';
+import type { PolicySandbox } from '../meta/context.js';
+import type { PolicyEngine } from '../policy/engine.js';
 
 /** How old a held address must be before the IPAM GC may free it, and how often it looks. */
 const IPAM_GC_GRACE_MS = 10 * 60_000;
@@ -24,12 +25,12 @@ async function resendOwedStatus(cniDir: string, api: ApiConfig, log: (msg: strin
 }
 
 /** The node's sandboxes with NAD attachments, from the attachment store: network policy adopts them at start. */
-async function sandboxesInStore(cniDir: string): Promise<LocalSandbox[]> {
+async function sandboxesInStore(cniDir: string): Promise<PolicySandbox[]> {
   const { existsSync } = await import('node:fs');
   const { AttachmentStore } = await import('../meta/store.js');
   const { policyNetworks } = await import('../meta/report.js');
   const store = new AttachmentStore(join(cniDir, 'attachments'));
-  const out: LocalSandbox[] = [];
+  const out: PolicySandbox[] = [];
   for (const id of store.list()) {
     const read = store.read(id);
     if (read.kind !== 'ok') continue;

@@ -88,6 +88,17 @@ export async function claimedDevices(api: ApiClient, pod: Pod, skipped: (why: st
   return out;
 }
 
+/**
+ * The claimed devices a NAD's resourceName takes: those of the claim and request it names
+ * (`<claim name in the pod>/<request>`), else those whose slice resourceName it is.
+ */
+export function claimedFor(resourceName: string, devices: ClaimedDevice[]): ClaimedDevice[] {
+  const slash = resourceName.indexOf('/');
+  const [ref, request] = [resourceName.slice(0, slash), resourceName.slice(slash + 1)];
+  const named = slash > 0 ? devices.filter((c) => c.podClaim === ref && (c.request === request || c.request.startsWith(`${request}/`))) : [];
+  return named.length ? named : devices.filter((c) => c.resourceName === resourceName);
+}
+
 function refOf(claim: { namespace: string; name: string; uid: string }, r: ClaimResult): ClaimDeviceRef {
   return { namespace: claim.namespace, name: claim.name, uid: claim.uid, driver: r.driver, pool: r.pool, device: r.device, ...(r.shareID ? { shareID: r.shareID } : {}) };
 }
@@ -97,8 +108,10 @@ function now(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
+type ClaimedAttachment = StoredAttachment & { claim: ClaimDeviceRef };
+
 /** The `status.devices[]` entry of an attachment that took a claimed device: its interface, addresses (CIDR) and MAC. */
-export function deviceStatusEntry(a: StoredAttachment & { claim: ClaimDeviceRef }): Record<string, unknown> {
+function deviceStatusEntry(a: ClaimedAttachment): Record<string, unknown> {
   const result = a.result ? toCanonical(a.result) : undefined;
   const index = (result?.interfaces ?? []).findIndex((i) => i.sandbox);
   const iface = index >= 0 ? result!.interfaces![index]! : undefined;
@@ -120,11 +133,10 @@ export function deviceStatusEntry(a: StoredAttachment & { claim: ClaimDeviceRef 
  */
 export async function writeClaimNetworkData(api: ApiClient, attachments: StoredAttachment[]): Promise<string[]> {
   const byClaim = new Map<string, { ref: ClaimDeviceRef; devices: Record<string, unknown>[] }>();
-  for (const a of attachments) {
-    if (!a.claim || a.state !== 'added') continue;
+  for (const a of attachments.filter((x): x is ClaimedAttachment => !!x.claim && x.state === 'added')) {
     const key = `${a.claim.namespace}/${a.claim.name}`;
     const entry = byClaim.get(key) ?? { ref: a.claim, devices: [] };
-    entry.devices.push(deviceStatusEntry(a as StoredAttachment & { claim: ClaimDeviceRef }));
+    entry.devices.push(deviceStatusEntry(a));
     byClaim.set(key, entry);
   }
   const failed: string[] = [];

@@ -10,7 +10,7 @@ import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
 import { podDevicesFromCheckpoint, podDevicesFromKubelet, type PodDevices } from '../k8s/podresources.js';
 import { podClaims } from '../k8s/resource.js';
-import { type ClaimedDevices, claimedDevices } from './claims.js';
+import { type ClaimedDevices, claimedDevices, claimedFor } from './claims.js';
 import { checkCapabilities, checkPluginNames, declares } from './checks.js';
 import { type MetaConf, checkNamespaceAllowed } from './conf.js';
 import { cniDeviceInfoPath } from './deviceinfo.js';
@@ -157,11 +157,7 @@ async function assignDevices(inv: MetaInvocation, attachments: PlannedAttachment
   const taken = new Map<string, number>();
   for (const a of needing) {
     const name = a.resourceName!;
-    // `<claim name in the pod>/<request>` names the devices of that request; else the slices' resourceName decides.
-    const slash = name.indexOf('/');
-    const [ref, request] = [name.slice(0, slash), name.slice(slash + 1)];
-    const named = slash > 0 ? claimed.devices.filter((c) => c.podClaim === ref && (c.request === request || c.request.startsWith(`${request}/`))) : [];
-    const fromClaims = named.length ? named : claimed.devices.filter((c) => c.resourceName === name);
+    const fromClaims = claimedFor(name, claimed.devices);
     const ids = [...(fromKubelet?.get(name) ?? []), ...fromClaims.map((c) => c.deviceID)];
     const n = taken.get(name) ?? 0;
     const id = ids[n];

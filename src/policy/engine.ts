@@ -27,21 +27,18 @@ import {
 } from './model.js';
 import { applyTable, renderTable } from './nft.js';
 
-/** A sandbox of this node, as the meta plugin attached it. */
-export type LocalSandbox = PolicySandbox;
-
 export interface PolicyObserver {
   /** A pod's table replaced: how long since the change that asked for it, and its rule count. */
   synced(pod: string, seconds: number, rules: number): void;
   failed(pod: string, error: string): void;
   forgot(pod: string): void;
   /** An interface a policy selects that cannot be filtered (no kernel interface in the pod: DPDK/vfio); a Warning Event on the policy says so too. */
-  unfilterable(policy: MultiNetworkPolicy, pod: LocalSandbox, ifName: string, why: string): void;
+  unfilterable(policy: MultiNetworkPolicy, pod: PolicySandbox, ifName: string, why: string): void;
   log(msg: string, fields: Record<string, unknown>): void;
 }
 
 interface Local {
-  sandbox: LocalSandbox;
+  sandbox: PolicySandbox;
   /** The table last put in its netns ('' = none), undefined before the first sync. */
   installed?: string;
   dirtySince?: number;
@@ -286,14 +283,14 @@ export class PolicyEngine {
   }
 
   /** The pod as policy sees it: labels from the API, attachments from its ADD. */
-  private podOf(s: LocalSandbox): PolicyPod | undefined {
+  private podOf(s: PolicySandbox): PolicyPod | undefined {
     const known = this.world.pods.get(s.namespace)?.get(s.name);
     if (!known || (s.uid && known.uid && known.uid !== s.uid)) return undefined;
     return { ...known, networks: s.networks };
   }
 
   /** What the sandbox's table should be now; undefined while its pod is not known (the table stays as it is). */
-  desired(s: LocalSandbox, pod = this.podOf(s)): { table: string; interfaces: InterfaceRules[] } | undefined {
+  desired(s: PolicySandbox, pod = this.podOf(s)): { table: string; interfaces: InterfaceRules[] } | undefined {
     if (!pod) return undefined;
     const present = this.linksOf(s.netns);
     const interfaces = rulesForPod(this.world, pod).filter((iface) => {
@@ -362,7 +359,7 @@ export class PolicyEngine {
    * A sandbox the meta plugin has just attached: its table is in place when this resolves. Throws when
    * the policies are not known yet, or the table cannot be installed (the ADD then fails and is undone).
    */
-  async attached(s: LocalSandbox): Promise<void> {
+  async attached(s: PolicySandbox): Promise<void> {
     const since = performance.now();
     if (!this.ready) {
       const deadline = Date.now() + 5000;
@@ -391,7 +388,7 @@ export class PolicyEngine {
   }
 
   /** A pod not in the informer yet (created a moment ago), read once; undefined when the API has no such pod. */
-  private async readPod(s: LocalSandbox): Promise<PolicyPod | undefined> {
+  private async readPod(s: PolicySandbox): Promise<PolicyPod | undefined> {
     let raw: unknown;
     try {
       raw = await this.client.get<unknown>(`/api/v1/namespaces/${encodeURIComponent(s.namespace)}/pods/${encodeURIComponent(s.name)}`);
@@ -421,7 +418,7 @@ export class PolicyEngine {
    * At start: the node's sandboxes from the attachment store. Their tables (left in place while the
    * daemon was down) are recomputed against the cluster as it is now and replaced where they differ.
    */
-  adopt(sandboxes: LocalSandbox[]): void {
+  adopt(sandboxes: PolicySandbox[]): void {
     const now = performance.now();
     for (const s of sandboxes) {
       this.locals.set(s.containerID, { sandbox: s, dirtySince: now, rules: 0, reported: new Set(), queue: Promise.resolve() });

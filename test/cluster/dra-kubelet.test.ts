@@ -19,6 +19,7 @@ import { FakeKernel } from '../../src/sim/fakekernel.js';
 import { simulatedSriovPlugin } from '../../src/sim/simnode.js';
 import { discover } from '../../src/sriov/discover.js';
 import { pollUntil } from '../../src/util/poll.js';
+import { claimTemplate, deviceClass, list, resourceNad } from '../support/dra.js';
 import { plexusctlPath } from '../support/plugins.js';
 import { Rig, ipAddresses, ipJson, linkExists } from '../support/rig.js';
 
@@ -123,31 +124,14 @@ describe('DRA end to end through the real kubelet on containerd 2.x: slices, CEL
     copyFileSync(simulatedSriovPlugin(join(dir, 'sriov-launcher'), kernel.root), join(cluster.cniBinDir, 'sriov'));
     cri = ContainerdRig.attach(cluster.containerdDir, undefined);
     startDriver();
-    const cel = (expression: string) => ({ cel: { expression } });
     await kubectl(
       ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'List',
-        items: [
-          { apiVersion: 'resource.k8s.io/v1', kind: 'DeviceClass', metadata: { name: 'plexus-vf' }, spec: { selectors: [cel(`device.driver == "${DRA_DRIVER}"`)] } },
-          ...[
-            ['numa1-vf', [cel(`device.attributes["${DRA_DRIVER}"].numaNode == 1`)]],
-            ['any-vf', []],
-          ].map(([name, selectors]) => ({
-            apiVersion: 'resource.k8s.io/v1',
-            kind: 'ResourceClaimTemplate',
-            metadata: { name, namespace: 'default' },
-            spec: { spec: { devices: { requests: [{ name: 'vf', exactly: { deviceClassName: 'plexus-vf', selectors } }] } } },
-          })),
-          {
-            apiVersion: 'k8s.cni.cncf.io/v1',
-            kind: 'NetworkAttachmentDefinition',
-            metadata: { name: 'dra-sriov', namespace: 'default', annotations: { 'k8s.v1.cni.cncf.io/resourceName': RESOURCE } },
-            spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'dra-sriov', type: 'sriov', vlan: 7, ipam: { type: 'static', addresses: [{ address: '10.80.0.5/24' }] } }) },
-          },
-        ],
-      }),
+      list([
+        deviceClass('plexus-vf'),
+        claimTemplate('numa1-vf', 'default', 'plexus-vf', [`device.attributes["${DRA_DRIVER}"].numaNode == 1`]),
+        claimTemplate('any-vf', 'default', 'plexus-vf'),
+        resourceNad('dra-sriov', 'default', RESOURCE, { type: 'sriov', vlan: 7, ipam: { type: 'static', addresses: [{ address: '10.80.0.5/24' }] } }),
+      ]),
     );
   });
 

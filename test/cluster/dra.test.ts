@@ -20,6 +20,7 @@ import { FakeKernel } from '../../src/sim/fakekernel.js';
 import { discover } from '../../src/sriov/discover.js';
 import { pollUntil } from '../../src/util/poll.js';
 import { TWO_NUMA_HOST } from '../support/hosts.js';
+import { claimTemplate, deviceClass, resourceNad } from '../support/dra.js';
 import { installRecordPlugin, plexusPath } from '../support/plugins.js';
 import { Rig } from '../support/rig.js';
 
@@ -116,18 +117,10 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
         ),
       60_000,
     );
-    const cel = (expression: string) => ({ cel: { expression } });
     const docs = [
-      { apiVersion: 'resource.k8s.io/v1', kind: 'DeviceClass', metadata: { name: 'plexus-vf' }, spec: { selectors: [cel(`device.driver == "${DRA_DRIVER}"`)] } },
-      ...[
-        ['numa1', `device.attributes["${DRA_DRIVER}"].numaNode == 1`],
-        ['pf-ens1f0', `device.attributes["${DRA_DRIVER}"].pfName == "ens1f0"`],
-      ].map(([name, expr]) => ({
-        apiVersion: 'resource.k8s.io/v1',
-        kind: 'ResourceClaimTemplate',
-        metadata: { name, namespace: 'dra' },
-        spec: { spec: { devices: { requests: [{ name: 'vf', exactly: { deviceClassName: 'plexus-vf', selectors: [cel(expr!)] } }] } } },
-      })),
+      deviceClass('plexus-vf'),
+      claimTemplate('numa1', 'dra', 'plexus-vf', [`device.attributes["${DRA_DRIVER}"].numaNode == 1`]),
+      claimTemplate('pf-ens1f0', 'dra', 'plexus-vf', [`device.attributes["${DRA_DRIVER}"].pfName == "ens1f0"`]),
       ...['numa1', 'pf-ens1f0'].map((template) => ({
         apiVersion: 'v1',
         kind: 'Pod',
@@ -218,15 +211,7 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
     installRecordPlugin(bin, 'record');
     const record = join(dir, 'record.jsonl');
     writeFileSync(join(dir, 'cluster.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'cluster', type: 'record', address: '10.1.0.2/24' }));
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'k8s.cni.cncf.io/v1',
-        kind: 'NetworkAttachmentDefinition',
-        metadata: { name: 'vfnet', namespace: 'dra', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'intel.com/x710' } },
-        spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'vfnet', type: 'record', recordFile: record, address: '10.56.0.7/24' }) },
-      }),
-    );
+    await kubectl(['apply', '-f', '-'], JSON.stringify(resourceNad('vfnet', 'dra', 'intel.com/x710', { type: 'record', recordFile: record, address: '10.56.0.7/24' })));
     await kubectl(['annotate', 'pod', '-n', 'dra', 'pod-numa1', 'k8s.v1.cni.cncf.io/networks=vfnet']);
     const ns = rig.netns('drameta');
     const meta = (kube: string) => ({
@@ -279,15 +264,7 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
 
     // A NAD naming the pod's claim and request (`<claim name in the pod>/<request>`) gets that request's device.
     const named = join(dir, 'named.jsonl');
-    await kubectl(
-      ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'k8s.cni.cncf.io/v1',
-        kind: 'NetworkAttachmentDefinition',
-        metadata: { name: 'vfnet-named', namespace: 'dra', annotations: { 'k8s.v1.cni.cncf.io/resourceName': 'vf/vf' } },
-        spec: { config: JSON.stringify({ cniVersion: '1.0.0', name: 'vfnet-named', type: 'record', recordFile: named }) },
-      }),
-    );
+    await kubectl(['apply', '-f', '-'], JSON.stringify(resourceNad('vfnet-named', 'dra', 'vf/vf', { type: 'record', recordFile: named })));
     await kubectl(['annotate', 'pod', '-n', 'dra', 'pod-numa1', '--overwrite', 'k8s.v1.cni.cncf.io/networks=vfnet-named']);
     const byName = cni('ADD', kubeconfig, 'dra-meta-named');
     assert.equal(byName.status, 0, byName.stdout + byName.stderr);
@@ -301,7 +278,6 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
   });
 
   it("a DPDK claim (the class's opaque VfConfig asks for vfio-pci): prepare binds the VF (CDI with its vfio group), it stays in the slice while prepared, unprepare gives it back to iavf; a prepare cut short after binding is undone by a restarted driver's unprepare, or finished by its retry", async () => {
-    const cel = (expression: string) => ({ cel: { expression } });
     const vfConfig = { apiVersion: `${DRA_DRIVER}/v1alpha1`, kind: 'VfConfig', driver: 'vfio-pci' };
     await kubectl(
       ['apply', '-f', '-'],
@@ -309,18 +285,8 @@ describe('DRA ResourceSlices on the real API server, allocated by the real sched
         apiVersion: 'v1',
         kind: 'List',
         items: [
-          {
-            apiVersion: 'resource.k8s.io/v1',
-            kind: 'DeviceClass',
-            metadata: { name: 'plexus-dpdk-vf' },
-            spec: { selectors: [cel(`device.driver == "${DRA_DRIVER}"`)], config: [{ opaque: { driver: DRA_DRIVER, parameters: vfConfig } }] },
-          },
-          {
-            apiVersion: 'resource.k8s.io/v1',
-            kind: 'ResourceClaimTemplate',
-            metadata: { name: 'dpdk', namespace: 'dra' },
-            spec: { spec: { devices: { requests: [{ name: 'vf', exactly: { deviceClassName: 'plexus-dpdk-vf' } }] } } },
-          },
+          deviceClass('plexus-dpdk-vf', vfConfig),
+          claimTemplate('dpdk', 'dra', 'plexus-dpdk-vf'),
           ...['pod-dpdk', 'pod-dpdk-2'].map((name) => ({
             apiVersion: 'v1',
             kind: 'Pod',
