@@ -210,6 +210,14 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
   return 1;
 }
 
+/** Runs a plugin in this process on `stdin` and `env`, its output captured: how the daemon serves a request. */
+export async function runPluginCaptured(plugin: Plugin, env: NodeJS.ProcessEnv, stdin: Buffer): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const exitCode = await runPlugin(plugin, { env, readStdin: async () => stdin, stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+  return { exitCode, stdout, stderr };
+}
+
 /**
  * A plugin as an in-process delegate (CniRuntime's `inProcess`): stdout, or its error as a CniError.
  * What the host process decides (e.g. the SR-IOV host) is bound into `plugin`, not read from the
@@ -217,9 +225,7 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<number> {
  */
 export function inProcessPlugin(plugin: Plugin): (stdin: string, env: NodeJS.ProcessEnv) => Promise<Buffer> {
   return async (stdin, env) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runPlugin(plugin, { env, readStdin: async () => Buffer.from(stdin), stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    const { exitCode: code, stdout, stderr } = await runPluginCaptured(plugin, env, Buffer.from(stdin));
     if (code === 0) return Buffer.from(stdout);
     throw decodePluginError(`${plugin.about} (in-process)`, `exit status ${code}`, Buffer.from(stdout), Buffer.from(stderr));
   };

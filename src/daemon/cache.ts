@@ -137,7 +137,13 @@ export class ClusterCache implements ObjectLookup {
    * their lists tried: a failed list is retried, and until then lookups fall back to API reads).
    * `onRequest` counts the informers' requests (the daemon's API metrics).
    */
-  static async start(api: ApiConfig, nodeName: string, options: ClusterCacheOptions = {}, onError?: (what: string, err: Error) => void, onRequest?: (verb: string) => void): Promise<ClusterCache> {
+  static async start(
+    api: ApiConfig,
+    nodeName: string,
+    options: ClusterCacheOptions = {},
+    onError?: (what: string, err: Error) => void,
+    onRequest?: (method: string, path: string) => void,
+  ): Promise<ClusterCache> {
     const cache = new ClusterCache(new ApiClient(api, 30_000, onRequest, 'plexus-daemon'), nodeName, options, onError);
     for (const ns of cache.always) cache.watchNamespace(ns);
     await cache.pods.start();

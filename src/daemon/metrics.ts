@@ -1,4 +1,5 @@
 /** The node daemon's Prometheus metrics (prom-client) and the observer that feeds them. */
+import { requestKind } from '../k8s/client.js';
 import type { Server } from 'node:http';
 import { serveMetrics } from '../util/metrics-http.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -104,7 +105,12 @@ export class DaemonMetrics implements Observer {
     help: 'interfaces selected by a policy that cannot be filtered (no kernel interface: DPDK/vfio), reported as Warning Events on the policy',
     registers: [this.registry],
   });
-  readonly api = new Counter({ name: 'plexus_api_requests_total', help: 'requests to the Kubernetes API server by verb', labelNames: ['verb'], registers: [this.registry] });
+  readonly api = new Counter({
+    name: 'plexus_api_requests_total',
+    help: "every request of the daemon to the Kubernetes API server, by the component making it and the request's verb and resource as the API server names them",
+    labelNames: ['component', 'verb', 'resource'],
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -114,8 +120,14 @@ export class DaemonMetrics implements Observer {
     this.delegates.observe({ network, command, result: ok ? 'ok' : 'error' }, seconds);
   }
 
-  apiRequest(verb: string): void {
-    this.api.inc({ verb });
+  /** A request of the plugin core (an ADD/DEL reading a pod or a NAD, writing network-status). */
+  apiRequest(method: string, path: string): void {
+    this.api.inc({ component: 'cni', ...requestKind(method, path) });
+  }
+
+  /** A request counter for one component of the daemon (`cni`, `cache`, `policy`, `ipam`, …), as ApiClient's onRequest. */
+  apiRequests(component: string): (method: string, path: string) => void {
+    return (method, path) => this.api.inc({ component, ...requestKind(method, path) });
   }
 
   /** GET /metrics on host:port; resolves with the address it listens on. */

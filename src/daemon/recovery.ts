@@ -5,6 +5,19 @@
 import type { ApiClient } from '../k8s/client.js';
 import { writeNetworkStatus } from '../meta/status.js';
 import type { AttachmentStore } from '../meta/store.js';
+import type { Log, Service } from '../util/service.js';
+
+/** The resend as a service: once, in the background, at the daemon's start. */
+export function owedStatusService(store: AttachmentStore, api: ApiClient, log: Log): Service {
+  return {
+    name: 'owed-status',
+    start: () => {
+      void resendPendingStatus(store, api, (msg, fields) => log.info(fields, msg)).catch((err: Error) => log.warn({ error: err.message }, 'owed network-status not resent'));
+      return Promise.resolve();
+    },
+    stop: () => Promise.resolve(),
+  };
+}
 
 export async function resendPendingStatus(store: AttachmentStore, api: ApiClient, log: (msg: string, fields: Record<string, unknown>) => void): Promise<number> {
   let sent = 0;

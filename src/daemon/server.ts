@@ -8,7 +8,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { dirname } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
-import { runPlugin } from '../cni/skel.js';
+import { runPluginCaptured } from '../cni/skel.js';
 import { readBody } from '../util/body.js';
 import type { MetaContext } from '../meta/context.js';
 import { metaPluginWith } from '../meta/plugin.js';
@@ -294,18 +294,10 @@ export class CniDaemon {
     return next;
   }
 
-  private async run(body: CniRequestBody, reportable: Promise<void>): Promise<CniReply> {
-    let stdout = '';
-    let stderr = '';
+  private run(body: CniRequestBody, reportable: Promise<void>): Promise<CniReply> {
     // Reporting (network-status, events) runs once the runtime has the reply, ahead of the sandbox's next operation.
     const afterReply = (work: () => Promise<void>) => () => reportable.then(work);
     const plugin = metaPluginWith(this.context, (id, work) => void this.serialized(id, afterReply(work)).catch(() => undefined));
-    const exitCode = await runPlugin(plugin, {
-      env: body.env,
-      readStdin: async () => Buffer.from(body.stdin, 'base64'),
-      stdout: (t) => (stdout += t),
-      stderr: (t) => (stderr += t),
-    });
-    return { exitCode, stdout, stderr };
+    return runPluginCaptured(plugin, body.env, Buffer.from(body.stdin, 'base64'));
   }
 }

@@ -23,6 +23,10 @@ import { CLAIMS_OWNER, type ChunkAddress, type ChunkRegistry, type Loan, type Po
 /** How long a borrower waits for a lender's answer before it asks the next (the lender may be down). */
 const LOAN_ANSWER_MS = 2000;
 const LOAN_POLL_MS = 20;
+/** Owners an ADD asks for a loan at most (docs/scale.md: an ADD's cost does not grow with the nodes). */
+export const MAX_LOANS_PER_ADD = 4;
+/** How long an owner that refused a loan (its chunks full) is asked after the others. */
+const REFUSAL_MEMORY_MS = 60_000;
 
 export interface IpamHost {
   /** Where each pool's node log lives (the daemon's, never the conf's). */
@@ -45,6 +49,8 @@ export class IpamPools {
   /** Pools changed since their chunks were last reflected into the API, and what each chunk's status says. */
   private readonly changed = new Set<string>();
   private readonly reflected = new Map<string, string>();
+  /** Per pool, owners that refused a loan, until when they are asked last. */
+  private readonly refusedBy = new Map<string, Map<string, number>>();
 
   constructor(
     private readonly host: IpamHost,
@@ -136,6 +142,14 @@ export class IpamPools {
         throw apiFailure(err, `borrowing an address of ${range.cidr}`);
       });
       if (borrowed.addr !== undefined) return borrowed.addr;
+      // Owners not asked this time (past MAX_LOANS_PER_ADD) may have room: the retry asks them.
+      if (borrowed.unasked) {
+        throw new CniError(
+          ErrorCode.TryAgainLater,
+          `pool ${range.cidr}${conf.networkName ? ` of network ${conf.networkName}` : ''} has no chunk left here; the ${MAX_LOANS_PER_ADD} owners asked had no address to lend`,
+          `${borrowed.unasked} other owners are asked on the next try`,
+        );
+      }
       // An owner that did not answer (its daemon down, or its watch not back yet) may have room: not "exhausted".
       if (borrowed.unanswered) {
         throw new CniError(
@@ -154,17 +168,28 @@ export class IpamPools {
 
   /**
    * The tail of a full pool (docs/ipam.md): asks the nodes owning its chunks, those with most first,
-   * for one address each in turn, through an IPLoan the owner answers. The answer is checked (an
+   * for one address each in turn (MAX_LOANS_PER_ADD at most), through an IPLoan the owner answers. The answer is checked (an
    * allocatable address of the range, in a chunk the lender owns) and recorded before it is returned.
    * A loan not used is deleted, which gives its address back to the lender.
    */
-  private async borrow(conf: IpamConfig, ref: PoolRef, range: IpamRange, local: NodePool, holder: Holder): Promise<{ addr?: bigint; unanswered: number }> {
+  private async borrow(conf: IpamConfig, ref: PoolRef, range: IpamRange, local: NodePool, holder: Holder): Promise<{ addr?: bigint; unanswered: number; unasked: number }> {
     const reg = this.host.registry;
-    const owned = await reg.owned(ref.name);
+    // A view a moment old is enough: a lender that no longer owns the chunk refuses, and the answer is checked.
+    const owned = await reg.owned(ref.name, true);
     const chunksOf = new Map<string, number>();
     for (const { node, shadowOf } of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER && !shadowOf) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
     let unanswered = 0;
-    for (const [lender] of [...chunksOf].sort((a, b) => b[1] - a[1])) {
+    // At most MAX_LOANS_PER_ADD owners, those with most chunks first (ties in random order, so that the
+    // borrowers of a cluster do not all ask the same ones): an ADD costs a bounded number of loans, not one per node.
+    // Owners that refused a moment ago (full) are asked last.
+    const refused = this.refusedBy.get(ref.name) ?? new Map<string, number>();
+    this.refusedBy.set(ref.name, refused);
+    const now = Date.now();
+    for (const [node, until] of refused) if (until < now) refused.delete(node);
+    const lenders = [...chunksOf].map(([node, n]) => ({ node, n, tie: Math.random(), full: refused.has(node) })).sort((a, b) => Number(a.full) - Number(b.full) || b.n - a.n || a.tie - b.tie);
+    const asking = lenders.slice(0, MAX_LOANS_PER_ADD);
+    const unasked = lenders.slice(MAX_LOANS_PER_ADD).filter((l) => !l.full).length;
+    for (const { node: lender } of asking) {
       const name = await reg.requestLoan(ref, conf.networkName, range, lender, holder.pod);
       const answer = await this.answerOf(name);
       if (answer?.address === undefined && answer?.refused === undefined) unanswered++;
@@ -177,11 +202,12 @@ export class IpamPools {
         !owned.get(chunkOf(ref.geometry, ip.value))?.shadowOf
       ) {
         local.borrow(ip.value, { ...holder, loan: name });
-        return { addr: ip.value, unanswered };
+        return { addr: ip.value, unanswered, unasked };
       }
+      if (answer?.refused !== undefined) refused.set(lender, Date.now() + REFUSAL_MEMORY_MS);
       await reg.dropLoan(name);
     }
-    return { unanswered };
+    return { unanswered, unasked };
   }
 
   /** The loan once its lender answered; undefined if it did not in time, or the loan went. */
@@ -388,15 +414,15 @@ export class IpamPools {
    * be listed is left as it is (the API partitioned: its chunks stay its own). Returns how many.
    */
   async forgetLostChunks(): Promise<number> {
+    // One list of this node's own chunks (the API server filters on spec.node), not every chunk of each pool.
+    const own = await this.host.registry.ownChunks().catch(() => undefined);
+    if (!own) return 0;
     let forgotten = 0;
     for (const p of this.openPools()) {
       if (this.claiming.has(p.name)) continue;
-      const before = [...p.chunks];
-      const owned = await this.host.registry.owned(p.name).catch(() => undefined);
-      if (!owned) continue;
-      for (const index of before) {
-        const owner = owned.get(index);
-        if (owner?.node === this.host.registry.node && !owner.shadowOf) continue;
+      const mine = own.get(p.name);
+      for (const index of [...p.chunks]) {
+        if (mine?.has(index)) continue;
         if (this.claiming.has(p.name) || this.releasing.has(`${p.name}/${index}`)) continue;
         p.forgetChunk(index);
         forgotten++;

@@ -35,12 +35,16 @@ function bindingName(pool: string, claimUid: string): string {
   return `${pool}-c-${claimUid}`;
 }
 
-/** Every object of a collection, page by page (the API server's limit + continue). */
-export async function listAll(api: ApiClient, path: string, query: Record<string, string> = {}): Promise<unknown[]> {
+/**
+ * Every object of a collection, page by page (the API server's limit + continue). `cached`: from the
+ * watch cache (resourceVersion=0), for reads where a view a moment old is safe (a create that races
+ * it answers 409), never from etcd.
+ */
+export async function listAll(api: ApiClient, path: string, query: Record<string, string> = {}, cached = false): Promise<unknown[]> {
   const out: unknown[] = [];
   let next: string | undefined;
   do {
-    const q = new URLSearchParams({ ...query, limit: '1000', ...(next ? { continue: next } : {}) });
+    const q = new URLSearchParams({ ...query, limit: '1000', ...(next ? { continue: next } : cached ? { resourceVersion: '0' } : {}) });
     const page = await api.get<{ items?: unknown[]; metadata?: { continue?: string } }>(`${path}?${q}`);
     out.push(...(page.items ?? []));
     next = page.metadata?.continue || undefined;
@@ -141,7 +145,7 @@ export interface PoolRef {
   geometry: Geometry;
 }
 
-interface ChunkObject {
+export interface ChunkObject {
   metadata: { name: string; uid?: string; created: number };
   spec: { pool: string; index: string; node: string; shadowOf?: string };
 }
@@ -152,7 +156,7 @@ export interface ChunkOwner {
   shadowOf?: string;
 }
 
-function parseChunk(raw: unknown): ChunkObject | undefined {
+export function parseChunk(raw: unknown): ChunkObject | undefined {
   if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) return undefined;
   const { pool, index, node, shadowOf } = raw.spec;
   if (typeof raw.metadata.name !== 'string' || typeof pool !== 'string' || typeof index !== 'string' || !/^\d{1,40}$/.test(index) || typeof node !== 'string') return undefined;
@@ -174,11 +178,16 @@ function overlappingIn<T extends PoolRef & { network: string }>(pools: T[], netw
     .map(({ name, geometry }) => ({ name, geometry }));
 }
 
+/** DELETE with a UID precondition; already gone (404) or replaced by another object (409) is done. */
+export async function deleteIfThere(api: ApiClient, path: string, uid: string | undefined): Promise<void> {
+  await api.delete(path, uid).catch((err: unknown) => {
+    if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
+  });
+}
+
 export class ChunkRegistry {
   private readonly pools = new Map<string, PoolRef>();
   private readonly overlaps = new Map<string, PoolRef[]>();
-  /** node → when this registry first saw it without a Node object. */
-  private readonly goneSince = new Map<string, number>();
 
   constructor(
     private readonly api: ApiClient,
@@ -237,11 +246,24 @@ export class ChunkRegistry {
   }
 
   /** Every chunk of the pool that some node owns (or holds as a shadow of an overlapping pool's chunk). */
-  async owned(pool: string): Promise<Map<bigint, ChunkOwner>> {
+  async owned(pool: string, cached = false): Promise<Map<bigint, ChunkOwner>> {
     const out = new Map<bigint, ChunkOwner>();
-    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { labelSelector: `${POOL_LABEL}=${pool}` })) {
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { labelSelector: `${POOL_LABEL}=${pool}` }, cached)) {
       const c = parseChunk(raw);
       if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), { node: c.spec.node, ...(c.spec.shadowOf !== undefined ? { shadowOf: c.spec.shadowOf } : {}) });
+    }
+    return out;
+  }
+
+  /** The chunks this node owns (not shadows), by pool: one list filtered by the API server on spec.node. */
+  async ownChunks(): Promise<Map<string, Set<bigint>>> {
+    const out = new Map<string, Set<bigint>>();
+    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { fieldSelector: `spec.node=${this.node}` })) {
+      const c = parseChunk(raw);
+      if (!c || c.spec.node !== this.node || c.spec.shadowOf !== undefined) continue;
+      const inPool = out.get(c.spec.pool) ?? new Set<bigint>();
+      inPool.add(BigInt(c.spec.index));
+      out.set(c.spec.pool, inPool);
     }
     return out;
   }
@@ -286,58 +308,6 @@ export class ChunkRegistry {
       for (let i = chunkOf(q.geometry, from); from <= to && i <= chunkOf(q.geometry, to); i++) out.push([q, i]);
     }
     return out;
-  }
-
-  /**
-   * Shadows this node holds whose chunk is gone (a claim cut short between its shadows and its chunk, or
-   * a release between its chunk and its shadows), once older than `graceMs`: deleted. Returns how many.
-   */
-  async sweepShadows(graceMs: number, now = Date.now()): Promise<number> {
-    let gone = 0;
-    for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`)) {
-      const c = parseChunk(raw);
-      if (!c?.spec.shadowOf || c.spec.node !== this.node || now - c.metadata.created < graceMs) continue;
-      const [pool = '', index = ''] = c.spec.shadowOf.split('/');
-      // Only a chunk the API server says is not there (404) leaves its shadows orphaned; any other failure skips.
-      const primary = /^\d{1,40}$/.test(index) ? parseChunk(await this.chunkObject(pool, BigInt(index))) : undefined;
-      if (primary && primary.spec.node === c.spec.node && !primary.spec.shadowOf) continue;
-      await this.deleteIfThere(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid);
-      gone++;
-    }
-    return gone;
-  }
-
-  /**
-   * Chunks of nodes that are gone for good (no Node object, seen so by this registry for `graceMs`) are
-   * deleted, so their addresses can be claimed again; not while a loan they made is still held (the
-   * borrower still uses its address), and never chunks owned by no node. Returns what was deleted.
-   */
-  async reclaimFromGoneNodes(graceMs: number, now = Date.now()): Promise<string[]> {
-    const chunks = (await listAll(this.api, `${IPAM_API}/ipchunks`)).flatMap((raw) => parseChunk(raw) ?? []);
-    const reclaimed: string[] = [];
-    for (const node of new Set(chunks.map((c) => c.spec.node))) {
-      if (node === this.node || node === CLAIMS_OWNER) continue;
-      const exists = await this.api.get(`/api/v1/nodes/${encodeURIComponent(node)}`).then(
-        () => true,
-        (err: unknown) => {
-          if (err instanceof ApiError && err.status === 404) return false;
-          throw err;
-        },
-      );
-      if (exists) {
-        this.goneSince.delete(node);
-        continue;
-      }
-      const since = this.goneSince.get(node) ?? now;
-      this.goneSince.set(node, since);
-      if (now - since < graceMs) continue;
-      if ((await listAll(this.api, `${IPAM_API}/iploans`, { fieldSelector: `spec.lender=${node}` })).length) continue;
-      for (const c of chunks.filter((x) => x.spec.node === node)) {
-        await this.deleteIfThere(`${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid);
-        reclaimed.push(c.metadata.name);
-      }
-    }
-    return reclaimed;
   }
 
   /** Gives a chunk back: deletes its object if it is this node's (UID precondition: that object, not a later one), then its shadows. */
@@ -399,55 +369,6 @@ export class ChunkRegistry {
     await this.api.delete(`${IPAM_API}/ipleases/${addressLeaseName(pool, address)}`).catch((err: unknown) => {
       if (!(err instanceof ApiError && err.status === 404)) throw err;
     });
-  }
-
-  /**
-   * Leases whose claim is gone (deleted, or deleted and created again: another UID) are removed, and
-   * address leases never bound (a node died between its two creates) once older than `graceMs`.
-   * Every node may run it: each delete is preconditioned on the lease's UID. Returns what went.
-   */
-  async sweepLeases(graceMs: number, now = Date.now()): Promise<string[]> {
-    interface Lease {
-      name: string;
-      uid: string;
-      created: number;
-      spec: { pool: string; address: string; claim: string; claimUID: string; kind: string };
-    }
-    const leases: Lease[] = [];
-    for (const raw of await listAll(this.api, `${IPAM_API}/ipleases`)) {
-      if (!isObject(raw) || !isObject(raw.metadata) || !isObject(raw.spec)) continue;
-      const { name, uid, creationTimestamp } = raw.metadata;
-      const { pool, address, claim, claimUID, kind } = raw.spec;
-      if (
-        typeof name !== 'string' ||
-        typeof uid !== 'string' ||
-        typeof pool !== 'string' ||
-        typeof address !== 'string' ||
-        typeof claim !== 'string' ||
-        typeof claimUID !== 'string' ||
-        typeof kind !== 'string'
-      )
-        continue;
-      leases.push({ name, uid, created: typeof creationTimestamp === 'string' ? Date.parse(creationTimestamp) : now, spec: { pool, address, claim, claimUID, kind } });
-    }
-    const claimAlive = new Map<string, boolean>();
-    const alive = async (claim: string, uid: string): Promise<boolean> => {
-      if (!claimAlive.has(uid)) {
-        const [ns = '', name = ''] = claim.split('/');
-        claimAlive.set(uid, (await this.claimUid(ns, name)) === uid);
-      }
-      return claimAlive.get(uid)!;
-    };
-    const bound = new Set(leases.filter((l) => l.spec.kind === 'binding').map((l) => `${l.spec.pool}/${l.spec.address}/${l.spec.claimUID}`));
-    const gone: string[] = [];
-    // Bindings first: a claim's address is free only once nothing binds it.
-    for (const l of leases.sort((a, b) => Number(b.spec.kind === 'binding') - Number(a.spec.kind === 'binding'))) {
-      const unbound = l.spec.kind === 'address' && !bound.has(`${l.spec.pool}/${l.spec.address}/${l.spec.claimUID}`) && now - l.created > graceMs;
-      if (!unbound && (await alive(l.spec.claim, l.spec.claimUID))) continue;
-      await this.deleteIfThere(`${IPAM_API}/ipleases/${l.name}`, l.uid);
-      gone.push(l.name);
-    }
-    return gone;
   }
 
   /** The claim's status: its addresses and the pod using them now. */
@@ -550,11 +471,8 @@ export class ChunkRegistry {
     }
   }
 
-  /** DELETE with a UID precondition; already gone (404) or replaced by another object (409) is done. */
-  private async deleteIfThere(path: string, uid: string | undefined): Promise<void> {
-    await this.api.delete(path, uid).catch((err: unknown) => {
-      if (!(err instanceof ApiError && (err.status === 404 || err.status === 409))) throw err;
-    });
+  private deleteIfThere(path: string, uid: string | undefined): Promise<void> {
+    return deleteIfThere(this.api, path, uid);
   }
 
   /** A chunk's object as the API server has it; undefined when it has none (404), other failures thrown. */

@@ -20,6 +20,24 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * What a request is in the API server's own terms (its audit log and `apiserver_request_total`): the
+ * verb (`list` for a GET of a collection, `watch`, `get`, `create`, `patch`, `update`, `delete`) and the
+ * resource, with its subresource (`pods/status`).
+ */
+export function requestKind(method: string, path: string): { verb: string; resource: string } {
+  const [bare = '', query = ''] = path.split('?');
+  const segs = bare.split('/').filter(Boolean);
+  // /api/v1/… or /apis/<group>/<version>/…; then [namespaces/<ns>/]<resource>[/<name>[/<sub>]].
+  let rest = segs[0] === 'api' ? segs.slice(2) : segs.slice(3);
+  if (rest[0] === 'namespaces' && rest.length > 2) rest = rest.slice(2);
+  const [resource = segs.length <= 3 ? 'discovery' : '', name, sub] = rest;
+  const watch = method === 'WATCH' || /(^|&)watch=(1|true)(&|$)/.test(query);
+  const verbs: Record<string, string> = { POST: 'create', PATCH: 'patch', PUT: 'update', DELETE: 'delete' };
+  const verb = watch ? 'watch' : method === 'GET' ? (name === undefined ? 'list' : 'get') : (verbs[method] ?? method.toLowerCase());
+  return { verb, resource: sub ? `${resource}/${sub}` : resource };
+}
+
 export class ApiClient {
   /** Requests sent, by verb (for tests and benchmarks of API cost). */
   readonly counts: Record<string, number> = {};
@@ -27,7 +45,7 @@ export class ApiClient {
   constructor(
     private readonly cfg: ApiConfig,
     private readonly timeoutMs: number,
-    private readonly onRequest?: (verb: string) => void,
+    private readonly onRequest?: (verb: string, path: string) => void,
     private readonly userAgent = 'plexus',
   ) {}
 
@@ -60,7 +78,7 @@ export class ApiClient {
    */
   watch(path: string, onEvent: (event: WatchEvent) => void): { done: Promise<void>; abort: () => void } {
     this.counts.WATCH = (this.counts.WATCH ?? 0) + 1;
-    this.onRequest?.('WATCH');
+    this.onRequest?.('WATCH', path);
     let abort = (): void => undefined;
     const done = new Promise<void>((resolve, reject) => {
       // No timeout on the socket: a watch is quiet for as long as nothing changes (the server ends it).
@@ -97,7 +115,7 @@ export class ApiClient {
 
   private send(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
     this.counts[method] = (this.counts[method] ?? 0) + 1;
-    this.onRequest?.(method);
+    this.onRequest?.(method, path);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = this.open(method, path, payload, contentType, true, (res) => {

@@ -6,16 +6,27 @@
  * It behaves as client-go's reflector does where that matters for correctness:
  * - a watch the server ends (its timeout) is started again from the last resourceVersion seen;
  * - BOOKMARK events move that resourceVersion on without touching the store;
- * - 410 Gone / Expired (an ERROR event, or the watch request's answer) lists again at once and replaces
- *   the store, telling the handler of what was added, changed or deleted meanwhile;
- * - failures back off (1 s doubling to 30 s) and are reported; the store keeps serving what it had.
+ * - lists are served by the API server's watch cache (`resourceVersion=0`), never by etcd: a thousand
+ *   daemons starting, or relisting after an API server restart, do not reach etcd;
+ * - 410 Gone / Expired (an ERROR event, or the watch request's answer) lists again, after a random
+ *   delay (`relistSpreadMs`) so that the daemons of a cluster do not relist all at once, and brings the
+ *   store up to that list in place, telling the handler of what was added, changed or deleted meanwhile;
+ * - failures back off as client-go's reflector does (800 ms doubling to 30 s, each delay stretched by a
+ *   random 0-100 %) and are reported; the store keeps serving what it had.
  */
 import { ApiError, type ApiClient, type WatchEvent } from './client.js';
 
-/** Wait before trying again after the n-th failure in a row (0-based): 1 s, doubling, at most 30 s. */
-export function rewatchDelay(failuresInARow: number): number {
-  return Math.min(30_000, 1000 * 2 ** Math.min(failuresInARow, 5));
+/**
+ * Wait before trying again after the n-th failure in a row (0-based): client-go's reflector backoff,
+ * 800 ms doubling to at most 30 s, times (1 + jitter) with jitter uniform in [0, 1): a thousand nodes
+ * failing together come back spread over the delay, not in one burst.
+ */
+export function rewatchDelay(failuresInARow: number, random: () => number = Math.random): number {
+  return Math.min(30_000, 800 * 2 ** Math.min(failuresInARow, 6)) * (1 + random());
 }
+
+/** Default spread of the relists after a 410: uniform in [0, this) ms. */
+export const RELIST_SPREAD_MS = 15_000;
 
 interface ObjectLike {
   metadata: { name: string; namespace?: string; resourceVersion?: string };
@@ -38,6 +49,8 @@ export interface InformerOptions<T extends ObjectLike> {
   watchSeconds?: [number, number];
   /** How long past that a watch may stay open before the connection is taken as lost (default 60 s). */
   watchGraceMs?: number;
+  /** A relist after a 410 waits a random time below this (default RELIST_SPREAD_MS); the first list does not wait. */
+  relistSpreadMs?: number;
 }
 
 /** The answer to a watch whose resourceVersion is too old: list again. */
@@ -54,6 +67,8 @@ export class Informer<T extends ObjectLike> {
   private loop: Promise<void> | undefined;
   /** The latest failure, until the next success. */
   lastError: string | undefined;
+  /** Lists after the first (a 410 made the store list again). */
+  relists = 0;
 
   constructor(
     private readonly api: ApiClient,
@@ -111,6 +126,8 @@ export class Informer<T extends ObjectLike> {
         if (this.stopped) break;
         if (err instanceof Expired) {
           this.resourceVersion = undefined;
+          this.relists++;
+          await this.pause(Math.random() * (this.opts.relistSpreadMs ?? RELIST_SPREAD_MS));
           continue;
         }
         const e = err instanceof Error ? err : new Error(String(err));
@@ -121,27 +138,37 @@ export class Informer<T extends ObjectLike> {
     }
   }
 
-  /** Lists every page, then makes the store exactly that, telling the handler what changed. */
+  /**
+   * Lists every page from the watch cache, then brings the store up to it in place: one store, not a
+   * second full copy beside it, and the handler told of what was added, changed or deleted.
+   */
   private async relist(): Promise<void> {
-    const fresh = new Map<string, T>();
+    const seen = new Set<string>();
+    const changed: T[] = [];
     let next: string | undefined;
     let resourceVersion: string | undefined;
     do {
-      const query = new URLSearchParams({ ...this.opts.query, limit: String(this.opts.pageSize ?? 500), ...(next ? { continue: next } : {}) });
+      // resourceVersion=0: any version the watch cache has, never a quorum read of etcd.
+      const query = new URLSearchParams({ ...this.opts.query, resourceVersion: '0', limit: String(this.opts.pageSize ?? 500), ...(next ? { continue: next } : {}) });
+      if (next) query.delete('resourceVersion');
       const page = await this.api.get<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>(`${this.opts.path}?${query}`);
       for (const raw of page.items ?? []) {
         const obj = this.kept(raw);
-        if (obj) fresh.set(keyOf(obj), obj);
+        if (!obj) continue;
+        const k = keyOf(obj);
+        seen.add(k);
+        if (this.store.get(k)?.metadata.resourceVersion !== obj.metadata.resourceVersion) changed.push(obj);
+        this.store.set(k, obj);
       }
       next = page.metadata?.continue || undefined;
       resourceVersion = page.metadata?.resourceVersion;
     } while (next && !this.stopped);
     if (this.stopped) return;
-    const before = new Map(this.store);
-    this.store.clear();
-    for (const [key, obj] of fresh) this.store.set(key, obj);
-    for (const [key, obj] of before) if (!fresh.has(key)) this.opts.onChange?.(obj, true);
-    for (const [key, obj] of fresh) if (before.get(key)?.metadata.resourceVersion !== obj.metadata.resourceVersion) this.opts.onChange?.(obj, false);
+    const gone: T[] = [];
+    for (const [k, obj] of this.store) if (!seen.has(k)) gone.push(obj);
+    for (const obj of gone) this.store.delete(keyOf(obj));
+    for (const obj of gone) this.opts.onChange?.(obj, true);
+    for (const obj of changed) this.opts.onChange?.(obj, false);
     this.resourceVersion = resourceVersion ?? '';
     this.listedOnce = true;
     this.lastError = undefined;

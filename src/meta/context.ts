@@ -19,8 +19,8 @@ export interface ObjectLookup {
 export interface Observer {
   /** One delegate network's ADD/DEL/CHECK, in seconds. */
   delegate(network: string, command: string, seconds: number, ok: boolean): void;
-  /** One request to the API server. */
-  apiRequest(verb: string): void;
+  /** One request to the API server: its method and path (with the query). */
+  apiRequest(method: string, path: string): void;
   /** A pod's network-status write: stored, failed for good, or dropped as stale (the pod was replaced). */
   statusWrite?(result: 'ok' | 'failed' | 'stale', pod: string, detail?: string): void;
 }

@@ -1,9 +1,11 @@
 /**
- * MultiNetworkPolicy enforcement in the node daemon. Three informers (policies, pods, namespaces) keep
- * the cluster as policy sees it; the node's own pods (their sandboxes: netns and interfaces) come from
- * the ADDs and, at start, from the attachment store. A change marks only the local pods it can affect;
- * those are recomputed and, where their table differs, replaced in one nft transaction. An ADD of a pod
- * a policy selects returns only once its table is in place.
+ * MultiNetworkPolicy enforcement in the node daemon. It watches the policies, its own node's pods, and
+ * only the peers of the policies that select a pod of this node (watches.ts: each filtered by the API
+ * server on the peer's own selector), so its cost follows its node, not the cluster (docs/scale.md). The
+ * node's sandboxes (netns and interfaces) come from the ADDs and, at start, from the attachment store. A
+ * change marks only the local pods it can affect; those are recomputed and, where their table differs,
+ * replaced in one nft transaction. An ADD of a pod a policy selects returns only once its table is in
+ * place; an ADD of a pod no policy selects waits for nothing but the policy list.
  */
 import { existsSync } from 'node:fs';
 import { ApiClient, ApiError } from '../k8s/client.js';
@@ -11,13 +13,13 @@ import type { PolicySandbox } from '../meta/context.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import { nativeAddon } from '../util/native.js';
-import { type InterfaceRules, type PolicyWorld, rulesForPod } from './compute.js';
+import { type InterfaceRules, rulesForPod } from './compute.js';
 import {
   MNP_GROUP,
   MNP_PLURAL,
+  type LabelSelector,
   type MultiNetworkPolicy,
   type Peer,
-  type PodNetwork,
   type PolicyNamespace,
   type PolicyPod,
   matches,
@@ -26,6 +28,8 @@ import {
   parsePolicyPod,
 } from './model.js';
 import { applyTable, renderTable } from './nft.js';
+import { type WatchSpec, watchKey, watchesFor } from './watches.js';
+import { PolicyCache } from './world.js';
 
 export interface PolicyObserver {
   /** A pod's table replaced: how long since the change that asked for it, and its rule count. */
@@ -48,50 +52,37 @@ interface Local {
   queue: Promise<void>;
 }
 
-const key = (ns: string, name: string) => `${ns}/${name}`;
+type Kept<K extends string, V> = { metadata: { name: string; namespace?: string; resourceVersion?: string } } & Record<K, V>;
 
-/** The informers' view of the cluster, indexed by namespace. */
-class PolicyCache implements PolicyWorld {
-  readonly policies = new Map<string, Map<string, MultiNetworkPolicy>>();
-  readonly pods = new Map<string, Map<string, PolicyPod>>();
-  readonly namespaceMap = new Map<string, PolicyNamespace>();
-  /** The node's own pods' attachments as their ADD made them: ahead of their network-status in the API. */
-  readonly localNetworks = new Map<string, PodNetwork[]>();
-
-  *policiesIn(ns: string): Iterable<MultiNetworkPolicy> {
-    yield* this.policies.get(ns)?.values() ?? [];
-  }
-  *podsIn(ns: string): Iterable<PolicyPod> {
-    for (const p of this.pods.get(ns)?.values() ?? []) {
-      const local = this.localNetworks.get(key(p.namespace, p.name));
-      yield local ? { ...p, networks: local } : p;
-    }
-  }
-  namespaces(): Iterable<PolicyNamespace> {
-    return this.namespaceMap.values();
-  }
-  put<T>(index: Map<string, Map<string, T>>, ns: string, name: string, value: T | undefined): T | undefined {
-    const inNs = index.get(ns) ?? new Map<string, T>();
-    const old = inNs.get(name);
-    if (value === undefined) inNs.delete(name);
-    else inNs.set(name, value);
-    if (inNs.size) index.set(ns, inNs);
-    else index.delete(ns);
-    return old;
-  }
+/** One peer watch: the informer and the spec it was started for. */
+interface PeerWatch {
+  spec: WatchSpec;
+  informer: Informer<Kept<'pod', PolicyPod>> | Informer<Kept<'ns', PolicyNamespace>>;
 }
+
+const key = (ns: string, name: string) => `${ns}/${name}`;
+/** The source name of the node's own pods in the cache. */
+const NODE = 'node';
 
 /** Whether a peer of `policy` selects `pod` (namespace labels as the cache has them). */
 function peerSelects(world: PolicyCache, policy: MultiNetworkPolicy, peer: Peer, pod: PolicyPod): boolean {
   if (peer.ipBlock) return false;
   if (peer.namespaceSelector) {
-    const ns = world.namespaceMap.get(pod.namespace);
+    const ns = world.namespace(pod.namespace);
     if (!ns || !matches(peer.namespaceSelector, ns.labels)) return false;
   } else if (pod.namespace !== policy.namespace) return false;
   return !peer.podSelector || matches(peer.podSelector, pod.labels);
 }
 
 const relevant = (p: PolicyPod | undefined) => (p ? JSON.stringify([p.labels, p.networks, p.namedPorts]) : '');
+const keptPod = (raw: unknown): Kept<'pod', PolicyPod> => {
+  const pod = parsePolicyPod(raw);
+  return { metadata: { name: pod.name, namespace: pod.namespace, ...(pod.resourceVersion ? { resourceVersion: pod.resourceVersion } : {}) }, pod };
+};
+const keptNamespace = (raw: unknown): Kept<'ns', PolicyNamespace> => {
+  const ns = parsePolicyNamespace(raw);
+  return { metadata: { name: ns.name, ...(ns.resourceVersion ? { resourceVersion: ns.resourceVersion } : {}) }, ns };
+};
 
 export interface PolicyEngineOptions {
   api: ApiConfig;
@@ -100,30 +91,36 @@ export interface PolicyEngineOptions {
   observer: PolicyObserver;
   /** Tables replaced at once. */
   concurrency?: number;
+  /** Told of every API request (verb, path): the daemon counts them per component. */
+  onRequest?: (verb: string, path: string) => void;
+  /** How long an ADD waits for the policy list, or for the peers of the policies selecting its pod. */
+  waitMs?: number;
 }
 
 export class PolicyEngine {
   private readonly world = new PolicyCache();
   private readonly locals = new Map<string, Local>();
   private readonly client: ApiClient;
-  /** Each informer's first list tried, and whether it has listed. */
-  private readonly informers: { listed: boolean; start(): Promise<void>; stop(): Promise<void> }[] = [];
-  private policyInformer!: Informer<{ metadata: { name: string; namespace: string; resourceVersion?: string }; policy?: MultiNetworkPolicy }>;
+  private policyInformer: Informer<Kept<'policy', MultiNetworkPolicy | undefined>> | undefined;
+  private nodePods: Informer<Kept<'pod', PolicyPod>> | undefined;
+  private readonly peerWatches = new Map<string, PeerWatch>();
   /** No MultiNetworkPolicy CRD: no policy can exist. */
   private noCrd = false;
+  private stopped = false;
   private flushing: Promise<void> | undefined;
   private flushAgain = false;
+  private reconciling = false;
   private readonly concurrency: number;
 
   constructor(private readonly o: PolicyEngineOptions) {
-    this.client = new ApiClient(o.api, 30_000, undefined, 'plexus-daemon');
+    this.client = new ApiClient(o.api, 30_000, o.onRequest, 'plexus-daemon');
     this.concurrency = o.concurrency ?? 4;
   }
 
-  /** Starts the informers; resolves once each has tried its first list. */
+  /** Starts the policy and node-pod informers; resolves once each has tried its first list. */
   async start(): Promise<void> {
     const version = await this.servedVersion();
-    this.policyInformer = new Informer(this.client, {
+    this.policyInformer = new Informer<Kept<'policy', MultiNetworkPolicy | undefined>>(this.client, {
       path: `/apis/${MNP_GROUP}/${version}/${MNP_PLURAL}`,
       keep: (raw) => {
         const md = (raw as { metadata: { name: string; namespace: string; resourceVersion?: string } }).metadata;
@@ -133,35 +130,27 @@ export class PolicyEngine {
           // A policy that does not parse is applied to nothing, and said so (the API server's schema
           // lets through what NetworkPolicy's validation would refuse).
           this.o.observer.log('MultiNetworkPolicy refused', { policy: `${md.namespace}/${md.name}`, error: (err as Error).message });
-          return { metadata: md };
+          return { metadata: md, policy: undefined };
         }
       },
-      onChange: (obj, gone) => this.policyChanged(obj.metadata.namespace, obj.metadata.name, gone ? undefined : obj.policy),
+      onChange: (obj, gone) => this.policyChanged(obj.metadata.namespace ?? '', obj.metadata.name, gone ? undefined : obj.policy),
       onError: (err) => {
         this.noCrd = err instanceof ApiError && err.status === 404;
         if (!this.noCrd) this.o.observer.log('policy informer list/watch failed', { informer: 'multi-networkpolicies', error: err.message });
       },
     });
-    const pods = new Informer(this.client, {
+    // The node's own pods: their labels say which policies select them (spec.nodeName is indexed by the watch cache).
+    this.nodePods = new Informer(this.client, {
       path: '/api/v1/pods',
-      keep: (raw) => {
-        const pod = parsePolicyPod(raw);
-        return { metadata: { name: pod.name, namespace: pod.namespace, ...(pod.resourceVersion ? { resourceVersion: pod.resourceVersion } : {}) }, pod };
+      query: { fieldSelector: `spec.nodeName=${this.o.nodeName}` },
+      keep: keptPod,
+      onChange: (obj, gone) => {
+        this.podSeen(NODE, obj.pod, gone);
+        this.reconcileSoon();
       },
-      onChange: (obj, gone) => this.podChanged(obj.pod.namespace, obj.pod.name, gone ? undefined : obj.pod),
-      onError: (err) => this.o.observer.log('policy informer list/watch failed', { informer: 'pods', error: err.message }),
+      onError: (err) => this.o.observer.log('policy informer list/watch failed', { informer: 'pods of the node', error: err.message }),
     });
-    const namespaces = new Informer(this.client, {
-      path: '/api/v1/namespaces',
-      keep: (raw) => {
-        const ns = parsePolicyNamespace(raw);
-        return { metadata: { name: ns.name, ...(ns.resourceVersion ? { resourceVersion: ns.resourceVersion } : {}) }, ns };
-      },
-      onChange: (obj, gone) => this.namespaceChanged(obj.ns.name, gone ? undefined : obj.ns),
-      onError: (err) => this.o.observer.log('policy informer list/watch failed', { informer: 'namespaces', error: err.message }),
-    });
-    this.informers.push(this.policyInformer, pods, namespaces);
-    await Promise.all(this.informers.map((i) => i.start()));
+    await Promise.all([this.policyInformer.start(), this.nodePods.start()]);
   }
 
   /** v1beta2 (endPort) where the CRD serves it, else v1beta1. */
@@ -175,12 +164,22 @@ export class PolicyEngine {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.informers.map((i) => i.stop()));
+    this.stopped = true;
+    const all = [this.policyInformer, this.nodePods, ...[...this.peerWatches.values()].map((w) => w.informer)];
+    this.peerWatches.clear();
+    await Promise.all(all.map((i) => i?.stop()));
   }
 
   /** Whether every policy is known (listed, or known not to exist): until then an ADD cannot know its rules. */
   get ready(): boolean {
-    return this.informers.every((i) => i.listed || (i === this.policyInformer && this.noCrd));
+    return this.policyInformer?.listed === true || this.noCrd;
+  }
+
+  /** What /debug and the scale bench read: how much of the cluster this node holds, and which watches it keeps. */
+  stats(): { policies: number; pods: number; namespaces: number; watches: string[] } {
+    let policies = 0;
+    for (const inNs of this.world.policies.values()) policies += inNs.size;
+    return { policies, pods: this.world.podCount(), namespaces: this.world.namespaceCount(), watches: [...this.peerWatches.keys()] };
   }
 
   /**
@@ -192,31 +191,32 @@ export class PolicyEngine {
     if (!by.length) return;
     for (const l of this.locals.values()) {
       if (l.dirtySince !== undefined) continue;
-      const labels = this.world.pods.get(l.sandbox.namespace)?.get(l.sandbox.name)?.labels;
+      const labels = this.world.pod(l.sandbox.namespace, l.sandbox.name)?.labels;
       if (!labels || by.some((p) => p.namespace === l.sandbox.namespace && matches(p.podSelector, labels))) l.dirtySince = since;
     }
   }
 
   private policyChanged(ns: string, name: string, policy: MultiNetworkPolicy | undefined): void {
-    const old = this.world.put(this.world.policies, ns, name, policy);
+    const old = this.world.putPolicy(ns, name, policy);
     this.markSelectedBy([old, policy], performance.now());
+    this.reconcileSoon();
     this.schedule();
   }
 
-  private podChanged(ns: string, name: string, pod: PolicyPod | undefined): void {
-    const old = this.world.put(this.world.pods, ns, name, pod);
-    if (relevant(old) === relevant(pod)) return;
-    const now = performance.now();
-    for (const l of this.locals.values()) if (l.sandbox.namespace === ns && l.sandbox.name === name) l.dirtySince ??= now;
-    this.markPeersOf([old, pod], now);
+  /** A watch (`source`) saw a pod come, change or go. */
+  private podSeen(source: string, pod: PolicyPod, gone: boolean): void {
+    const { old, now } = this.world.holdPod(source, pod.namespace, pod.name, gone ? undefined : pod);
+    if (relevant(old) === relevant(now)) return;
+    const at = performance.now();
+    for (const l of this.locals.values()) if (l.sandbox.namespace === pod.namespace && l.sandbox.name === pod.name) l.dirtySince ??= at;
+    this.markPeersOf([old, now], at);
     this.schedule();
   }
 
   /** Every policy with a rule whose peers `selects`. */
   private policiesWithPeer(selects: (policy: MultiNetworkPolicy, peer: Peer) => boolean): MultiNetworkPolicy[] {
     const out: MultiNetworkPolicy[] = [];
-    for (const policies of this.world.policies.values())
-      for (const p of policies.values()) if ([...(p.ingress ?? []), ...(p.egress ?? [])].some((r) => r.peers.some((peer) => selects(p, peer)))) out.push(p);
+    for (const p of this.world.allPolicies()) if ([...(p.ingress ?? []), ...(p.egress ?? [])].some((r) => r.peers.some((peer) => selects(p, peer)))) out.push(p);
     return out;
   }
 
@@ -229,17 +229,78 @@ export class PolicyEngine {
     );
   }
 
-  private namespaceChanged(name: string, ns: PolicyNamespace | undefined): void {
-    const old = this.world.namespaceMap.get(name);
-    if (ns) this.world.namespaceMap.set(name, ns);
-    else this.world.namespaceMap.delete(name);
-    if (JSON.stringify(old?.labels) === JSON.stringify(ns?.labels)) return;
-    // Namespace labels matter only to namespaceSelector peers.
+  private namespaceSeen(source: string, ns: PolicyNamespace, gone: boolean): void {
+    const { old, now } = this.world.holdNamespace(source, ns, !gone);
+    if (JSON.stringify(old?.labels) === JSON.stringify(now?.labels)) return;
+    // Namespace labels matter only to namespaceSelector peers (and to which namespaces' pods are watched).
     this.markSelectedBy(
       this.policiesWithPeer((_, peer) => peer.namespaceSelector !== undefined),
       performance.now(),
     );
+    this.reconcileSoon();
     this.schedule();
+  }
+
+  /** The policies that select a pod of this node (known from the node's pod watch, or from an ADD). */
+  private activePolicies(): MultiNetworkPolicy[] {
+    const labelsHere: { namespace: string; labels: Record<string, string> }[] = [];
+    for (const o of this.nodePods?.list() ?? []) labelsHere.push(o.pod);
+    for (const l of this.locals.values()) {
+      const p = this.world.pod(l.sandbox.namespace, l.sandbox.name);
+      if (p) labelsHere.push(p);
+    }
+    return [...this.world.allPolicies()].filter((p) => labelsHere.some((pod) => pod.namespace === p.namespace && matches(p.podSelector, pod.labels)));
+  }
+
+  private wantedWatches(policies: MultiNetworkPolicy[]): WatchSpec[] {
+    const matching = (sel: LabelSelector) => [...this.world.namespaces()].filter((n) => matches(sel, n.labels)).map((n) => n.name);
+    return watchesFor(policies, matching);
+  }
+
+  private reconcileSoon(): void {
+    if (this.reconciling || this.stopped) return;
+    this.reconciling = true;
+    setImmediate(() => {
+      this.reconciling = false;
+      if (!this.stopped) this.reconcile();
+    });
+  }
+
+  /** Starts the peer watches the active policies need and stops those they no longer need (forgetting what only they held). */
+  private reconcile(): void {
+    const want = new Map(this.wantedWatches(this.activePolicies()).map((w) => [watchKey(w), w]));
+    for (const [k, w] of [...this.peerWatches]) {
+      if (want.has(k)) continue;
+      this.peerWatches.delete(k);
+      void w.informer.stop();
+      if (w.spec.kind === 'pods') for (const o of (w.informer as Informer<Kept<'pod', PolicyPod>>).list()) this.podSeen(k, o.pod, true);
+      else for (const o of (w.informer as Informer<Kept<'ns', PolicyNamespace>>).list()) this.namespaceSeen(k, o.ns, true);
+    }
+    for (const [k, spec] of want) if (!this.peerWatches.has(k)) this.startWatch(k, spec);
+  }
+
+  private startWatch(k: string, spec: WatchSpec): void {
+    const query = spec.labelSelector ? { labelSelector: spec.labelSelector } : undefined;
+    const onError = (err: Error) => this.o.observer.log('policy informer list/watch failed', { informer: k, error: err.message });
+    // Events of a watch already stopped are not this engine's any more.
+    const live = () => this.peerWatches.get(k)?.informer === informer;
+    const informer: PeerWatch['informer'] =
+      spec.kind === 'pods'
+        ? new Informer(this.client, { path: spec.path, ...(query ? { query } : {}), keep: keptPod, onError, onChange: (o, gone) => live() && this.podSeen(k, o.pod, gone) })
+        : new Informer(this.client, { path: spec.path, ...(query ? { query } : {}), keep: keptNamespace, onError, onChange: (o, gone) => live() && this.namespaceSeen(k, o.ns, gone) });
+    this.peerWatches.set(k, { spec, informer });
+    void informer.start();
+  }
+
+  /** Whether every peer watch the policies need has listed (a watch not started yet is started now). */
+  private peersKnown(policies: MultiNetworkPolicy[]): boolean {
+    let known = true;
+    for (const spec of this.wantedWatches(policies)) {
+      const k = watchKey(spec);
+      if (!this.peerWatches.has(k)) this.startWatch(k, spec);
+      if (!this.peerWatches.get(k)!.informer.listed) known = false;
+    }
+    return known;
   }
 
   private schedule(): void {
@@ -284,7 +345,7 @@ export class PolicyEngine {
 
   /** The pod as policy sees it: labels from the API, attachments from its ADD. */
   private podOf(s: PolicySandbox): PolicyPod | undefined {
-    const known = this.world.pods.get(s.namespace)?.get(s.name);
+    const known = this.world.pod(s.namespace, s.name);
     if (!known || (s.uid && known.uid && known.uid !== s.uid)) return undefined;
     return { ...known, networks: s.networks };
   }
@@ -357,25 +418,29 @@ export class PolicyEngine {
 
   /**
    * A sandbox the meta plugin has just attached: its table is in place when this resolves. Throws when
-   * the policies are not known yet, or the table cannot be installed (the ADD then fails and is undone).
+   * the policies, or the peers of those selecting the pod, are not known in time, or the table cannot be
+   * installed (the ADD then fails and is undone). A pod no policy selects waits for the policy list only.
    */
   async attached(s: PolicySandbox): Promise<void> {
     const since = performance.now();
-    if (!this.ready) {
-      const deadline = Date.now() + 5000;
-      while (!this.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      if (!this.ready) throw new Error('the MultiNetworkPolicies are not known yet (the API server cannot be listed)');
-    }
+    const waitMs = this.o.waitMs ?? 5000;
+    if (!(await this.until(() => this.ready, waitMs))) throw new Error('the MultiNetworkPolicies are not known yet (the API server cannot be listed)');
     let pod = this.podOf(s);
     // Only a policy of its namespace for one of its networks can select it: with none, its labels do not matter.
-    const mayBeSelected = [...this.world.policiesIn(s.namespace)].some((p) => p.networks.some((n) => s.networks.some((x) => x.network === n)));
-    if (!pod && mayBeSelected) pod = await this.readPod(s);
+    const candidates = [...this.world.policiesIn(s.namespace)].filter((p) => p.networks.some((n) => s.networks.some((x) => x.network === n)));
+    if (!pod && candidates.length) pod = await this.readPod(s);
     // A new netns has no table: nothing to write when no policy selects the pod.
     const l: Local = { sandbox: s, installed: '', rules: 0, reported: new Set(), queue: Promise.resolve() };
     this.locals.set(s.containerID, l);
     this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
     if (!pod) return;
+    const selecting = candidates.filter((p) => matches(p.podSelector, pod.labels));
     try {
+      if (selecting.length) {
+        this.reconcileSoon();
+        if (!(await this.until(() => this.peersKnown(selecting), waitMs)))
+          throw new Error(`the peers of ${selecting.map((p) => `${p.namespace}/${p.name}`).join(', ')} are not known yet (their pods cannot be listed)`);
+      }
       await this.sync(l, since, pod);
     } catch (err) {
       this.detached(s.containerID);
@@ -385,6 +450,12 @@ export class PolicyEngine {
     this.markPeersOf([pod], since);
     l.dirtySince = undefined;
     this.schedule();
+  }
+
+  /** Polls `ok` every 50 ms for up to `ms`: whether it held. */
+  private async until(ok: () => boolean, ms: number): Promise<boolean> {
+    for (const deadline = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 50))) if (Date.now() >= deadline) return false;
+    return true;
   }
 
   /** A pod not in the informer yet (created a moment ago), read once; undefined when the API has no such pod. */
@@ -400,7 +471,8 @@ export class PolicyEngine {
     }
     const read = parsePolicyPod(raw);
     if (s.uid && read.uid && read.uid !== s.uid) throw new Error(`pod ${s.namespace}/${s.name} is not the one of this sandbox (UID ${read.uid}, not ${s.uid})`);
-    this.world.put(this.world.pods, s.namespace, s.name, read);
+    // A pod of this node: the node's pod watch holds it from now on (and lets it go when it is deleted).
+    this.world.holdPod(NODE, s.namespace, s.name, read);
     return { ...read, networks: s.networks };
   }
 
@@ -412,6 +484,7 @@ export class PolicyEngine {
     const k = key(l.sandbox.namespace, l.sandbox.name);
     if ([...this.locals.values()].every((o) => key(o.sandbox.namespace, o.sandbox.name) !== k)) this.world.localNetworks.delete(k);
     this.o.observer.forgot(k);
+    this.reconcileSoon();
   }
 
   /**
@@ -424,6 +497,7 @@ export class PolicyEngine {
       this.locals.set(s.containerID, { sandbox: s, dirtySince: now, rules: 0, reported: new Set(), queue: Promise.resolve() });
       this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
     }
+    this.reconcileSoon();
     this.schedule();
   }
 

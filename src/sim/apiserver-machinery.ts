@@ -102,14 +102,32 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
 }
 
 /** `k=v,k2!=v2` for the fields Plexus and kubectl filter on. */
+/**
+ * A field or label selector as kube-apiserver reads it: comma-separated terms `k=v`, `k==v`, `k!=v`, and
+ * for labels the set-based `k in (a,b)`, `k notin (a,b)`, `k` (exists) and `!k` (does not exist).
+ */
 export function selector<O>(text: string | null, read: (o: O, key: string) => string | undefined): (o: O) => boolean {
   if (!text) return () => true;
-  const terms = text.split(',').map((t) => {
+  // Commas inside a set's parentheses do not end a term.
+  const terms = text.match(/[^,(]+(?:\([^)]*\))?/g) ?? [];
+  const tests = terms.map((t): ((o: O) => boolean) => {
+    const set = /^\s*(\S+)\s+(in|notin)\s*\(([^)]*)\)\s*$/.exec(t);
+    if (set) {
+      const [, k = '', op, list = ''] = set;
+      const values = list.split(',').map((v) => v.trim());
+      return op === 'in' ? (o) => values.includes(read(o, k) ?? '\0') : (o) => !values.includes(read(o, k) ?? '\0');
+    }
     const neq = t.includes('!=');
+    if (!neq && !t.includes('=')) {
+      const k = t.trim();
+      return k.startsWith('!') ? (o) => read(o, k.slice(1).trim()) === undefined : (o) => read(o, k) !== undefined;
+    }
     const [k, v] = t.split(neq ? '!=' : t.includes('==') ? '==' : '=');
-    return { k: (k ?? '').trim(), v: (v ?? '').trim(), neq };
+    const key = (k ?? '').trim();
+    const value = (v ?? '').trim();
+    return (o) => (read(o, key) === value) !== neq;
   });
-  return (o) => terms.every(({ k, v, neq }) => (read(o, k) === v) !== neq);
+  return (o) => tests.every((test) => test(o));
 }
 
 export function fieldValue(o: unknown, key: string): string | undefined {

@@ -15,6 +15,7 @@ import { type Geometry, defaultChunkBits, geometry } from '../../src/ipam/chunks
 import { parseIpamConfig } from '../../src/ipam/config.js';
 import { NodePool } from '../../src/ipam/nodepool.js';
 import { IpamPools } from '../../src/ipam/plugin.js';
+import { ClusterSweeps } from '../../src/ipam/cluster-sweeps.js';
 import { ChunkRegistry, poolName } from '../../src/ipam/registry.js';
 import { ApiClient } from '../../src/k8s/client.js';
 import { loadKubeconfig } from '../../src/k8s/kubeconfig.js';
@@ -387,10 +388,10 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     assert.equal(status.status?.ownerPod?.name, 'vm-c');
     // The claim deleted: its leases go at the next sweep (any node's), and its address is free again.
     await kubectl(['delete', 'ipamclaims.k8s.cni.cncf.io', 'vm-1']);
-    const registry = new ChunkRegistry(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'ipam-node-0');
-    const gone = await registry.sweepLeases(120_000);
+    const sweeps = new ClusterSweeps(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000));
+    const gone = await sweeps.sweepLeases(120_000);
     assert.equal(gone.length, 2, `binding and address lease of vm-1: ${gone.join(', ')}`);
-    assert.deepEqual(await registry.sweepLeases(120_000), []);
+    assert.deepEqual(await sweeps.sweepLeases(120_000), []);
     const missing = await ipam(5, 'ADD', 'vm-x', conf, 'plexus-ipam', ';K8S_IPAM_CLAIM=default/nope');
     assert.match(`${missing.out.code} ${missing.out.msg}`, /^7 IPAMClaim default\/nope does not exist/);
     for (let i = 0; i < 30; i++) await ipam(i % NODES, 'DEL', `plain-${i}`, conf);
@@ -561,13 +562,25 @@ describe('Plexus IPAM on the real API server: 10 node daemons sharing pools thro
     const range = parseIpamConfig({ type: 'plexus-ipam', range: '10.71.0.0/24' }).ranges[0]!;
     const pool = poolName('', range.cidr);
     assert.equal((await ipam(9, 'ADD', 'gone-1', conf)).status, 0);
-    const registry = new ChunkRegistry(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'ipam-node-0');
+    const adminApi = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000);
+    const registry = new ChunkRegistry(adminApi, 'ipam-node-0');
+    const sweeps = new ClusterSweeps(adminApi);
+    await sweeps.start();
     const ownedBy9 = async () => [...(await registry.owned(pool))].filter(([, o]) => o.node === 'ipam-node-9').map(([i]) => i);
     const lost = await ownedBy9();
     assert.ok(lost.length > 0);
-    assert.deepEqual(await registry.reclaimFromGoneNodes(0), [], 'a node with its Node object keeps its chunks');
+    assert.deepEqual(await sweeps.reclaimFromGoneNodes(0), [], 'a node with its Node object keeps its chunks');
     await kubectl(['delete', 'node', 'ipam-node-9']);
-    const reclaimed = await registry.reclaimFromGoneNodes(0);
+    // Once the sweeps' Node informer has seen the deletion, the node's chunks are reclaimed (a grace of 0 here).
+    const reclaimed = await pollUntil(
+      "the gone node's chunks reclaimed",
+      async () => {
+        const r = await sweeps.reclaimFromGoneNodes(0);
+        return r.length ? r : undefined;
+      },
+      10_000,
+    );
+    await sweeps.stop();
     assert.ok(
       lost.every((i) => reclaimed.includes(`${pool}-${i.toString(16)}`)),
       `reclaimed ${reclaimed.join(', ')}`,

@@ -90,6 +90,18 @@ describe('deploy manifests', () => {
     assert.ok(allowed('resource.k8s.io', 'resourceclaims/status', 'patch') && allowed('resource.k8s.io', 'resourceclaims/driver', 'associated-node:patch'));
     assert.ok(!allowed('resource.k8s.io', 'resourceclaims/driver', 'arbitrary-node:patch'), "never another node's claims");
     assert.ok(!allowed('resource.k8s.io', 'resourceclaims', 'patch') && !allowed('resource.k8s.io', 'resourceslices', 'create'), 'no claim specs, no slices');
+    // The IPAM housekeeping leader (src/ipam/housekeeping.ts): the Nodes' names watched, its Lease in the
+    // daemon's namespace only (a Role, not cluster-wide), never deleted.
+    for (const verb of ['list', 'watch']) assert.ok(allowed('', 'nodes', verb), `nodes ${verb}`);
+    const leases = manifests.find((m) => m.kind === 'Role' && m.metadata.name === 'plexus-leases');
+    assert.equal((leases?.metadata as { namespace?: string } | undefined)?.namespace, 'kube-system');
+    assert.deepEqual(leases?.rules, [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] }]);
+    const binding = manifests.find((m) => m.kind === 'RoleBinding' && m.metadata.name === 'plexus-leases') as { subjects?: { name: string }[] } | undefined;
+    assert.deepEqual(
+      binding?.subjects?.map((x) => x.name),
+      ['plexus'],
+    );
+    assert.ok(!role?.rules?.some((r) => r.resources.includes('leases')), 'no cluster-wide Lease rights');
   });
 
   it('the DRA driver is allowed exactly the API calls it makes', () => {

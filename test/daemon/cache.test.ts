@@ -174,7 +174,13 @@ describe('node daemon with informer caches', function () {
     }
   });
 
-  it('a watch failing again and again is retried less and less often (1 s doubling to 30 s), not every second', () => {
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 50].map(rewatchDelay), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+  it('a watch failing again and again is retried less and less often (800 ms doubling to 30 s, as client-go), each delay stretched by a random 0-100 %', () => {
+    const at = (r: number) => [0, 1, 2, 3, 4, 5, 6, 50].map((n) => rewatchDelay(n, () => r));
+    assert.deepEqual(at(0), [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    assert.deepEqual(at(0.5), [1200, 2400, 4800, 9600, 19200, 38400, 45000, 45000]);
+    // Spread: a thousand daemons failing at once come back over the whole interval, not in one burst.
+    const delays = Array.from({ length: 1000 }, () => rewatchDelay(5));
+    assert.ok(Math.min(...delays) >= 25600 && Math.max(...delays) < 51200);
+    assert.ok(Math.max(...delays) - Math.min(...delays) > 20_000, 'the delays are spread');
   });
 });
