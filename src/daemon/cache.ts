@@ -7,7 +7,7 @@
  * (where clusterNetwork / defaultNetworks NADs live). Of a pod only what the plugin core reads is kept
  * (name, namespace, UID, the two network annotations): 110 pods cost kilobytes, not megabytes.
  */
-import { ApiClient } from '../k8s/client.js';
+import { ApiClient, type ApiTraffic } from '../k8s/client.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import { NAD_GROUP, NAD_PLURAL, type NetworkAttachmentDefinition, type Pod, parseNad, parsePod } from '../k8s/types.js';
@@ -135,16 +135,10 @@ export class ClusterCache implements ObjectLookup {
   /**
    * Lists and watches; resolves once the pods and the NADs of the namespaces they need were listed (or
    * their lists tried: a failed list is retried, and until then lookups fall back to API reads).
-   * `onRequest` counts the informers' requests (the daemon's API metrics).
+   * `traffic` counts the informers' requests and watch events (the daemon's API metrics).
    */
-  static async start(
-    api: ApiConfig,
-    nodeName: string,
-    options: ClusterCacheOptions = {},
-    onError?: (what: string, err: Error) => void,
-    onRequest?: (method: string, path: string) => void,
-  ): Promise<ClusterCache> {
-    const cache = new ClusterCache(new ApiClient(api, 30_000, onRequest, 'plexus-daemon'), nodeName, options, onError);
+  static async start(api: ApiConfig, nodeName: string, options: ClusterCacheOptions = {}, onError?: (what: string, err: Error) => void, traffic?: ApiTraffic): Promise<ClusterCache> {
+    const cache = new ClusterCache(new ApiClient(api, 30_000, traffic, 'plexus-daemon/cache'), nodeName, options, onError);
     for (const ns of cache.always) cache.watchNamespace(ns);
     await cache.pods.start();
     cache.sweep = setInterval(() => cache.letGo(), Math.max(1000, Math.min(cache.lingerMs, 60_000)));

@@ -1,5 +1,5 @@
 /** The node daemon's Prometheus metrics (prom-client) and the observer that feeds them. */
-import { requestKind } from '../k8s/client.js';
+import { type ApiTraffic, requestKind } from '../k8s/client.js';
 import type { Server } from 'node:http';
 import { serveMetrics } from '../util/metrics-http.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -112,6 +112,20 @@ export class DaemonMetrics implements Observer {
     registers: [this.registry],
   });
 
+  readonly watchEvents = new Counter({
+    name: 'plexus_api_watch_events_total',
+    help: "watch events the daemon received, by the component whose watch it was, the resource and the event type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR): what the cluster's churn costs this node",
+    labelNames: ['component', 'resource', 'type'],
+    registers: [this.registry],
+  });
+
+  readonly watches = new Gauge({
+    name: 'plexus_api_watches',
+    help: 'watches of the daemon open on the API server now, by component and resource',
+    labelNames: ['component', 'resource'],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
@@ -125,14 +139,21 @@ export class DaemonMetrics implements Observer {
     this.api.inc({ component: 'cni', ...requestKind(method, path) });
   }
 
-  /** A request counter for one component of the daemon (`cni`, `cache`, `policy`, `ipam`, …), as ApiClient's onRequest. */
-  apiRequests(component: string): (method: string, path: string) => void {
-    return (method, path) => this.api.inc({ component, ...requestKind(method, path) });
+  /** The traffic counters of one component of the daemon (`cni`, `cache`, `policy`, `ipam`, …), for its ApiClient. */
+  apiRequests(component: string): ApiTraffic {
+    return {
+      request: (method, path) => this.api.inc({ component, ...requestKind(method, path) }),
+      watchEvent: (path, type) => this.watchEvents.inc({ component, resource: requestKind('GET', path).resource, type }),
+      watching: (path, delta) => this.watches.inc({ component, resource: requestKind('GET', path).resource }, delta),
+    };
   }
 
-  /** GET /metrics on host:port; resolves with the address it listens on. */
+  /** What GET /debug answers (JSON): set by the daemon once its parts exist. */
+  debug: (() => unknown) | undefined;
+
+  /** GET /metrics and /debug on host:port; resolves with the address it listens on. */
   async serve(address: string): Promise<{ server: Server; url: string }> {
-    const { server, base } = await serveMetrics(this.registry, address);
+    const { server, base } = await serveMetrics(this.registry, address, () => this.debug?.() ?? {});
     return { server, url: `${base}/metrics` };
   }
 }

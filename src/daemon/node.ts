@@ -141,7 +141,7 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
     const { policyObserver } = await import('./hooks.js');
     const nft = findNft(o.nft);
     if (!nft) log.warn({ nft: o.nft ?? '/usr/sbin/nft' }, 'nft not found: pods a MultiNetworkPolicy selects fail their ADD until it is installed');
-    policy = new PolicyEngine({ api, nodeName, nft: nft ?? o.nft ?? '/usr/sbin/nft', observer: policyObserver(metrics, log), onRequest: metrics.apiRequests('policy') });
+    policy = new PolicyEngine({ api, nodeName, nft: nft ?? o.nft ?? '/usr/sbin/nft', observer: policyObserver(metrics, log), traffic: metrics.apiRequests('policy') });
     services.add(new PolicyService(policy, () => sandboxesInStore(o.cniDir), log));
   }
   if (api) {
@@ -185,13 +185,15 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
     o.limits,
     {
       ...daemonHooks(metrics, log),
-      readiness: () => cache?.health(),
+      readiness: () => ({ ...cache?.health(), servicesNotReady: services.notReady() }),
       cacheContents: () => cache?.contents(),
       ...(policy ? { policyOf: (ns: string, name: string) => policy.explain(ns, name) } : {}),
       ...(ipam ? { ipam } : {}),
     },
     context,
   );
+  // What each part holds: the scale bench and an operator read it here.
+  metrics.debug = () => ({ cache: cache?.contents(), policy: policy?.stats(), servicesNotReady: services.notReady() });
   await daemon.start();
   log.info({ socket: o.socket }, 'serving');
   await services.start();

@@ -176,17 +176,30 @@ export class IpamPools {
     const reg = this.host.registry;
     // A view a moment old is enough: a lender that no longer owns the chunk refuses, and the answer is checked.
     const owned = await reg.owned(ref.name, true);
-    const chunksOf = new Map<string, number>();
-    for (const { node, shadowOf } of owned.values()) if (node !== reg.node && node !== CLAIMS_OWNER && !shadowOf) chunksOf.set(node, (chunksOf.get(node) ?? 0) + 1);
+    // Each owner's room as its chunks' status says (a second behind its log): owners with room are asked
+    // first, and one whose every chunk is full by its status is not asked at all.
+    const room = new Map<string, { free: bigint; known: boolean }>();
+    for (const [index, { node, shadowOf, used }] of owned) {
+      if (node === reg.node || node === CLAIMS_OWNER || shadowOf) continue;
+      const [lo, hi] = chunkSpan(ref.geometry, index);
+      const capacity = rangeCapacity({ ...range, first: lo > range.first ? lo : range.first, last: hi < range.last ? hi : range.last });
+      const r = room.get(node) ?? { free: 0n, known: true };
+      r.free += capacity > 0n ? capacity - BigInt(used ?? 0) : 0n;
+      r.known &&= used !== undefined;
+      room.set(node, r);
+    }
     let unanswered = 0;
-    // At most MAX_LOANS_PER_ADD owners, those with most chunks first (ties in random order, so that the
-    // borrowers of a cluster do not all ask the same ones): an ADD costs a bounded number of loans, not one per node.
-    // Owners that refused a moment ago (full) are asked last.
+    // At most MAX_LOANS_PER_ADD owners, those with most room first (ties in random order, so that the
+    // borrowers of a cluster do not all ask the same ones): an ADD costs a bounded number of loans, not
+    // one per node. Owners that refused a moment ago are asked last.
     const refused = this.refusedBy.get(ref.name) ?? new Map<string, number>();
     this.refusedBy.set(ref.name, refused);
     const now = Date.now();
     for (const [node, until] of refused) if (until < now) refused.delete(node);
-    const lenders = [...chunksOf].map(([node, n]) => ({ node, n, tie: Math.random(), full: refused.has(node) })).sort((a, b) => Number(a.full) - Number(b.full) || b.n - a.n || a.tie - b.tie);
+    const lenders = [...room]
+      .filter(([, r]) => !r.known || r.free > 0n)
+      .map(([node, r]) => ({ node, free: r.free, tie: Math.random(), full: refused.has(node) }))
+      .sort((a, b) => Number(a.full) - Number(b.full) || (b.free > a.free ? 1 : b.free < a.free ? -1 : 0) || a.tie - b.tie);
     const asking = lenders.slice(0, MAX_LOANS_PER_ADD);
     const unasked = lenders.slice(MAX_LOANS_PER_ADD).filter((l) => !l.full).length;
     for (const { node: lender } of asking) {

@@ -148,12 +148,16 @@ export interface PoolRef {
 export interface ChunkObject {
   metadata: { name: string; uid?: string; created: number };
   spec: { pool: string; index: string; node: string; shadowOf?: string };
+  /** Addresses held in it, as its owner last wrote (a second behind its log); undefined before the first write. */
+  used?: number;
 }
 
 /** Who owns a chunk. A shadow is held for a chunk of an overlapping pool (`<pool>/<index>`): nothing is handed out of it. */
 export interface ChunkOwner {
   node: string;
   shadowOf?: string;
+  /** Addresses held in it as its status says (a second behind), when written. */
+  used?: number;
 }
 
 export function parseChunk(raw: unknown): ChunkObject | undefined {
@@ -162,9 +166,11 @@ export function parseChunk(raw: unknown): ChunkObject | undefined {
   if (typeof raw.metadata.name !== 'string' || typeof pool !== 'string' || typeof index !== 'string' || !/^\d{1,40}$/.test(index) || typeof node !== 'string') return undefined;
   if (shadowOf !== undefined && typeof shadowOf !== 'string') return undefined;
   const created = typeof raw.metadata.creationTimestamp === 'string' ? Date.parse(raw.metadata.creationTimestamp) : NaN;
+  const used = isObject(raw.status) && typeof raw.status.used === 'number' && Number.isInteger(raw.status.used) && raw.status.used >= 0 ? raw.status.used : undefined;
   return {
     metadata: { name: raw.metadata.name, ...(typeof raw.metadata.uid === 'string' ? { uid: raw.metadata.uid } : {}), created: Number.isNaN(created) ? 0 : created },
     spec: { pool, index, node, ...(shadowOf !== undefined ? { shadowOf } : {}) },
+    ...(used !== undefined ? { used } : {}),
   };
 }
 
@@ -250,7 +256,8 @@ export class ChunkRegistry {
     const out = new Map<bigint, ChunkOwner>();
     for (const raw of await listAll(this.api, `${IPAM_API}/ipchunks`, { labelSelector: `${POOL_LABEL}=${pool}` }, cached)) {
       const c = parseChunk(raw);
-      if (c && c.spec.pool === pool) out.set(BigInt(c.spec.index), { node: c.spec.node, ...(c.spec.shadowOf !== undefined ? { shadowOf: c.spec.shadowOf } : {}) });
+      if (c && c.spec.pool === pool)
+        out.set(BigInt(c.spec.index), { node: c.spec.node, ...(c.spec.shadowOf !== undefined ? { shadowOf: c.spec.shadowOf } : {}), ...(c.used !== undefined ? { used: c.used } : {}) });
     }
     return out;
   }

@@ -38,6 +38,14 @@ export function requestKind(method: string, path: string): { verb: string; resou
   return { verb, resource: sub ? `${resource}/${sub}` : resource };
 }
 
+/** Who is told of a client's traffic: each request (method, path with its query), and each watch event received. */
+export interface ApiTraffic {
+  request(method: string, path: string): void;
+  watchEvent?(path: string, type: string): void;
+  /** A watch opened (+1) or ended (-1). */
+  watching?(path: string, delta: 1 | -1): void;
+}
+
 export class ApiClient {
   /** Requests sent, by verb (for tests and benchmarks of API cost). */
   readonly counts: Record<string, number> = {};
@@ -45,7 +53,7 @@ export class ApiClient {
   constructor(
     private readonly cfg: ApiConfig,
     private readonly timeoutMs: number,
-    private readonly onRequest?: (verb: string, path: string) => void,
+    private readonly traffic?: ApiTraffic,
     private readonly userAgent = 'plexus',
   ) {}
 
@@ -78,8 +86,9 @@ export class ApiClient {
    */
   watch(path: string, onEvent: (event: WatchEvent) => void): { done: Promise<void>; abort: () => void } {
     this.counts.WATCH = (this.counts.WATCH ?? 0) + 1;
-    this.onRequest?.('WATCH', path);
+    this.traffic?.request('WATCH', path);
     let abort = (): void => undefined;
+    this.traffic?.watching?.(path, 1);
     const done = new Promise<void>((resolve, reject) => {
       // No timeout on the socket: a watch is quiet for as long as nothing changes (the server ends it).
       const req = this.open('GET', path, undefined, undefined, false, (res) => {
@@ -93,7 +102,9 @@ export class ApiClient {
           for (const line of lines) {
             if (!line.trim()) continue;
             try {
-              onEvent(JSON.parse(line) as WatchEvent);
+              const event = JSON.parse(line) as WatchEvent;
+              this.traffic?.watchEvent?.(path, event.type);
+              onEvent(event);
             } catch (err) {
               req.destroy(err instanceof Error ? err : new Error(String(err)));
               return;
@@ -110,12 +121,16 @@ export class ApiClient {
       };
       req.end();
     });
+    void done.then(
+      () => this.traffic?.watching?.(path, -1),
+      () => this.traffic?.watching?.(path, -1),
+    );
     return { done, abort };
   }
 
   private send(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
     this.counts[method] = (this.counts[method] ?? 0) + 1;
-    this.onRequest?.(method, path);
+    this.traffic?.request(method, path);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = this.open(method, path, payload, contentType, true, (res) => {

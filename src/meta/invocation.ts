@@ -123,7 +123,7 @@ export class MetaInvocation {
     if (cached) return (this.api = cached);
     // No kubeconfig in the conf: the hosting daemon's credentials, else in-cluster ones (one-shot).
     const cfg = path ? await loadKubeconfig(path) : (this.ctx.hostApi ?? inClusterConfig(this.req.env));
-    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, (method, path) => this.ctx.observer?.apiRequest(method, path)) : undefined;
+    this.api = cfg ? new ApiClient(cfg, this.conf.apiTimeoutMs, { request: (method, path) => this.ctx.observer?.apiRequest(method, path) }) : undefined;
     if (key && this.api) this.ctx.apiCache?.set(key, this.api);
     return this.api;
   }

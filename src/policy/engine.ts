@@ -8,7 +8,7 @@
  * place; an ADD of a pod no policy selects waits for nothing but the policy list.
  */
 import { existsSync } from 'node:fs';
-import { ApiClient, ApiError } from '../k8s/client.js';
+import { ApiClient, ApiError, type ApiTraffic } from '../k8s/client.js';
 import type { PolicySandbox } from '../meta/context.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
@@ -91,8 +91,8 @@ export interface PolicyEngineOptions {
   observer: PolicyObserver;
   /** Tables replaced at once. */
   concurrency?: number;
-  /** Told of every API request (verb, path): the daemon counts them per component. */
-  onRequest?: (verb: string, path: string) => void;
+  /** Told of every API request and watch event: the daemon counts them per component. */
+  traffic?: ApiTraffic;
   /** How long an ADD waits for the policy list, or for the peers of the policies selecting its pod. */
   waitMs?: number;
 }
@@ -113,7 +113,7 @@ export class PolicyEngine {
   private readonly concurrency: number;
 
   constructor(private readonly o: PolicyEngineOptions) {
-    this.client = new ApiClient(o.api, 30_000, o.onRequest, 'plexus-daemon');
+    this.client = new ApiClient(o.api, 30_000, o.traffic, 'plexus-daemon/policy');
     this.concurrency = o.concurrency ?? 4;
   }
 

@@ -32,6 +32,8 @@ interface WatchEvent {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
   resource: string;
   object: Obj;
+  /** The object before a MODIFIED: a watch with selectors sees the change as ADDED or DELETED when it crosses them. */
+  previous?: Obj;
 }
 
 interface Watcher {
@@ -79,7 +81,7 @@ export class ApiServerDouble {
   /** The bearer token (or '') of each request refused with 401 (those are not in `requests`). */
   readonly refusedTokens: string[] = [];
   /** Fault injection for tests: a status code to answer a request with instead of serving it. */
-  fault: ((method: string, path: string) => number | undefined) | undefined;
+  fault: ((method: string, path: string, query: URLSearchParams) => number | undefined) | undefined;
   /** Latency injection for tests: milliseconds to wait before serving a request. */
   latency: ((method: string, path: string) => number | undefined) | undefined;
 
@@ -214,7 +216,7 @@ export class ApiServerDouble {
       },
     };
     this.objects.get(typeKey(t))!.set(this.objectKey(t, meta.namespace, meta.name), stored);
-    this.emit({ rv, type, resource: typeKey(t), object: stored });
+    this.emit({ rv, type, resource: typeKey(t), object: stored, ...(prev ? { previous: prev } : {}) });
     return stored;
   }
 
@@ -244,9 +246,8 @@ export class ApiServerDouble {
     // A bounded history, as the real server's: what falls out of it is compacted.
     if (this.events.length > 10000) this.compact(this.events[this.events.length - 10000]!.rv);
     for (const w of this.watchers) {
-      if (w.resource === e.resource && (!w.namespace || w.namespace === e.object.metadata.namespace) && w.matches(e.object)) {
-        w.res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
-      }
+      const type = this.seenAs(w, e);
+      if (type) w.res.write(`${JSON.stringify({ type, object: e.object })}\n`);
     }
   }
 
@@ -286,7 +287,7 @@ export class ApiServerDouble {
     }
     const delay = this.latency?.(method, path);
     if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
-    const injected = this.fault?.(method, path);
+    const injected = this.fault?.(method, path, url.searchParams);
     if (injected) this.requests.push({ verb: method.toLowerCase(), path, resource: 'injected-fault' });
     if (injected) throw new HttpError(injected, 'ServiceUnavailable', `injected fault for ${method} ${path}`);
     const disc = method === 'GET' ? discovery([...this.types.values()], path) : undefined;
@@ -389,6 +390,18 @@ export class ApiServerDouble {
     }
   }
 
+  /**
+   * How a watch with selectors sees an event, as kube-apiserver's watch cache sends it: a change that
+   * makes an object match is ADDED, one that makes it stop matching is DELETED, neither is nothing.
+   */
+  private seenAs(w: { resource: string; namespace?: string; matches: (o: Obj) => boolean }, e: WatchEvent): WatchEvent['type'] | undefined {
+    if (w.resource !== e.resource || (w.namespace && w.namespace !== e.object.metadata.namespace)) return undefined;
+    const now = w.matches(e.object);
+    if (e.type !== 'MODIFIED' || !e.previous) return now ? e.type : undefined;
+    const before = w.matches(e.previous);
+    return now ? (before ? 'MODIFIED' : 'ADDED') : before ? 'DELETED' : undefined;
+  }
+
   private startWatch(req: IncomingMessage, res: ServerResponse, t: ResourceType, namespace: string | undefined, matches: (o: Obj) => boolean, url: URL): void {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
     // Watchers wait for the headers before the first event, as the real API server sends them at once.
@@ -402,7 +415,10 @@ export class ApiServerDouble {
       return;
     }
     if (since > 0) {
-      for (const e of this.events) if (e.rv > since && e.resource === resource && inScope(e.object)) res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
+      for (const e of this.events) {
+        const type = this.seenAs({ resource, ...(namespace ? { namespace } : {}), matches }, e);
+        if (e.rv > since && type) res.write(`${JSON.stringify({ type, object: e.object })}\n`);
+      }
     } else {
       for (const o of this.objects.get(resource)!.values()) if (inScope(o)) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
     }

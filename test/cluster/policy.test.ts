@@ -9,6 +9,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parse } from 'yaml';
+import { ApiClient } from '../../src/k8s/client.js';
+import { kubeconfigToApiConfig, loadKubeconfig } from '../../src/k8s/kubeconfig.js';
+import { ApiServerDouble } from '../../src/sim/apiserver.js';
 import { LocalCluster } from '../../src/sim/cluster.js';
 import { applyCrds, kubectlFor } from '../../src/sim/cluster-plexus.js';
 import { repoRoot } from '../../src/sim/simnode.js';
@@ -17,6 +21,7 @@ import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.j
 import { installRecordPlugin, plexusctlPath } from '../support/plugins.js';
 import { type MatrixPod, type Probe, ProbeAgent, allProbes, matrixSettles } from '../support/probes.js';
 import { Rig, ipJson } from '../support/rig.js';
+import { selectorContract } from '../support/selector-contract.js';
 
 const BRIDGE = 'default/pol-bridge';
 const MACVLAN = 'default/pol-macvlan';
@@ -195,6 +200,18 @@ describe('MultiNetworkPolicy on the real API server: the probe matrix over bridg
   const open = () => true;
   /** Expected: blocked where `blocked` says, on the bridge network only (policy-for it), open elsewhere. */
   const onBridge = (blocked: (p: Probe) => boolean) => (p: Probe) => p.network !== BRIDGE || !blocked(p);
+
+  it('the label selectors of peer watches select on the real API server what the engine expects, and the API double agrees', async () => {
+    await kubectl(['create', 'namespace', 'plx-sel']);
+    await selectorContract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'plx-sel');
+    const double = new ApiServerDouble();
+    await double.start();
+    try {
+      await selectorContract(new ApiClient(kubeconfigToApiConfig(parse(double.kubeconfig()), 'the double'), 10_000), 'plx-sel');
+    } finally {
+      await double.stop();
+    }
+  });
 
   it('no policy: every probe gets through (the matrix itself works)', async () => {
     await expectMatrix('open', open);
