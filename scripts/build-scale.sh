@@ -21,6 +21,14 @@ if [ ! -f "$OUT/.built-$stamp" ]; then
   mkdir -p "$OUT"
   start=$(date +%s)
   (cd "$MOD" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "../../../$OUT/kwok" sigs.k8s.io/kwok/cmd/kwok)
+  # The kwok binary has no stages of its own (kwokctl adds them): its published "fast" node and pod
+  # stages, with lease heartbeats, from the same module, as its config.
+  dir=$(cd "$MOD" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  st=$dir/kustomize/stage
+  for f in "$st/node/fast/node-initialize.yaml" "$st"/node/heartbeat-with-lease/node-*.yaml "$st/pod/fast/pod-ready.yaml" "$st/pod/fast/pod-complete.yaml" "$st/pod/fast/pod-delete.yaml"; do
+    cat "$f"
+    echo "---"
+  done > "$OUT/stages.yaml"
   rm -f "$OUT"/.built-*
   echo "$(( $(date +%s) - start )) s" > "$OUT/.built-$stamp"
 fi

@@ -43,7 +43,7 @@ export async function applyCrds(kubectl: Kubectl, manifests: string[], resources
 }
 
 /**
- * CRDs, deploy/'s ServiceAccount + ClusterRole + binding, a token of that ServiceAccount written to
+ * CRDs, deploy/'s ServiceAccount, ClusterRole, Lease Role and their bindings, a token of that ServiceAccount written to
  * `<dir>/plexus.kubeconfig` (YAML, as kubeadm lays it out), and examples/network-attachment-definitions.yaml.
  * Returns the kubeconfig's path.
  */
@@ -51,7 +51,7 @@ export async function preparePlexus(cluster: LocalCluster, kubectl: Kubectl, dir
   await kubectl(['apply', '-f', join(repoRoot(), 'crds')]);
   const rbac = parseAllDocuments(readFileSync(join(repoRoot(), 'deploy', 'plexus-daemon.yaml'), 'utf8'))
     .map((d) => d.toJS() as { kind: string })
-    .filter((d) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(d.kind));
+    .filter((d) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(d.kind));
   await kubectl(['apply', '-f', '-'], rbac.map((d) => stringify(d)).join('---\n'));
   await kubectl(['wait', '--for=condition=Established', 'crd/network-attachment-definitions.k8s.cni.cncf.io', '--timeout=60s']);
   // Bound to the node, as the DaemonSet's projected token is to its pod on the node: DRA status writes

@@ -88,7 +88,8 @@ describe('node daemon and shim', function () {
     assert.match(text, /plexus_cni_request_duration_seconds_count\{command="ADD",code="0"\} [1-9]/);
     assert.match(text, /plexus_cni_errors_total\{command="ADD",code="7"\} 1/);
     assert.match(text, /plexus_delegate_duration_seconds_count\{network="default\/macvlan-a",command="ADD",result="ok"\} [1-9]/);
-    assert.match(text, /plexus_api_requests_total\{verb="PATCH"\} [1-9]/);
+    // Every API request, by the component making it and the request as the API server names it.
+    assert.match(text, /plexus_api_requests_total\{component="cni",verb="patch",resource="pods\/status"\} [1-9]/);
     assert.match(text, /plexus_cni_requests_in_flight 0/);
     await sleep(100);
     const line = daemon!.logs.find((l) => l.containerID === 'sb-metrics');

@@ -18,7 +18,8 @@ import { repoRoot } from '../../src/sim/simnode.js';
 import { Rig } from '../support/rig.js';
 import { waitFor } from '../support/wait.js';
 
-const MNP = 'k8s.cni.cncf.io/v1beta2';
+// The version the engine reads from the double (its discovery lists v1beta1 first).
+const MNP = 'k8s.cni.cncf.io/v1beta1';
 const observer: PolicyObserver = { synced: () => undefined, failed: () => undefined, forgot: () => undefined, unfilterable: () => undefined, log: () => undefined };
 const status = (ns: string, ip: string) => JSON.stringify([{ name: `${ns}/net`, interface: 'net1', ips: [ip] }]);
 const pod = (ns: string, name: string, node: string, app: string, ip: string) =>
@@ -46,7 +47,7 @@ describe('policy engine: what a node watches (the API double, a real netns and n
   };
   const table = (s: PolicySandbox) => {
     try {
-      return execFileSync('ip', ['netns', 'exec', s.netns.split('/').pop()!, 'nft', 'list', 'table', 'inet', 'plexus_policy'], { encoding: 'utf8' });
+      return execFileSync('ip', ['netns', 'exec', s.netns.split('/').pop()!, 'nft', 'list', 'table', 'inet', 'plexus_policy'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     } catch {
       return '';
     }
@@ -115,7 +116,7 @@ describe('policy engine: what a node watches (the API double, a real netns and n
     const s = sandbox('x', 'a', '10.9.0.2');
     await e.attached(s);
     let t = table(s);
-    assert.match(t, /10\.9\.0\.3/, 'the peer on another node is in the table when the ADD returns');
+    assert.match(t, /10\.9\.0\.3/, `the peer on another node is in the table when the ADD returns: ${t} ${JSON.stringify(e.stats())} ${traffic.requests.join('; ')}`);
     assert.doesNotMatch(t, /10\.9\.0\.5|10\.9\.0\.6/);
     assert.deepEqual(e.stats().watches, ['/api/v1/namespaces/x/pods?app=b']);
     assert.equal(e.stats().pods, 2, 'the node pod and its one peer; not the cluster');
