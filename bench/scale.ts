@@ -93,7 +93,8 @@ async function startDaemons(rig: ScaleRig, kind: Kind, base: number): Promise<Da
         JSON.stringify({ cniVersion: '0.3.1', logLevel: 'error', logToStderr: true, multusAutoconfigDir: dir, multusConfigFile: 'auto', socketDir: join(dir, 'run'), metricsPort: base + i }),
       );
       const sa = '/run/secrets/kubernetes.io/serviceaccount';
-      const script = `mount -t tmpfs none /run/secrets 2>/dev/null || { mkdir -p /run/secrets && mount -t tmpfs none /run/secrets; }; mkdir -p ${sa} && cp ${dir}/token ${dir}/ca.crt ${sa}/ && exec ${join(MULTUS, 'multus-daemon')} -config ${join(dir, 'daemon-config.json')}`;
+      // A private tmpfs on /run holds them: nothing is written on the host's /run.
+      const script = `mount -t tmpfs none /run && mkdir -p ${sa} && cp ${dir}/token ${dir}/ca.crt ${sa}/ && exec ${join(MULTUS, 'multus-daemon')} -config ${join(dir, 'daemon-config.json')}`;
       proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
         env: { ...process.env, MULTUS_NODE_NAME: node, KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '16443' },
         stdio: ['ignore', 'ignore', 'pipe'],
@@ -124,7 +125,7 @@ async function startDaemons(rig: ScaleRig, kind: Kind, base: number): Promise<Da
       const ready =
         d.kind === 'multus'
           ? existsSync(join(rig.nodeDir(d.node, 'multus'), 'run', 'multus.sock'))
-          : text.includes('informer caches of the node pods') && (d.kind === 'before' || text.includes('sandboxes of the node adopted'));
+          : text.includes('informer caches of the node pods') && text.includes('sandboxes of the node adopted');
       if (ready) break;
       if (Date.now() > deadline || d.proc.exitCode !== null) throw new Error(`${d.kind} daemon of ${d.node} not ready: ${text.slice(-2000)}`);
       await sleep(100);

@@ -246,8 +246,8 @@ export class ApiServerDouble {
     // A bounded history, as the real server's: what falls out of it is compacted.
     if (this.events.length > 10000) this.compact(this.events[this.events.length - 10000]!.rv);
     for (const w of this.watchers) {
-      const type = this.seenAs(w, e);
-      if (type) w.res.write(`${JSON.stringify({ type, object: e.object })}\n`);
+      const seen = this.seenAs(w, e);
+      if (seen) w.res.write(`${JSON.stringify(seen)}\n`);
     }
   }
 
@@ -392,14 +392,17 @@ export class ApiServerDouble {
 
   /**
    * How a watch with selectors sees an event, as kube-apiserver's watch cache sends it: a change that
-   * makes an object match is ADDED, one that makes it stop matching is DELETED, neither is nothing.
+   * makes an object match is ADDED, one that makes it stop matching is DELETED with the object as it
+   * last matched (the real server's behaviour, checked by test/support/selector-contract.ts), neither
+   * is nothing.
    */
-  private seenAs(w: { resource: string; namespace?: string; matches: (o: Obj) => boolean }, e: WatchEvent): WatchEvent['type'] | undefined {
+  private seenAs(w: { resource: string; namespace?: string; matches: (o: Obj) => boolean }, e: WatchEvent): { type: WatchEvent['type']; object: Obj } | undefined {
     if (w.resource !== e.resource || (w.namespace && w.namespace !== e.object.metadata.namespace)) return undefined;
     const now = w.matches(e.object);
-    if (e.type !== 'MODIFIED' || !e.previous) return now ? e.type : undefined;
+    if (e.type !== 'MODIFIED' || !e.previous) return now ? { type: e.type, object: e.object } : undefined;
     const before = w.matches(e.previous);
-    return now ? (before ? 'MODIFIED' : 'ADDED') : before ? 'DELETED' : undefined;
+    if (now) return { type: before ? 'MODIFIED' : 'ADDED', object: e.object };
+    return before ? { type: 'DELETED', object: e.previous } : undefined;
   }
 
   private startWatch(req: IncomingMessage, res: ServerResponse, t: ResourceType, namespace: string | undefined, matches: (o: Obj) => boolean, url: URL): void {
@@ -416,8 +419,8 @@ export class ApiServerDouble {
     }
     if (since > 0) {
       for (const e of this.events) {
-        const type = this.seenAs({ resource, ...(namespace ? { namespace } : {}), matches }, e);
-        if (e.rv > since && type) res.write(`${JSON.stringify({ type, object: e.object })}\n`);
+        const seen = this.seenAs({ resource, ...(namespace ? { namespace } : {}), matches }, e);
+        if (e.rv > since && seen) res.write(`${JSON.stringify(seen)}\n`);
       }
     } else {
       for (const o of this.objects.get(resource)!.values()) if (inScope(o)) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
