@@ -107,6 +107,8 @@ export class ScaleRig {
     this.kwok = spawn(
       KWOK,
       [
+        // First: kwok reads --config before its other flags and stops at the first flag it does not know there.
+        `--config=${join(KWOK, '..', 'stages.yaml')}`,
         '--kubeconfig',
         this.cluster.adminKubeconfig,
         '--manage-all-nodes=false',

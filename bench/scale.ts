@@ -74,6 +74,9 @@ async function scrape(port: number): Promise<Map<string, number>> {
 }
 const sum = (m: Map<string, number>, prefix: string, test: (key: string) => boolean = () => true) => [...m].filter(([k]) => k.startsWith(prefix) && test(k)).reduce((n, [, v]) => n + v, 0);
 
+/** Every daemon started, stopped in the end whatever happened. */
+const running: Daemon[] = [];
+
 async function startDaemons(rig: ScaleRig, kind: Kind, base: number): Promise<Daemon[]> {
   const out: Daemon[] = [];
   for (let i = 0; i < M; i++) {
@@ -116,6 +119,7 @@ async function startDaemons(rig: ScaleRig, kind: Kind, base: number): Promise<Da
     }
     proc.stderr!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     out.push({ kind, node, proc, started: Date.now(), metricsPort: base + i, log });
+    running.push(out.at(-1)!);
   }
   // Ready: Plexus once its caches synced and policy adopted its sandboxes (its log says so); Multus once its socket is there.
   const deadline = Date.now() + 300_000;
@@ -263,17 +267,31 @@ async function main(): Promise<void> {
       }
       rows.push(`| ${n} | | kube-apiserver | ${apiserver.rssMiB.toFixed(0)} | | ${(apiserver.cpu * 1000).toFixed(0)} | | | | |`);
       const last = n === STEPS.at(-1);
-      if (last) restart = await apiserverRestart(cluster, groups[0]!);
+      if (last) {
+        try {
+          restart = await apiserverRestart(cluster, groups[0]!);
+        } catch (err) {
+          notes.push(`kube-apiserver restarted at N=${n} did not come back in time: ${(err as Error).message.split('\n')[0]}`);
+        }
+      }
       await Promise.all(groups.map(stopDaemons));
+      // Written after every step: a later step that fails leaves the figures of those before it.
+      report(kinds, rows, notes, figures, restart, false);
     }
   } finally {
+    await stopDaemons(running);
     rig.stopKwok();
     await cluster.down().catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   }
+  report(kinds, rows, notes, figures, restart, true);
+}
+
+function report(kinds: Kind[], rows: string[], notes: string[], figures: Record<string, number>, restart: Awaited<ReturnType<typeof apiserverRestart>> | undefined, last: boolean): void {
+  const all = [...notes];
   if (restart) {
     figures['apiserver restart: relist spread s'] = restart.spreadS;
-    notes.push(
+    all.push(
       `kube-apiserver restarted (2 s down) under ${M} daemons: ${restart.relisted} listed again, the first ${restart.firstS.toFixed(1)} s and the last ${restart.lastS.toFixed(1)} s after the restart began (spread ${restart.spreadS.toFixed(1)} s).`,
     );
   }
@@ -287,15 +305,12 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    ...notes.map((n) => `- ${n}`),
+    ...all.map((n) => `- ${n}`),
     '',
-    '## Beside the previous run',
-    '',
-    ...besidePrevious('scale', figures, la, 1),
-    '',
+    ...(last ? ['## Beside the previous run', '', ...besidePrevious('scale', figures, la, 1), ''] : []),
   ].join('\n');
   writeFileSync(join(repoRoot(), 'docs', 'benchmarks-scale.md'), md);
-  console.log(md);
+  if (last) console.log(md);
 }
 
 main().catch((err: unknown) => {
