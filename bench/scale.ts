@@ -144,7 +144,7 @@ async function stopDaemons(ds: Daemon[]): Promise<void> {
     ds.map(
       (d) =>
         new Promise<void>((resolve) => {
-          if (d.proc.exitCode !== null) return resolve();
+          if (d.proc.exitCode !== null || d.proc.signalCode !== null) return resolve();
           d.proc.once('exit', () => resolve());
           d.proc.kill('SIGTERM');
         }),

@@ -80,11 +80,16 @@ export function registerDaemon(program: Command): void {
           ...(o.deviceInfoDir ? { deviceInfoDir: o.deviceInfoDir } : {}),
           nadNamespaces: list(o.nadNamespaces),
           inProcess: list(o.inProcess),
-          sriovHostRoot: o.sriovHostRoot || '/',
+          openSriovHost: async () => (await import('./sriov-host.js')).openSriovHost(o.sriovHostRoot || '/'),
           networkPolicy: o.networkPolicy,
           ...(o.nft ? { nft: o.nft } : {}),
         });
-        const stop = (): void => void daemon.stop().then(() => process.exit(0));
+        // A stop that waits on the API server (a Lease given up, a list in flight) is bounded: the
+        // runtime's retries cover what a killed daemon leaves (the shim answers code 11 meanwhile).
+        const stop = (): void => {
+          setTimeout(() => process.exit(0), 10_000).unref();
+          void daemon.stop().then(() => process.exit(0));
+        };
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       },

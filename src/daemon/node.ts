@@ -10,6 +10,7 @@ import type { ApiConfig } from '../k8s/kubeconfig.js';
 import type { Holder } from '../ipam/nodepool.js';
 import type { MetaContext, PolicySandbox } from '../meta/context.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { SriovHost } from '../sriov/backend.js';
 import type { ClusterCache } from './cache.js';
 import type { CniReply, CniRequestBody } from './protocol.js';
 import { ServiceRunner } from './runner.js';
@@ -32,9 +33,9 @@ export interface NodeDaemonOptions {
   kubeletDir?: string;
   deviceInfoDir?: string;
   nadNamespaces: string[];
-  /** Delegate types run in-process (only Plexus's own: sriov), on this SR-IOV host root. */
+  /** Delegate types run in-process (only Plexus's own: sriov), on the SR-IOV host this opens (chosen by the entry point). */
   inProcess: string[];
-  sriovHostRoot: string;
+  openSriovHost: () => Promise<SriovHost>;
   networkPolicy: boolean;
   nft?: string;
 }
@@ -83,9 +84,8 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
   if (o.inProcess.length) {
     const { inProcessPlugin } = await import('../cni/skel.js');
     const { sriovPluginWith } = await import('../sriov/plugin.js');
-    const { openSriovHost } = await import('../cmd/sriov-host.js');
-    // The daemon's own choice of host root, whatever the forwarded request environment says.
-    inProcess = { sriov: inProcessPlugin(sriovPluginWith(() => openSriovHost(o.sriovHostRoot))) };
+    // The daemon's own choice of host, whatever the forwarded request environment says.
+    inProcess = { sriov: inProcessPlugin(sriovPluginWith(o.openSriovHost)) };
   }
   const served = await metrics.serve(o.metricsAddress);
   log.info({ url: served.url }, 'metrics');
