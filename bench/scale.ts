@@ -18,6 +18,7 @@ import { LocalCluster } from '../src/sim/cluster.js';
 import { kubectlFor } from '../src/sim/cluster-plexus.js';
 import { repoRoot } from '../src/sim/simnode.js';
 import { besidePrevious } from './history.js';
+import { statusMiB } from './stats.js';
 import { KWOK, MULTUS, NAMESPACES, PODS_PER_NODE, POLICIES, ScaleRig, nodeName } from './scale-rig.js';
 
 const STEPS = (process.env.PLEXUS_SCALE_NODES ?? '10,100,1000').split(',').map(Number);
@@ -47,14 +48,6 @@ interface Sample {
   requests?: Record<string, number>;
 }
 
-const procStatus = (pid: number, key: string) =>
-  Number(
-    /\d+/.exec(
-      readFileSync(`/proc/${pid}/status`, 'utf8')
-        .split('\n')
-        .find((l) => l.startsWith(key)) ?? '',
-    )?.[0] ?? 0,
-  ) / 1024;
 const cpuTicks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]);
@@ -166,7 +159,7 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
   const cpu1 = all.map((d) => cpuTicks(pidOf(d)));
   const api1 = cpuTicks(apiserverPid);
   const m1 = await Promise.all(all.map((d) => (d.kind === 'plexus' ? scrape(d.metricsPort!) : Promise.resolve(new Map<string, number>()))));
-  const rest = all.map((d) => procStatus(pidOf(d), 'VmRSS:'));
+  const rest = all.map((d) => statusMiB(pidOf(d), 'VmRSS:'));
   // Churn of pods no policy names, on nodes without a daemon.
   await rig.churn(CHURN_S, M, CHURN_PER_S);
   await sleep(5000);
@@ -182,7 +175,7 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
     const notBookmark = (k: string) => !k.includes('type="BOOKMARK"');
     const sample: Sample = {
       rssMiB: rest[i]!,
-      peakMiB: procStatus(pidOf(d), 'VmHWM:'),
+      peakMiB: statusMiB(pidOf(d), 'VmHWM:'),
       cpuPerS: (cpu1[i]! - cpu0[i]!) / 100 / seconds,
       readyS: (d.ready! - d.started) / 1000,
       ...(d.kind === 'plexus'
@@ -195,7 +188,7 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
     };
     samples.set(d.kind, [...(samples.get(d.kind) ?? []), sample]);
   });
-  return { samples, apiserver: { cpu: (api1 - api0) / 100 / seconds, rssMiB: procStatus(apiserverPid, 'VmRSS:') } };
+  return { samples, apiserver: { cpu: (api1 - api0) / 100 / seconds, rssMiB: statusMiB(apiserverPid, 'VmRSS:') } };
 }
 
 /** kube-apiserver restarted under the daemons: when each one lists again (its list count rises), and whether any failed for good. */

@@ -7,8 +7,13 @@ export function quantile(xs: number[], q: number): number {
 }
 
 export function rssMiB(pid: number): number {
+  return statusMiB(pid, 'VmRSS:');
+}
+
+/** A kB figure of /proc/<pid>/status (VmRSS:, VmHWM: …) in MiB. */
+export function statusMiB(pid: number, key: string): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8')
     .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
+    .find((l) => l.startsWith(key));
   return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
 }

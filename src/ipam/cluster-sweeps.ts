@@ -4,12 +4,10 @@
  * the holder of a Lease (housekeeping.ts), never by every node: each sweep lists its collection once from
  * the watch cache, and which nodes exist comes from one Node informer, not a GET per chunk owner.
  */
-import { type ApiClient, ApiError } from '../k8s/client.js';
+import type { ApiClient } from '../k8s/client.js';
 import { Informer } from '../k8s/informer.js';
 import { isObject } from '../util/object.js';
-import { CLAIMS_OWNER, IPAM_API, type ChunkObject, chunkName, deleteIfThere, listAll, parseChunk } from './registry.js';
-
-const IPAMCLAIM_API = '/apis/k8s.cni.cncf.io/v1alpha1';
+import { CLAIMS_OWNER, IPAM_API, type ChunkObject, chunkName, deleteIfThere, listAll, parseChunk, readChunk, readClaimUid } from './registry.js';
 
 interface LeaseObject {
   name: string;
@@ -105,11 +103,7 @@ export class ClusterSweeps {
       const name = chunkName(pool, BigInt(index));
       if (holds(c, byName.get(name))) continue;
       // Only a chunk the API server says is not there (404) leaves its shadows orphaned; any other failure skips.
-      const fresh = await this.api.get<unknown>(`${IPAM_API}/ipchunks/${name}`).catch((err: unknown) => {
-        if (err instanceof ApiError && err.status === 404) return undefined;
-        throw err;
-      });
-      if (holds(c, parseChunk(fresh))) continue;
+      if (holds(c, parseChunk(await readChunk(this.api, name)))) continue;
       await deleteIfThere(this.api, `${IPAM_API}/ipchunks/${c.metadata.name}`, c.metadata.uid);
       gone++;
     }
@@ -127,11 +121,7 @@ export class ClusterSweeps {
     const alive = async (claim: string, uid: string): Promise<boolean> => {
       if (!claimAlive.has(uid)) {
         const [ns = '', name = ''] = claim.split('/');
-        const read = await this.api.get<unknown>(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(ns)}/ipamclaims/${encodeURIComponent(name)}`).catch((err: unknown) => {
-          if (err instanceof ApiError && err.status === 404) return undefined;
-          throw err;
-        });
-        claimAlive.set(uid, isObject(read) && isObject(read.metadata) && read.metadata.uid === uid);
+        claimAlive.set(uid, (await readClaimUid(this.api, ns, name)) === uid);
       }
       return claimAlive.get(uid)!;
     };

@@ -148,10 +148,6 @@ export class IpamLeaderService implements Service {
     });
   }
 
-  get leading(): boolean {
-    return this.election.isLeader;
-  }
-
   start(): Promise<void> {
     this.election.start();
     return Promise.resolve();

@@ -191,6 +191,25 @@ export async function deleteIfThere(api: ApiClient, path: string, uid: string | 
   });
 }
 
+/** A chunk's object as the API server has it; undefined when it has none (404), other failures thrown. */
+export async function readChunk(api: ApiClient, name: string): Promise<unknown> {
+  try {
+    return await api.get<unknown>(`${IPAM_API}/ipchunks/${name}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return undefined;
+    throw err;
+  }
+}
+
+/** An IPAMClaim's UID; undefined when there is no such claim. */
+export async function readClaimUid(api: ApiClient, namespace: string, name: string): Promise<string | undefined> {
+  const claim = await api.get<unknown>(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(namespace)}/ipamclaims/${encodeURIComponent(name)}`).catch((err: unknown) => {
+    if (err instanceof ApiError && err.status === 404) return undefined;
+    throw err;
+  });
+  return isObject(claim) && isObject(claim.metadata) && typeof claim.metadata.uid === 'string' ? claim.metadata.uid : undefined;
+}
+
 export class ChunkRegistry {
   private readonly pools = new Map<string, PoolRef>();
   private readonly overlaps = new Map<string, PoolRef[]>();
@@ -333,12 +352,8 @@ export class ChunkRegistry {
   }
 
   /** An IPAMClaim's UID; undefined when there is no such claim. */
-  async claimUid(namespace: string, name: string): Promise<string | undefined> {
-    const claim = await this.api.get<unknown>(`${IPAMCLAIM_API}/namespaces/${encodeURIComponent(namespace)}/ipamclaims/${encodeURIComponent(name)}`).catch((err: unknown) => {
-      if (err instanceof ApiError && err.status === 404) return undefined;
-      throw err;
-    });
-    return isObject(claim) && isObject(claim.metadata) && typeof claim.metadata.uid === 'string' ? claim.metadata.uid : undefined;
+  claimUid(namespace: string, name: string): Promise<string | undefined> {
+    return readClaimUid(this.api, namespace, name);
   }
 
   /** The address a claim is bound to in a pool (its binding lease), if it is. */
@@ -482,13 +497,7 @@ export class ChunkRegistry {
     return deleteIfThere(this.api, path, uid);
   }
 
-  /** A chunk's object as the API server has it; undefined when it has none (404), other failures thrown. */
-  private async chunkObject(pool: string, index: bigint): Promise<unknown> {
-    try {
-      return await this.api.get<unknown>(`${IPAM_API}/ipchunks/${chunkName(pool, index)}`);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) return undefined;
-      throw err;
-    }
+  private chunkObject(pool: string, index: bigint): Promise<unknown> {
+    return readChunk(this.api, chunkName(pool, index));
   }
 }

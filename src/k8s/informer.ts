@@ -67,8 +67,6 @@ export class Informer<T extends ObjectLike> {
   private loop: Promise<void> | undefined;
   /** The latest failure, until the next success. */
   lastError: string | undefined;
-  /** Lists after the first (a 410 made the store list again). */
-  relists = 0;
 
   constructor(
     private readonly api: ApiClient,
@@ -126,7 +124,6 @@ export class Informer<T extends ObjectLike> {
         if (this.stopped) break;
         if (err instanceof Expired) {
           this.resourceVersion = undefined;
-          this.relists++;
           await this.pause(Math.random() * (this.opts.relistSpreadMs ?? RELIST_SPREAD_MS));
           continue;
         }
@@ -149,8 +146,8 @@ export class Informer<T extends ObjectLike> {
     let resourceVersion: string | undefined;
     do {
       // resourceVersion=0: any version the watch cache has, never a quorum read of etcd.
-      const query = new URLSearchParams({ ...this.opts.query, resourceVersion: '0', limit: String(this.opts.pageSize ?? 500), ...(next ? { continue: next } : {}) });
-      if (next) query.delete('resourceVersion');
+      // (A continue token carries the list's version itself.)
+      const query = new URLSearchParams({ ...this.opts.query, limit: String(this.opts.pageSize ?? 500), ...(next ? { continue: next } : { resourceVersion: '0' }) });
       const page = await this.api.get<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>(`${this.opts.path}?${query}`);
       for (const raw of page.items ?? []) {
         const obj = this.kept(raw);

@@ -64,10 +64,6 @@ export class LeaderElection {
     private readonly o: LeaseOptions,
   ) {}
 
-  get isLeader(): boolean {
-    return this.leading;
-  }
-
   private get path(): string {
     return `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.o.namespace)}/leases`;
   }
