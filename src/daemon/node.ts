@@ -73,7 +73,11 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
   };
   process.on('unhandledRejection', escaped('unhandledRejection'));
   process.on('uncaughtException', escaped('uncaughtException'));
-  const { api, nodeName } = o;
+  const { nodeName } = o;
+  // Every client of the daemon shares HTTP/2 connections: its watches are streams, not sockets (docs/scale.md).
+  const { Http2Connections } = await import('../k8s/http2.js');
+  const connections = o.api?.server.startsWith('https:') ? new Http2Connections(o.api) : undefined;
+  const api = o.api && connections ? { ...o.api, transport: connections.transport } : o.api;
   /** An API client of one component: its requests counted under its name, its user agent saying which it is. */
   const client = (component: string, timeoutMs = 30_000) => new ApiClient(api!, timeoutMs, metrics.apiRequests(component), `plexus-daemon/${component}`);
   const services = new ServiceRunner(log);
@@ -193,7 +197,12 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
     context,
   );
   // What each part holds: the scale bench and an operator read it here.
-  metrics.debug = () => ({ cache: cache?.contents(), policy: policy?.stats(), servicesNotReady: services.notReady() });
+  metrics.debug = () => ({
+    cache: cache?.contents(),
+    policy: policy?.stats(),
+    servicesNotReady: services.notReady(),
+    ...(connections ? { apiConnections: { open: connections.connections, opened: connections.opened } } : {}),
+  });
   await daemon.start();
   log.info({ socket: o.socket }, 'serving');
   await services.start();
@@ -202,6 +211,7 @@ export async function runNodeDaemon(o: NodeDaemonOptions): Promise<{ stop(): Pro
       await services.stop();
       await daemon.stop();
       await cache?.stop();
+      connections?.close();
       served.server.close();
     },
   };

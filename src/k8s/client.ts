@@ -4,10 +4,9 @@
  * this costs nothing. Tokens are read per request, so rotated service-account tokens keep working.
  */
 import { readFileSync } from 'node:fs';
-import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import type { ApiConfig } from './kubeconfig.js';
+import { type ApiReply, type ApiTransport, http1Transport } from './transport.js';
 
 export class ApiError extends Error {
   constructor(
@@ -50,12 +49,17 @@ export class ApiClient {
   /** Requests sent, by verb (for tests and benchmarks of API cost). */
   readonly counts: Record<string, number> = {};
 
+  private readonly transport: ApiTransport;
+
+  /** `cfg.transport` when set (the daemon's shared HTTP/2 connections), else HTTP/1.1. */
   constructor(
     private readonly cfg: ApiConfig,
     private readonly timeoutMs: number,
     private readonly traffic?: ApiTraffic,
     private readonly userAgent = 'plexus',
-  ) {}
+  ) {
+    this.transport = cfg.transport ?? http1Transport(cfg);
+  }
 
   async get<T>(path: string): Promise<T> {
     return (await this.send('GET', path)) as T;
@@ -90,36 +94,46 @@ export class ApiClient {
     let abort = (): void => undefined;
     this.traffic?.watching?.(path, 1);
     const done = new Promise<void>((resolve, reject) => {
-      // No timeout on the socket: a watch is quiet for as long as nothing changes (the server ends it).
-      const req = this.open('GET', path, undefined, undefined, false, (res) => {
-        const status = res.statusCode ?? 0;
-        if (status < 200 || status >= 300) return this.failWith(res, 'GET', path, reject);
-        let partial = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          const lines = (partial + chunk).split('\n');
-          partial = lines.pop() ?? '';
-          for (const line of lines) {
-            if (!line.trim()) continue;
-            try {
-              const event = JSON.parse(line) as WatchEvent;
-              this.traffic?.watchEvent?.(path, event.type);
-              onEvent(event);
-            } catch (err) {
-              req.destroy(err instanceof Error ? err : new Error(String(err)));
-              return;
+      const unreachable = (err: Error) => reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err.message}`));
+      // No timeout: a watch is quiet for as long as nothing changes (the server ends it).
+      const cancel = this.open(
+        'GET',
+        path,
+        undefined,
+        undefined,
+        false,
+        (res) => {
+          if (res.status < 200 || res.status >= 300) return this.failWith(res, 'GET', path, reject);
+          let partial = '';
+          res.body.setEncoding('utf8');
+          res.body.on('data', (chunk: string) => {
+            const lines = (partial + chunk).split('\n');
+            partial = lines.pop() ?? '';
+            for (const line of lines) {
+              if (!line.trim()) continue;
+              try {
+                const event = JSON.parse(line) as WatchEvent;
+                this.traffic?.watchEvent?.(path, event.type);
+                onEvent(event);
+              } catch (err) {
+                cancel();
+                reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err instanceof Error ? err.message : String(err)}`));
+                return;
+              }
             }
-          }
-        });
-        res.on('end', () => resolve());
-        res.on('error', (err) => reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err.message}`)));
-      });
-      req.on('error', (err) => reject(new ApiError(0, 'Unreachable', `watch ${path}: ${err.message}`)));
+          });
+          res.body.on('end', () => resolve());
+          res.body.on('error', unreachable);
+          res.body.on('close', () => {
+            if (!res.body.readableEnded) unreachable(new Error('the connection closed before the end of the watch'));
+          });
+        },
+        unreachable,
+      );
       abort = () => {
-        req.destroy();
+        cancel();
         resolve();
       };
-      req.end();
     });
     void done.then(
       () => this.traffic?.watching?.(path, -1),
@@ -133,27 +147,45 @@ export class ApiClient {
     this.traffic?.request(method, path);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
-      const req = this.open(method, path, payload, contentType, true, (res) => {
-        const status = res.statusCode ?? 0;
-        if (status < 200 || status >= 300) return this.failWith(res, method, path, reject);
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          try {
-            resolve(text ? JSON.parse(text) : undefined);
-          } catch {
-            resolve(text);
-          }
-        });
-      });
-      req.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
-      req.end(payload);
+      const unreachable = (err: Error) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`));
+      this.open(
+        method,
+        path,
+        payload,
+        contentType,
+        true,
+        (res) => {
+          if (res.status < 200 || res.status >= 300) return this.failWith(res, method, path, reject);
+          const chunks: Buffer[] = [];
+          res.body.on('data', (c: Buffer) => chunks.push(c));
+          res.body.on('error', unreachable);
+          res.body.on('close', () => {
+            if (!res.body.readableEnded) unreachable(new Error('the connection closed before the end of the answer'));
+          });
+          res.body.on('end', () => {
+            const text = Buffer.concat(chunks).toString();
+            try {
+              resolve(text ? JSON.parse(text) : undefined);
+            } catch {
+              resolve(text);
+            }
+          });
+        },
+        unreachable,
+      );
     });
   }
 
-  /** A request with this client's server, credentials and TLS settings (the token file read now: it rotates). */
-  private open(method: string, path: string, payload: Buffer | undefined, contentType: string | undefined, timed: boolean, onResponse: (res: IncomingMessage) => void): ClientRequest {
+  /** A request with this client's server and credentials (the token file read now: it rotates); returns its cancel. */
+  private open(
+    method: string,
+    path: string,
+    payload: Buffer | undefined,
+    contentType: string | undefined,
+    timed: boolean,
+    onReply: (res: ApiReply) => void,
+    onError: (err: Error) => void,
+  ): () => void {
     // Appended, not resolved: a server URL with a path prefix (a proxy in front) keeps it.
     const url = new URL(this.cfg.server + path);
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
@@ -164,24 +196,15 @@ export class ApiClient {
       headers['Content-Type'] = contentType ?? 'application/json';
       headers['Content-Length'] = String(payload.length);
     }
-    const tls = url.protocol === 'https:';
-    const opts = {
-      method,
-      headers,
-      ...(timed ? { timeout: this.timeoutMs } : {}),
-      ...(tls ? { ca: this.cfg.ca, cert: this.cfg.cert, key: this.cfg.key, servername: this.cfg.serverName, rejectUnauthorized: !this.cfg.insecureSkipTLSVerify } : {}),
-    };
-    const req = (tls ? httpsRequest : httpRequest)(url, opts, onResponse);
-    if (timed) req.on('timeout', () => req.destroy(new Error(`timed out after ${this.timeoutMs} ms`)));
-    return req;
+    return this.transport({ method, url, headers, ...(payload ? { payload } : {}), ...(timed ? { timeoutMs: this.timeoutMs } : {}) }, onReply, onError);
   }
 
   /** A non-2xx answer as an ApiError with the Status's reason and message. */
-  private failWith(res: IncomingMessage, method: string, path: string, reject: (err: ApiError) => void): void {
+  private failWith(res: ApiReply, method: string, path: string, reject: (err: ApiError) => void): void {
     const chunks: Buffer[] = [];
-    res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
-    res.on('end', () => {
+    res.body.on('data', (c: Buffer) => chunks.push(c));
+    res.body.on('error', (err) => reject(new ApiError(0, 'Unreachable', `${method} ${path}: ${err.message}`)));
+    res.body.on('end', () => {
       const text = Buffer.concat(chunks).toString();
       let st: { reason?: string; message?: string } | undefined;
       try {
@@ -189,7 +212,7 @@ export class ApiClient {
       } catch {
         st = undefined;
       }
-      const status = res.statusCode ?? 0;
+      const status = res.status;
       reject(new ApiError(status, st?.reason ?? String(status), `${method} ${path}: ${status} ${st?.message ?? text.slice(0, 200)}`));
     });
   }

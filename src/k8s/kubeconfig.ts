@@ -12,6 +12,7 @@
  *   credential plugins (`exec`, `auth-provider`) and `proxy-url` are refused by name, not ignored.
  * Errors are CNI code 7 and name the file and the entry.
  */
+import type { ApiTransport } from './transport.js';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
@@ -31,6 +32,8 @@ export interface ApiConfig {
   /** TLS SNI and the name the server certificate is checked against (`tls-server-name`). */
   serverName?: string;
   insecureSkipTLSVerify?: boolean;
+  /** How requests are sent: set to share connections among clients (the daemon's HTTP/2); unset, HTTP/1.1. */
+  transport?: ApiTransport;
 }
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';

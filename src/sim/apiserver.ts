@@ -7,9 +7,9 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type Server, createServer } from 'node:https';
+import { type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, createSecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -40,7 +40,7 @@ interface Watcher {
   resource: string;
   namespace?: string;
   matches: (o: Obj) => boolean;
-  res: ServerResponse;
+  res: Http2ServerResponse;
 }
 
 export interface RequestRecord {
@@ -74,7 +74,10 @@ export class ApiServerDouble {
   private rv = 1;
   /** The oldest revision whose events are kept (compact): a watch needing older ones is 410 Expired. */
   private compactedRv = 0;
-  private server: Server | undefined;
+  private server: Http2SecureServer | undefined;
+  private readonly sockets = new Set<TLSSocket>();
+  /** TLS connections accepted so far (a test of connection sharing counts them). */
+  connections = 0;
   url = '';
   /** Bearer tokens accepted; undefined accepts any request (the default). Others get 401. */
   acceptedTokens: Set<string> | undefined;
@@ -116,11 +119,17 @@ export class ApiServerDouble {
     } finally {
       rmSync(pkiDir, { recursive: true, force: true });
     }
-    this.server = createServer(tls, (req, res) => {
+    // HTTP/2 with HTTP/1.1 beside it, as kube-apiserver serves: the daemon multiplexes, one-shot clients do not.
+    this.server = createSecureServer({ ...tls, allowHTTP1: true }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         const e = err instanceof HttpError ? err : new HttpError(500, 'InternalError', (err as Error).message);
         this.send(res, e.code, status(e.code, e.reason, e.message));
       });
+    });
+    this.server.on('secureConnection', (socket: TLSSocket) => {
+      this.connections++;
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
     });
     await new Promise<void>((resolve) => this.server!.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', resolve));
     const addr = this.server.address() as AddressInfo;
@@ -138,7 +147,7 @@ export class ApiServerDouble {
     for (const w of this.watchers) w.res.end();
     this.watchers = [];
     if (!this.server) return;
-    this.server.closeAllConnections();
+    for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     this.server = undefined;
   }
@@ -255,13 +264,13 @@ export class ApiServerDouble {
     return new HttpError(404, 'NotFound', `${t.plural}${t.group ? `.${t.group}` : ''} "${name}" not found`);
   }
 
-  private send(res: ServerResponse, code: number, body: unknown): void {
+  private send(res: Http2ServerResponse, code: number, body: unknown): void {
     const text = JSON.stringify(body);
     res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
   }
 
-  private async body(req: IncomingMessage): Promise<unknown> {
+  private async body(req: Http2ServerRequest): Promise<unknown> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const text = Buffer.concat(chunks).toString();
@@ -273,7 +282,7 @@ export class ApiServerDouble {
     }
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://double');
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
@@ -405,10 +414,12 @@ export class ApiServerDouble {
     return before ? { type: 'DELETED', object: e.previous } : undefined;
   }
 
-  private startWatch(req: IncomingMessage, res: ServerResponse, t: ResourceType, namespace: string | undefined, matches: (o: Obj) => boolean, url: URL): void {
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+  private startWatch(req: Http2ServerRequest, res: Http2ServerResponse, t: ResourceType, namespace: string | undefined, matches: (o: Obj) => boolean, url: URL): void {
+    // Chunked is HTTP/1.1's way to stream; HTTP/2 forbids the header (its frames stream anyway).
+    res.writeHead(200, { 'Content-Type': 'application/json', ...(req.httpVersionMajor === 1 ? { 'Transfer-Encoding': 'chunked' } : {}) });
     // Watchers wait for the headers before the first event, as the real API server sends them at once.
-    res.flushHeaders();
+    // (HTTP/2 sends them with writeHead; the compat response has no flushHeaders.)
+    (res as { flushHeaders?: () => void }).flushHeaders?.();
     const since = Number(url.searchParams.get('resourceVersion') ?? '0');
     const resource = typeKey(t);
     const inScope = (o: Obj): boolean => (!namespace || o.metadata.namespace === namespace) && matches(o);

@@ -389,6 +389,26 @@ describe('MultiNetworkPolicy on the real API server: the probe matrix over bridg
     await kubectl(['label', 'namespace', 'y', 'team-']);
   });
 
+  it("each daemon's watches and requests (cache, policy, IPAM, leader) share one HTTP/2 connection to kube-apiserver", async () => {
+    await apply(policy('x', 'a-from-b', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }] }] }));
+    await expectMatrix(
+      'podSelector',
+      onBridge((p) => p.to === 'x/a' && p.from !== 'x/b'),
+    );
+    for (const d of daemons) {
+      const url = d.proc!.logs.find((l) => l.msg === 'metrics')?.url;
+      assert.equal(typeof url, 'string', `${d.node} logs its metrics address`);
+      const metrics = await (await fetch(new URL('/metrics', String(url)))).text();
+      const watches = metrics
+        .split('\n')
+        .filter((l) => l.startsWith('plexus_api_watches{'))
+        .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+      assert.ok(watches >= 5, `${d.node}: ${watches} watches open`);
+      const debug = (await (await fetch(new URL('/debug', String(url)))).json()) as { apiConnections?: { open: number; opened: number } };
+      assert.deepEqual(debug.apiConnections, { open: 1, opened: 1 }, `${d.node}: ${watches} watches over one connection, opened once`);
+    }
+  });
+
   it('the tables are one per pod netns, named by policy; plexusctl policy explain says which policy put each rule', async () => {
     await apply(policy('x', 'a-from-b', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }], ports: [{ port: 80 }] }] }));
     const a = pods.find((p) => p.id === 'x/a')!;
