@@ -19,6 +19,7 @@ import { kubectlFor } from '../src/sim/cluster-plexus.js';
 import { repoRoot } from '../src/sim/simnode.js';
 import { besidePrevious } from './history.js';
 import { statusMiB } from './stats.js';
+import { apiserverRestart } from './scale-restart.js';
 import { KWOK, MULTUS, NAMESPACES, PODS_PER_NODE, POLICIES, ScaleRig, nodeName } from './scale-rig.js';
 
 const STEPS = (process.env.PLEXUS_SCALE_NODES ?? '10,100,1000').split(',').map(Number);
@@ -37,6 +38,7 @@ interface Daemon {
   ready?: number;
   metricsPort?: number;
   log: string;
+  socket: string;
 }
 interface Sample {
   rssMiB: number;
@@ -44,7 +46,10 @@ interface Sample {
   cpuPerS: number;
   readyS: number;
   watches?: number;
+  /** Pod and namespace watch events (not bookmarks) during the churn: what churn elsewhere costs the daemon. */
   events?: number;
+  /** Every watch event during the churn, by resource (the IPAM leader's Node watch sees KWOK's heartbeats). */
+  eventsBy?: Record<string, number>;
   requests?: Record<string, number>;
 }
 
@@ -111,7 +116,7 @@ async function startDaemons(rig: ScaleRig, kind: Kind, base: number): Promise<Da
       proc = spawn(bin, kind === 'plexus' ? [...args, '--namespace=kube-system'] : args, { stdio: ['ignore', 'ignore', 'pipe'] });
     }
     proc.stderr!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
-    out.push({ kind, node, proc, started: Date.now(), metricsPort: base + i, log });
+    out.push({ kind, node, proc, started: Date.now(), metricsPort: base + i, log, socket: join(dir, 'plexus.sock') });
     running.push(out.at(-1)!);
   }
   // Ready: Plexus once its caches synced and policy adopted its sandboxes (its log says so); Multus once its socket is there.
@@ -173,6 +178,14 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
       if (delta) requests[k.slice('plexus_api_requests_total'.length)] = Math.round((delta * 300) / seconds);
     }
     const notBookmark = (k: string) => !k.includes('type="BOOKMARK"');
+    const churned = (k: string) => notBookmark(k) && (k.includes('resource="pods"') || k.includes('resource="namespaces"'));
+    const eventsBy: Record<string, number> = {};
+    for (const [k, v] of m2[i]!) {
+      if (!k.startsWith('plexus_api_watch_events_total{') || !notBookmark(k)) continue;
+      const delta = v - (m1[i]!.get(k) ?? 0);
+      const resource = /resource="([^"]*)"/.exec(k)?.[1] ?? '?';
+      if (delta) eventsBy[resource] = (eventsBy[resource] ?? 0) + delta;
+    }
     const sample: Sample = {
       rssMiB: rest[i]!,
       peakMiB: statusMiB(pidOf(d), 'VmHWM:'),
@@ -181,7 +194,8 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
       ...(d.kind === 'plexus'
         ? {
             watches: sum(m1[i]!, 'plexus_api_watches{'),
-            events: sum(m2[i]!, 'plexus_api_watch_events_total{', notBookmark) - sum(m1[i]!, 'plexus_api_watch_events_total{', notBookmark),
+            events: sum(m2[i]!, 'plexus_api_watch_events_total{', churned) - sum(m1[i]!, 'plexus_api_watch_events_total{', churned),
+            eventsBy,
             requests,
           }
         : {}),
@@ -189,25 +203,6 @@ async function measure(rig: ScaleRig, groups: Daemon[][], apiserverPid: number):
     samples.set(d.kind, [...(samples.get(d.kind) ?? []), sample]);
   });
   return { samples, apiserver: { cpu: (api1 - api0) / 100 / seconds, rssMiB: statusMiB(apiserverPid, 'VmRSS:') } };
-}
-
-/** kube-apiserver restarted under the daemons: when each one lists again (its list count rises), and whether any failed for good. */
-async function apiserverRestart(cluster: LocalCluster, ds: Daemon[]): Promise<{ spreadS: number; relisted: number; firstS: number; lastS: number }> {
-  const lists = async (d: Daemon) => sum(await scrape(d.metricsPort!), 'plexus_api_requests_total{', (k) => k.includes('verb="list"'));
-  const before = await Promise.all(ds.map(lists));
-  const restartedAt = Date.now();
-  await cluster.restartApiserver(2000);
-  const seen = new Map<number, number>();
-  const until = Date.now() + 90_000;
-  while (Date.now() < until && seen.size < ds.length) {
-    const now = await Promise.all(ds.map((d) => lists(d).catch(() => 0)));
-    now.forEach((n, i) => {
-      if (n > before[i]! && !seen.has(i)) seen.set(i, Date.now() - restartedAt);
-    });
-    await sleep(250);
-  }
-  const times = [...seen.values()].sort((a, b) => a - b);
-  return { spreadS: times.length ? (times.at(-1)! - times[0]!) / 1000 : 0, relisted: times.length, firstS: (times[0] ?? 0) / 1000, lastS: (times.at(-1) ?? 0) / 1000 };
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
@@ -247,6 +242,15 @@ async function main(): Promise<void> {
         if (k === 'plexus') {
           figures[`plexus requests/5 min at N=${n}`] = reqs.reduce((a, b) => a + b, 0) / s.length;
           figures[`plexus churn events at N=${n}`] = mean(s.map((x) => x.events ?? 0));
+          const eventsBy: Record<string, number> = {};
+          for (const x of s) for (const [r, v] of Object.entries(x.eventsBy ?? {})) eventsBy[r] = (eventsBy[r] ?? 0) + v;
+          notes.push(
+            `N=${n}, watch events (not bookmarks) all Plexus daemons received during the churn, by resource: ${
+              Object.entries(eventsBy)
+                .map(([r, v]) => `${r} ${v}`)
+                .join('; ') || 'none'
+            }`,
+          );
           const byKind: Record<string, number> = {};
           for (const x of s) for (const [key, v] of Object.entries(x.requests ?? {})) byKind[key] = (byKind[key] ?? 0) + v / s.length;
           notes.push(
@@ -262,7 +266,12 @@ async function main(): Promise<void> {
       const last = n === STEPS.at(-1);
       if (last) {
         try {
-          restart = await apiserverRestart(cluster, groups[0]!);
+          const lists = async (d: Daemon) => sum(await scrape(d.metricsPort!), 'plexus_api_requests_total{', (k) => k.includes('verb="list"'));
+          restart = await apiserverRestart(
+            cluster,
+            groups[0]!.map((d) => ({ socket: d.socket, lists: () => lists(d) })),
+            work,
+          );
         } catch (err) {
           notes.push(`kube-apiserver restarted at N=${n} did not come back in time: ${(err as Error).message.split('\n')[0]}`);
         }
@@ -286,6 +295,11 @@ function report(kinds: Kind[], rows: string[], notes: string[], figures: Record<
     figures['apiserver restart: relist spread s'] = restart.spreadS;
     all.push(
       `kube-apiserver restarted (2 s down) under ${M} daemons: ${restart.relisted} listed again, the first ${restart.firstS.toFixed(1)} s and the last ${restart.lastS.toFixed(1)} s after the restart began (spread ${restart.spreadS.toFixed(1)} s).`,
+      `IPAM ADDs sent to each daemon once a second from the stop until all had listed again: ${restart.adds.sent} sent, ${restart.adds.answered} answered at once, ${restart.adds.retriedOk} failed and then succeeded when tried again, ${restart.adds.failedForGood} failed for good (answers by code: ${Object.entries(
+        restart.adds.codes,
+      )
+        .map(([c, v]) => `${c}: ${v}`)
+        .join(', ')}).`,
     );
   }
   const la = loadavg();

@@ -61,8 +61,9 @@ export class ApiClient {
     this.transport = cfg.transport ?? http1Transport(cfg);
   }
 
-  async get<T>(path: string): Promise<T> {
-    return (await this.send('GET', path)) as T;
+  /** GET; `accept` asks for another representation (metadataOnly's PartialObjectMetadataList). */
+  async get<T>(path: string, accept?: string): Promise<T> {
+    return (await this.send('GET', path, undefined, undefined, accept)) as T;
   }
 
   async patch<T>(path: string, body: unknown, contentType = 'application/merge-patch+json'): Promise<T> {
@@ -88,7 +89,7 @@ export class ApiClient {
    * object a line. Resolves when the server ends the watch (its timeout), rejects on a failure or a
    * non-2xx answer (an ApiError; 410 Gone for a resourceVersion too old), and `abort()` ends it at once.
    */
-  watch(path: string, onEvent: (event: WatchEvent) => void): { done: Promise<void>; abort: () => void } {
+  watch(path: string, onEvent: (event: WatchEvent) => void, accept?: string): { done: Promise<void>; abort: () => void } {
     this.counts.WATCH = (this.counts.WATCH ?? 0) + 1;
     this.traffic?.request('WATCH', path);
     let abort = (): void => undefined;
@@ -99,9 +100,7 @@ export class ApiClient {
       const cancel = this.open(
         'GET',
         path,
-        undefined,
-        undefined,
-        false,
+        { ...(accept ? { accept } : {}), timed: false },
         (res) => {
           if (res.status < 200 || res.status >= 300) return this.failWith(res, 'GET', path, reject);
           let partial = '';
@@ -142,7 +141,7 @@ export class ApiClient {
     return { done, abort };
   }
 
-  private send(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
+  private send(method: string, path: string, body?: unknown, contentType?: string, accept?: string): Promise<unknown> {
     this.counts[method] = (this.counts[method] ?? 0) + 1;
     this.traffic?.request(method, path);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -151,9 +150,7 @@ export class ApiClient {
       this.open(
         method,
         path,
-        payload,
-        contentType,
-        true,
+        { ...(payload ? { payload, contentType } : {}), ...(accept ? { accept } : {}), timed: true },
         (res) => {
           if (res.status < 200 || res.status >= 300) return this.failWith(res, method, path, reject);
           const chunks: Buffer[] = [];
@@ -180,15 +177,13 @@ export class ApiClient {
   private open(
     method: string,
     path: string,
-    payload: Buffer | undefined,
-    contentType: string | undefined,
-    timed: boolean,
+    { payload, contentType, accept, timed }: { payload?: Buffer; contentType?: string | undefined; accept?: string; timed: boolean },
     onReply: (res: ApiReply) => void,
     onError: (err: Error) => void,
   ): () => void {
     // Appended, not resolved: a server URL with a path prefix (a proxy in front) keeps it.
     const url = new URL(this.cfg.server + path);
-    const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
+    const headers: Record<string, string> = { Accept: accept ?? 'application/json', 'User-Agent': this.userAgent };
     const token = this.cfg.tokenFile ? readFileSync(this.cfg.tokenFile, 'utf8').trim() : this.cfg.token;
     if (token) headers.Authorization = `Bearer ${token}`;
     else if (this.cfg.username !== undefined) headers.Authorization = `Basic ${Buffer.from(`${this.cfg.username}:${this.cfg.password ?? ''}`).toString('base64')}`;
@@ -217,6 +212,15 @@ export class ApiClient {
     });
   }
 }
+
+/**
+ * Accept headers that ask for objects as their metadata only (client-go's metadata client), JSON in
+ * full as the fallback: a list of Nodes or Namespaces without their specs and statuses.
+ */
+export const METADATA_ONLY = {
+  list: 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json',
+  watch: 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json',
+};
 
 /** One event of a watch stream; `object` is the object, a Status (ERROR) or a kind with only a resourceVersion (BOOKMARK). */
 export interface WatchEvent {

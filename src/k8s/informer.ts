@@ -14,7 +14,7 @@
  * - failures back off as client-go's reflector does (800 ms doubling to 30 s, each delay stretched by a
  *   random 0-100 %) and are reported; the store keeps serving what it had.
  */
-import { ApiError, type ApiClient, type WatchEvent } from './client.js';
+import { ApiError, type ApiClient, METADATA_ONLY, type WatchEvent } from './client.js';
 
 /**
  * Wait before trying again after the n-th failure in a row (0-based): client-go's reflector backoff,
@@ -49,6 +49,11 @@ export interface InformerOptions<T extends ObjectLike> {
   watchSeconds?: [number, number];
   /** How long past that a watch may stay open before the connection is taken as lost (default 60 s). */
   watchGraceMs?: number;
+  /**
+   * Ask for the objects' metadata only (PartialObjectMetadata): for an informer that needs no spec or
+   * status (names, labels), the server sends and the process parses a fraction of each object.
+   */
+  metadataOnly?: boolean;
   /** A relist after a 410 waits a random time below this (default RELIST_SPREAD_MS); the first list does not wait. */
   relistSpreadMs?: number;
 }
@@ -148,7 +153,10 @@ export class Informer<T extends ObjectLike> {
       // resourceVersion=0: any version the watch cache has, never a quorum read of etcd.
       // (A continue token carries the list's version itself.)
       const query = new URLSearchParams({ ...this.opts.query, limit: String(this.opts.pageSize ?? 500), ...(next ? { continue: next } : { resourceVersion: '0' }) });
-      const page = await this.api.get<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>(`${this.opts.path}?${query}`);
+      const page = await this.api.get<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>(
+        `${this.opts.path}?${query}`,
+        this.opts.metadataOnly ? METADATA_ONLY.list : undefined,
+      );
       for (const raw of page.items ?? []) {
         const obj = this.kept(raw);
         if (!obj) continue;
@@ -184,13 +192,17 @@ export class Informer<T extends ObjectLike> {
     });
     let events = 0;
     let failure: Error | undefined;
-    const watching = this.api.watch(`${this.opts.path}?${query}`, (event) => {
-      if (failure) return;
-      events++;
-      this.lastError = undefined;
-      failure = this.apply(event);
-      if (failure) watching.abort();
-    });
+    const watching = this.api.watch(
+      `${this.opts.path}?${query}`,
+      (event) => {
+        if (failure) return;
+        events++;
+        this.lastError = undefined;
+        failure = this.apply(event);
+        if (failure) watching.abort();
+      },
+      this.opts.metadataOnly ? METADATA_ONLY.watch : undefined,
+    );
     this.abortWatch = watching.abort;
     // A connection that died without a word (no FIN: a node or a middlebox gone) would keep a quiet watch
     // open for ever: one that outlives its server-side timeout by watchGraceMs is ended here.

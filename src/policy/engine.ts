@@ -287,7 +287,15 @@ export class PolicyEngine {
     const informer: PeerWatch['informer'] =
       spec.kind === 'pods'
         ? new Informer(this.client, { path: spec.path, ...(query ? { query } : {}), keep: keptPod, onError, onChange: (o, gone) => live() && this.podSeen(k, o.pod, gone) })
-        : new Informer(this.client, { path: spec.path, ...(query ? { query } : {}), keep: keptNamespace, onError, onChange: (o, gone) => live() && this.namespaceSeen(k, o.ns, gone) });
+        : // A namespace is its labels to a policy: metadata only.
+          new Informer(this.client, {
+            path: spec.path,
+            ...(query ? { query } : {}),
+            metadataOnly: true,
+            keep: keptNamespace,
+            onError,
+            onChange: (o, gone) => live() && this.namespaceSeen(k, o.ns, gone),
+          });
     this.peerWatches.set(k, { spec, informer });
     void informer.start();
   }

@@ -41,7 +41,24 @@ interface Watcher {
   namespace?: string;
   matches: (o: Obj) => boolean;
   res: Http2ServerResponse;
+  /** What of an object the watcher asked for: all of it, or its metadata (PartialObjectMetadata). */
+  shape: (o: Obj) => Obj;
 }
+
+/**
+ * Whether the Accept header asks for `as=<kind>;g=meta.k8s.io;v=v1` first (client-go's metadata client:
+ * PartialObjectMetadataList for a list, PartialObjectMetadata for a watch).
+ */
+function asPartial(accept: string | undefined, kind: string): boolean {
+  const first = (accept ?? '')
+    .split(',')[0]!
+    .split(';')
+    .map((p) => p.trim());
+  return first[0] === 'application/json' && first.includes(`as=${kind}`) && first.includes('g=meta.k8s.io') && first.includes('v=v1');
+}
+
+/** An object as PartialObjectMetadata: its metadata only. */
+const metadataOnly = (o: Obj): Obj => ({ kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: o.metadata });
 
 export interface RequestRecord {
   verb: string;
@@ -256,7 +273,7 @@ export class ApiServerDouble {
     if (this.events.length > 10000) this.compact(this.events[this.events.length - 10000]!.rv);
     for (const w of this.watchers) {
       const seen = this.seenAs(w, e);
-      if (seen) w.res.write(`${JSON.stringify(seen)}\n`);
+      if (seen) w.res.write(`${JSON.stringify({ ...seen, object: w.shape(seen.object) })}\n`);
     }
   }
 
@@ -341,6 +358,8 @@ export class ApiServerDouble {
         resourceVersion: String(listRv),
         ...(more ? { continue: Buffer.from(JSON.stringify([offset + limit, listRv])).toString('base64url'), remainingItemCount: all.length - offset - limit } : {}),
       };
+      if (asPartial(req.headers.accept, 'PartialObjectMetadataList'))
+        return this.send(res, 200, { kind: 'PartialObjectMetadataList', apiVersion: 'meta.k8s.io/v1', metadata, items: items.map(metadataOnly) });
       return this.send(res, 200, { kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata, items });
     }
     const key = objName ? this.objectKey(t, ns, objName) : '';
@@ -423,6 +442,7 @@ export class ApiServerDouble {
     const since = Number(url.searchParams.get('resourceVersion') ?? '0');
     const resource = typeKey(t);
     const inScope = (o: Obj): boolean => (!namespace || o.metadata.namespace === namespace) && matches(o);
+    const shape = asPartial(req.headers.accept, 'PartialObjectMetadata') ? metadataOnly : (o: Obj) => o;
     if (since > 0 && since + 1 < this.compactedRv) {
       // What kube-apiserver sends when etcd has compacted the events a watch needs: a 200 stream with one ERROR event.
       res.end(`${JSON.stringify({ type: 'ERROR', object: status(410, 'Expired', 'The resourceVersion for the provided watch is too old.') })}\n`);
@@ -431,12 +451,12 @@ export class ApiServerDouble {
     if (since > 0) {
       for (const e of this.events) {
         const seen = this.seenAs({ resource, ...(namespace ? { namespace } : {}), matches }, e);
-        if (e.rv > since && seen) res.write(`${JSON.stringify(seen)}\n`);
+        if (e.rv > since && seen) res.write(`${JSON.stringify({ ...seen, object: shape(seen.object) })}\n`);
       }
     } else {
-      for (const o of this.objects.get(resource)!.values()) if (inScope(o)) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
+      for (const o of this.objects.get(resource)!.values()) if (inScope(o)) res.write(`${JSON.stringify({ type: 'ADDED', object: shape(o) })}\n`);
     }
-    const w: Watcher = { resource, matches, res, ...(namespace ? { namespace } : {}) };
+    const w: Watcher = { resource, matches, res, shape, ...(namespace ? { namespace } : {}) };
     this.watchers.push(w);
     // A connection gone silent (no FIN) looks, to the client, like a watch the server never ends.
     const timeout = this.silentWatches ? 0 : Number(url.searchParams.get('timeoutSeconds') ?? '0');

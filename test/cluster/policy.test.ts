@@ -21,6 +21,7 @@ import { type DaemonProcess, startDaemon, stopDaemon } from '../support/daemon.j
 import { installRecordPlugin, plexusctlPath } from '../support/plugins.js';
 import { type MatrixPod, type Probe, ProbeAgent, allProbes, matrixSettles } from '../support/probes.js';
 import { Rig, ipJson } from '../support/rig.js';
+import { metadataOnlyContract } from '../support/metadata-contract.js';
 import { selectorContract } from '../support/selector-contract.js';
 
 const BRIDGE = 'default/pol-bridge';
@@ -201,16 +202,25 @@ describe('MultiNetworkPolicy on the real API server: the probe matrix over bridg
   /** Expected: blocked where `blocked` says, on the bridge network only (policy-for it), open elsewhere. */
   const onBridge = (blocked: (p: Probe) => boolean) => (p: Probe) => p.network !== BRIDGE || !blocked(p);
 
-  it('the label selectors of peer watches select on the real API server what the engine expects, and the API double agrees', async () => {
-    await kubectl(['create', 'namespace', 'plx-sel']);
-    await selectorContract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000), 'plx-sel');
+  /** A contract run against the real API server, then against the API double: the double must agree with the real thing. */
+  const onRealServerAndDouble = async (contract: (api: ApiClient) => Promise<void>) => {
+    await contract(new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000));
     const double = new ApiServerDouble();
     await double.start();
     try {
-      await selectorContract(new ApiClient(kubeconfigToApiConfig(parse(double.kubeconfig()), 'the double'), 10_000), 'plx-sel');
+      await contract(new ApiClient(kubeconfigToApiConfig(parse(double.kubeconfig()), 'the double'), 10_000));
     } finally {
       await double.stop();
     }
+  };
+
+  it('the label selectors of peer watches select on the real API server what the engine expects, and the API double agrees', async () => {
+    await kubectl(['create', 'namespace', 'plx-sel']);
+    await onRealServerAndDouble((api) => selectorContract(api, 'plx-sel'));
+  });
+
+  it('metadata-only lists and watches (the Node and namespace informers) get PartialObjectMetadata from the real API server, and from the double alike', async () => {
+    await onRealServerAndDouble((api) => metadataOnlyContract(api, 'plx-meta-node'));
   });
 
   it('no policy: every probe gets through (the matrix itself works)', async () => {
