@@ -4,6 +4,14 @@ import { CniError, ErrorCode } from './errors.js';
 export type CniArgs = [key: string, value: string][];
 
 /**
+ * How a selection's ipam-claim-reference reaches the delegate's IPAM: this CNI_ARGS key, with the claim
+ * as <pod namespace>/<name> (a pod can only use claims of its own namespace). Kept in the attachment's
+ * capability arguments under the same key, so that DEL and CHECK pass it too; no delegate declares it,
+ * so it never lands in a runtimeConfig.
+ */
+export const IPAM_CLAIM_ARG = 'K8S_IPAM_CLAIM';
+
+/**
  * Parses CNI_ARGS; every pair is KEY=VALUE with a non-empty key, split at the first `=` (code 4
  * otherwise). A value may hold `=` (base64, `a=b` selectors), as Multus accepts; Go plugins given
  * such a pair refuse it themselves.

@@ -11,18 +11,7 @@ import { toCanonical } from '../cni/version.js';
 import { type ApiClient, apiFailure } from '../k8s/client.js';
 import { type ClaimResult, RESOURCE_API, claimPath, parseResourceClaim, podClaims, sliceDeviceIds } from '../k8s/resource.js';
 import type { Pod } from '../k8s/types.js';
-import type { StoredAttachment } from './store.js';
-
-/** Which claim's device an attachment took: where its network data goes. */
-export interface ClaimDeviceRef {
-  namespace: string;
-  name: string;
-  uid: string;
-  driver: string;
-  pool: string;
-  device: string;
-  shareID?: string;
-}
+import type { ClaimDeviceRef, StoredAttachment } from './store.js';
 
 export interface ClaimedDevice {
   /** Its slice's `k8s.cni.cncf.io/resourceName`, when it has one. */

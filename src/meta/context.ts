@@ -7,7 +7,7 @@ import type { InProcessPlugin } from '../cni/runtime.js';
 import type { ApiClient } from '../k8s/client.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import type { NetworkAttachmentDefinition, Pod } from '../k8s/types.js';
-import type { PodNetwork } from '../policy/model.js';
+import type { PolicySandbox } from '../policy/model.js';
 
 /** Where objects are looked up before asking the API (the daemon's informer caches). Only positive answers count. */
 export interface ObjectLookup {
@@ -40,17 +40,6 @@ export class ApiClientCache {
   set(key: string, client: ApiClient): void {
     this.entry = { key, loaded: Date.now(), client };
   }
-}
-
-/** A sandbox as network policy sees it: its netns, its pod, its NAD attachments. */
-export interface PolicySandbox {
-  containerID: string;
-  netns: string;
-  namespace: string;
-  name: string;
-  uid?: string;
-  /** Its NAD attachments (not the cluster network's). */
-  networks: PodNetwork[];
 }
 
 /** Network policy of the hosting daemon: a sandbox's rules are in place before its ADD returns. */

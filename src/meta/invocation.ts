@@ -4,7 +4,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type CniArgs, argsForDelegates, getArg } from '../cni/args.js';
+import { type CniArgs, IPAM_CLAIM_ARG, argsForDelegates, getArg } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { loadNetwork, parseNetworkConfig } from '../cni/conf.js';
 import { CniRuntime, type RuntimeConf } from '../cni/runtime.js';
@@ -15,11 +15,10 @@ import { inClusterConfig, loadKubeconfig } from '../k8s/kubeconfig.js';
 import { type NetworkAttachmentDefinition, type Pod, nadPath, parseNad, parsePod, podPath } from '../k8s/types.js';
 import { isObject } from '../util/object.js';
 import { type MetaConf, checkMetaConfDirs, parseMetaConf } from './conf.js';
-import type { ClaimDeviceRef } from './claims.js';
 import type { MetaContext } from './context.js';
 import { loadNetworkFromPath, nadToConfList } from './nad.js';
-import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
-import { AttachmentStore } from './store.js';
+import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, RESOURCE_NAME_ANNOTATION } from './selection.js';
+import { AttachmentStore, type ClaimDeviceRef } from './store.js';
 import { lineLogger } from '../util/linelog.js';
 
 const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';

@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { IPAM_CLAIM_ARG } from '../cni/args.js';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { confFiles, parseNetworkConfig } from '../cni/conf.js';
 import type { NetworkConfigList } from '../cni/types.js';
@@ -16,7 +17,7 @@ import { type MetaConf, checkNamespaceAllowed } from './conf.js';
 import { cniDeviceInfoPath } from './deviceinfo.js';
 import type { MetaInvocation, Plan, PlannedAttachment, PodRef } from './invocation.js';
 import { inlineDelegate } from './nad.js';
-import { DEFAULT_NETWORK_ANNOTATION, IPAM_CLAIM_ARG, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
+import { DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, type NetworkSelection, parseDefaultNetworkAnnotation, parseNetworksAnnotation } from './selection.js';
 
 /** What to attach, in order. `lenient` collects problems instead of failing (DEL reconstruction). */
 export async function planAttachments(inv: MetaInvocation, lenient = false): Promise<Plan> {

@@ -14,14 +14,6 @@ export const NETWORKS_ANNOTATION = 'k8s.v1.cni.cncf.io/networks';
 export const DEFAULT_NETWORK_ANNOTATION = 'v1.multus-cni.io/default-network';
 export const NETWORK_STATUS_ANNOTATION = 'k8s.v1.cni.cncf.io/network-status';
 export const RESOURCE_NAME_ANNOTATION = 'k8s.v1.cni.cncf.io/resourceName';
-/**
- * How a selection's ipam-claim-reference reaches the delegate's IPAM: this CNI_ARGS key, with the claim
- * as <pod namespace>/<name> (a pod can only use claims of its own namespace). Kept in the attachment's
- * capability arguments under the same key, so that DEL and CHECK pass it too; no delegate declares it,
- * so it never lands in a runtimeConfig.
- */
-export const IPAM_CLAIM_ARG = 'K8S_IPAM_CLAIM';
-
 export interface PortMapping {
   hostPort: number;
   containerPort: number;

@@ -18,9 +18,19 @@ import { join } from 'node:path';
 import type { CniArgs } from '../cni/args.js';
 import { writeFileAtomic } from '../cni/cache.js';
 import type { AnyResult } from '../cni/types.js';
-import type { ClaimDeviceRef } from './claims.js';
 
 export const STORE_SCHEMA_VERSION = 1;
+
+/** Which claim's device an attachment took: where its network data goes. */
+export interface ClaimDeviceRef {
+  namespace: string;
+  name: string;
+  uid: string;
+  driver: string;
+  pool: string;
+  device: string;
+  shareID?: string;
+}
 
 export interface StoredAttachment {
   /** Display name: `<ns>/<nad>` for NADs, the CNI name of a cluster network from a file. */

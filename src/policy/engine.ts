@@ -9,7 +9,6 @@
  */
 import { existsSync } from 'node:fs';
 import { ApiClient, ApiError, type ApiTraffic } from '../k8s/client.js';
-import type { PolicySandbox } from '../meta/context.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import { nativeAddon } from '../util/native.js';
@@ -22,6 +21,7 @@ import {
   type Peer,
   type PolicyNamespace,
   type PolicyPod,
+  type PolicySandbox,
   matches,
   parsePolicy,
   parsePolicyNamespace,

@@ -221,6 +221,17 @@ export interface PodNetwork {
   ips: string[];
 }
 
+/** A sandbox as network policy sees it: its netns, its pod, its NAD attachments. */
+export interface PolicySandbox {
+  containerID: string;
+  netns: string;
+  namespace: string;
+  name: string;
+  uid?: string;
+  /** Its NAD attachments (not the cluster network's). */
+  networks: PodNetwork[];
+}
+
 /** What policy reads of a pod: its labels, named ports and addresses on each network. */
 export interface PolicyPod {
   namespace: string;

@@ -1,5 +1,5 @@
 /** MultiNetworkPolicy as a node daemon service: the engine started, the node's sandboxes adopted once it knows the policies. */
-import type { PolicySandbox } from '../meta/context.js';
+import type { PolicySandbox } from './model.js';
 import type { Log, Service } from '../util/service.js';
 import type { PolicyEngine } from './engine.js';
 

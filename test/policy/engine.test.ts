@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { kubeconfigToApiConfig } from '../../src/k8s/kubeconfig.js';
-import type { PolicySandbox } from '../../src/meta/context.js';
+import type { PolicySandbox } from '../../src/policy/model.js';
 import { PolicyEngine, type PolicyObserver } from '../../src/policy/engine.js';
 import { findNft } from '../../src/policy/nft.js';
 import { ApiServerDouble } from '../../src/sim/apiserver.js';
