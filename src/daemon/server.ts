@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors.js';
 import { runPluginCaptured } from '../cni/skel.js';
 import { readBody } from '../util/body.js';
+import { KeyedQueue } from '../util/keyed-queue.js';
 import type { MetaContext } from '../meta/context.js';
 import { metaPluginWith } from '../meta/plugin.js';
 import { type CniReply, type CniRequestBody, EXIT_CODE_HEADER, STDERR_LENGTH_HEADER } from './protocol.js';
@@ -154,8 +155,8 @@ function cniCode(exitCode: number, stdout: string): number {
 export class CniDaemon {
   private server: Server | undefined;
   private ready = false;
-  /** The tail of each sandbox's queue of operations. */
-  private readonly sandboxes = new Map<string, Promise<unknown>>();
+  /** Each sandbox's operations, one after the other. */
+  private readonly sandboxes = new KeyedQueue();
   /** Each sandbox's latest operation's gate for reporting (see ReportGate). */
   private readonly reportGates = new Map<string, ReportGate>();
   private readonly slots: PrioritySlots;
@@ -191,7 +192,7 @@ export class CniDaemon {
   async stop(): Promise<void> {
     this.ready = false;
     for (const gate of this.reportGates.values()) gate.open();
-    await Promise.allSettled([...this.sandboxes.values()]);
+    await this.sandboxes.drain();
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     rmSync(this.socket, { force: true });
   }
@@ -283,15 +284,7 @@ export class CniDaemon {
   }
 
   private serialized<T>(key: string, work: () => Promise<T>): Promise<T> {
-    if (!key) return work();
-    const next = (this.sandboxes.get(key) ?? Promise.resolve()).catch(() => undefined).then(work);
-    this.sandboxes.set(key, next);
-    // Cleanup on either outcome, without a second promise that rejects when next does (unhandled).
-    const settle = () => {
-      if (this.sandboxes.get(key) === next) this.sandboxes.delete(key);
-    };
-    next.then(settle, settle);
-    return next;
+    return key ? this.sandboxes.run(key, work) : work();
   }
 
   private run(body: CniRequestBody, reportable: Promise<void>): Promise<CniReply> {

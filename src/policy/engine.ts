@@ -12,6 +12,7 @@ import { ApiClient, ApiError, type ApiTraffic } from '../k8s/client.js';
 import { Informer } from '../k8s/informer.js';
 import type { ApiConfig } from '../k8s/kubeconfig.js';
 import { nativeAddon } from '../util/native.js';
+import { KeyedQueue } from '../util/keyed-queue.js';
 import { type InterfaceRules, rulesForPod } from './compute.js';
 import {
   MNP_GROUP,
@@ -48,8 +49,6 @@ interface Local {
   dirtySince?: number;
   rules: number;
   reported: Set<string>;
-  /** The sandbox's table replacements, one at a time: the last computed is the last installed. */
-  queue: Promise<void>;
 }
 
 type Kept<K extends string, V> = { metadata: { name: string; namespace?: string; resourceVersion?: string } } & Record<K, V>;
@@ -100,6 +99,8 @@ export interface PolicyEngineOptions {
 export class PolicyEngine {
   private readonly world = new PolicyCache();
   private readonly locals = new Map<string, Local>();
+  /** Each sandbox's table replacements, one at a time: the last computed is the last installed. */
+  private readonly installs = new KeyedQueue();
   private readonly client: ApiClient;
   private policyInformer: Informer<Kept<'policy', MultiNetworkPolicy | undefined>> | undefined;
   private nodePods: Informer<Kept<'pod', PolicyPod>> | undefined;
@@ -411,7 +412,7 @@ export class PolicyEngine {
 
   /** Computes the sandbox's table and installs it if it changed; after any replacement of it still running. */
   private sync(l: Local, since: number, pod?: PolicyPod): Promise<void> {
-    const run = l.queue.then(async () => {
+    return this.installs.run(l.sandbox.containerID, async () => {
       const want = this.desired(l.sandbox, pod ?? this.podOf(l.sandbox));
       if (!want || want.table === l.installed) return;
       const { table, interfaces } = want;
@@ -420,8 +421,6 @@ export class PolicyEngine {
       l.rules = interfaces.reduce((n, i) => n + (i.ingress?.allow.length ?? 0) + (i.egress?.allow.length ?? 0), 0);
       this.o.observer.synced(key(l.sandbox.namespace, l.sandbox.name), (performance.now() - since) / 1000, l.rules);
     });
-    l.queue = run.catch(() => undefined);
-    return run;
   }
 
   /**
@@ -438,7 +437,7 @@ export class PolicyEngine {
     const candidates = [...this.world.policiesIn(s.namespace)].filter((p) => p.networks.some((n) => s.networks.some((x) => x.network === n)));
     if (!pod && candidates.length) pod = await this.readPod(s);
     // A new netns has no table: nothing to write when no policy selects the pod.
-    const l: Local = { sandbox: s, installed: '', rules: 0, reported: new Set(), queue: Promise.resolve() };
+    const l: Local = { sandbox: s, installed: '', rules: 0, reported: new Set() };
     this.locals.set(s.containerID, l);
     this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
     if (!pod) return;
@@ -502,7 +501,7 @@ export class PolicyEngine {
   adopt(sandboxes: PolicySandbox[]): void {
     const now = performance.now();
     for (const s of sandboxes) {
-      this.locals.set(s.containerID, { sandbox: s, dirtySince: now, rules: 0, reported: new Set(), queue: Promise.resolve() });
+      this.locals.set(s.containerID, { sandbox: s, dirtySince: now, rules: 0, reported: new Set() });
       this.world.localNetworks.set(key(s.namespace, s.name), s.networks);
     }
     this.reconcileSoon();

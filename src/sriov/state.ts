@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cni/cache.js';
 import type { VfInfo } from '../net/vf.js';
+import { KeyedQueue } from '../util/keyed-queue.js';
 
 export interface VfRef {
   address: string;
@@ -102,7 +103,8 @@ export class SriovState {
   }
 }
 
-const inProcess = new Map<string, Promise<unknown>>();
+/** This process's holders of each VF, one after the other (the lock file is for other processes). */
+const inProcess = new KeyedQueue();
 
 function pidAlive(pid: number): boolean {
   try {
@@ -115,40 +117,30 @@ function pidAlive(pid: number): boolean {
 
 /** Runs `fn` holding the VF's lock; a lock whose holder died is taken over; waits at most `timeoutMs`. */
 export async function withVfLock<T>(dir: string, vf: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
-  const prev = inProcess.get(vf) ?? Promise.resolve();
-  const run = prev
-    .catch(() => undefined)
-    .then(async () => {
-      const lock = join(dir, 'locks', `${vf}.lock`);
-      mkdirSync(join(dir, 'locks'), { recursive: true });
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        try {
-          const fd = openSync(lock, 'wx', 0o600);
-          writeSync(fd, String(process.pid));
-          closeSync(fd);
-          break;
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-          const holder = Number(readFileSync(lock, 'utf8').trim() || '0');
-          if (!holder || !pidAlive(holder) || holder === process.pid) rmSync(lock, { force: true });
-          else if (Date.now() > deadline) throw new Error(`VF ${vf} is locked by pid ${holder}`);
-          else await new Promise((r) => setTimeout(r, 50));
-        }
-      }
+  return inProcess.run(vf, async () => {
+    const lock = join(dir, 'locks', `${vf}.lock`);
+    mkdirSync(join(dir, 'locks'), { recursive: true });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
       try {
-        return await fn();
-      } finally {
-        rmSync(lock, { force: true });
+        const fd = openSync(lock, 'wx', 0o600);
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const holder = Number(readFileSync(lock, 'utf8').trim() || '0');
+        if (!holder || !pidAlive(holder) || holder === process.pid) rmSync(lock, { force: true });
+        else if (Date.now() > deadline) throw new Error(`VF ${vf} is locked by pid ${holder}`);
+        else await new Promise((r) => setTimeout(r, 50));
       }
-    });
-  inProcess.set(vf, run);
-  // Cleanup on either outcome, without a second promise that rejects when run does (unhandled).
-  const settle = () => {
-    if (inProcess.get(vf) === run) inProcess.delete(vf);
-  };
-  run.then(settle, settle);
-  return run;
+    }
+    try {
+      return await fn();
+    } finally {
+      rmSync(lock, { force: true });
+    }
+  });
 }
 
 export function netnsExists(path: string): boolean {

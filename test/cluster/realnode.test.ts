@@ -145,7 +145,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: { name: 'contract', namespace: ns },
-        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+        spec: { nodeName: 'plx-kf-nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
       });
       out.getMissing = await code(api.get(`/api/v1/namespaces/${ns}/pods/missing`));
       // Merge patch of the status subresource: annotations change, spec does not.
@@ -343,9 +343,12 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
     });
 
     it('every form carries a full ADD and DEL, one-shot and through the daemon: pod and NAD read, network-status written with it', async () => {
-      // A pod on no node (nothing else runs it): the ADDs read it and its NAD, and write its network-status.
+      // A pod on a node no kubelet runs (nothing else runs it): the ADDs read it and its NAD, and write its
+      // network-status. The Node object exists: the pod GC deletes pods bound to a node that does not (CI
+      // saw it go mid-test).
       const podPath = '/api/v1/namespaces/default/pods/kubeconfig-forms';
       const admin = new ApiClient(await loadKubeconfig(cluster.adminKubeconfig), 10_000);
+      await admin.post('/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: 'plx-kf-nowhere' } });
       await admin.post('/api/v1/namespaces/default/pods', {
         apiVersion: 'v1',
         kind: 'Pod',
@@ -401,7 +404,8 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
       }
       const ok = { 'oneshot ADD': 'ok', 'oneshot status': 'ok', 'oneshot DEL': 'ok', 'daemon ADD': 'ok', 'daemon status': 'ok', 'daemon DEL': 'ok' };
       assert.deepEqual(results, Object.fromEntries(Object.keys(results).map((f) => [f, ok])));
-      await kubectl(['delete', 'pod', 'kubeconfig-forms', '--grace-period=0', '--force']);
+      await kubectl(['delete', 'pod', 'kubeconfig-forms', '--grace-period=0', '--force', '--ignore-not-found']);
+      await kubectl(['delete', 'node', 'plx-kf-nowhere']);
     });
 
     it('a rotated token file is read again: after the old token is revoked both clients still authenticate, a client that kept the old token gets 401', async () => {
