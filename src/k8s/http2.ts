@@ -8,8 +8,13 @@ import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants } f
 import type { ApiConfig } from './kubeconfig.js';
 import { type ApiTransport, tlsOptions } from './transport.js';
 
-/** Streams per connection before another is opened: below any API server's limit (Go's default is 250). */
-const MAX_STREAMS = 100;
+/**
+ * Streams per connection before another is opened: what the server's SETTINGS allow (kube-apiserver's
+ * --http2-max-streams-per-connection), at most 1000; 100 until they arrive (below any server's limit:
+ * Go's default is 250).
+ */
+const FIRST_MAX_STREAMS = 100;
+const MAX_STREAMS = 1000;
 /** How often a connection with open streams is pinged; one with no stream for two such spells is closed. */
 const IDLE_MS = 30_000;
 /** A ping unanswered this long means a dead connection (no FIN ever came): it is dropped, its watches fail and reopen. */
@@ -18,6 +23,7 @@ const PING_TIMEOUT_MS = 15_000;
 interface Connection {
   session: ClientHttp2Session;
   streams: number;
+  maxStreams: number;
 }
 
 /**
@@ -28,6 +34,8 @@ interface Connection {
  */
 export class Http2Connections {
   private readonly open = new Set<Connection>();
+  /** Streams per connection the server's last SETTINGS allowed. */
+  private serverMaxStreams: number | undefined;
   /** Connections opened so far (tests and /debug). */
   opened = 0;
 
@@ -80,10 +88,14 @@ export class Http2Connections {
   }
 
   private connection(): Connection {
-    for (const c of this.open) if (c.streams < MAX_STREAMS && !c.session.closed && !c.session.destroyed) return c;
+    for (const c of this.open) if (c.streams < c.maxStreams && !c.session.closed && !c.session.destroyed) return c;
     const session = connect(this.cfg.server, tlsOptions(this.cfg));
     this.opened++;
-    const conn: Connection = { session, streams: 0 };
+    // A new connection to a server already heard from starts at that server's limit, not at the guess.
+    const conn: Connection = { session, streams: 0, maxStreams: this.serverMaxStreams ?? FIRST_MAX_STREAMS };
+    session.once('remoteSettings', (settings) => {
+      conn.maxStreams = this.serverMaxStreams = Math.min(settings.maxConcurrentStreams ?? FIRST_MAX_STREAMS, MAX_STREAMS);
+    });
     this.open.add(conn);
     session.unref();
     session.on('error', () => this.drop(conn));

@@ -80,6 +80,8 @@ export interface ApiServerOptions {
   host?: string;
   /** Directory of CRD manifests to install at start (default: the repository's crds/). */
   crdDir?: string;
+  /** HTTP/2 streams a client may open per connection (kube-apiserver's --http2-max-streams-per-connection). */
+  maxStreams?: number;
 }
 
 export class ApiServerDouble {
@@ -137,7 +139,7 @@ export class ApiServerDouble {
       rmSync(pkiDir, { recursive: true, force: true });
     }
     // HTTP/2 with HTTP/1.1 beside it, as kube-apiserver serves: the daemon multiplexes, one-shot clients do not.
-    this.server = createSecureServer({ ...tls, allowHTTP1: true }, (req, res) => {
+    this.server = createSecureServer({ ...tls, allowHTTP1: true, ...(this.opts.maxStreams ? { settings: { maxConcurrentStreams: this.opts.maxStreams } } : {}) }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         const e = err instanceof HttpError ? err : new HttpError(500, 'InternalError', (err as Error).message);
         this.send(res, e.code, status(e.code, e.reason, e.message));

@@ -91,6 +91,23 @@ describe('HTTP/2 transport (the daemon shares connections among all its clients)
     await Promise.all(watches.map((w) => w.done));
   });
 
+  it("past the server's streams per connection (its SETTINGS), another connection is opened; below it, none", async () => {
+    await server.stop();
+    server = new ApiServerDouble({ maxStreams: 10 });
+    await server.start();
+    cfg = kubeconfigToApiConfig(parse(server.kubeconfig()), 'the double');
+    const connections = pool(cfg);
+    const api = new ApiClient({ ...cfg, transport: connections.transport }, 5000);
+    // A first request: the server's SETTINGS are in before the watches open.
+    await api.get('/apis/coordination.k8s.io/v1/namespaces/default/leases');
+    const seen = new Set<string>();
+    const watches = Array.from({ length: 25 }, (_, i) => api.watch(`/apis/coordination.k8s.io/v1/namespaces/ns${i}/leases?watch=1`, () => seen.add(`ns${i}`)));
+    for (let i = 0; i < 25; i++) await api.post(`/apis/coordination.k8s.io/v1/namespaces/ns${i}/leases`, lease(`ns${i}`, `c${i}`));
+    await waitFor('every watch saw its Lease', () => seen.size === 25);
+    assert.equal(connections.opened, 3, '25 watches at 10 streams a connection');
+    for (const w of watches) w.abort();
+  });
+
   it('an error answer is an ApiError with the status and reason, as over HTTP/1.1', async () => {
     const api = new ApiClient({ ...cfg, transport: pool(cfg).transport }, 5000);
     const err = await api.get('/apis/coordination.k8s.io/v1/namespaces/default/leases/nope').catch((e: unknown) => e);
