@@ -145,7 +145,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: { name: 'contract', namespace: ns },
-        spec: { nodeName: 'plx-kf-nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
       });
       out.getMissing = await code(api.get(`/api/v1/namespaces/${ns}/pods/missing`));
       // Merge patch of the status subresource: annotations change, spec does not.
@@ -353,7 +353,7 @@ describe('the real node (kube-apiserver, etcd, controller-manager, scheduler, ku
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: { name: 'kubeconfig-forms', annotations: { 'k8s.v1.cni.cncf.io/networks': 'macvlan-a' } },
-        spec: { nodeName: 'nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
+        spec: { nodeName: 'plx-kf-nowhere', containers: [{ name: 'c', image: 'localhost/plexus-pause:1' }] },
       });
       const uid = (await admin.get<PodJson>(podPath)).metadata.uid;
       const clusterNetwork = join(cluster.cniConfDir, '10-cluster.conflist');
